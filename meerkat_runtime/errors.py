@@ -1,0 +1,123 @@
+"""The error hierarchy of meerkat-runtime.
+
+One family, modelled on the DB-API style the ``eventsourcing`` library uses:
+a host catches :class:`MeerkatRuntimeError` for everything, or one of the
+specific classes below. This module imports nothing of the project, so every
+layer (``events``, ``store``, ``actors``, ``projections``) can use it.
+
+Messages never contain a store password: code that builds a message from a
+store URL passes it through :func:`mask_url` first.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = [
+    "CompletionWaitError",
+    "ConcurrencyConflict",
+    "InvalidInput",
+    "MeerkatRuntimeError",
+    "Overloaded",
+    "RuntimeControlPlaneError",
+    "RuntimeStateTransitionError",
+    "SessionOwnedElsewhere",
+    "StoreError",
+    "mask_url",
+]
+
+
+class MeerkatRuntimeError(Exception):
+    """Base class of every error raised by meerkat-runtime."""
+
+
+class InvalidInput(MeerkatRuntimeError, ValueError):
+    """Malformed input: not valid wire JSON, unknown variant, missing field, wrong type.
+
+    ``path`` names the offending field (``"header.timestamp"``, ``"appends[2].role"``),
+    empty for the document itself. Nothing is written when this is raised.
+    """
+
+    def __init__(self, message: str, path: str = "") -> None:
+        self.path = path
+        self.detail = message
+        super().__init__(f"{path}: {message}" if path else message)
+
+
+class StoreError(MeerkatRuntimeError):
+    """The event store failed or refused: bad URL, unreachable database, schema mismatch."""
+
+
+class ConcurrencyConflict(StoreError):
+    """An append lost an optimistic-concurrency race: nothing of it was written.
+
+    ``session_id`` is the session, ``expected_version`` the version the writer
+    folded, ``actual_version`` the version found in the store when known.
+    """
+
+    def __init__(
+        self, session_id: str, expected_version: int, actual_version: int | None = None
+    ) -> None:
+        self.session_id = session_id
+        self.expected_version = expected_version
+        self.actual_version = actual_version
+        found = "unknown" if actual_version is None else str(actual_version)
+        super().__init__(
+            f"concurrency conflict on session {session_id!r}: expected version "
+            f"{expected_version}, store has {found}"
+        )
+
+
+class RuntimeStateTransitionError(MeerkatRuntimeError):
+    """An illegal runtime state move; nothing was changed."""
+
+    def __init__(self, from_state: str, to_state: str) -> None:
+        self.from_state = from_state
+        self.to_state = to_state
+        super().__init__(f"Invalid runtime state transition: {from_state} -> {to_state}")
+
+
+class RuntimeControlPlaneError(MeerkatRuntimeError):
+    """A control-plane operation failed (``NotFound``, ``InvalidState``, ``StoreError``, ``Internal``).
+
+    ``kind`` is the spec's variant name in snake_case.
+    """
+
+    def __init__(self, kind: str, message: str) -> None:
+        self.kind = kind
+        super().__init__(message)
+
+
+class CompletionWaitError(MeerkatRuntimeError, TimeoutError):
+    """Waiting for an input's completion failed.
+
+    ``kind`` is ``"timeout"``, ``"channel_closed"``, ``"attachment_replaced"`` or
+    ``"authority_unavailable"``.
+    """
+
+    def __init__(self, kind: str, message: str) -> None:
+        self.kind = kind
+        super().__init__(message)
+
+
+class Overloaded(MeerkatRuntimeError):
+    """Admission refused at once because a bounded queue is full; nothing was written."""
+
+
+class SessionOwnedElsewhere(MeerkatRuntimeError):
+    """The session is owned by another live runtime node; ``owner`` names it."""
+
+    def __init__(self, session_id: str, owner: str) -> None:
+        self.session_id = session_id
+        self.owner = owner
+        super().__init__(f"session {session_id!r} is owned by node {owner!r}")
+
+
+_PASSWORD_IN_URL = re.compile(r"(?P<prefix>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@]*:)(?P<pw>[^@/]*)@")
+_PASSWORD_PARAM = re.compile(r"(?P<k>password=)(?P<pw>[^&\s]+)", re.IGNORECASE)
+
+
+def mask_url(url: str) -> str:
+    """Return ``url`` with any password replaced by ``***``."""
+    masked = _PASSWORD_IN_URL.sub(lambda m: f"{m['prefix']}***@", url)
+    return _PASSWORD_PARAM.sub(lambda m: f"{m['k']}***", masked)
