@@ -1,0 +1,496 @@
+"""The wire codec engine: dataclasses <-> JSON-native values, driven by type hints.
+
+Every spec type is a frozen dataclass. Its wire shape follows from its type
+hints plus a little field metadata, the Python counterpart of the serde
+attributes the spec quotes:
+
+* ``omit="none" | "empty" | "false"``: ``skip_serializing_if`` (the key is left
+  out when the value is None, an empty sequence, or False).
+* a dataclass default: serde ``default`` (a missing key is accepted on read);
+  ``required=True`` makes the key mandatory on read although Python code may
+  omit it when constructing (e.g. an input header).
+* an optional type (``X | None``) accepts ``null`` on read; a non-optional
+  field with a default refuses an explicit ``null`` (spec 1.1).
+* ``ge=0``: unsigned integers.
+
+Tagged unions: a base class declares ``__tag_key__`` (e.g. ``"input_type"``) and
+each variant a ``__tag__``; variants register themselves through
+:func:`tagged`. Anything irregular (untagged or externally tagged enums)
+plugs in with ``Annotated[T, Custom(encode, decode)]``.
+
+Encoders and decoders are compiled once per class and cached, so the hot path
+is a loop over prepared field tuples. Decoding never raises anything but
+:class:`InvalidInput`, with the path of the offending field.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import enum
+import math
+import types
+import typing
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar, Union, get_args, get_origin
+
+from meerkat_runtime.errors import InvalidInput
+from meerkat_runtime.events.ids import parse_uuid
+from meerkat_runtime.events.timefmt import format_timestamp, parse_timestamp
+
+__all__ = [
+    "Custom",
+    "JsonValue",
+    "decode_value",
+    "encode_value",
+    "from_wire",
+    "tagged",
+    "to_wire",
+    "wfield",
+]
+
+T = TypeVar("T")
+Encoder = Callable[[Any], Any]
+Decoder = Callable[[Any, str], Any]
+
+#: A JSON value carried as is (``dict``/``list``/``str``/``int``/``float``/``bool``/``None``).
+JsonValue = Any
+
+MAX_JSON_DEPTH = 64
+
+
+class Custom:
+    """``Annotated`` marker giving a type its own encode/decode functions."""
+
+    __slots__ = ("decode", "encode")
+
+    def __init__(self, encode: Encoder, decode: Decoder) -> None:
+        self.encode = encode
+        self.decode = decode
+
+
+class _JsonMarker:
+    pass
+
+
+JSON = _JsonMarker()
+
+
+def wfield(
+    *,
+    default: Any = dataclasses.MISSING,
+    default_factory: Any = dataclasses.MISSING,
+    omit: str | None = None,
+    required: bool = False,
+    ge: int | None = None,
+    wire_name: str | None = None,
+) -> Any:
+    """A dataclass field with wire metadata (see the module docstring)."""
+    meta = {"omit": omit, "required": required, "ge": ge, "wire_name": wire_name}
+    if default_factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=default_factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+_VARIANTS: dict[type, dict[str, type]] = {}
+
+
+def tagged(cls: type[T]) -> type[T]:
+    """Register a dataclass as a variant of its tagged-union base (found via ``__tag_key__``)."""
+    tag = cls.__dict__.get("__tag__")
+    if tag is None:
+        raise TypeError(f"{cls.__name__} has no __tag__")
+    for base in cls.__mro__[1:]:
+        if "__tag_key__" in base.__dict__:
+            _VARIANTS.setdefault(base, {})[tag] = cls
+            break
+    else:
+        raise TypeError(f"{cls.__name__} has no base with __tag_key__")
+    return cls
+
+
+def variants_of(base: type) -> dict[str, type]:
+    """The registered variants of a tagged-union base, by tag."""
+    return dict(_VARIANTS.get(base, {}))
+
+
+# ---------------------------------------------------------------- type kinds
+
+
+def _type_name(v: Any) -> str:
+    if v is None:
+        return "null"
+    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array"}.get(
+        type(v), "object" if isinstance(v, dict) else type(v).__name__
+    )
+
+
+def _check_json(value: Any, path: str, depth: int = 0) -> Any:
+    if depth > MAX_JSON_DEPTH:
+        raise InvalidInput(f"JSON nested deeper than {MAX_JSON_DEPTH} levels", path)
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidInput("JSON numbers must be finite (no NaN or Infinity)", path)
+        return value
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise InvalidInput("JSON object keys must be strings", path)
+            _check_json(v, f"{path}.{k}", depth + 1)
+        return value
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_json(v, f"{path}[{i}]", depth + 1)
+        return list(value) if isinstance(value, tuple) else value
+    raise InvalidInput(f"not a JSON value: {type(value).__name__}", path)
+
+
+def _dec_str(v: Any, path: str) -> str:
+    if not isinstance(v, str):
+        raise InvalidInput(f"expected string, got {_type_name(v)}", path)
+    return v
+
+
+def _dec_bool(v: Any, path: str) -> bool:
+    if not isinstance(v, bool):
+        raise InvalidInput(f"expected boolean, got {_type_name(v)}", path)
+    return v
+
+
+def _dec_int(v: Any, path: str) -> int:
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise InvalidInput(f"expected integer, got {_type_name(v)}", path)
+    return v
+
+
+def _dec_float(v: Any, path: str) -> float:
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        raise InvalidInput(f"expected number, got {_type_name(v)}", path)
+    if not math.isfinite(v):
+        raise InvalidInput("number must be finite", path)
+    return float(v)
+
+
+def _enc_uuid(v: uuid.UUID) -> str:
+    return str(v)
+
+
+def _enum_decoder(cls: type[enum.Enum]) -> Decoder:
+    members = {m.value: m for m in cls}
+    names = ", ".join(sorted(str(k) for k in members))
+
+    def dec(v: Any, path: str) -> Any:
+        if not isinstance(v, str):
+            raise InvalidInput(f"expected one of {names}, got {_type_name(v)}", path)
+        try:
+            return members[v]
+        except KeyError:
+            raise InvalidInput(f"unknown value {v[:64]!r}; expected one of {names}", path) from None
+
+    return dec
+
+
+def _enc_enum(v: enum.Enum) -> Any:
+    return v.value
+
+
+_ENCODERS: dict[Any, Encoder | None] = {}
+_DECODERS: dict[Any, Decoder] = {}
+
+
+def _unwrap_newtype(tp: Any) -> Any:
+    while hasattr(tp, "__supertype__"):
+        tp = tp.__supertype__
+    return tp
+
+
+def _is_optional(tp: Any) -> bool:
+    return get_origin(tp) in (Union, types.UnionType) and type(None) in get_args(tp)
+
+
+def _encoder_for(tp: Any) -> Encoder | None:
+    """Return the encoder for a type, or None when the value is already JSON-native."""
+    try:
+        return _ENCODERS[tp]
+    except (KeyError, TypeError):
+        pass
+    enc = _build_encoder(tp)
+    with contextlib.suppress(TypeError):
+        _ENCODERS[tp] = enc
+    return enc
+
+
+def _build_encoder(tp: Any) -> Encoder | None:
+    tp = _unwrap_newtype(tp)
+    origin = get_origin(tp)
+    if origin is typing.Annotated:
+        base, *extras = get_args(tp)
+        for extra in extras:
+            if isinstance(extra, Custom):
+                return extra.encode
+            if extra is JSON:
+                return None
+        return _encoder_for(base)
+    if tp in (str, int, bool, float, Any, type(None)):
+        return None
+    if isinstance(tp, type) and hasattr(tp, "__wire_encode__"):
+        return tp.__wire_encode__  # type: ignore[no-any-return]
+    if tp is uuid.UUID:
+        return _enc_uuid
+    if tp is datetime:
+        return format_timestamp
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return _enc_enum
+    if origin in (Union, types.UnionType):
+        members = [a for a in get_args(tp) if a is not type(None)]
+        if len(members) == 1:
+            inner = _encoder_for(members[0])
+            if inner is None:
+                return None
+            return lambda v: None if v is None else inner(v)
+        return to_wire  # union of dataclasses: dispatch on the runtime type
+    if origin in (tuple, list):
+        args = get_args(tp)
+        item = _encoder_for(args[0]) if args else None
+        if item is None:
+            return list
+        return lambda v: [item(x) for x in v]
+    if origin is dict:
+        args = get_args(tp)
+        val = _encoder_for(args[1]) if len(args) == 2 else None
+        if val is None:
+            return None
+        return lambda v: {k: val(x) for k, x in v.items()}
+    if dataclasses.is_dataclass(tp):
+        return to_wire
+    raise TypeError(f"no wire encoder for {tp!r}")
+
+
+def _decoder_for(tp: Any) -> Decoder:
+    try:
+        return _DECODERS[tp]
+    except (KeyError, TypeError):
+        pass
+    dec = _build_decoder(tp)
+    with contextlib.suppress(TypeError):
+        _DECODERS[tp] = dec
+    return dec
+
+
+def _build_decoder(tp: Any) -> Decoder:
+    tp = _unwrap_newtype(tp)
+    origin = get_origin(tp)
+    if origin is typing.Annotated:
+        base, *extras = get_args(tp)
+        for extra in extras:
+            if isinstance(extra, Custom):
+                return extra.decode
+            if extra is JSON:
+                return _check_json
+        return _decoder_for(base)
+    if tp is Any:
+        return _check_json
+    if isinstance(tp, type) and hasattr(tp, "__wire_decode__"):
+        return tp.__wire_decode__  # type: ignore[no-any-return]
+    if tp is str:
+        return _dec_str
+    if tp is bool:
+        return _dec_bool
+    if tp is int:
+        return _dec_int
+    if tp is float:
+        return _dec_float
+    if tp is uuid.UUID:
+        return parse_uuid
+    if tp is datetime:
+        return parse_timestamp
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return _enum_decoder(tp)
+    if origin in (Union, types.UnionType):
+        members = [a for a in get_args(tp) if a is not type(None)]
+        if len(members) == 1:
+            inner = _decoder_for(members[0])
+            return lambda v, path: None if v is None else inner(v, path)
+        raise TypeError(f"untagged union {tp!r} needs a Custom codec")
+    if origin in (tuple, list):
+        args = get_args(tp)
+        item = _decoder_for(args[0]) if args else _check_json
+
+        def dec_seq(v: Any, path: str) -> Any:
+            if not isinstance(v, (list, tuple)):
+                raise InvalidInput(f"expected array, got {_type_name(v)}", path)
+            return tuple(item(x, f"{path}[{i}]") for i, x in enumerate(v))
+
+        return dec_seq
+    if origin is dict:
+        args = get_args(tp)
+        val = _decoder_for(args[1]) if len(args) == 2 else _check_json
+
+        def dec_map(v: Any, path: str) -> Any:
+            if not isinstance(v, dict):
+                raise InvalidInput(f"expected object, got {_type_name(v)}", path)
+            out = {}
+            for k, x in v.items():
+                if not isinstance(k, str):
+                    raise InvalidInput("object keys must be strings", path)
+                out[k] = val(x, f"{path}.{k}")
+            return out
+
+        return dec_map
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        cls = tp
+        return lambda v, path: from_wire(cls, v, path)
+    raise TypeError(f"no wire decoder for {tp!r}")
+
+
+# ---------------------------------------------------------------- dataclasses
+
+_MISSING = dataclasses.MISSING
+
+
+class _FieldPlan:
+    __slots__ = (
+        "attr",
+        "decode",
+        "encode",
+        "ge",
+        "has_default",
+        "key",
+        "nullable",
+        "omit",
+        "optional",
+    )
+
+    def __init__(self, f: dataclasses.Field[Any], tp: Any) -> None:
+        meta = f.metadata
+        self.attr = f.name
+        self.key = meta.get("wire_name") or f.name
+        self.omit = meta.get("omit")
+        self.ge = meta.get("ge")
+        self.encode = _encoder_for(tp)
+        self.decode = _decoder_for(tp)
+        self.optional = _is_optional(_unwrap_newtype(tp))
+        self.nullable = self.optional or _is_json_type(tp)
+        has_default = f.default is not _MISSING or f.default_factory is not _MISSING
+        self.has_default = has_default and not meta.get("required", False)
+
+
+def _is_json_type(tp: Any) -> bool:
+    if tp is Any:
+        return True
+    return get_origin(tp) is typing.Annotated and JSON in get_args(tp)[1:]
+
+
+class _ClassPlan:
+    __slots__ = ("custom", "fields", "tag", "tag_key")
+
+    def __init__(self, cls: type) -> None:
+        self.custom = hasattr(cls, "__wire_encode__")
+        hints = typing.get_type_hints(cls, include_extras=True)
+        self.fields = tuple(
+            _FieldPlan(f, hints[f.name])
+            for f in dataclasses.fields(cls)
+            if f.init and not f.metadata.get("skip")
+        )
+        self.tag: str | None = cls.__dict__.get("__tag__")
+        self.tag_key: str | None = getattr(cls, "__tag_key__", None) if self.tag else None
+
+
+_PLANS: dict[type, _ClassPlan] = {}
+
+
+def _plan(cls: type) -> _ClassPlan:
+    plan = _PLANS.get(cls)
+    if plan is None:
+        plan = _PLANS[cls] = _ClassPlan(cls)
+    return plan
+
+
+def to_wire(obj: Any) -> Any:
+    """Encode a spec dataclass instance into its JSON-native wire dict."""
+    cls = type(obj)
+    plan = _PLANS.get(cls) or _plan(cls)
+    if plan.custom:
+        return obj.__wire_encode__()
+    out: dict[str, Any] = {}
+    if plan.tag_key is not None:
+        out[plan.tag_key] = plan.tag
+    for fp in plan.fields:
+        v = getattr(obj, fp.attr)
+        omit = fp.omit
+        if omit is not None and (
+            (omit == "none" and v is None)
+            or (omit == "empty" and not v)
+            or (omit == "false" and v is False)
+        ):
+            continue
+        enc = fp.encode
+        out[fp.key] = v if enc is None or v is None else enc(v)
+    return out
+
+
+def from_wire(cls: type[T], data: Any, path: str = "") -> T:
+    """Decode a wire dict into ``cls`` (a variant, or a tagged-union base that dispatches on its tag)."""
+    if hasattr(cls, "__wire_decode__"):
+        return cls.__wire_decode__(data, path)  # type: ignore[attr-defined,no-any-return]
+    if not isinstance(data, dict):
+        raise InvalidInput(f"expected object, got {_type_name(data)}", path)
+    tag_key = cls.__dict__.get("__tag_key__")
+    if tag_key is not None and "__tag__" not in cls.__dict__:
+        variants = _VARIANTS.get(cls, {})
+        tag = data.get(tag_key, _MISSING)
+        where = f"{path}.{tag_key}" if path else tag_key
+        if tag is _MISSING:
+            raise InvalidInput("missing required field", where)
+        target = variants.get(tag) if isinstance(tag, str) else None
+        if target is None:
+            known = ", ".join(sorted(variants))
+            raise InvalidInput(f"unknown variant {str(tag)[:64]!r}; expected one of {known}", where)
+        return from_wire(target, data, path)
+    plan = _PLANS.get(cls) or _plan(cls)
+    if plan.tag_key is not None:
+        tag = data.get(plan.tag_key, _MISSING)
+        where = f"{path}.{plan.tag_key}" if path else plan.tag_key
+        # Decoding straight into a variant tolerates a missing tag; a wrong one is refused.
+        if tag is not _MISSING and tag != plan.tag:
+            raise InvalidInput(f"expected {plan.tag!r}, got {str(tag)[:64]!r}", where)
+    kwargs: dict[str, Any] = {}
+    for fp in plan.fields:
+        where = f"{path}.{fp.key}" if path else fp.key
+        v = data.get(fp.key, _MISSING)
+        if v is _MISSING:
+            if fp.has_default:
+                continue
+            if fp.optional:  # serde: a missing Option is None
+                kwargs[fp.attr] = None
+                continue
+            raise InvalidInput("missing required field", where)
+        if v is None and not fp.nullable:
+            raise InvalidInput("must not be null", where)
+        value = fp.decode(v, where)
+        if fp.ge is not None and value is not None and value < fp.ge:
+            raise InvalidInput(f"must be >= {fp.ge}, got {value}", where)
+        kwargs[fp.attr] = value
+    try:
+        return cls(**kwargs)
+    except InvalidInput as exc:
+        if path and not exc.path.startswith(path):
+            raise InvalidInput(exc.detail, f"{path}.{exc.path}" if exc.path else path) from None
+        raise
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(str(exc), path) from None
+
+
+def encode_value(tp: Any, value: Any) -> Any:
+    """Encode a value of an arbitrary supported type (e.g. ``tuple[InputId, ...]``)."""
+    enc = _encoder_for(tp)
+    return value if enc is None or value is None else enc(value)
+
+
+def decode_value(tp: Any, value: Any, path: str = "") -> Any:
+    """Decode a JSON-native value as type ``tp``."""
+    return _decoder_for(tp)(value, path)

@@ -1,0 +1,112 @@
+"""Identifiers (spec section 2) and the UUIDv7 generator.
+
+Every id the runtime mints is a UUIDv7 (time-ordered); any valid uuid is
+accepted on input, in any case, with or without hyphens. Ids are plain
+:class:`uuid.UUID` values with ``NewType`` names for readability; they are
+written lowercase with hyphens.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from typing import NewType
+
+from meerkat_runtime.errors import InvalidInput
+
+__all__ = [
+    "SESSION_RUNTIME_PREFIX",
+    "CausationId",
+    "ConversationId",
+    "CorrelationId",
+    "IdempotencyKey",
+    "InputId",
+    "LogicalRuntimeId",
+    "PolicyVersion",
+    "RunId",
+    "RuntimeEventId",
+    "SessionId",
+    "SupersessionKey",
+    "parse_uuid",
+    "session_id_from_runtime_id",
+    "uuid7",
+    "validate_session_id",
+]
+
+InputId = NewType("InputId", uuid.UUID)
+RunId = NewType("RunId", uuid.UUID)
+RuntimeEventId = NewType("RuntimeEventId", uuid.UUID)
+ConversationId = NewType("ConversationId", uuid.UUID)
+CausationId = NewType("CausationId", uuid.UUID)
+CorrelationId = NewType("CorrelationId", uuid.UUID)
+LogicalRuntimeId = NewType("LogicalRuntimeId", str)
+IdempotencyKey = NewType("IdempotencyKey", str)
+SupersessionKey = NewType("SupersessionKey", str)
+PolicyVersion = NewType("PolicyVersion", int)
+# Session ids are opaque strings in this port (API.md: 1 to 256 printable characters).
+SessionId = NewType("SessionId", str)
+
+SESSION_RUNTIME_PREFIX = "rt:session:"
+
+_lock = threading.Lock()
+_last_ms = 0
+_counter = 0
+
+
+def uuid7() -> uuid.UUID:
+    """Return a fresh UUIDv7: 48-bit Unix milliseconds, then a 12-bit counter, then random bits.
+
+    Ids minted in the same millisecond by this process stay strictly increasing
+    (the counter is seeded randomly each millisecond and incremented), so
+    sorting by id sorts by creation time.
+    """
+    global _last_ms, _counter
+    with _lock:
+        ms = time.time_ns() // 1_000_000
+        if ms > _last_ms:
+            _last_ms = ms
+            _counter = int.from_bytes(os.urandom(2), "big") & 0x7FF
+        else:
+            _counter += 1
+            if _counter > 0xFFF:  # counter exhausted: borrow the next millisecond
+                _last_ms += 1
+                _counter = 0
+            ms = _last_ms
+        counter = _counter
+    rand = int.from_bytes(os.urandom(8), "big") & 0x3FFF_FFFF_FFFF_FFFF
+    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | counter << 64 | 0b10 << 62 | rand
+    return uuid.UUID(int=value)
+
+
+def parse_uuid(value: object, path: str = "") -> uuid.UUID:
+    """Parse a uuid string (any case, hyphens optional); :class:`InvalidInput` otherwise."""
+    if isinstance(value, uuid.UUID):
+        return value
+    if not isinstance(value, str):
+        raise InvalidInput(f"expected a uuid string, got {type(value).__name__}", path)
+    text = value.replace("-", "")
+    if len(text) != 32:
+        raise InvalidInput(f"not a uuid: {value[:64]!r}", path)
+    try:
+        return uuid.UUID(hex=text)
+    except ValueError:
+        raise InvalidInput(f"not a uuid: {value[:64]!r}", path) from None
+
+
+def validate_session_id(value: object, path: str = "session_id") -> SessionId:
+    """Check a session id: a string of 1 to 256 printable characters."""
+    if not isinstance(value, str):
+        raise InvalidInput(f"session id must be a string, got {type(value).__name__}", path)
+    if not 1 <= len(value) <= 256:
+        raise InvalidInput(f"session id must have 1 to 256 characters, got {len(value)}", path)
+    if not value.isprintable():
+        raise InvalidInput("session id must contain only printable characters", path)
+    return SessionId(value)
+
+
+def session_id_from_runtime_id(runtime_id: str) -> uuid.UUID:
+    """Extract the session uuid of a ``rt:session:<uuid>`` runtime id (bare uuids are a legacy alias)."""
+    text = runtime_id.removeprefix(SESSION_RUNTIME_PREFIX)
+    return parse_uuid(text, "runtime_id")

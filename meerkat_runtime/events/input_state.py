@@ -1,0 +1,319 @@
+"""The input lifecycle (spec section 5): states, legal transitions, outcomes and ``InputState``.
+
+``InputState`` is one immutable object holding the spec's InputState and its
+machine-owned seed; its wire form is the spec's stored row, version 5.
+:meth:`InputState.transition` is the single gate for lifecycle moves: it
+enforces :data:`INPUT_TRANSITIONS` exactly and appends a history entry.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, replace
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar
+
+from meerkat_runtime.errors import InvalidInput, MeerkatRuntimeError
+from meerkat_runtime.events._codec import Custom, JsonValue, tagged, wfield
+from meerkat_runtime.events.completion import CompletionOutcome
+from meerkat_runtime.events.inputs import Input, InputDurability
+from meerkat_runtime.events.policy import PolicySnapshot, RuntimeSemantics
+from meerkat_runtime.events.run_primitive import HandlingMode
+
+__all__ = [
+    "INPUT_TRANSITIONS",
+    "MAX_STAGE_ATTEMPTS",
+    "STORED_INPUT_STATE_VERSION",
+    "AbandonKind",
+    "AbandonedOutcome",
+    "CoalescedOutcome",
+    "CoalescingSource",
+    "ConsumedOutcome",
+    "InputAbandonReason",
+    "InputLifecycleState",
+    "InputState",
+    "InputStateEvent",
+    "InputStateHistoryEntry",
+    "InputTerminalOutcome",
+    "InputTransitionError",
+    "ProjectionSource",
+    "ReconstructionSource",
+    "SupersededOutcome",
+]
+
+MAX_STAGE_ATTEMPTS = 3
+STORED_INPUT_STATE_VERSION = 5
+
+
+class InputLifecycleState(StrEnum):
+    """The nine input lifecycle states; four are terminal."""
+
+    ACCEPTED = "accepted"
+    QUEUED = "queued"
+    STAGED = "staged"
+    APPLIED = "applied"
+    APPLIED_PENDING_CONSUMPTION = "applied_pending_consumption"
+    CONSUMED = "consumed"
+    SUPERSEDED = "superseded"
+    COALESCED = "coalesced"
+    ABANDONED = "abandoned"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in _TERMINAL
+
+
+L = InputLifecycleState
+_TERMINAL = frozenset({L.CONSUMED, L.SUPERSEDED, L.COALESCED, L.ABANDONED})
+_NON_TERMINAL = frozenset(L) - _TERMINAL
+
+#: The legal moves (section 5): the lifecycle path, the side exits, and abandon from any non-terminal.
+INPUT_TRANSITIONS: frozenset[tuple[InputLifecycleState, InputLifecycleState]] = frozenset(
+    {
+        (L.ACCEPTED, L.QUEUED),
+        (L.ACCEPTED, L.CONSUMED),  # consume on accept (operations)
+        (L.QUEUED, L.STAGED),
+        (L.STAGED, L.QUEUED),  # rollback after a recoverable failure
+        (L.STAGED, L.APPLIED),
+        (L.STAGED, L.APPLIED_PENDING_CONSUMPTION),  # non-recoverable failure, boundary 0
+        (L.APPLIED, L.APPLIED_PENDING_CONSUMPTION),
+        (L.APPLIED_PENDING_CONSUMPTION, L.CONSUMED),
+        (L.QUEUED, L.SUPERSEDED),
+        (L.QUEUED, L.COALESCED),
+    }
+    | {(s, L.ABANDONED) for s in _NON_TERMINAL}
+)
+
+#: Recovery moves (section 16) that are not ordinary lifecycle moves.
+RECOVERY_TRANSITIONS: frozenset[tuple[InputLifecycleState, InputLifecycleState]] = frozenset(
+    {
+        (L.ACCEPTED, L.QUEUED),
+        (L.STAGED, L.QUEUED),
+        (L.APPLIED, L.CONSUMED),
+        (L.APPLIED_PENDING_CONSUMPTION, L.CONSUMED),
+        (L.APPLIED, L.QUEUED),
+        (L.APPLIED_PENDING_CONSUMPTION, L.QUEUED),
+    }
+)
+
+
+class InputTransitionError(MeerkatRuntimeError):
+    """An illegal input lifecycle move; the input is unchanged."""
+
+    def __init__(self, input_id: uuid.UUID, from_state: str, to_state: str) -> None:
+        self.input_id = input_id
+        super().__init__(f"illegal input transition for {input_id}: {from_state} -> {to_state}")
+
+
+# ---------------------------------------------------------------- abandon reasons
+
+
+class AbandonKind(StrEnum):
+    RETIRED = "retired"
+    RESET = "reset"
+    STOPPED = "stopped"
+    DESTROYED = "destroyed"
+    CANCELLED = "cancelled"
+    MAX_ATTEMPTS_EXHAUSTED = "max_attempts_exhausted"
+
+
+@dataclass(frozen=True, slots=True)
+class InputAbandonReason:
+    """Why an input was abandoned. Externally tagged on the wire: unit reasons are bare
+    strings (``"reset"``), the other is ``{"max_attempts_exhausted": {"attempts": 3}}``."""
+
+    kind: AbandonKind
+    attempts: int | None = None
+
+    def __str__(self) -> str:
+        if self.kind is AbandonKind.MAX_ATTEMPTS_EXHAUSTED:
+            return f"max attempts exhausted ({self.attempts} attempts)"
+        return self.kind.value
+
+    @classmethod
+    def max_attempts_exhausted(cls, attempts: int) -> InputAbandonReason:
+        return cls(AbandonKind.MAX_ATTEMPTS_EXHAUSTED, attempts)
+
+    def __wire_encode__(self) -> Any:
+        if self.kind is AbandonKind.MAX_ATTEMPTS_EXHAUSTED:
+            return {"max_attempts_exhausted": {"attempts": self.attempts}}
+        return self.kind.value
+
+    @classmethod
+    def __wire_decode__(cls, v: Any, path: str) -> InputAbandonReason:
+        if isinstance(v, str):
+            kind = _UNIT_REASONS.get(v)
+            if kind is None:
+                raise InvalidInput(f"unknown abandon reason {v[:64]!r}", path)
+            return cls(kind)
+        if isinstance(v, dict) and len(v) == 1 and "max_attempts_exhausted" in v:
+            inner = v["max_attempts_exhausted"]
+            where = f"{path}.max_attempts_exhausted.attempts"
+            if not isinstance(inner, dict) or "attempts" not in inner:
+                raise InvalidInput("missing required field", where)
+            n = inner["attempts"]
+            if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+                raise InvalidInput("expected a non-negative integer", where)
+            return cls(AbandonKind.MAX_ATTEMPTS_EXHAUSTED, n)
+        raise InvalidInput("expected an abandon reason (string or max_attempts_exhausted)", path)
+
+
+_UNIT_REASONS = {k.value: k for k in AbandonKind if k is not AbandonKind.MAX_ATTEMPTS_EXHAUSTED}
+
+
+# ---------------------------------------------------------------- outcomes and history
+
+
+@dataclass(frozen=True, slots=True)
+class InputTerminalOutcome:
+    """How an input ended (tag ``outcome_type``)."""
+
+    __tag_key__: ClassVar[str] = "outcome_type"
+
+
+@tagged
+@dataclass(frozen=True, slots=True)
+class ConsumedOutcome(InputTerminalOutcome):
+    __tag__: ClassVar[str] = "consumed"
+
+
+@tagged
+@dataclass(frozen=True, slots=True)
+class SupersededOutcome(InputTerminalOutcome):
+    __tag__: ClassVar[str] = "superseded"
+    superseded_by: uuid.UUID
+
+
+@tagged
+@dataclass(frozen=True, slots=True)
+class CoalescedOutcome(InputTerminalOutcome):
+    __tag__: ClassVar[str] = "coalesced"
+    aggregate_id: uuid.UUID
+
+
+@tagged
+@dataclass(frozen=True, slots=True)
+class AbandonedOutcome(InputTerminalOutcome):
+    __tag__: ClassVar[str] = "abandoned"
+    reason: InputAbandonReason
+
+
+@dataclass(frozen=True, slots=True)
+class InputStateHistoryEntry:
+    timestamp: datetime
+    from_state: InputLifecycleState = wfield(wire_name="from", required=True)
+    to: InputLifecycleState = wfield(required=True)
+    reason: str | None = wfield(default=None, omit="none")
+
+
+@dataclass(frozen=True, slots=True)
+class InputStateEvent:
+    timestamp: datetime
+    state: InputLifecycleState
+    detail: str | None = wfield(default=None, omit="none")
+
+
+@dataclass(frozen=True, slots=True)
+class ReconstructionSource:
+    """Where a reconstructed input came from (tag ``source_type``)."""
+
+    __tag_key__: ClassVar[str] = "source_type"
+
+
+@tagged
+@dataclass(frozen=True, slots=True)
+class ProjectionSource(ReconstructionSource):
+    __tag__: ClassVar[str] = "projection"
+    rule_id: str
+    source_event_id: str
+
+
+@tagged
+@dataclass(frozen=True, slots=True)
+class CoalescingSource(ReconstructionSource):
+    __tag__: ClassVar[str] = "coalescing"
+    source_input_ids: tuple[uuid.UUID, ...] = ()
+
+
+# ---------------------------------------------------------------- InputState
+
+
+def _check_version(v: Any, path: str) -> int:
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise InvalidInput("expected integer", path)
+    if v not in (3, 4, STORED_INPUT_STATE_VERSION):
+        raise InvalidInput(
+            f"unsupported stored input state version {v} (expected current "
+            f"{STORED_INPUT_STATE_VERSION}; 3 and 4 are migrated)",
+            path,
+        )
+    return v
+
+
+StoredVersion = Annotated[int, Custom(lambda v: v, _check_version)]
+
+
+@dataclass(frozen=True, slots=True)
+class InputState:
+    """The full state of one input: lifecycle phase, outcome, history, policy and seed facts."""
+
+    input_id: uuid.UUID
+    current_state: InputLifecycleState
+    created_at: datetime
+    updated_at: datetime
+    stored_input_state_version: StoredVersion = STORED_INPUT_STATE_VERSION
+    policy: PolicySnapshot | None = wfield(default=None, omit="none")
+    runtime_semantics: RuntimeSemantics | None = wfield(default=None, omit="none")
+    directed_run_started_attribution: JsonValue = wfield(default=None, omit="none")
+    terminal_outcome: InputTerminalOutcome | None = wfield(default=None, omit="none")
+    durability: InputDurability | None = wfield(default=None, omit="none")
+    idempotency_key: str | None = wfield(default=None, omit="none")
+    attempt_count: int = wfield(default=0, ge=0)
+    recovery_count: int = wfield(default=0, ge=0)
+    history: tuple[InputStateHistoryEntry, ...] = wfield(default=(), omit="empty")
+    reconstruction_source: ReconstructionSource | None = wfield(default=None, omit="none")
+    terminal_completion: CompletionOutcome | None = wfield(default=None, omit="none")
+    terminal_completion_unavailable: bool = wfield(default=False, omit="false")
+    interaction_terminal_outbox: JsonValue = wfield(default=None, omit="none")
+    persisted_input: Input | None = wfield(default=None, omit="none")
+    last_run_id: uuid.UUID | None = wfield(default=None, omit="none")
+    last_boundary_sequence: int | None = wfield(default=None, omit="none", ge=0)
+    admission_sequence: int | None = wfield(default=None, omit="none", ge=0)
+    recovery_lane: HandlingMode | None = wfield(default=None, omit="none")
+
+    def __post_init__(self) -> None:
+        if self.stored_input_state_version != STORED_INPUT_STATE_VERSION:
+            # Migrate v3/v4 rows: a v4 terminal row has no recorded completion.
+            unavailable = self.current_state.is_terminal and self.terminal_completion is None
+            object.__setattr__(self, "stored_input_state_version", STORED_INPUT_STATE_VERSION)
+            if unavailable:
+                object.__setattr__(self, "terminal_completion_unavailable", True)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.current_state.is_terminal
+
+    @property
+    def kind(self) -> str | None:
+        """The input kind of the persisted input, when it is retained."""
+        return self.persisted_input.kind.value if self.persisted_input is not None else None
+
+    def transition(
+        self,
+        to: InputLifecycleState,
+        at: datetime,
+        reason: str | None = None,
+        *,
+        recovery: bool = False,
+        **changes: Any,
+    ) -> InputState:
+        """Return the state after a legal move to ``to`` (with a history entry), else raise."""
+        frm = self.current_state
+        legal = (frm, to) in INPUT_TRANSITIONS or (recovery and (frm, to) in RECOVERY_TRANSITIONS)
+        if not legal:
+            raise InputTransitionError(self.input_id, frm.value, to.value)
+        entry = InputStateHistoryEntry(timestamp=at, from_state=frm, to=to, reason=reason)
+        return replace(
+            self, current_state=to, history=(*self.history, entry), updated_at=at, **changes
+        )

@@ -1,0 +1,329 @@
+"""Policy (spec section 6): the policy enums, ``PolicyDecision`` and ``DefaultPolicyTable``.
+
+The default table is data: :data:`DEFAULT_ROWS` maps a row family and
+``runtime idle?`` to the decision and run semantics, and :data:`LANE_OVERRIDES`
+holds the requested-lane overrides of section 6.2. :class:`DefaultPolicyTable`
+only looks rows up and lays the overrides over them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Any
+
+from meerkat_runtime.events._codec import wfield
+from meerkat_runtime.events.inputs import (
+    ContinuationInput,
+    ContinuationKind,
+    Input,
+    InputKind,
+)
+from meerkat_runtime.events.run_primitive import (
+    HandlingMode,
+    RunApplyBoundary,
+    RuntimeExecutionKind,
+)
+
+__all__ = [
+    "DEFAULT_POLICY_VERSION",
+    "AdmissionPlan",
+    "ApplyMode",
+    "ConsumePoint",
+    "DefaultPolicyTable",
+    "DrainPolicy",
+    "PeerTerminalApplyIntent",
+    "PolicyDecision",
+    "PolicySnapshot",
+    "PostAdmissionSignal",
+    "QueueMode",
+    "RoutingDisposition",
+    "RuntimeSemantics",
+    "WakeMode",
+    "generated_default_policy_version",
+    "handling_mode_for",
+]
+
+DEFAULT_POLICY_VERSION = 1
+
+
+class ApplyMode(StrEnum):
+    STAGE_RUN_START = "stage_run_start"
+    STAGE_RUN_BOUNDARY = "stage_run_boundary"
+    INJECT_NOW = "inject_now"
+    IGNORE = "ignore"
+
+
+class WakeMode(StrEnum):
+    WAKE_IF_IDLE = "wake_if_idle"
+    INTERRUPT_YIELDING = "interrupt_yielding"
+    NONE = "none"
+
+
+class QueueMode(StrEnum):
+    NONE = "none"
+    FIFO = "fifo"
+    COALESCE = "coalesce"
+    SUPERSEDE = "supersede"
+    PRIORITY = "priority"
+
+
+class ConsumePoint(StrEnum):
+    ON_ACCEPT = "on_accept"
+    ON_APPLY = "on_apply"
+    ON_RUN_START = "on_run_start"
+    ON_RUN_COMPLETE = "on_run_complete"
+    EXPLICIT_ACK = "explicit_ack"
+
+
+class DrainPolicy(StrEnum):
+    QUEUE_NEXT_TURN = "queue_next_turn"
+    STEER_BATCH = "steer_batch"
+    IMMEDIATE = "immediate"
+    IGNORE = "ignore"
+
+
+class RoutingDisposition(StrEnum):
+    QUEUE = "queue"
+    STEER = "steer"
+    IMMEDIATE = "immediate"
+    DROP = "drop"
+
+
+class PeerTerminalApplyIntent(StrEnum):
+    APPEND_CONTENT_AND_RUN = "append_content_and_run"
+
+
+class PostAdmissionSignal(StrEnum):
+    """What accepting an input asks of the loop, weakest first; the strongest pending one wins."""
+
+    NONE = "none"
+    WAKE_LOOP = "wake_loop"
+    INTERRUPT_YIELDING = "interrupt_yielding"
+    REQUEST_IMMEDIATE_PROCESSING = "request_immediate_processing"
+
+    @property
+    def strength(self) -> int:
+        return _SIGNAL_ORDER.index(self)
+
+
+_SIGNAL_ORDER = list(PostAdmissionSignal)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyDecision:
+    """How one input is applied, woken, queued and consumed."""
+
+    apply_mode: ApplyMode
+    wake_mode: WakeMode
+    queue_mode: QueueMode
+    consume_point: ConsumePoint
+    drain_policy: DrainPolicy = DrainPolicy.QUEUE_NEXT_TURN
+    routing_disposition: RoutingDisposition = RoutingDisposition.QUEUE
+    record_transcript: bool = True
+    emit_operator_content: bool = True
+    policy_version: int = wfield(default=DEFAULT_POLICY_VERSION, required=True, ge=0)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySnapshot:
+    version: int = wfield(ge=0)
+    decision: PolicyDecision = wfield(required=True)
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeSemantics:
+    """Run-side facts of an admitted input: where it applies and what kind of turn it makes."""
+
+    boundary: RunApplyBoundary | None = wfield(default=None, omit="none")
+    execution_kind: RuntimeExecutionKind | None = wfield(default=None, omit="none")
+    handling_mode: HandlingMode | None = wfield(default=None, omit="none")
+    peer_terminal_apply_intent: PeerTerminalApplyIntent | None = wfield(default=None, omit="none")
+    live_interrupt_required: bool = False
+
+
+def handling_mode_for(decision: PolicyDecision) -> HandlingMode:
+    """Routing ``steer`` or ``immediate`` means the steer lane; anything else the ordinary queue."""
+    if decision.routing_disposition in (RoutingDisposition.STEER, RoutingDisposition.IMMEDIATE):
+        return HandlingMode.STEER
+    return HandlingMode.QUEUE
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionPlan:
+    """A resolved policy row: the decision plus run semantics and the post-admission signal."""
+
+    decision: PolicyDecision
+    semantics: RuntimeSemantics | None
+    signal: PostAdmissionSignal
+
+    @property
+    def lane(self) -> HandlingMode:
+        return handling_mode_for(self.decision)
+
+    @property
+    def consume_on_accept(self) -> bool:
+        return self.decision.consume_point is ConsumePoint.ON_ACCEPT
+
+    @property
+    def coalesces(self) -> bool:
+        return self.decision.queue_mode is QueueMode.COALESCE
+
+
+# ---------------------------------------------------------------- the table as data
+
+
+class _Row(StrEnum):
+    CONTENT = "content"  # prompt, flow_step, external_event
+    PEER_CONTENT = "peer_content"  # peer_message, peer_request
+    PEER_PROGRESS = "peer_progress"
+    PEER_TERMINAL = "peer_terminal"
+    CONTINUATION = "continuation"  # ordinary, no lane (resolve_by_kind only)
+    WORKGRAPH = "workgraph"  # workgraph-attention continuation
+    OPERATION = "operation"
+
+
+_KIND_ROW = {
+    InputKind.PROMPT: _Row.CONTENT,
+    InputKind.FLOW_STEP: _Row.CONTENT,
+    InputKind.EXTERNAL_EVENT: _Row.CONTENT,
+    InputKind.PEER_MESSAGE: _Row.PEER_CONTENT,
+    InputKind.PEER_REQUEST: _Row.PEER_CONTENT,
+    InputKind.PEER_RESPONSE_PROGRESS: _Row.PEER_PROGRESS,
+    InputKind.PEER_RESPONSE_TERMINAL: _Row.PEER_TERMINAL,
+    InputKind.CONTINUATION: _Row.CONTINUATION,
+    InputKind.OPERATION: _Row.OPERATION,
+}
+
+A, W, Q, C, D, R = ApplyMode, WakeMode, QueueMode, ConsumePoint, DrainPolicy, RoutingDisposition
+B, X = RunApplyBoundary, RuntimeExecutionKind
+
+
+def _row(
+    apply: ApplyMode,
+    wake: WakeMode,
+    queue: QueueMode,
+    consume: ConsumePoint,
+    drain: DrainPolicy,
+    routing: RoutingDisposition,
+    transcript: bool,
+    boundary: RunApplyBoundary | None,
+    kind: RuntimeExecutionKind | None,
+    intent: PeerTerminalApplyIntent | None = None,
+) -> tuple[PolicyDecision, RuntimeSemantics | None]:
+    decision = PolicyDecision(
+        apply_mode=apply,
+        wake_mode=wake,
+        queue_mode=queue,
+        consume_point=consume,
+        drain_policy=drain,
+        routing_disposition=routing,
+        record_transcript=transcript,
+        emit_operator_content=transcript,
+        policy_version=DEFAULT_POLICY_VERSION,
+    )
+    semantics = (
+        None
+        if boundary is None
+        else RuntimeSemantics(
+            boundary=boundary,
+            execution_kind=kind,
+            handling_mode=handling_mode_for(decision),
+            peer_terminal_apply_intent=intent,
+        )
+    )
+    return decision, semantics
+
+
+_APPEND_AND_RUN = PeerTerminalApplyIntent.APPEND_CONTENT_AND_RUN
+
+#: Section 6.1, keyed by (row, runtime idle?).
+DEFAULT_ROWS: dict[tuple[_Row, bool], tuple[PolicyDecision, RuntimeSemantics | None]] = {
+    (_Row.CONTENT, True): _row(A.STAGE_RUN_START, W.WAKE_IF_IDLE, Q.FIFO, C.ON_RUN_COMPLETE, D.QUEUE_NEXT_TURN, R.QUEUE, True, B.RUN_START, X.CONTENT_TURN),
+    (_Row.CONTENT, False): _row(A.STAGE_RUN_START, W.NONE, Q.FIFO, C.ON_RUN_COMPLETE, D.QUEUE_NEXT_TURN, R.QUEUE, True, B.RUN_START, X.CONTENT_TURN),
+    (_Row.PEER_CONTENT, True): _row(A.STAGE_RUN_START, W.WAKE_IF_IDLE, Q.FIFO, C.ON_RUN_COMPLETE, D.QUEUE_NEXT_TURN, R.QUEUE, True, B.RUN_START, X.CONTENT_TURN),
+    (_Row.PEER_CONTENT, False): _row(A.STAGE_RUN_START, W.INTERRUPT_YIELDING, Q.FIFO, C.ON_RUN_COMPLETE, D.QUEUE_NEXT_TURN, R.QUEUE, True, B.RUN_START, X.CONTENT_TURN),
+    (_Row.PEER_PROGRESS, True): _row(A.STAGE_RUN_BOUNDARY, W.NONE, Q.COALESCE, C.ON_RUN_COMPLETE, D.STEER_BATCH, R.STEER, True, B.RUN_CHECKPOINT, X.CONTENT_TURN),
+    (_Row.PEER_PROGRESS, False): _row(A.STAGE_RUN_BOUNDARY, W.NONE, Q.COALESCE, C.ON_RUN_COMPLETE, D.STEER_BATCH, R.STEER, True, B.RUN_CHECKPOINT, X.CONTENT_TURN),
+    (_Row.PEER_TERMINAL, True): _row(A.STAGE_RUN_START, W.WAKE_IF_IDLE, Q.FIFO, C.ON_RUN_COMPLETE, D.QUEUE_NEXT_TURN, R.QUEUE, True, B.RUN_START, X.CONTENT_TURN, _APPEND_AND_RUN),
+    (_Row.PEER_TERMINAL, False): _row(A.STAGE_RUN_START, W.WAKE_IF_IDLE, Q.FIFO, C.ON_RUN_COMPLETE, D.QUEUE_NEXT_TURN, R.QUEUE, True, B.RUN_START, X.CONTENT_TURN, _APPEND_AND_RUN),
+    (_Row.CONTINUATION, True): _row(A.STAGE_RUN_BOUNDARY, W.WAKE_IF_IDLE, Q.FIFO, C.ON_RUN_COMPLETE, D.STEER_BATCH, R.STEER, False, B.RUN_CHECKPOINT, X.RESUME_PENDING),
+    (_Row.CONTINUATION, False): _row(A.STAGE_RUN_BOUNDARY, W.INTERRUPT_YIELDING, Q.FIFO, C.ON_RUN_COMPLETE, D.STEER_BATCH, R.STEER, False, B.RUN_CHECKPOINT, X.RESUME_PENDING),
+    (_Row.WORKGRAPH, True): _row(A.STAGE_RUN_START, W.WAKE_IF_IDLE, Q.FIFO, C.ON_RUN_COMPLETE, D.QUEUE_NEXT_TURN, R.QUEUE, False, B.RUN_START, X.CONTENT_TURN),
+    (_Row.WORKGRAPH, False): _row(A.STAGE_RUN_START, W.NONE, Q.FIFO, C.ON_RUN_COMPLETE, D.QUEUE_NEXT_TURN, R.QUEUE, False, B.RUN_START, X.CONTENT_TURN),
+    (_Row.OPERATION, True): _row(A.IGNORE, W.NONE, Q.PRIORITY, C.ON_ACCEPT, D.IGNORE, R.DROP, False, None, None),
+    (_Row.OPERATION, False): _row(A.IGNORE, W.NONE, Q.PRIORITY, C.ON_ACCEPT, D.IGNORE, R.DROP, False, None, None),
+}  # fmt: skip
+
+#: Section 6.2: what a requested lane changes, keyed by (lane, runtime idle?).
+#: ``None`` values leave the base row's value in place.
+LANE_OVERRIDES: dict[tuple[HandlingMode, bool], dict[str, Any]] = {
+    (HandlingMode.QUEUE, True): {"apply_mode": A.STAGE_RUN_START, "wake_mode": W.WAKE_IF_IDLE, "queue_mode": Q.FIFO, "drain_policy": D.QUEUE_NEXT_TURN, "routing_disposition": R.QUEUE, "boundary": B.RUN_START},
+    (HandlingMode.QUEUE, False): {"apply_mode": A.STAGE_RUN_START, "wake_mode": W.NONE, "queue_mode": Q.FIFO, "drain_policy": D.QUEUE_NEXT_TURN, "routing_disposition": R.QUEUE, "boundary": B.RUN_START},
+    (HandlingMode.STEER, True): {"apply_mode": A.STAGE_RUN_BOUNDARY, "wake_mode": W.WAKE_IF_IDLE, "queue_mode": Q.FIFO, "drain_policy": D.STEER_BATCH, "routing_disposition": R.STEER, "boundary": B.RUN_CHECKPOINT},
+    (HandlingMode.STEER, False): {"apply_mode": A.STAGE_RUN_BOUNDARY, "wake_mode": W.INTERRUPT_YIELDING, "queue_mode": Q.FIFO, "drain_policy": D.STEER_BATCH, "routing_disposition": R.STEER, "boundary": B.RUN_CHECKPOINT},
+}  # fmt: skip
+
+#: Peer terminal responses keep their row; a steer lane only re-routes them (6.2).
+PEER_TERMINAL_STEER: dict[bool, dict[str, Any]] = {
+    True: {"wake_mode": W.WAKE_IF_IDLE, "drain_policy": D.STEER_BATCH, "routing_disposition": R.STEER},
+    False: {"wake_mode": W.INTERRUPT_YIELDING, "drain_policy": D.STEER_BATCH, "routing_disposition": R.STEER},
+}  # fmt: skip
+
+#: The post-admission signal each wake mode raises; a steer lane requests immediate processing.
+WAKE_SIGNAL = {
+    W.WAKE_IF_IDLE: PostAdmissionSignal.WAKE_LOOP,
+    W.INTERRUPT_YIELDING: PostAdmissionSignal.INTERRUPT_YIELDING,
+    W.NONE: PostAdmissionSignal.NONE,
+}
+
+_LANE_ELIGIBLE = frozenset(_Row) - {_Row.PEER_PROGRESS, _Row.PEER_TERMINAL, _Row.WORKGRAPH}
+
+
+class DefaultPolicyTable:
+    """The default policy table, version 1 (spec 6.1 and 6.2)."""
+
+    version = DEFAULT_POLICY_VERSION
+
+    def resolve(self, input: Input, runtime_idle: bool) -> AdmissionPlan:
+        """The plan for a real input: its kind, requested lane and continuation kind."""
+        row = _KIND_ROW[input.kind]
+        if (
+            isinstance(input, ContinuationInput)
+            and input.continuation_kind is ContinuationKind.WORKGRAPH_ATTENTION
+        ):
+            row = _Row.WORKGRAPH
+        return self._plan(row, input.requested_handling_mode(), runtime_idle)
+
+    def resolve_by_kind(self, kind: InputKind, runtime_idle: bool) -> AdmissionPlan:
+        """The plan for a kind with no requested lane and an ordinary continuation."""
+        return self._plan(_KIND_ROW[kind], None, runtime_idle)
+
+    def _plan(self, row: _Row, lane: HandlingMode | None, idle: bool) -> AdmissionPlan:
+        decision, semantics = DEFAULT_ROWS[(row, idle)]
+        steer = False
+        if lane is not None and row in _LANE_ELIGIBLE:
+            changes = dict(LANE_OVERRIDES[(lane, idle)])
+            boundary = changes.pop("boundary")
+            decision = replace(decision, **changes)
+            if semantics is not None:
+                semantics = replace(
+                    semantics, boundary=boundary, handling_mode=handling_mode_for(decision)
+                )
+            steer = lane is HandlingMode.STEER
+        elif lane is HandlingMode.STEER and row is _Row.PEER_TERMINAL:
+            decision = replace(decision, **PEER_TERMINAL_STEER[idle])
+            if semantics is not None:
+                semantics = replace(semantics, handling_mode=HandlingMode.STEER)
+            steer = True
+        signal = (
+            PostAdmissionSignal.REQUEST_IMMEDIATE_PROCESSING
+            if steer
+            else WAKE_SIGNAL[decision.wake_mode]
+        )
+        return AdmissionPlan(decision=decision, semantics=semantics, signal=signal)
+
+
+def generated_default_policy_version() -> int:
+    """The default policy version (that of the idle prompt row): 1."""
+    return DEFAULT_ROWS[(_Row.CONTENT, True)][0].policy_version

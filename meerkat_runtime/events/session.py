@@ -1,0 +1,1337 @@
+"""The session decider: ``decide(state, command, ctx)`` and ``evolve(state, envelope)``.
+
+A session's whole state is ``fold(evolve, SessionState(id), log)``. Every rule
+of the spec that changes a session is a decision here: accepting (validation,
+idempotency, policy, coalescing, supersession, queueing), staging a run,
+applying its boundary, completing, failing or cancelling it, and the lifecycle
+operations (retire, recycle, reset, destroy, stop, recover). No threads, no
+clocks, no I/O: time and fresh ids come in through :class:`DecisionContext`.
+
+Design choices, with reasons:
+
+* **What the log holds.** The spec's own events, in envelopes, with a few
+  extra optional fields a fold needs (see ``runtime_event``). One decision is
+  one atomic append of all its envelopes, the event-sourced form of the Rust
+  ``atomic_apply``; the Rust stored row is a fold (``InputState``).
+* **Persisted coarse state.** The fold keeps a phase in ``{idle, running,
+  retired, stopped, destroyed}``; ``attached`` is the observed form of
+  ``idle`` while an executor is bound (``DecisionContext.attached``), so
+  events name the states a host saw, and a restart never resurrects a binding
+  that died with its process. ``initializing`` is reachable only in the
+  runtime state table: a session comes into being with its first event.
+* **Runs.** A run stages the head of the ordinary queue (``queue_next_turn``)
+  plus every input of the steer queue (``steer_batch``). A session wants a run
+  when it may prepare one (idle, or retired draining) and its ordinary queue
+  is non-empty, or its steer queue is non-empty and a wake is pending. So an
+  input whose wake mode is ``none`` never starts a run on its own.
+* **Receipts.** The ``input.applied`` event *is* the committed boundary
+  receipt, so at a cold restart an applied input always has its receipt and
+  becomes ``consumed``; "receipt proven missing" cannot arise in this log.
+* **Crash loops.** Cold recovery applies the max-attempts rule to staged
+  inputs too (the spec re-queues them unconditionally), so an input that kills
+  its process three times is abandoned instead of looping forever.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, Literal
+
+from meerkat_runtime.errors import (
+    InvalidInput,
+    RuntimeControlPlaneError,
+    RuntimeStateTransitionError,
+)
+from meerkat_runtime.events._codec import from_wire, to_wire
+from meerkat_runtime.events.coalescing import Supersedes, check_supersession
+from meerkat_runtime.events.completion import (
+    Abandoned,
+    AbandonedWithError,
+    Completed,
+    CompletedWithoutResult,
+    CompletionOutcome,
+    RuntimeTerminated,
+)
+from meerkat_runtime.events.ids import parse_uuid
+from meerkat_runtime.events.input_state import (
+    MAX_STAGE_ATTEMPTS,
+    AbandonedOutcome,
+    AbandonKind,
+    CoalescedOutcome,
+    ConsumedOutcome,
+    InputAbandonReason,
+    InputLifecycleState,
+    InputState,
+    SupersededOutcome,
+)
+from meerkat_runtime.events.inputs import (
+    ContentInput,
+    ContinuationInput,
+    ExternalEventInput,
+    ExternalOrigin,
+    FlowOrigin,
+    FlowStepInput,
+    Input,
+    InputDurability,
+    InputKind,
+    OperatorOrigin,
+    PeerInput,
+    PeerMessage,
+    PeerOrigin,
+    PeerResponseProgress,
+    PeerResponseTerminal,
+    PromptInput,
+    ResponseTerminalStatus,
+)
+from meerkat_runtime.events.policy import (
+    AdmissionPlan,
+    ConsumePoint,
+    DefaultPolicyTable,
+    PolicySnapshot,
+    WakeMode,
+)
+from meerkat_runtime.events.queue import InputQueue
+from meerkat_runtime.events.reports import (
+    DestroyReport,
+    DurabilityViolation,
+    NotReady,
+    PeerHandlingModeInvalid,
+    PeerResponseTerminalInvalid,
+    RecoveryReport,
+    RecycleReport,
+    RejectReason,
+    ResetReport,
+    RetireReport,
+    StopReport,
+)
+from meerkat_runtime.events.run_primitive import (
+    BlocksRenderable,
+    ConversationAppend,
+    ConversationAppendRole,
+    ConversationContextAppend,
+    CoreRenderable,
+    HandlingMode,
+    JsonRenderable,
+    RunApplyBoundary,
+    RunPrimitive,
+    RuntimeExecutionKind,
+    RuntimeTurnMetadata,
+    StagedRunInput,
+    TextRenderable,
+)
+from meerkat_runtime.events.runtime_event import (
+    InputAbandoned,
+    InputAccepted,
+    InputApplied,
+    InputCoalesced,
+    InputConsumed,
+    InputDeduplicated,
+    InputQueued,
+    InputStaged,
+    InputStateTransitioned,
+    InputSuperseded,
+    RunCancelled,
+    RunCompleted,
+    RunError,
+    RunFailed,
+    RunStarted,
+    RuntimeCreated,
+    RuntimeDestroyed,
+    RuntimeEvent,
+    RuntimeEventEnvelope,
+    RuntimeProjectionEvent,
+    RuntimeRecycled,
+    RuntimeRetired,
+    RuntimeStateChangeEvent,
+)
+from meerkat_runtime.events.runtime_state import RuntimeState, check_transition
+from meerkat_runtime.events.timefmt import format_timestamp, parse_timestamp
+
+__all__ = [
+    "Accept",
+    "AcceptDecision",
+    "ApplyBoundary",
+    "CancelRun",
+    "Command",
+    "CompleteRun",
+    "Decision",
+    "DecisionContext",
+    "Destroy",
+    "FailRun",
+    "Recover",
+    "Recycle",
+    "Reset",
+    "Retire",
+    "RunInfo",
+    "SessionState",
+    "StartRun",
+    "Stop",
+    "completion_outcome",
+    "decide",
+    "evolve",
+    "execute",
+    "fold",
+    "state_from_snapshot",
+    "state_to_snapshot",
+    "wants_run",
+]
+
+L = InputLifecycleState
+S = RuntimeState
+_POLICY_TABLE = DefaultPolicyTable()
+SNAPSHOT_FORMAT = 1
+REASON_RECOVERY = "Recovery"
+REASON_RECEIPT_FOUND = "RecoveryReceiptFound"
+
+# ---------------------------------------------------------------- state
+
+
+@dataclass(slots=True)
+class RunInfo:
+    """The run in flight."""
+
+    run_id: uuid.UUID
+    pre_run_phase: RuntimeState
+    primitive: RunPrimitive | None = None
+    input_ids: list[uuid.UUID] = field(default_factory=list)
+    boundary_sequence: int = 0
+
+
+@dataclass(slots=True)
+class SessionState:
+    """Everything known about one session, folded from its log.
+
+    ``evolve`` updates it in place (a fold of 100,000 events must not copy a
+    growing dict per event); ``decide`` only reads it.
+    """
+
+    session_id: str
+    version: int = 0
+    created: bool = False
+    phase: RuntimeState = S.IDLE
+    run: RunInfo | None = None
+    inputs: dict[uuid.UUID, InputState] = field(default_factory=dict)
+    queue: InputQueue = field(default_factory=InputQueue)
+    steer_queue: InputQueue = field(default_factory=InputQueue)
+    idempotency: dict[str, uuid.UUID] = field(default_factory=dict)
+    admission_counter: int = 0
+    wake_pending: bool = False
+    updated_at: datetime | None = None
+
+    def observed_state(self, attached: bool) -> RuntimeState:
+        """The state a host sees: ``idle`` reads ``attached`` while an executor is bound."""
+        if self.phase is S.IDLE and attached:
+            return S.ATTACHED
+        return self.phase
+
+    def non_terminal_ids(self) -> list[uuid.UUID]:
+        return [i for i, s in self.inputs.items() if not s.current_state.is_terminal]
+
+    def lane_of(self, input_id: uuid.UUID) -> InputQueue:
+        st = self.inputs[input_id]
+        return self.steer_queue if st.recovery_lane is HandlingMode.STEER else self.queue
+
+
+def wants_run(state: SessionState) -> bool:
+    """True when the session should start a run now (see the module docstring)."""
+    if state.run is not None or state.phase not in (S.IDLE, S.RETIRED):
+        return False
+    return bool(state.queue) or (bool(state.steer_queue) and state.wake_pending)
+
+
+# ---------------------------------------------------------------- commands
+
+
+@dataclass(frozen=True, slots=True)
+class Accept:
+    input: Input
+
+
+@dataclass(frozen=True, slots=True)
+class StartRun:
+    run_id: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyBoundary:
+    run_id: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class CompleteRun:
+    run_id: uuid.UUID
+    output: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class FailRun:
+    run_id: uuid.UUID
+    error: RunError
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRun:
+    """Cancel the run; ``rollback`` re-queues its staged inputs (an executor's own cancel)
+    instead of abandoning them (the spec's control-plane cancel)."""
+
+    run_id: uuid.UUID
+    rollback: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Retire:
+    loop_attached: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Reset:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Destroy:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Recycle:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Recover:
+    """Apply the recovery rules. ``cold``: the log was written by a process that is gone.
+    ``reregister``: a stopped session comes back to idle (only an explicit ``session.recover()``)."""
+
+    cold: bool = False
+    reregister: bool = False
+
+
+Command = (
+    Accept
+    | StartRun
+    | ApplyBoundary
+    | CompleteRun
+    | FailRun
+    | CancelRun
+    | Retire
+    | Reset
+    | Stop
+    | Destroy
+    | Recycle
+    | Recover
+)
+
+
+@dataclass(slots=True)
+class DecisionContext:
+    """What a decision may know of the outside world."""
+
+    now: datetime
+    new_id: Callable[[], uuid.UUID]
+    attached: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptDecision:
+    """The pure outcome of an accept; the actor layer adds the state and completion handle."""
+
+    kind: Literal["accepted", "deduplicated", "rejected"]
+    input_id: uuid.UUID
+    existing_id: uuid.UUID | None = None
+    reason: RejectReason | None = None
+    plan: AdmissionPlan | None = None
+
+
+@dataclass(slots=True)
+class Decision:
+    events: list[RuntimeEventEnvelope]
+    reply: Any = None
+
+
+# ---------------------------------------------------------------- decide
+
+
+class _Builder:
+    """Collects the events of one decision into envelopes with fresh ids and sequences."""
+
+    __slots__ = ("ctx", "envelopes", "state")
+
+    def __init__(self, state: SessionState, ctx: DecisionContext) -> None:
+        self.state = state
+        self.ctx = ctx
+        self.envelopes: list[RuntimeEventEnvelope] = []
+
+    def add(self, event: RuntimeEvent) -> None:
+        if not self.state.created and not self.envelopes:
+            self._append(RuntimeCreated(runtime_id=self.state.session_id))
+        self._append(event)
+
+    def _append(self, event: RuntimeEvent) -> None:
+        self.envelopes.append(
+            RuntimeEventEnvelope(
+                id=self.ctx.new_id(),
+                timestamp=self.ctx.now,
+                runtime_id=self.state.session_id,
+                event=event,
+                sequence=self.state.version + len(self.envelopes) + 1,
+            )
+        )
+
+    def state_change(self, frm: RuntimeState, to: RuntimeState) -> None:
+        check_transition(frm, to)
+        if frm is not to:
+            self.add(RuntimeStateChangeEvent(from_state=frm, to=to))
+
+    def done(self, reply: Any = None) -> Decision:
+        return Decision(self.envelopes, reply)
+
+
+def decide(state: SessionState, command: Command, ctx: DecisionContext) -> Decision:
+    """Decide what ``command`` does to ``state``: the events to append and the reply.
+
+    Raises :class:`RuntimeStateTransitionError` (nothing changes) when the
+    current state forbids the operation, and :class:`InvalidInput` for a
+    structurally invalid directed input. Never mutates ``state``.
+    """
+    handler = _DECIDERS[type(command)]
+    return handler(state, command, _Builder(state, ctx))
+
+
+def _decide_accept(state: SessionState, cmd: Accept, b: _Builder) -> Decision:
+    inp = cmd.input
+    header = inp.input_header
+    input_id = header.id
+    observed = state.observed_state(b.ctx.attached)
+    if not observed.accepts_input:
+        return b.done(AcceptDecision("rejected", input_id, reason=NotReady(state=observed)))
+    _check_directed(inp)
+    reason = _validate(inp)
+    if reason is not None:
+        return b.done(AcceptDecision("rejected", input_id, reason=reason))
+    existing = state.idempotency.get(header.idempotency_key) if header.idempotency_key else None
+    if existing is None and input_id in state.inputs:
+        existing = input_id  # the same input presented again: never overwrite the ledger
+    if existing is not None:
+        b.add(InputDeduplicated(input_id=input_id, existing_id=existing))
+        return b.done(AcceptDecision("deduplicated", input_id, existing_id=existing))
+
+    plan = _POLICY_TABLE.resolve(inp, runtime_idle=state.phase is not S.RUNNING)
+    b.add(
+        InputAccepted(
+            input_id=input_id,
+            input=inp,
+            policy=PolicySnapshot(version=plan.decision.policy_version, decision=plan.decision),
+            runtime_semantics=plan.semantics,
+        )
+    )
+    if not plan.consume_on_accept:
+        older = _older_in_scope(state, inp)
+        if older is not None:
+            if plan.coalesces:
+                b.add(InputCoalesced(input_id=older, aggregate_id=input_id))
+            else:
+                b.add(InputSuperseded(input_id=older, superseded_by=input_id))
+        b.add(InputQueued(input_id=input_id, lane=plan.lane))
+    return b.done(AcceptDecision("accepted", input_id, plan=plan))
+
+
+def _older_in_scope(state: SessionState, inp: Input) -> uuid.UUID | None:
+    if inp.input_header.supersession_key is None:
+        return None
+    for lane in (state.queue, state.steer_queue):
+        for qid in lane:
+            queued = state.inputs[qid].persisted_input
+            if queued is not None and isinstance(
+                check_supersession(inp, queued, state.session_id), Supersedes
+            ):
+                return qid
+    return None
+
+
+def _check_directed(inp: Input) -> None:
+    """Directed-interaction checks (spec 3.3); a violation is malformed input."""
+    if not isinstance(inp, (FlowStepInput, PeerInput)) or inp.directed_interaction_id is None:
+        return
+    h = inp.input_header
+    did = inp.directed_interaction_id
+    path = "directed_interaction_id"
+
+    def fail(msg: str) -> None:
+        raise InvalidInput(f"directed input invalid: {msg}", path)
+
+    if did != h.id:
+        fail("interaction id must equal the header id")
+    if h.correlation_id != did:
+        fail("correlation id must equal the interaction id")
+    if h.idempotency_key != str(did):
+        fail("idempotency key must equal the interaction id")
+    if h.durability is not InputDurability.DURABLE:
+        fail("durability must be durable")
+    if isinstance(inp, FlowStepInput):
+        src = h.source
+        if not isinstance(src, FlowOrigin) or not src.flow_id or src.step_index != 0:
+            fail("a directed flow step needs origin flow with a flow id and step index 0")
+    else:
+        src = h.source
+        if not isinstance(src, PeerOrigin) or not src.peer_id or not src.runtime_id:
+            fail("a directed peer input needs origin peer with a peer id and a runtime id")
+        if not (inp.convention is None or isinstance(inp.convention, PeerMessage)):
+            fail("a directed peer input must use the message convention")
+        if inp.payload is not None or inp.sender_taint is not None:
+            fail("a directed peer input carries no payload and no sender taint")
+        if h.supersession_key is not None:
+            fail("a directed peer input carries no supersession key")
+
+
+_DERIVED_FORBIDDEN = frozenset(
+    {
+        InputKind.PROMPT,
+        InputKind.PEER_MESSAGE,
+        InputKind.PEER_REQUEST,
+        InputKind.PEER_RESPONSE_TERMINAL,
+        InputKind.FLOW_STEP,
+    }
+)
+
+
+def _validate(inp: Input) -> RejectReason | None:
+    """Admission validation (spec 7, steps 3-5), in order."""
+    h = inp.input_header
+    kind = inp.kind
+    if h.durability is InputDurability.DERIVED:
+        if isinstance(h.source, (OperatorOrigin, PeerOrigin, ExternalOrigin)):
+            return DurabilityViolation(detail="External ingress cannot submit derived inputs")
+        if kind in _DERIVED_FORBIDDEN:
+            return DurabilityViolation(detail=f"Derived durability forbidden for {kind}")
+    if isinstance(inp, PeerInput):
+        if inp.handling_mode is HandlingMode.STEER and inp.injected_context:
+            return PeerHandlingModeInvalid(
+                detail="steer handling_mode cannot carry injected context on peer inputs"
+            )
+        if isinstance(inp.convention, PeerResponseProgress) and inp.handling_mode is not None:
+            return PeerHandlingModeInvalid(
+                detail="handling_mode is forbidden on ResponseProgress peer inputs"
+            )
+        if isinstance(inp.convention, PeerResponseTerminal) and isinstance(h.source, PeerOrigin):
+            return _validate_peer_terminal(inp.convention, h.source)
+    return None
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _validate_peer_terminal(
+    conv: PeerResponseTerminal, origin: PeerOrigin
+) -> PeerResponseTerminalInvalid | None:
+    def bad(detail: str) -> PeerResponseTerminalInvalid:
+        return PeerResponseTerminalInvalid(detail=detail)
+
+    rid = conv.request_id.strip()
+    if not rid:
+        return bad("correlation id cannot be empty")
+    if not _is_uuid(rid):
+        return bad(f"correlation id must be a UUID: {conv.request_id}")
+    if not _is_uuid(origin.peer_id.strip()):
+        return bad(f"peer id must be a UUID: {origin.peer_id}")
+    name = origin.display_identity
+    if name is None or not name.strip():
+        return bad("display identity cannot be empty")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return bad("display identity cannot contain control characters")
+    if origin.runtime_id is not None and not origin.runtime_id.strip():
+        return bad("runtime id cannot be blank")
+    if conv.status is ResponseTerminalStatus.CANCELLED:
+        return bad("peer response terminal status rejected by generated authority: cancelled")
+    return None
+
+
+# ---- runs
+
+
+def _decide_start_run(state: SessionState, cmd: StartRun, b: _Builder) -> Decision:
+    if state.run is not None:
+        raise RuntimeControlPlaneError("invalid_state", "a run is already in flight")
+    observed = state.observed_state(b.ctx.attached)
+    check_transition(observed, S.RUNNING)
+    batch: list[uuid.UUID] = []
+    head = state.queue.peek()
+    if head is not None:
+        batch.append(head)
+    batch.extend(state.steer_queue)
+    if not batch:
+        raise RuntimeControlPlaneError("invalid_state", "no queued input to run")
+    primitive = _lower(state, batch, head is not None)
+    b.add(RunStarted(run_id=cmd.run_id, primitive=primitive))
+    b.state_change(observed, S.RUNNING)
+    for iid in batch:
+        b.add(InputStaged(input_id=iid, run_id=cmd.run_id))
+    return b.done(primitive)
+
+
+def _renderable(content: ContentInput) -> CoreRenderable | None:
+    if isinstance(content, str):
+        return TextRenderable(text=content) if content else None
+    return BlocksRenderable(blocks=content) if content else None
+
+
+def _lower(state: SessionState, batch: Sequence[uuid.UUID], has_head: bool) -> StagedRunInput:
+    """Lower staged inputs into one run primitive (core never sees inputs)."""
+    appends: list[ConversationAppend] = []
+    context: list[ConversationContextAppend] = []
+    metadata: RuntimeTurnMetadata | None = None
+    kinds: list[RuntimeExecutionKind] = []
+    user = ConversationAppendRole.USER
+    for iid in batch:
+        st = state.inputs[iid]
+        inp = st.persisted_input
+        if st.runtime_semantics and st.runtime_semantics.execution_kind:
+            kinds.append(st.runtime_semantics.execution_kind)
+        if isinstance(inp, PromptInput):
+            appends.extend(inp.typed_turn_appends)
+            r = _renderable(inp.content)
+            if r is not None:
+                appends.append(ConversationAppend(role=user, content=r))
+            metadata = metadata or inp.turn_metadata
+        elif isinstance(inp, FlowStepInput):
+            r = _renderable(inp.content)
+            if r is not None:
+                appends.append(ConversationAppend(role=user, content=r))
+            metadata = metadata or inp.turn_metadata
+        elif isinstance(inp, PeerInput):
+            r = _renderable(inp.content)
+            if r is not None:
+                appends.append(ConversationAppend(role=user, content=r))
+            if inp.payload is not None:
+                appends.append(ConversationAppend(role=user, content=JsonRenderable(inp.payload)))
+        elif isinstance(inp, ExternalEventInput):
+            content: CoreRenderable = (
+                BlocksRenderable(blocks=inp.blocks)
+                if inp.blocks
+                else JsonRenderable({"event_type": inp.event_type, "payload": inp.payload})
+            )
+            appends.append(ConversationAppend(role=user, content=content))
+        elif isinstance(inp, ContinuationInput) and inp.turn_append is not None:
+            appends.append(inp.turn_append)
+        injected: Iterable[ContentInput] = getattr(inp, "injected_context", ())
+        for n, ctx_content in enumerate(injected):
+            r = _renderable(ctx_content)
+            if r is not None:
+                context.append(ConversationContextAppend(key=f"{iid}:{n}", content=r))
+    if kinds and all(k is RuntimeExecutionKind.RESUME_PENDING for k in kinds):
+        exec_kind = RuntimeExecutionKind.RESUME_PENDING
+    else:
+        exec_kind = RuntimeExecutionKind.CONTENT_TURN
+    metadata = replace(metadata or RuntimeTurnMetadata(), execution_kind=exec_kind)
+    boundary = RunApplyBoundary.RUN_START if has_head else RunApplyBoundary.RUN_CHECKPOINT
+    return StagedRunInput(
+        boundary=boundary,
+        appends=tuple(appends),
+        context_appends=tuple(context),
+        contributing_input_ids=tuple(batch),
+        turn_metadata=metadata,
+    )
+
+
+def _current_run(state: SessionState, run_id: uuid.UUID) -> RunInfo | None:
+    run = state.run
+    return run if run is not None and run.run_id == run_id else None
+
+
+def _run_inputs(state: SessionState, run: RunInfo, phase: InputLifecycleState) -> list[uuid.UUID]:
+    return [i for i in run.input_ids if state.inputs[i].current_state is phase]
+
+
+def _apply_boundary(state: SessionState, run: RunInfo, b: _Builder) -> None:
+    staged = _run_inputs(state, run, L.STAGED)
+    if staged:
+        seq = run.boundary_sequence + 1
+        for iid in staged:
+            b.add(InputApplied(input_id=iid, run_id=run.run_id, boundary_sequence=seq))
+
+
+def _end_run(state: SessionState, run: RunInfo, b: _Builder, event: RuntimeEvent) -> None:
+    b.add(event)
+    if state.phase is S.RUNNING:
+        pre = run.pre_run_phase
+        to = S.ATTACHED if pre is S.IDLE and b.ctx.attached else pre
+        b.state_change(S.RUNNING, to)
+
+
+def _decide_apply_boundary(state: SessionState, cmd: ApplyBoundary, b: _Builder) -> Decision:
+    run = _current_run(state, cmd.run_id)
+    if run is None:
+        return b.done(None)
+    _apply_boundary(state, run, b)
+    return b.done(None)
+
+
+def _decide_complete(state: SessionState, cmd: CompleteRun, b: _Builder) -> Decision:
+    run = _current_run(state, cmd.run_id)
+    if run is None:
+        return b.done(None)  # a late result of a run that already ended: ignored
+    _apply_boundary(state, run, b)
+    applied = _run_inputs(state, run, L.STAGED) + _run_inputs(
+        state, run, L.APPLIED_PENDING_CONSUMPTION
+    )
+    for iid in applied:
+        b.add(InputConsumed(input_id=iid, run_id=run.run_id))
+    _end_run(state, run, b, RunCompleted(run_id=run.run_id, output=cmd.output))
+    return b.done(None)
+
+
+def _rollback(state: SessionState, run: RunInfo, b: _Builder, reason: str) -> None:
+    for iid in _run_inputs(state, run, L.STAGED):
+        attempts = state.inputs[iid].attempt_count
+        if attempts >= MAX_STAGE_ATTEMPTS:
+            why = InputAbandonReason.max_attempts_exhausted(attempts)
+            b.add(InputAbandoned(input_id=iid, reason=why))
+        else:
+            b.add(
+                InputStateTransitioned(
+                    input_id=iid, from_state=L.STAGED, to=L.QUEUED, reason=reason
+                )
+            )
+
+
+def _consume_applied(state: SessionState, run: RunInfo, b: _Builder) -> None:
+    for iid in _run_inputs(state, run, L.APPLIED_PENDING_CONSUMPTION):
+        b.add(InputConsumed(input_id=iid, run_id=run.run_id))
+
+
+def _decide_fail(state: SessionState, cmd: FailRun, b: _Builder) -> Decision:
+    run = _current_run(state, cmd.run_id)
+    if run is None:
+        return b.done(None)
+    if cmd.error.terminal:
+        for iid in _run_inputs(state, run, L.STAGED):
+            b.add(
+                InputStateTransitioned(
+                    input_id=iid,
+                    from_state=L.STAGED,
+                    to=L.APPLIED_PENDING_CONSUMPTION,
+                    reason="RunFailedTerminal(boundary_sequence=0)",
+                )
+            )
+            b.add(InputConsumed(input_id=iid, run_id=run.run_id))
+    else:
+        _rollback(state, run, b, "ResolveStagedRollback")
+    _consume_applied(state, run, b)
+    _end_run(state, run, b, RunFailed(run_id=run.run_id, error=cmd.error))
+    return b.done(None)
+
+
+def _decide_cancel(state: SessionState, cmd: CancelRun, b: _Builder) -> Decision:
+    run = _current_run(state, cmd.run_id)
+    if run is None:
+        return b.done(None)
+    if cmd.rollback:
+        _rollback(state, run, b, "ResolveStagedRollback")
+    else:
+        cancelled = InputAbandonReason(AbandonKind.CANCELLED)
+        for iid in _run_inputs(state, run, L.STAGED):
+            b.add(InputAbandoned(input_id=iid, reason=cancelled))
+    _consume_applied(state, run, b)
+    _end_run(state, run, b, RunCancelled(run_id=run.run_id))
+    return b.done(None)
+
+
+# ---- lifecycle operations
+
+
+def _abandon_all(state: SessionState, b: _Builder, kind: AbandonKind) -> int:
+    ids = state.non_terminal_ids()
+    reason = InputAbandonReason(kind)
+    for iid in ids:
+        b.add(InputAbandoned(input_id=iid, reason=reason))
+    return len(ids)
+
+
+def _decide_retire(state: SessionState, cmd: Retire, b: _Builder) -> Decision:
+    observed = state.observed_state(b.ctx.attached)
+    check_transition(observed, S.RETIRED)
+    if cmd.loop_attached:
+        pending = len(state.non_terminal_ids())
+        b.state_change(observed, S.RETIRED)
+        if observed is not S.RETIRED:
+            b.add(RuntimeRetired(runtime_id=state.session_id))
+        return b.done(RetireReport(inputs_abandoned=0, inputs_pending_drain=pending))
+    if state.run is not None:
+        b.add(RunCancelled(run_id=state.run.run_id))
+    abandoned = _abandon_all(state, b, AbandonKind.RETIRED)
+    b.state_change(observed, S.RETIRED)
+    if observed is not S.RETIRED:
+        b.add(RuntimeRetired(runtime_id=state.session_id))
+    return b.done(RetireReport(inputs_abandoned=abandoned, inputs_pending_drain=0))
+
+
+_RESET_FROM = frozenset({S.INITIALIZING, S.IDLE, S.ATTACHED, S.RETIRED})
+_STOP_FROM = frozenset({S.INITIALIZING, S.IDLE, S.ATTACHED, S.RUNNING, S.RETIRED})
+_RECYCLE_FROM = frozenset({S.IDLE, S.ATTACHED, S.RETIRED})
+_RECOVER_FROM = frozenset({S.INITIALIZING, S.IDLE, S.ATTACHED, S.RETIRED, S.STOPPED})
+
+
+def _refuse(frm: RuntimeState, to: RuntimeState) -> None:
+    raise RuntimeStateTransitionError(frm.value, to.value)
+
+
+def _decide_reset(state: SessionState, cmd: Reset, b: _Builder) -> Decision:
+    observed = state.observed_state(b.ctx.attached)
+    target = S.ATTACHED if b.ctx.attached else S.IDLE
+    if observed not in _RESET_FROM or state.run is not None:
+        _refuse(observed if state.run is None else S.RUNNING, target)
+    abandoned = _abandon_all(state, b, AbandonKind.RESET)
+    if observed is not target:
+        b.add(RuntimeStateChangeEvent(from_state=observed, to=target))
+    return b.done(ResetReport(inputs_abandoned=abandoned))
+
+
+def _decide_stop(state: SessionState, cmd: Stop, b: _Builder) -> Decision:
+    observed = state.observed_state(b.ctx.attached)
+    if observed not in _STOP_FROM:
+        _refuse(observed, S.STOPPED)
+    if state.run is not None:
+        b.add(RunCancelled(run_id=state.run.run_id))
+    abandoned = _abandon_all(state, b, AbandonKind.STOPPED)
+    if observed is not S.RETIRED:
+        b.state_change(observed, S.STOPPED)
+    return b.done(StopReport(inputs_abandoned=abandoned))
+
+
+def _decide_destroy(state: SessionState, cmd: Destroy, b: _Builder) -> Decision:
+    observed = state.observed_state(b.ctx.attached)
+    check_transition(observed, S.DESTROYED)
+    if state.run is not None:
+        b.add(RunCancelled(run_id=state.run.run_id))
+    abandoned = _abandon_all(state, b, AbandonKind.DESTROYED)
+    b.state_change(observed, S.DESTROYED)
+    b.add(RuntimeDestroyed(runtime_id=state.session_id))
+    return b.done(DestroyReport(inputs_abandoned=abandoned))
+
+
+def _decide_recycle(state: SessionState, cmd: Recycle, b: _Builder) -> Decision:
+    observed = state.observed_state(b.ctx.attached)
+    target = S.ATTACHED if observed is S.ATTACHED else S.IDLE
+    if observed not in _RECYCLE_FROM:
+        _refuse(observed, target)
+    transferred = len(state.non_terminal_ids())
+    if state.run is not None:  # a retired session draining a run: the fresh driver starts over
+        b.add(RunCancelled(run_id=state.run.run_id))
+    for iid, st in state.inputs.items():
+        if st.current_state in (L.ACCEPTED, L.STAGED):
+            b.add(
+                InputStateTransitioned(
+                    input_id=iid, from_state=st.current_state, to=L.QUEUED, reason="Recycle"
+                )
+            )
+    b.state_change(observed, target)
+    b.add(RuntimeRecycled(runtime_id=state.session_id))
+    return b.done(RecycleReport(inputs_transferred=transferred))
+
+
+def _decide_recover(state: SessionState, cmd: Recover, b: _Builder) -> Decision:
+    observed = state.observed_state(b.ctx.attached)
+    run = state.run
+    if observed not in _RECOVER_FROM and not (cmd.cold and observed is S.RUNNING):
+        _refuse(observed, S.IDLE)
+    recovered = requeued = abandoned = 0
+    details: list[str] = []
+    live_run = set(run.input_ids) if run is not None and not cmd.cold else set()
+    if run is not None and cmd.cold:
+        _end_run(
+            state,
+            run,
+            b,
+            RunFailed(
+                run_id=run.run_id,
+                error=RunError(kind="interrupted", detail="the process ended during the run"),
+            ),
+        )
+        details.append(f"run {run.run_id} closed as interrupted")
+    for iid, st in state.inputs.items():
+        phase = st.current_state
+        if phase.is_terminal:
+            continue
+        if cmd.cold and st.durability is InputDurability.EPHEMERAL:
+            b.add(InputAbandoned(input_id=iid, reason=InputAbandonReason(AbandonKind.CANCELLED)))
+            abandoned += 1
+            details.append(f"{iid}: ephemeral input abandoned at restart")
+            continue
+        recovered += 1
+        if iid in live_run:
+            continue  # belongs to the run in flight in this process: left to it
+        if phase in (L.ACCEPTED, L.STAGED):
+            if phase is L.STAGED and cmd.cold and st.attempt_count >= MAX_STAGE_ATTEMPTS:
+                why = InputAbandonReason.max_attempts_exhausted(st.attempt_count)
+                b.add(InputAbandoned(input_id=iid, reason=why))
+                recovered -= 1
+                abandoned += 1
+                details.append(f"{iid}: abandoned after {st.attempt_count} interrupted attempts")
+                continue
+            b.add(
+                InputStateTransitioned(
+                    input_id=iid, from_state=phase, to=L.QUEUED, reason=REASON_RECOVERY
+                )
+            )
+            requeued += 1
+        elif cmd.cold and phase in (L.APPLIED, L.APPLIED_PENDING_CONSUMPTION):
+            b.add(
+                InputStateTransitioned(
+                    input_id=iid, from_state=phase, to=L.CONSUMED, reason=REASON_RECEIPT_FOUND
+                )
+            )
+    if observed is S.STOPPED and cmd.reregister:
+        b.state_change(S.STOPPED, S.ATTACHED if b.ctx.attached else S.IDLE)
+    report = RecoveryReport(
+        inputs_recovered=recovered,
+        inputs_abandoned=abandoned,
+        inputs_requeued=requeued,
+        details=tuple(details),
+    )
+    return b.done(report)
+
+
+_DECIDERS: dict[type, Callable[[SessionState, Any, _Builder], Decision]] = {
+    Accept: _decide_accept,
+    StartRun: _decide_start_run,
+    ApplyBoundary: _decide_apply_boundary,
+    CompleteRun: _decide_complete,
+    FailRun: _decide_fail,
+    CancelRun: _decide_cancel,
+    Retire: _decide_retire,
+    Reset: _decide_reset,
+    Stop: _decide_stop,
+    Destroy: _decide_destroy,
+    Recycle: _decide_recycle,
+    Recover: _decide_recover,
+}
+
+# ---------------------------------------------------------------- evolve
+
+
+def evolve(state: SessionState, envelope: RuntimeEventEnvelope) -> SessionState:
+    """Apply one event to ``state`` in place and return it."""
+    handler = _EVOLVERS.get(type(envelope.event))
+    if handler is not None:
+        handler(state, envelope.event, envelope.timestamp)
+    state.version += 1
+    state.updated_at = envelope.timestamp
+    return state
+
+
+def fold(
+    events: Iterable[RuntimeEventEnvelope],
+    state: SessionState | None = None,
+    *,
+    session_id: str = "",
+) -> SessionState:
+    """Fold envelopes into a state (a fresh one for ``session_id`` when ``state`` is None)."""
+    st = state if state is not None else SessionState(session_id=session_id)
+    for env in events:
+        evolve(st, env)
+    return st
+
+
+def _set(state: SessionState, iid: uuid.UUID, new: InputState) -> None:
+    state.inputs[iid] = new
+
+
+def _dequeue(state: SessionState, iid: uuid.UUID) -> None:
+    if state.queue.remove(iid) is None:
+        state.steer_queue.remove(iid)
+    if not state.queue and not state.steer_queue:
+        state.wake_pending = False
+
+
+def _enqueue_ordered(state: SessionState, iid: uuid.UUID) -> None:
+    """Insert by admission sequence, so re-queued work keeps its admission order."""
+    q = state.lane_of(iid)
+    seq = state.inputs[iid].admission_sequence or 0
+    items = q.input_ids()
+    pos = len(items)
+    for n, other in enumerate(items):
+        if (state.inputs[other].admission_sequence or 0) > seq:
+            pos = n
+            break
+    items.insert(pos, iid)
+    q.drain()
+    for x in items:
+        q.enqueue(x)
+
+
+def _ev_accepted(state: SessionState, ev: InputAccepted, at: datetime) -> None:
+    inp = ev.input
+    header = inp.input_header if inp is not None else None
+    st = InputState(
+        input_id=ev.input_id,
+        current_state=L.ACCEPTED,
+        created_at=at,
+        updated_at=at,
+        policy=ev.policy,
+        runtime_semantics=ev.runtime_semantics,
+        durability=header.durability if header else None,
+        idempotency_key=header.idempotency_key if header else None,
+        persisted_input=inp,
+    )
+    if header is not None and header.idempotency_key is not None:
+        state.idempotency.setdefault(header.idempotency_key, ev.input_id)
+    policy = ev.policy
+    if policy is not None and policy.decision.consume_point is ConsumePoint.ON_ACCEPT:
+        st = st.transition(
+            L.CONSUMED,
+            at,
+            "ConsumeOnAccept (Ignore+OnAccept)",
+            terminal_outcome=ConsumedOutcome(),
+            terminal_completion=CompletedWithoutResult(),
+        )
+    elif policy is not None and policy.decision.wake_mode is not WakeMode.NONE:
+        state.wake_pending = True
+    state.inputs[ev.input_id] = st
+
+
+def _ev_queued(state: SessionState, ev: InputQueued, at: datetime) -> None:
+    st = state.inputs[ev.input_id]
+    lane = ev.lane or HandlingMode.QUEUE
+    state.admission_counter += 1
+    _set(
+        state,
+        ev.input_id,
+        st.transition(
+            L.QUEUED,
+            at,
+            "QueueAccepted",
+            admission_sequence=state.admission_counter,
+            attempt_count=0,
+            recovery_lane=lane,
+        ),
+    )
+    (state.steer_queue if lane is HandlingMode.STEER else state.queue).enqueue(ev.input_id)
+
+
+def _ev_staged(state: SessionState, ev: InputStaged, at: datetime) -> None:
+    st = state.inputs[ev.input_id]
+    _set(
+        state,
+        ev.input_id,
+        st.transition(
+            L.STAGED,
+            at,
+            f"StageForRun({ev.run_id})",
+            last_run_id=ev.run_id,
+            attempt_count=st.attempt_count + 1,
+        ),
+    )
+    _dequeue(state, ev.input_id)
+    if state.run is not None and state.run.run_id == ev.run_id:
+        state.run.input_ids.append(ev.input_id)
+
+
+def _ev_applied(state: SessionState, ev: InputApplied, at: datetime) -> None:
+    seq = ev.boundary_sequence or 0
+    st = state.inputs[ev.input_id].transition(L.APPLIED, at, f"MarkApplied({ev.run_id})")
+    st = st.transition(
+        L.APPLIED_PENDING_CONSUMPTION,
+        at,
+        f"MarkAppliedPendingConsumption(boundary_sequence={seq})",
+        last_boundary_sequence=seq,
+    )
+    _set(state, ev.input_id, st)
+    run = state.run
+    if run is not None and run.run_id == ev.run_id:
+        run.boundary_sequence = max(run.boundary_sequence, seq)
+
+
+def _ev_consumed(state: SessionState, ev: InputConsumed, at: datetime) -> None:
+    st = state.inputs[ev.input_id]
+    _set(
+        state,
+        ev.input_id,
+        st.transition(L.CONSUMED, at, "RunCompleted", terminal_outcome=ConsumedOutcome()),
+    )
+
+
+def _terminated_reason(kind: AbandonKind) -> str | None:
+    if kind in (AbandonKind.STOPPED, AbandonKind.RESET, AbandonKind.DESTROYED, AbandonKind.RETIRED):
+        return kind.value
+    return None
+
+
+def _ev_abandoned(state: SessionState, ev: InputAbandoned, at: datetime) -> None:
+    st = state.inputs[ev.input_id]
+    reason = ev.reason
+    terminated = _terminated_reason(reason.kind)
+    completion: CompletionOutcome
+    if terminated is not None:
+        completion = RuntimeTerminated(
+            reason=terminated,
+            error={"kind": "runtime_terminated", "message": f"runtime {terminated}"},
+        )
+    else:
+        completion = Abandoned(
+            reason=str(reason), error={"kind": "input_abandoned", "message": str(reason)}
+        )
+    _set(
+        state,
+        ev.input_id,
+        st.transition(
+            L.ABANDONED,
+            at,
+            f"Abandon({reason})",
+            terminal_outcome=AbandonedOutcome(reason=reason),
+            terminal_completion=completion,
+        ),
+    )
+    _dequeue(state, ev.input_id)
+
+
+def _ev_superseded(state: SessionState, ev: InputSuperseded, at: datetime) -> None:
+    st = state.inputs[ev.input_id]
+    msg = f"superseded by {ev.superseded_by}"
+    _set(
+        state,
+        ev.input_id,
+        st.transition(
+            L.SUPERSEDED,
+            at,
+            f"Supersede({ev.superseded_by})",
+            terminal_outcome=SupersededOutcome(superseded_by=ev.superseded_by),
+            terminal_completion=Abandoned(reason=msg, error={"kind": "superseded", "message": msg}),
+        ),
+    )
+    _dequeue(state, ev.input_id)
+
+
+def _ev_coalesced(state: SessionState, ev: InputCoalesced, at: datetime) -> None:
+    st = state.inputs[ev.input_id]
+    msg = f"coalesced into {ev.aggregate_id}"
+    _set(
+        state,
+        ev.input_id,
+        st.transition(
+            L.COALESCED,
+            at,
+            f"Coalesce({ev.aggregate_id})",
+            terminal_outcome=CoalescedOutcome(aggregate_id=ev.aggregate_id),
+            terminal_completion=Abandoned(reason=msg, error={"kind": "coalesced", "message": msg}),
+        ),
+    )
+    _dequeue(state, ev.input_id)
+
+
+def _ev_transitioned(state: SessionState, ev: InputStateTransitioned, at: datetime) -> None:
+    st = state.inputs[ev.input_id]
+    to = ev.to
+    changes: dict[str, Any] = {}
+    if to is L.QUEUED:
+        changes["last_run_id"] = None
+        if st.admission_sequence is None:
+            state.admission_counter += 1
+            changes["admission_sequence"] = state.admission_counter
+            changes["recovery_lane"] = st.recovery_lane or HandlingMode.QUEUE
+    elif to is L.CONSUMED:
+        changes["terminal_outcome"] = ConsumedOutcome()
+        changes["terminal_completion"] = CompletedWithoutResult()
+    elif to is L.APPLIED_PENDING_CONSUMPTION:
+        changes["last_boundary_sequence"] = 0
+    recovery = ev.reason in (REASON_RECOVERY, REASON_RECEIPT_FOUND)
+    _set(state, ev.input_id, st.transition(to, at, ev.reason, recovery=recovery, **changes))
+    if to is L.QUEUED:
+        _enqueue_ordered(state, ev.input_id)
+
+
+def _ev_deduplicated(state: SessionState, ev: InputDeduplicated, at: datetime) -> None:
+    pass
+
+
+def _ev_run_started(state: SessionState, ev: RunStarted, at: datetime) -> None:
+    state.run = RunInfo(run_id=ev.run_id, pre_run_phase=state.phase, primitive=ev.primitive)
+    state.wake_pending = False
+
+
+def _finish_run(state: SessionState, run_id: uuid.UUID) -> RunInfo | None:
+    run = state.run
+    if run is None or run.run_id != run_id:
+        return None
+    state.run = None
+    return run
+
+
+def _ev_run_completed(state: SessionState, ev: RunCompleted, at: datetime) -> None:
+    run = _finish_run(state, ev.run_id)
+    if run is None:
+        return
+    outcome = Completed(run_id=ev.run_id, output=ev.output)
+    for iid in run.input_ids:
+        st = state.inputs[iid]
+        if st.current_state is L.CONSUMED and st.terminal_completion is None:
+            state.inputs[iid] = replace(st, terminal_completion=outcome)
+
+
+def _ev_run_failed(state: SessionState, ev: RunFailed, at: datetime) -> None:
+    run = _finish_run(state, ev.run_id)
+    if run is None:
+        return
+    err = to_wire(ev.error)
+    for iid in run.input_ids:
+        st = state.inputs[iid]
+        if st.current_state is L.CONSUMED and st.terminal_completion is None:
+            state.inputs[iid] = replace(
+                st, terminal_completion=AbandonedWithError(reason="run failed", error=err)
+            )
+
+
+def _ev_run_cancelled(state: SessionState, ev: RunCancelled, at: datetime) -> None:
+    run = _finish_run(state, ev.run_id)
+    if run is None:
+        return
+    for iid in run.input_ids:
+        st = state.inputs[iid]
+        if st.current_state is L.CONSUMED and st.terminal_completion is None:
+            state.inputs[iid] = replace(st, terminal_completion=CompletedWithoutResult())
+
+
+_PERSISTED_PHASE = {
+    S.INITIALIZING: S.IDLE,
+    S.ATTACHED: S.IDLE,
+}
+
+
+def _ev_state_changed(state: SessionState, ev: RuntimeStateChangeEvent, at: datetime) -> None:
+    state.phase = _PERSISTED_PHASE.get(ev.to, ev.to)
+
+
+def _ev_created(state: SessionState, ev: RuntimeCreated, at: datetime) -> None:
+    state.created = True
+
+
+def _ev_ignore(state: SessionState, ev: RuntimeEvent, at: datetime) -> None:
+    pass
+
+
+_EVOLVERS: dict[type, Callable[[SessionState, Any, datetime], None]] = {
+    InputAccepted: _ev_accepted,
+    InputQueued: _ev_queued,
+    InputStaged: _ev_staged,
+    InputApplied: _ev_applied,
+    InputConsumed: _ev_consumed,
+    InputAbandoned: _ev_abandoned,
+    InputSuperseded: _ev_superseded,
+    InputCoalesced: _ev_coalesced,
+    InputStateTransitioned: _ev_transitioned,
+    InputDeduplicated: _ev_deduplicated,
+    RunStarted: _ev_run_started,
+    RunCompleted: _ev_run_completed,
+    RunFailed: _ev_run_failed,
+    RunCancelled: _ev_run_cancelled,
+    RuntimeStateChangeEvent: _ev_state_changed,
+    RuntimeCreated: _ev_created,
+    RuntimeRetired: _ev_ignore,
+    RuntimeRecycled: _ev_ignore,
+    RuntimeDestroyed: _ev_ignore,
+    RuntimeProjectionEvent: _ev_ignore,
+}
+
+
+def execute(
+    state: SessionState, command: Command, ctx: DecisionContext
+) -> tuple[Decision, SessionState]:
+    """Decide, then evolve ``state`` in place with the decided events."""
+    decision = decide(state, command, ctx)
+    for env in decision.events:
+        evolve(state, env)
+    return decision, state
+
+
+def completion_outcome(state: SessionState, input_id: uuid.UUID) -> CompletionOutcome | None:
+    """The outcome a waiter on ``input_id`` receives, or None while it is not terminal."""
+    st = state.inputs.get(input_id)
+    if st is None or not st.current_state.is_terminal:
+        return None
+    return st.terminal_completion or CompletedWithoutResult()
+
+
+# ---------------------------------------------------------------- snapshots
+
+
+def state_to_snapshot(state: SessionState) -> dict[str, Any]:
+    """The session state as a JSON-native snapshot (a cache: the log stays the truth)."""
+    run = state.run
+    return {
+        "format": SNAPSHOT_FORMAT,
+        "session_id": state.session_id,
+        "version": state.version,
+        "created": state.created,
+        "phase": state.phase.value,
+        "run": None
+        if run is None
+        else {
+            "run_id": str(run.run_id),
+            "pre_run_phase": run.pre_run_phase.value,
+            "primitive": to_wire(run.primitive) if run.primitive is not None else None,
+            "input_ids": [str(i) for i in run.input_ids],
+            "boundary_sequence": run.boundary_sequence,
+        },
+        "inputs": [to_wire(s) for s in state.inputs.values()],
+        "queue": [str(i) for i in state.queue],
+        "steer_queue": [str(i) for i in state.steer_queue],
+        "admission_counter": state.admission_counter,
+        "wake_pending": state.wake_pending,
+        "updated_at": None if state.updated_at is None else format_timestamp(state.updated_at),
+    }
+
+
+def state_from_snapshot(data: dict[str, Any]) -> SessionState:
+    """Rebuild a state from :func:`state_to_snapshot` output; :class:`InvalidInput` if unreadable."""
+    if not isinstance(data, dict) or data.get("format") != SNAPSHOT_FORMAT:
+        raise InvalidInput("unknown snapshot format", "format")
+    try:
+        inputs = {}
+        idem: dict[str, uuid.UUID] = {}
+        for n, row in enumerate(data["inputs"]):
+            st = from_wire(InputState, row, f"inputs[{n}]")
+            inputs[st.input_id] = st
+            if st.idempotency_key is not None:
+                idem.setdefault(st.idempotency_key, st.input_id)
+        run_data = data["run"]
+        run = None
+        if run_data is not None:
+            prim = run_data["primitive"]
+            run = RunInfo(
+                run_id=parse_uuid(run_data["run_id"]),
+                pre_run_phase=RuntimeState(run_data["pre_run_phase"]),
+                primitive=from_wire(RunPrimitive, prim) if prim is not None else None,
+                input_ids=[parse_uuid(i) for i in run_data["input_ids"]],
+                boundary_sequence=int(run_data["boundary_sequence"]),
+            )
+        updated = data["updated_at"]
+        return SessionState(
+            session_id=str(data["session_id"]),
+            version=int(data["version"]),
+            created=bool(data["created"]),
+            phase=RuntimeState(data["phase"]),
+            run=run,
+            inputs=inputs,
+            queue=InputQueue(parse_uuid(i) for i in data["queue"]),
+            steer_queue=InputQueue(parse_uuid(i) for i in data["steer_queue"]),
+            idempotency=idem,
+            admission_counter=int(data["admission_counter"]),
+            wake_pending=bool(data["wake_pending"]),
+            updated_at=parse_timestamp(updated) if updated is not None else None,
+        )
+    except InvalidInput:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidInput(f"unreadable snapshot: {exc!r}") from None

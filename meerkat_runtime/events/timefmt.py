@@ -1,0 +1,75 @@
+"""Timestamps on the wire (spec section 1.1).
+
+Written as RFC 3339 UTC with a ``Z`` suffix and no fraction when it is zero,
+otherwise 3 or 6 fractional digits, the fewest that hold the microseconds.
+Read: any RFC 3339 string with an explicit offset (normalised to UTC), up to
+nine fractional digits (truncated to microseconds). A string without an
+offset, or a number, is refused.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta, timezone
+
+from meerkat_runtime.errors import InvalidInput
+
+__all__ = ["format_timestamp", "parse_timestamp", "utc_now"]
+
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
+    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))\Z"
+)
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def format_timestamp(value: datetime) -> str:
+    """Format an aware datetime as the wire timestamp (UTC, ``Z``)."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime cannot be written as a timestamp")
+    if value.utcoffset():
+        value = value.astimezone(UTC)
+    base = (
+        f"{value.year:04d}-{value.month:02d}-{value.day:02d}T"
+        f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}"
+    )
+    micros = value.microsecond
+    if micros == 0:
+        return base + "Z"
+    if micros % 1000 == 0:
+        return f"{base}.{micros // 1000:03d}Z"
+    return f"{base}.{micros:06d}Z"
+
+
+def parse_timestamp(value: object, path: str = "") -> datetime:
+    """Parse a wire timestamp into an aware UTC datetime; :class:`InvalidInput` otherwise."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise InvalidInput("timestamp must carry a UTC offset", path)
+        return value.astimezone(UTC)
+    if not isinstance(value, str):
+        raise InvalidInput(
+            f"expected an RFC 3339 timestamp string, got {type(value).__name__}", path
+        )
+    m = _RFC3339.match(value)
+    if m is None:
+        raise InvalidInput(f"not an RFC 3339 timestamp with offset: {value[:64]!r}", path)
+    year, month, day, hour, minute, second = (int(m.group(i)) for i in range(1, 7))
+    frac = m.group(7) or ""
+    micros = int((frac + "000000")[:6]) if frac else 0
+    if m.group(8):
+        tz: timezone = UTC
+    else:
+        offset = timedelta(hours=int(m.group(10)), minutes=int(m.group(11)))
+        if offset >= timedelta(hours=24):
+            raise InvalidInput(f"timestamp offset out of range: {value[:64]!r}", path)
+        tz = timezone(-offset if m.group(9) == "-" else offset)
+    try:
+        parsed = datetime(year, month, day, hour, minute, second, micros, tzinfo=tz)
+    except ValueError as exc:
+        raise InvalidInput(f"invalid timestamp {value[:64]!r}: {exc}", path) from None
+    return parsed.astimezone(UTC) if tz is not UTC else parsed
