@@ -1,0 +1,76 @@
+"""The event store: per-session event streams plus one store-wide ordered log.
+
+Domain-agnostic: it stores JSON-native dict payloads under topics registered
+in an :class:`EventCodec`, which also upcasts old payloads on read. Three
+backends share one interface (:class:`EventStore`), all built on the
+``eventsourcing`` library's recorders: ``memory://`` (POPO recorder),
+``sqlite:///path.db`` (SQLite, WAL) and ``postgresql://...``. Open one with
+:func:`open_store`::
+
+    codec = EventCodec()
+    codec.register("input.accepted")
+    with open_store("sqlite:///runtime.db", codec=codec) as store:
+        store.append("s-1", 0, [NewEvent("input.accepted", {"input_id": "i-1"})])
+        events = store.read_session("s-1")
+
+Durability and concurrency. ``append`` returns once its events are committed
+(on SQLite with ``synchronous=FULL`` unless ``sqlite_synchronous="normal"``).
+All events of one call are written in one transaction at versions
+``expected_version + 1, ...``; if the session is not exactly at
+``expected_version`` nothing is written and :class:`ConcurrencyConflict` is
+raised. One writer thread per store commits the appends that are queued at
+the same moment, across sessions, in one transaction (group commit); if that
+transaction hits a version clash the appends are retried one by one, so only
+the clashing one fails. Results are the same as if each append ran alone in
+arrival order. A caller that sends a second append based on a first one that
+has not been confirmed must itself treat a failure of the first as
+invalidating the second: versions alone cannot tell.
+
+Gap safety of positions. ``read_all`` pages by position (the recorder's
+notification id), and a reader that has seen position *n* must never later
+find a newly committed event below *n*. Positions may have gaps, but no gap
+is ever filled afterwards:
+
+* SQLite allows one writing transaction at a time on a database, and the
+  position is the table's ``rowid``, chosen inside that transaction as the
+  current maximum plus one; transactions therefore commit in position order.
+  Events are never deleted, so no ``rowid`` is reused.
+* PostgreSQL: eventsourcing's ``PostgresApplicationRecorder`` executes
+  ``LOCK TABLE <events> IN EXCLUSIVE MODE`` inside each insert transaction
+  before its ``INSERT`` (``_insert_stored_events`` calls ``_lock_table``). That
+  lock conflicts with itself and with the ``ROW EXCLUSIVE`` lock of any other
+  insert, and is held until commit, so each transaction draws all its
+  ``bigserial`` ids and commits before the next one draws any: commit order is
+  id order. Plain ``SELECT`` takes ``ACCESS SHARE``, which ``EXCLUSIVE`` allows,
+  so readers never block. Ids of rolled-back transactions stay unused (gaps).
+  This store never sets the datastore's ``enable_db_functions``, whose
+  server-side insert function takes no table lock.
+* memory: ids are assigned and appended under one lock.
+
+Projections that keep read models in the same database use
+:meth:`EventStore.transaction` to write their rows and their position in one
+transaction (a private in-memory SQLite database on ``memory://``).
+"""
+
+from meerkat_runtime.store._base import (
+    EventStore,
+    NewEvent,
+    RecordedEvent,
+    Snapshot,
+    SQLCursor,
+    StoreOptions,
+)
+from meerkat_runtime.store._codec import EventCodec, Upcaster
+from meerkat_runtime.store._open import open_store
+
+__all__ = [
+    "EventCodec",
+    "EventStore",
+    "NewEvent",
+    "RecordedEvent",
+    "SQLCursor",
+    "Snapshot",
+    "StoreOptions",
+    "Upcaster",
+    "open_store",
+]

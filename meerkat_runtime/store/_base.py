@@ -1,0 +1,698 @@
+"""The event store interface and the machinery every backend shares (validation, group commit)."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, InvalidStateError
+from contextlib import AbstractContextManager, suppress
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Final, Literal, ParamSpec, Protocol, Self, TypeVar
+
+from eventsourcing.persistence import IntegrityError, StoredEvent
+
+from meerkat_runtime.errors import ConcurrencyConflict, StoreError
+from meerkat_runtime.store._codec import EventCodec, Serializer
+
+__all__ = [
+    "EventStore",
+    "NewEvent",
+    "RecordedEvent",
+    "SQLCursor",
+    "Snapshot",
+    "StoreOptions",
+]
+
+logger = logging.getLogger("meerkat_runtime.store")
+
+MAX_SESSION_ID_LENGTH: Final = 256
+# The writer's cache of known session versions is only an optimisation: cap it.
+_MAX_KNOWN_VERSIONS: Final = 200_000
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event to append: a registered ``topic`` and a JSON-native ``data`` dict."""
+
+    topic: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    """An event as stored.
+
+    ``version`` is its 1-based place in the session's stream; ``position`` its
+    place in the store-wide log (ordered, possibly with gaps); ``data`` is
+    upcast to the topic's current schema; ``writer`` is the incarnation id of
+    the store instance that appended it.
+    """
+
+    session_id: str
+    version: int
+    position: int
+    topic: str
+    data: dict[str, Any]
+    writer: str
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A session's folded state ``data`` as of session ``version``."""
+
+    session_id: str
+    version: int
+    data: dict[str, Any]
+
+
+class SQLCursor(Protocol):
+    """The DB-API cursor :meth:`EventStore.transaction` yields.
+
+    Placeholders follow :attr:`EventStore.paramstyle` (``?`` on SQLite, ``%s``
+    on PostgreSQL); rows can be indexed by column name on every backend.
+    """
+
+    def execute(self, statement: Any, params: Any = ..., /) -> Any: ...
+
+    def executemany(self, statement: Any, params_seq: Any, /) -> Any: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StoreOptions:
+    """Validated keyword options of :func:`open_store` (see its docstring)."""
+
+    snapshot_interval: int = 100
+    sqlite_synchronous: Literal["full", "normal"] = "full"
+    group_commit: bool = True
+    max_batch_events: int = 1000
+    max_batch_wait: float = 0.0
+    cipher_key: str | None = field(default=None, repr=False)
+    compress: bool = False
+    pool_size: int = 5
+    lock_timeout: float = 10.0
+    connect_timeout: float = 5.0
+
+    @classmethod
+    def from_kwargs(cls, options: dict[str, Any]) -> StoreOptions:
+        """Build options from keyword arguments; ``StoreError`` names any bad one."""
+        known = cls.__dataclass_fields__
+        if unknown := sorted(set(options) - set(known)):
+            raise StoreError(
+                f"unknown store option(s) {', '.join(map(repr, unknown))}; "
+                f"known options are {', '.join(sorted(known))}"
+            )
+        for name in ("group_commit", "compress"):
+            if name in options and type(options[name]) is not bool:
+                raise StoreError(f"store option {name!r} must be True or False")
+        for name, minimum in (("snapshot_interval", 0), ("max_batch_events", 1), ("pool_size", 1)):
+            value = options.get(name, minimum)
+            if type(value) is not int or value < minimum:
+                raise StoreError(f"store option {name!r} must be an int >= {minimum}")
+        for name in ("max_batch_wait", "lock_timeout", "connect_timeout"):
+            value = options.get(name, 0.0)
+            if type(value) not in (int, float) or not value >= 0:
+                raise StoreError(f"store option {name!r} must be a number of seconds >= 0")
+        if options.get("sqlite_synchronous", "full") not in ("full", "normal"):
+            raise StoreError("store option 'sqlite_synchronous' must be 'full' or 'normal'")
+        if options.get("cipher_key") is not None and not isinstance(options["cipher_key"], str):
+            raise StoreError("store option 'cipher_key' must be a str")
+        return cls(**options)
+
+
+@dataclass(slots=True)
+class _PendingAppend:
+    session_id: str
+    expected_version: int
+    topics: list[str]
+    datas: list[dict[str, Any]]
+    stored: list[StoredEvent]
+    future: Future[list[RecordedEvent]]
+
+
+# (position, session id, version, topic, stored bytes): what backends return from reads.
+Row = tuple[int, str, int, str, bytes]
+
+_STOP: Final = object()
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+class EventStore(ABC):
+    """An append-only store of per-session event streams plus a store-wide ordered log.
+
+    Open one with :func:`open_store`. Appends are optimistic: each names the
+    version its writer folded (``expected_version``) and fails with
+    :class:`ConcurrencyConflict` if the session has moved on, writing nothing.
+    Appends of one store instance go through a single writer thread that
+    commits the appends queued together from many sessions in one
+    transaction ("group commit"); each caller is answered after the commit.
+    Appends behave as if executed one by one in arrival order.
+
+    Thread-safe; use as a context manager or call :meth:`close`.
+    """
+
+    url: str
+    """The store URL with any password masked."""
+    incarnation: str
+    """Writer id recorded on every event this instance appends."""
+    snapshot_interval: int
+    """Callers take a snapshot every this many events (0 = never)."""
+    dialect: Literal["sqlite", "postgresql"]
+    """SQL dialect of :meth:`transaction`."""
+    paramstyle: Literal["qmark", "format"]
+    """DB-API placeholder style of :meth:`transaction` (``?`` or ``%s``)."""
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        codec: EventCodec,
+        incarnation: str,
+        options: StoreOptions,
+        secrets: Sequence[str] = (),
+    ) -> None:
+        self.url = url
+        self.incarnation = incarnation
+        self.snapshot_interval = options.snapshot_interval
+        self.codec = codec
+        self.serializer = Serializer(
+            codec, compress=options.compress, cipher_key=options.cipher_key
+        )
+        self._secrets = tuple(s for s in secrets if s)
+        self._group_commit = options.group_commit
+        self._max_batch_events = options.max_batch_events
+        self._max_batch_wait = options.max_batch_wait
+        self._listeners: list[Callable[[int], None]] = []
+        self._known_versions: dict[str, int] = {}  # lower bounds: versions only grow
+        self._known_lock = threading.Lock()
+        self._max_committed = 0
+        self._notify_lock = threading.Lock()
+        self._queue: queue.SimpleQueue[_PendingAppend | object] = queue.SimpleQueue()
+        self._submit_lock = threading.Lock()
+        self._closed = False
+        self._writer: threading.Thread | None = None
+
+    def _start(self) -> None:
+        """Start the writer thread; backends call this once their database is ready."""
+        if self._group_commit:
+            self._writer = threading.Thread(
+                target=self._run_writer, name=f"meerkat-store-writer-{id(self):x}", daemon=True
+            )
+            self._writer.start()
+
+    # -- public API -----------------------------------------------------------------------
+
+    def append(
+        self, session_id: str, expected_version: int, events: Sequence[NewEvent]
+    ) -> list[RecordedEvent]:
+        """Append ``events`` to a session in one transaction; return them once durable.
+
+        Their versions are ``expected_version + 1``, ``+ 2``, ... Raises
+        :class:`ConcurrencyConflict` (nothing written) if the session is not at
+        ``expected_version``, :class:`StoreError` on any other failure.
+        """
+        return self.append_async(session_id, expected_version, events).result()
+
+    def append_async(
+        self, session_id: str, expected_version: int, events: Sequence[NewEvent]
+    ) -> Future[list[RecordedEvent]]:
+        """Like :meth:`append`, but return a future that resolves once the events are durable.
+
+        Argument errors (bad id, unregistered topic, payload that is not
+        JSON-native) raise :class:`StoreError` at once.
+        """
+        self._check_session_id(session_id)
+        if type(expected_version) is not int or expected_version < 0:
+            raise StoreError(f"expected_version must be an int >= 0, got {expected_version!r}")
+        future: Future[list[RecordedEvent]] = Future()
+        if not events:
+            future.set_result([])
+            return future
+        pending = self._encode(session_id, expected_version, events, future)
+        if not self._group_commit:
+            self._check_open()
+            future.set_running_or_notify_cancel()
+            self._commit_one(pending)
+            return future
+        with self._submit_lock:
+            self._check_open()
+            self._queue.put(pending)
+        return future
+
+    def read_session(
+        self, session_id: str, after_version: int = 0, limit: int | None = None
+    ) -> list[RecordedEvent]:
+        """Return a session's events with ``version > after_version``, in version order."""
+        self._check_open()
+        self._check_session_id(session_id)
+        rows = self._guard("read session", self._select_session, session_id, after_version, limit)
+        if rows:
+            self._learn_version(session_id, rows[-1][2])
+        return [self._decode(row) for row in rows]
+
+    def session_version(self, session_id: str) -> int:
+        """Return the session's latest version; 0 for an unknown session."""
+        self._check_open()
+        self._check_session_id(session_id)
+        version = self._guard("read session version", self._current_version, session_id)
+        self._learn_version(session_id, version)
+        return version
+
+    def read_all(
+        self, after_position: int = 0, limit: int = 500, topics: Sequence[str] = ()
+    ) -> list[RecordedEvent]:
+        """Return up to ``limit`` events of the store-wide log with ``position > after_position``.
+
+        In position order; ``topics`` restricts the result to those topics.
+        Positions may have gaps: page with the last position seen.
+        """
+        self._check_open()
+        if type(limit) is not int or limit < 1:
+            raise StoreError(f"limit must be an int >= 1, got {limit!r}")
+        rows = self._guard("read the log", self._select_all, after_position, limit, list(topics))
+        return [self._decode(row) for row in rows]
+
+    def max_position(self) -> int:
+        """Return the highest position in the log; 0 when the store is empty."""
+        self._check_open()
+        return self._guard("read the max position", self._max_position)
+
+    def session_ids(self) -> list[str]:
+        """Return every session with at least one event, ordered by its first event's position."""
+        self._check_open()
+        return self._guard("list sessions", self._session_ids)
+
+    def save_snapshot(self, session_id: str, version: int, data: dict[str, Any]) -> None:
+        """Store ``data`` as the session's state at ``version``; a newer stored one wins."""
+        self._check_open()
+        self._check_session_id(session_id)
+        if type(version) is not int or version < 1:
+            raise StoreError(f"snapshot version must be an int >= 1, got {version!r}")
+        state = self.serializer.encode_snapshot(data, self.incarnation)
+        self._guard("save a snapshot", self._put_snapshot, session_id, version, state)
+
+    def load_snapshot(self, session_id: str) -> Snapshot | None:
+        """Return the session's latest snapshot, or None.
+
+        An unreadable snapshot (corrupt, other cipher key) is logged as a
+        warning and treated as absent: snapshots are only a cache.
+        """
+        self._check_open()
+        self._check_session_id(session_id)
+        found = self._guard("load a snapshot", self._get_snapshot, session_id)
+        if found is None:
+            return None
+        version, state = found
+        try:
+            data = self.serializer.decode_snapshot(state)
+        except StoreError as e:
+            logger.warning(
+                "ignoring unreadable snapshot of session %r at version %d in %s: %s",
+                session_id,
+                version,
+                self.url,
+                self._scrub(str(e)),
+            )
+            return None
+        return Snapshot(session_id, version, data)
+
+    def add_listener(self, callback: Callable[[int], None]) -> None:
+        """Call ``callback(max_position)`` after each durable commit of this instance.
+
+        It runs on the committing thread (the writer thread under group
+        commit), so it must be quick: meant to wake projections.
+        """
+        self._listeners.append(callback)
+
+    @abstractmethod
+    def transaction(self) -> AbstractContextManager[SQLCursor]:
+        """Open a read-write transaction in the store's database and yield its cursor.
+
+        Commits when the block ends, rolls back if it raises. For projections
+        that write their read-model tables and tracking position atomically.
+        On ``memory://`` stores it is a private in-memory SQLite database that
+        lives as long as the store's data.
+        """
+
+    def table_name(self, name: str) -> str:
+        """Return ``name`` quoted (and schema-qualified on PostgreSQL) for use in SQL."""
+        return _quote_identifier(name)
+
+    def close(self) -> None:
+        """Commit what is queued, stop the writer thread and release the database. Idempotent."""
+        with self._submit_lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._writer is not None:
+                self._queue.put(_STOP)
+        writer = self._writer
+        if writer is not None and writer is not threading.current_thread():
+            writer.join()
+        self._fail_queued()
+        try:
+            self._close_backend()
+        except Exception:
+            logger.exception("error while closing store %s", self.url)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.url}>"
+
+    # -- backend hooks ----------------------------------------------------------------------
+
+    @abstractmethod
+    def _insert(self, stored: Sequence[StoredEvent]) -> list[int]:
+        """Insert in one transaction; return the positions in order.
+
+        Raises eventsourcing's ``IntegrityError`` if any (session, version) exists.
+        """
+
+    @abstractmethod
+    def _select_session(self, session_id: str, after_version: int, limit: int | None) -> list[Row]:
+        """Return a session's rows with version > after_version, in version order."""
+
+    @abstractmethod
+    def _select_all(self, after_position: int, limit: int, topics: list[str]) -> list[Row]:
+        """Return log rows with position > after_position, in position order."""
+
+    @abstractmethod
+    def _current_version(self, session_id: str) -> int:
+        """Return the session's highest version, 0 if none."""
+
+    @abstractmethod
+    def _max_position(self) -> int:
+        """Return the highest position, 0 if none."""
+
+    @abstractmethod
+    def _session_ids(self) -> list[str]:
+        """Return the sessions in order of their first event's position."""
+
+    @abstractmethod
+    def _put_snapshot(self, session_id: str, version: int, state: bytes) -> None:
+        """Upsert the session's snapshot unless a newer one is stored."""
+
+    @abstractmethod
+    def _get_snapshot(self, session_id: str) -> tuple[int, bytes] | None:
+        """Return the session's stored snapshot as (version, bytes)."""
+
+    @abstractmethod
+    def _close_backend(self) -> None:
+        """Release connections."""
+
+    # -- encoding and decoding --------------------------------------------------------------
+
+    def _encode(
+        self,
+        session_id: str,
+        expected_version: int,
+        events: Sequence[NewEvent],
+        future: Future[list[RecordedEvent]],
+    ) -> _PendingAppend:
+        topics: list[str] = []
+        datas: list[dict[str, Any]] = []
+        stored: list[StoredEvent] = []
+        for offset, event in enumerate(events, start=1):
+            if not isinstance(event, NewEvent):
+                raise StoreError(f"events must be NewEvent objects, got {type(event).__name__}")
+            state, as_read = self.serializer.encode_event(event.topic, event.data, self.incarnation)
+            topics.append(event.topic)
+            datas.append(as_read)
+            stored.append(StoredEvent(session_id, expected_version + offset, event.topic, state))
+        return _PendingAppend(session_id, expected_version, topics, datas, stored, future)
+
+    def _decode(self, row: Row) -> RecordedEvent:
+        position, session_id, version, topic, state = row
+        try:
+            data, writer = self.serializer.decode_event(topic, state)
+        except StoreError as e:
+            raise StoreError(
+                f"cannot read event {version} of session {session_id!r} (topic {topic!r}) "
+                f"in store {self.url}: {e}"
+            ) from e
+        return RecordedEvent(session_id, version, position, topic, data, writer)
+
+    def _recorded(self, pending: _PendingAppend, positions: Sequence[int]) -> list[RecordedEvent]:
+        return [
+            RecordedEvent(
+                pending.session_id,
+                pending.expected_version + offset,
+                position,
+                topic,
+                data,
+                self.incarnation,
+            )
+            for offset, (position, topic, data) in enumerate(
+                zip(positions, pending.topics, pending.datas, strict=True), start=1
+            )
+        ]
+
+    # -- committing -------------------------------------------------------------------------
+
+    def _run_writer(self) -> None:
+        carry: _PendingAppend | None = None
+        while True:
+            if carry is not None:
+                group, carry = [carry], None
+            else:
+                item = self._queue.get()
+                if item is _STOP:
+                    return
+                assert isinstance(item, _PendingAppend)
+                group = [item] if item.future.set_running_or_notify_cancel() else []
+            size = sum(len(p.stored) for p in group)
+            stopping = False
+            deadline = time.monotonic() + self._max_batch_wait
+            while size < self._max_batch_events:
+                try:
+                    if self._max_batch_wait > 0:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            break
+                        item = self._queue.get(timeout=remaining)
+                    else:
+                        item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stopping = True
+                    break
+                assert isinstance(item, _PendingAppend)
+                if not item.future.set_running_or_notify_cancel():
+                    continue  # cancelled by its caller before we got to it
+                if group and size + len(item.stored) > self._max_batch_events:
+                    carry = item
+                    break
+                group.append(item)
+                size += len(item.stored)
+            if group:
+                try:
+                    self._commit_group(group)
+                except BaseException as e:  # never let the writer die with callers waiting
+                    logger.exception("store writer failed on %s", self.url)
+                    for pending in group:
+                        self._fail(pending, e)
+            if stopping:
+                return
+
+    def _commit_group(self, group: list[_PendingAppend]) -> None:
+        """Commit a group in one transaction, falling back to one by one on a version clash."""
+        batch: list[_PendingAppend] = []
+        doomed: list[_PendingAppend] = []  # fail iff the batch commits
+        tips: dict[str, int] = {}
+        for pending in group:
+            tip = tips.get(pending.session_id)
+            if tip is not None:
+                if pending.expected_version == tip:
+                    batch.append(pending)
+                    tips[pending.session_id] = tip + len(pending.stored)
+                else:
+                    doomed.append(pending)
+                continue
+            try:
+                actual = self._precheck(pending)
+            except Exception as e:
+                self._fail(pending, e)
+                continue
+            if actual is not None:
+                self._conflict(pending, actual)
+                continue
+            batch.append(pending)
+            tips[pending.session_id] = pending.expected_version + len(pending.stored)
+        if not batch:
+            return
+        try:
+            positions = self._insert([s for p in batch for s in p.stored])
+        except IntegrityError:
+            # Some session moved on behind our back (another process): find
+            # which by committing the appends one by one, in arrival order.
+            waiting = {id(p) for p in batch} | {id(p) for p in doomed}
+            for pending in group:
+                if id(pending) in waiting:
+                    self._commit_one(pending)
+            return
+        except Exception as e:
+            for pending in batch + doomed:
+                self._fail(pending, e)
+            return
+        self._committed(batch, positions)
+        for pending in doomed:
+            self._conflict(pending, tips[pending.session_id])
+
+    def _commit_one(self, pending: _PendingAppend) -> None:
+        """Commit one append in its own transaction and resolve its future."""
+        try:
+            actual = self._precheck(pending)
+            if actual is not None:
+                self._conflict(pending, actual)
+                return
+            try:
+                positions = self._insert(pending.stored)
+            except IntegrityError:
+                actual = self._current_version(pending.session_id)
+                self._learn_version(pending.session_id, actual)
+                self._conflict(pending, actual)
+                return
+            self._committed([pending], positions)
+        except Exception as e:
+            self._fail(pending, e)
+
+    def _precheck(self, pending: _PendingAppend) -> int | None:
+        """Return the actual version if the append certainly conflicts, else None.
+
+        The primary key only catches versions that exist; this also refuses an
+        expected version beyond the session's end, which would leave a gap.
+        Reads the database only when the cached lower bound cannot decide.
+        """
+        with self._known_lock:
+            known = self._known_versions.get(pending.session_id, 0)
+        if pending.expected_version == known:
+            return None  # the primary key catches anything newer
+        actual = self._current_version(pending.session_id)
+        self._learn_version(pending.session_id, actual)
+        return None if actual == pending.expected_version else actual
+
+    def _committed(self, batch: list[_PendingAppend], positions: Sequence[int]) -> None:
+        total = sum(len(p.stored) for p in batch)
+        if len(positions) != total:
+            raise StoreError(f"store returned {len(positions)} positions for {total} events")
+        with self._known_lock:
+            if len(self._known_versions) > _MAX_KNOWN_VERSIONS:
+                self._known_versions.clear()
+            for pending in batch:
+                self._known_versions[pending.session_id] = pending.stored[-1].originator_version
+        start = 0
+        for pending in batch:
+            end = start + len(pending.stored)
+            self._resolve(pending, self._recorded(pending, positions[start:end]))
+            start = end
+        if positions:
+            self._notify(max(positions))
+
+    def _learn_version(self, session_id: str, version: int) -> None:
+        if version <= 0:
+            return
+        with self._known_lock:
+            if version > self._known_versions.get(session_id, 0):
+                if len(self._known_versions) > _MAX_KNOWN_VERSIONS:
+                    self._known_versions.clear()
+                self._known_versions[session_id] = version
+
+    def _notify(self, position: int) -> None:
+        with self._notify_lock:
+            self._max_committed = max(self._max_committed, position)
+            current = self._max_committed
+        for callback in list(self._listeners):
+            try:
+                callback(current)
+            except Exception:
+                logger.exception("store listener %r failed", callback)
+
+    def _conflict(self, pending: _PendingAppend, actual: int) -> None:
+        self._reject(
+            pending, ConcurrencyConflict(pending.session_id, pending.expected_version, actual)
+        )
+
+    def _fail(self, pending: _PendingAppend, cause: BaseException) -> None:
+        if isinstance(cause, StoreError):
+            error = StoreError(self._scrub(str(cause)))
+        else:
+            error = StoreError(
+                f"append to session {pending.session_id!r} in store {self.url} failed, "
+                f"nothing of it was written: {type(cause).__name__}: {self._scrub(str(cause))}"
+            )
+        error.__cause__ = cause
+        self._reject(pending, error)
+
+    @staticmethod
+    def _resolve(pending: _PendingAppend, result: list[RecordedEvent]) -> None:
+        with suppress(InvalidStateError):
+            pending.future.set_result(result)
+
+    @staticmethod
+    def _reject(pending: _PendingAppend, error: BaseException) -> None:
+        with suppress(InvalidStateError):
+            pending.future.set_exception(error)
+
+    def _fail_queued(self) -> None:
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, _PendingAppend) and item.future.set_running_or_notify_cancel():
+                self._reject(item, StoreError(f"store {self.url} was closed"))
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"store {self.url} is closed")
+
+    @staticmethod
+    def _check_session_id(session_id: str) -> None:
+        if not isinstance(session_id, str) or not 1 <= len(session_id) <= MAX_SESSION_ID_LENGTH:
+            raise StoreError(
+                f"session id must be a str of 1 to {MAX_SESSION_ID_LENGTH} characters, "
+                f"got {session_id!r:.80}"
+            )
+        if "\x00" in session_id:
+            raise StoreError("session id must not contain NUL characters")
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def _guard(self, what: str, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return fn(*args, **kwargs)
+        except StoreError:
+            raise
+        except Exception as e:
+            raise StoreError(
+                f"cannot {what} in store {self.url}: {type(e).__name__}: {self._scrub(str(e))}"
+            ) from e
+
+
+def _quote_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'

@@ -1,0 +1,225 @@
+"""Topics, schema versions and upcasting; the byte format of stored events and snapshots."""
+
+from __future__ import annotations
+
+import binascii
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from eventsourcing.compressor import ZlibCompressor
+from eventsourcing.persistence import Cipher, Compressor
+from eventsourcing.utils import Environment
+
+from meerkat_runtime.errors import StoreError
+
+__all__ = ["EventCodec", "Upcaster"]
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+"""Turns a payload of schema version n into one of version n + 1 (returns the new dict)."""
+
+# Datetimes and dataclasses would be written by orjson but read back as str
+# and dict, so a round trip would silently change their type: refuse them.
+_DUMPS_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+SNAPSHOT_FORMAT = 1
+
+
+@dataclass(frozen=True, slots=True)
+class _TopicSchema:
+    version: int
+    upcasters: tuple[Upcaster, ...]  # upcasters[i] turns schema i + 1 into i + 2
+
+
+class EventCodec:
+    """Registry of event topics with their current schema version and upcasters.
+
+    Every topic a store appends must be registered first. A stored payload of
+    an older schema version is upcast on read, one step at a time::
+
+        codec = EventCodec()
+        codec.register("input.accepted")                       # schema 1
+        codec.register("run.failed", version=2, upcasters={1: add_attempt})
+
+    Payloads are JSON-native dicts, encoded with orjson together with their
+    schema version and the writer's incarnation id.
+    """
+
+    def __init__(self) -> None:
+        self._topics: dict[str, _TopicSchema] = {}
+
+    def register(
+        self,
+        topic: str,
+        version: int = 1,
+        upcasters: Mapping[int, Upcaster] | None = None,
+    ) -> None:
+        """Register ``topic`` at schema ``version``.
+
+        ``upcasters[n]`` turns schema ``n`` into ``n + 1``; every step from 1 to
+        ``version - 1`` must be given, and no other. Raises ``ValueError``
+        otherwise, or if the topic is already registered.
+        """
+        if not isinstance(topic, str) or not topic:
+            raise ValueError(f"topic must be a non-empty string, got {topic!r}")
+        if type(version) is not int or version < 1:
+            raise ValueError(f"schema version of {topic!r} must be an int >= 1, got {version!r}")
+        if topic in self._topics:
+            raise ValueError(f"topic {topic!r} is already registered")
+        given = dict(upcasters or {})
+        needed = set(range(1, version))
+        if missing := sorted(needed - given.keys()):
+            steps = ", ".join(f"{n}->{n + 1}" for n in missing)
+            raise ValueError(f"topic {topic!r} at schema {version} lacks upcasters for {steps}")
+        if extra := sorted(given.keys() - needed, key=repr):
+            raise ValueError(
+                f"topic {topic!r} at schema {version} has upcasters for unknown "
+                f"versions {extra!r} (expected keys 1..{version - 1})"
+            )
+        for n, upcaster in given.items():
+            if not callable(upcaster):
+                raise ValueError(f"upcaster {n} of topic {topic!r} is not callable")
+        chain = tuple(given[n] for n in range(1, version))
+        self._topics[topic] = _TopicSchema(version, chain)
+
+    def topics(self) -> frozenset[str]:
+        """Return the registered topics."""
+        return frozenset(self._topics)
+
+    def schema_version(self, topic: str) -> int:
+        """Return the current schema version of ``topic``; ``StoreError`` if unregistered."""
+        return self._schema(topic).version
+
+    def encode(self, topic: str, data: dict[str, Any], writer: str) -> bytes:
+        """Return the orjson bytes of ``data`` wrapped with its schema version and writer."""
+        schema = self._schema(topic)
+        if not isinstance(data, dict):
+            raise StoreError(f"payload of {topic!r} must be a dict, got {type(data).__name__}")
+        try:
+            return orjson.dumps(
+                {"s": schema.version, "w": writer, "d": data}, option=_DUMPS_OPTIONS
+            )
+        except TypeError as e:  # orjson.JSONEncodeError is a TypeError
+            raise StoreError(f"payload of {topic!r} is not JSON-native: {e}") from e
+
+    def decode(self, topic: str, raw: bytes) -> tuple[dict[str, Any], str]:
+        """Return ``(data, writer)`` of stored bytes, upcast to the current schema."""
+        schema = self._schema(topic)
+        stored_version, writer, data = _unwrap(raw)
+        if stored_version > schema.version:
+            raise StoreError(
+                f"event topic {topic!r} was stored with schema version {stored_version}, "
+                f"but this codec registers version {schema.version}; it was written by "
+                f"a newer program: upgrade before reading it"
+            )
+        for step in range(stored_version, schema.version):
+            data = schema.upcasters[step - 1](data)
+            if not isinstance(data, dict):
+                raise StoreError(
+                    f"upcaster {step}->{step + 1} of topic {topic!r} returned "
+                    f"{type(data).__name__}, not a dict"
+                )
+        return data, writer
+
+    def _schema(self, topic: str) -> _TopicSchema:
+        try:
+            return self._topics[topic]
+        except KeyError:
+            raise StoreError(
+                f"event topic {topic!r} is not registered in the codec "
+                f"(register it with EventCodec.register before use)"
+            ) from None
+
+
+def _unwrap(raw: bytes) -> tuple[int, str, dict[str, Any]]:
+    try:
+        envelope = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise StoreError(f"stored bytes are not JSON ({e})") from e
+    if not isinstance(envelope, dict):
+        raise StoreError("stored bytes are not an event envelope")
+    version, writer, data = envelope.get("s"), envelope.get("w"), envelope.get("d")
+    if type(version) is not int or version < 1 or not isinstance(writer, str):
+        raise StoreError("stored envelope lacks a valid schema version or writer")
+    if not isinstance(data, dict):
+        raise StoreError("stored envelope has no dict payload")
+    return version, writer, data
+
+
+class Serializer:
+    """The full byte chain of one store: codec (orjson), then zlib, then AES-GCM."""
+
+    def __init__(
+        self, codec: EventCodec, *, compress: bool = False, cipher_key: str | None = None
+    ) -> None:
+        self.codec = codec
+        self.compressor: Compressor | None = ZlibCompressor() if compress else None
+        self.cipher: Cipher | None = _make_cipher(cipher_key) if cipher_key is not None else None
+
+    def encode_event(
+        self, topic: str, data: dict[str, Any], writer: str
+    ) -> tuple[bytes, dict[str, Any]]:
+        """Return the stored bytes and the payload exactly as a reader will see it."""
+        plain = self.codec.encode(topic, data, writer)
+        as_read: dict[str, Any] = orjson.loads(plain)["d"]
+        return self._seal(plain), as_read
+
+    def decode_event(self, topic: str, state: bytes) -> tuple[dict[str, Any], str]:
+        """Return ``(data, writer)`` of a stored event."""
+        return self.codec.decode(topic, self._open(state))
+
+    def encode_snapshot(self, data: dict[str, Any], writer: str) -> bytes:
+        """Return the stored bytes of a snapshot payload."""
+        if not isinstance(data, dict):
+            raise StoreError(f"snapshot data must be a dict, got {type(data).__name__}")
+        try:
+            plain = orjson.dumps(
+                {"s": SNAPSHOT_FORMAT, "w": writer, "d": data}, option=_DUMPS_OPTIONS
+            )
+        except TypeError as e:
+            raise StoreError(f"snapshot data is not JSON-native: {e}") from e
+        return self._seal(plain)
+
+    def decode_snapshot(self, state: bytes) -> dict[str, Any]:
+        """Return a snapshot's payload; ``StoreError`` if it cannot be read."""
+        version, _writer, data = _unwrap(self._open(state))
+        if version > SNAPSHOT_FORMAT:
+            raise StoreError(f"snapshot format {version} is newer than {SNAPSHOT_FORMAT}")
+        return data
+
+    def _seal(self, plain: bytes) -> bytes:
+        if self.compressor is not None:
+            plain = self.compressor.compress(plain)
+        if self.cipher is not None:
+            plain = self.cipher.encrypt(plain)
+        return plain
+
+    def _open(self, state: bytes) -> bytes:
+        try:
+            if self.cipher is not None:
+                state = self.cipher.decrypt(state)
+            if self.compressor is not None:
+                state = self.compressor.decompress(state)
+        except Exception as e:
+            raise StoreError(
+                f"stored bytes cannot be decrypted or decompressed ({e}); "
+                f"check the cipher_key and compress options"
+            ) from e
+        return state
+
+
+def _make_cipher(cipher_key: str) -> Cipher:
+    # Imported here so that a store without encryption never needs `cryptography`.
+    from eventsourcing.cryptography import AESCipher
+
+    if not isinstance(cipher_key, str):
+        raise StoreError("option cipher_key must be a str (base64 of 16, 24 or 32 bytes)")
+    try:
+        return AESCipher(Environment(env={AESCipher.CIPHER_KEY: cipher_key}))
+    except (ValueError, binascii.Error, OSError):
+        # Never echo the key: only say what a valid one looks like.
+        raise StoreError(
+            "option cipher_key is not a valid AES key: expected base64 of 16, 24 or 32 "
+            "random bytes, e.g. from eventsourcing.cryptography.AESCipher.create_key(32)"
+        ) from None

@@ -1,0 +1,231 @@
+"""The ``postgresql://`` backend: eventsourcing's PostgreSQL datastore and application recorder."""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Literal
+
+import psycopg
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from psycopg import sql
+
+from meerkat_runtime.store._base import EventStore, Row, SQLCursor, StoreOptions
+from meerkat_runtime.store._codec import EventCodec
+from meerkat_runtime.store._schema import (
+    EVENTS_TABLE,
+    SCHEMA_COMPONENT,
+    SCHEMA_TABLE,
+    SCHEMA_VERSION,
+    SNAPSHOTS_TABLE,
+    newer_schema_error,
+)
+
+__all__ = ["PostgresEventStore"]
+
+
+class PostgresEventStore(EventStore):
+    """Shared store in a PostgreSQL database (tables in ``schema``, default ``public``)."""
+
+    dialect: Literal["sqlite", "postgresql"] = "postgresql"
+    paramstyle: Literal["qmark", "format"] = "format"
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        user: str,
+        password: str,
+        dbname: str,
+        schema: str,
+        url: str,
+        codec: EventCodec,
+        incarnation: str,
+        options: StoreOptions,
+        secrets: Sequence[str] = (),
+    ) -> None:
+        super().__init__(
+            url=url, codec=codec, incarnation=incarnation, options=options, secrets=secrets
+        )
+        self.schema = schema
+        s, events, snapshots = (
+            sql.Identifier(schema),
+            sql.Identifier(EVENTS_TABLE),
+            sql.Identifier(SNAPSHOTS_TABLE),
+        )
+        self._select_session_sql = sql.SQL(
+            "SELECT notification_id, originator_version, topic, state FROM {}.{} "
+            "WHERE originator_id = %s AND originator_version > %s "
+            "ORDER BY originator_version LIMIT %s"
+        ).format(s, events)
+        self._select_session_ids_sql = sql.SQL(
+            "SELECT originator_id FROM {}.{} WHERE originator_version = 1 ORDER BY notification_id"
+        ).format(s, events)
+        self._upsert_snapshot_sql = sql.SQL(
+            "INSERT INTO {s}.{t} AS old (session_id, version, state) VALUES (%s, %s, %s) "
+            "ON CONFLICT (session_id) DO UPDATE SET version = EXCLUDED.version, "
+            "state = EXCLUDED.state WHERE old.version <= EXCLUDED.version"
+        ).format(s=s, t=snapshots)
+        self._select_snapshot_sql = sql.SQL(
+            "SELECT version, state FROM {}.{} WHERE session_id = %s"
+        ).format(s, snapshots)
+
+        connect_timeout = max(2, math.ceil(options.connect_timeout))
+        # A direct connection first: it fails fast with the server's own
+        # reason (refused, bad password), where the pool would only time out.
+        probe = psycopg.connect(
+            host=host,
+            port=port,
+            user=user,
+            password=password,
+            dbname=dbname,
+            connect_timeout=connect_timeout,
+            autocommit=True,
+        )
+        try:
+            # Serialise set-up with other processes opening the same schema:
+            # concurrent CREATE ... IF NOT EXISTS can still collide.
+            lock_key = zlib.crc32(f"meerkat_runtime.store:{schema}".encode())
+            probe.execute("SELECT pg_advisory_lock(%s)", (lock_key,))
+            self._check_schema(probe)
+            self.datastore = PostgresDatastore(
+                dbname,
+                host,
+                port,
+                user,
+                password,
+                connect_timeout=max(10.0, options.connect_timeout),  # also the pool's wait
+                pool_size=options.pool_size,
+                max_overflow=options.pool_size,
+                lock_timeout=math.ceil(options.lock_timeout),
+                schema=schema,
+                originator_id_type="text",
+            )
+            try:
+                self.events_recorder = PostgresApplicationRecorder(
+                    self.datastore, events_table_name=EVENTS_TABLE
+                )
+                self.events_recorder.create_table()
+                self._create_tables()
+            except BaseException:
+                self.datastore.close()
+                raise
+        finally:
+            probe.close()  # also releases the advisory lock
+        self._start()
+
+    def _check_schema(self, conn: psycopg.Connection[Any]) -> None:
+        s = sql.Identifier(self.schema)
+        exists = conn.execute(
+            "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)
+        ).fetchone()
+        if exists is None:
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(s))
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {}.{} "
+                "(component text PRIMARY KEY, version integer NOT NULL)"
+            ).format(s, sql.Identifier(SCHEMA_TABLE))
+        )
+        row = conn.execute(
+            sql.SQL("SELECT version FROM {}.{} WHERE component = %s").format(
+                s, sql.Identifier(SCHEMA_TABLE)
+            ),
+            (SCHEMA_COMPONENT,),
+        ).fetchone()
+        if row is not None and row[0] > SCHEMA_VERSION:
+            raise newer_schema_error(self.url, row[0])
+
+    def _create_tables(self) -> None:
+        s = sql.Identifier(self.schema)
+        with self.datastore.transaction(commit=True) as cur:
+            cur.execute(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {}.{} (session_id text PRIMARY KEY, "
+                    "version bigint NOT NULL, state bytea NOT NULL)"
+                ).format(s, sql.Identifier(SNAPSHOTS_TABLE))
+            )
+            # Partial index of first events: session_ids() reads one entry per
+            # session; later versions cost nothing to insert.
+            cur.execute(
+                sql.SQL(
+                    "CREATE INDEX IF NOT EXISTS meerkat_events_first_idx "
+                    "ON {}.{} (notification_id) WHERE originator_version = 1"
+                ).format(s, sql.Identifier(EVENTS_TABLE))
+            )
+            cur.execute(
+                sql.SQL(
+                    "INSERT INTO {}.{} (component, version) VALUES (%s, %s) "
+                    "ON CONFLICT (component) DO NOTHING"
+                ).format(s, sql.Identifier(SCHEMA_TABLE)),
+                (SCHEMA_COMPONENT, SCHEMA_VERSION),
+            )
+
+    def _insert(self, stored: Sequence[StoredEvent]) -> list[int]:
+        ids = self.events_recorder.insert_events(stored)
+        assert ids is not None
+        return list(ids)
+
+    def _select_session(self, session_id: str, after_version: int, limit: int | None) -> list[Row]:
+        with self.datastore.transaction(commit=False) as cur:
+            cur.execute(self._select_session_sql, (session_id, after_version, limit))
+            return [
+                (
+                    r["notification_id"],
+                    session_id,
+                    r["originator_version"],
+                    r["topic"],
+                    bytes(r["state"]),
+                )
+                for r in cur.fetchall()
+            ]
+
+    def _select_all(self, after_position: int, limit: int, topics: list[str]) -> list[Row]:
+        notifications = self.events_recorder.select_notifications(
+            after_position, limit, topics=topics, inclusive_of_start=False
+        )
+        return [
+            (n.id, str(n.originator_id), n.originator_version, n.topic, n.state)
+            for n in notifications
+        ]
+
+    def _current_version(self, session_id: str) -> int:
+        last = self.events_recorder.select_events(session_id, desc=True, limit=1)
+        return last[0].originator_version if last else 0
+
+    def _max_position(self) -> int:
+        return self.events_recorder.max_notification_id() or 0
+
+    def _session_ids(self) -> list[str]:
+        with self.datastore.transaction(commit=False) as cur:
+            cur.execute(self._select_session_ids_sql)
+            return [r["originator_id"] for r in cur.fetchall()]
+
+    def _put_snapshot(self, session_id: str, version: int, state: bytes) -> None:
+        with self.datastore.transaction(commit=True) as cur:
+            cur.execute(self._upsert_snapshot_sql, (session_id, version, state))
+
+    def _get_snapshot(self, session_id: str) -> tuple[int, bytes] | None:
+        with self.datastore.transaction(commit=False) as cur:
+            cur.execute(self._select_snapshot_sql, (session_id,))
+            row = cur.fetchone()
+            return None if row is None else (row["version"], bytes(row["state"]))
+
+    @contextmanager
+    def transaction(self) -> Iterator[SQLCursor]:
+        """Yield a cursor (dict rows) in a transaction on the store's database (see base)."""
+        with self.datastore.transaction(commit=True) as cur:
+            yield cur
+
+    def table_name(self, name: str) -> str:
+        """Return ``"schema"."name"``, quoted, for use in SQL."""
+        return (
+            sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(name)).as_string()
+        )
+
+    def _close_backend(self) -> None:
+        self.datastore.close()

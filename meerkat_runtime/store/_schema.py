@@ -1,0 +1,23 @@
+"""Table names and the store format version recorded in every SQL database."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from meerkat_runtime.errors import StoreError
+
+EVENTS_TABLE: Final = "meerkat_events"
+SNAPSHOTS_TABLE: Final = "meerkat_snapshots"
+SCHEMA_TABLE: Final = "meerkat_schema"
+# A row of meerkat_schema per component; other layers (projections) may add theirs.
+SCHEMA_COMPONENT: Final = "store"
+# Raise when a change makes the tables unreadable for older releases.
+SCHEMA_VERSION: Final = 1
+
+
+def newer_schema_error(url: str, found: int) -> StoreError:
+    """The error for a database written by a newer, incompatible release."""
+    return StoreError(
+        f"store {url} was written by a newer meerkat-runtime (schema {found}, this one reads "
+        f"up to {SCHEMA_VERSION}); upgrade meerkat-runtime to open it"
+    )

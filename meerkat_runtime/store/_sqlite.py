@@ -1,0 +1,212 @@
+"""The ``sqlite:///`` backend: eventsourcing's SQLite datastore and application recorder."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Final, Literal
+
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.sqlite import (
+    SQLiteApplicationRecorder,
+    SQLiteConnection,
+    SQLiteConnectionPool,
+    SQLiteDatastore,
+)
+
+from meerkat_runtime.errors import StoreError
+from meerkat_runtime.store._base import EventStore, Row, SQLCursor, StoreOptions
+from meerkat_runtime.store._codec import EventCodec
+from meerkat_runtime.store._schema import (
+    EVENTS_TABLE,
+    SCHEMA_COMPONENT,
+    SCHEMA_VERSION,
+    newer_schema_error,
+)
+
+__all__ = ["SQLiteEventStore"]
+
+# Table names are constants of this module, never input, so the statements
+# below are plain literals; every value travels as a parameter.
+_CREATE_SCHEMA_TABLE: Final = (
+    "CREATE TABLE IF NOT EXISTS meerkat_schema ("
+    "component TEXT PRIMARY KEY, version INTEGER NOT NULL) WITHOUT ROWID"
+)
+_SELECT_SCHEMA_VERSION: Final = "SELECT version FROM meerkat_schema WHERE component = ?"
+_INSERT_SCHEMA_VERSION: Final = (
+    "INSERT INTO meerkat_schema (component, version) VALUES (?, ?) "
+    "ON CONFLICT (component) DO NOTHING"
+)
+_CREATE_SNAPSHOTS_TABLE: Final = (
+    "CREATE TABLE IF NOT EXISTS meerkat_snapshots ("
+    "session_id TEXT PRIMARY KEY, version INTEGER NOT NULL, state BLOB NOT NULL) WITHOUT ROWID"
+)
+# Partial index of first events: session_ids() reads one entry per session
+# instead of the whole table; later versions cost nothing to insert.
+_CREATE_FIRST_EVENTS_INDEX: Final = (
+    "CREATE INDEX IF NOT EXISTS meerkat_events_first_idx "
+    "ON meerkat_events (originator_id) WHERE originator_version = 1"
+)
+_SELECT_SESSION: Final = (
+    "SELECT rowid, originator_version, topic, state FROM meerkat_events "
+    "WHERE originator_id = ? AND originator_version > ? ORDER BY originator_version LIMIT ?"
+)
+# Without statistics the planner prefers a full scan over the partial index.
+_SELECT_SESSION_IDS: Final = (
+    "SELECT originator_id FROM meerkat_events INDEXED BY meerkat_events_first_idx "
+    "WHERE originator_version = 1 ORDER BY rowid"
+)
+_UPSERT_SNAPSHOT: Final = (
+    "INSERT INTO meerkat_snapshots (session_id, version, state) VALUES (?, ?, ?) "
+    "ON CONFLICT (session_id) DO UPDATE SET version = excluded.version, state = excluded.state "
+    "WHERE meerkat_snapshots.version <= excluded.version"
+)
+_SELECT_SNAPSHOT: Final = "SELECT version, state FROM meerkat_snapshots WHERE session_id = ?"
+_PRAGMA_SYNCHRONOUS: Final = {
+    "full": "PRAGMA synchronous = FULL",
+    "normal": "PRAGMA synchronous = NORMAL",
+}
+
+
+class _ConnectionPool(SQLiteConnectionPool):
+    """The library's pool plus a ``synchronous`` setting on every new connection."""
+
+    def __init__(self, *, synchronous: Literal["full", "normal"], **kwargs: object) -> None:
+        self._synchronous_pragma = _PRAGMA_SYNCHRONOUS[synchronous]
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+
+    def _create_connection(self) -> SQLiteConnection:
+        conn = super()._create_connection()
+        # The datastore has no setting for this pragma (LIBRARIES.md section 4).
+        conn._sqlite_conn.execute(self._synchronous_pragma)
+        return conn
+
+
+class SQLiteEventStore(EventStore):
+    """Embedded durable store in one SQLite file (WAL mode, ``synchronous=FULL`` by default)."""
+
+    dialect: Literal["sqlite", "postgresql"] = "sqlite"
+    paramstyle: Literal["qmark", "format"] = "qmark"
+
+    def __init__(
+        self,
+        *,
+        path: str,
+        url: str,
+        codec: EventCodec,
+        incarnation: str,
+        options: StoreOptions,
+    ) -> None:
+        super().__init__(url=url, codec=codec, incarnation=incarnation, options=options)
+        self.path = path
+        pool_options = {
+            "db_name": path,
+            "lock_timeout": max(1, math.ceil(options.lock_timeout)),
+            "pool_size": options.pool_size,
+            "max_overflow": 2 * options.pool_size,
+            # Waiting for the in-process writer lock counts against this timeout.
+            "pool_timeout": max(30.0, options.lock_timeout),
+        }
+        self.datastore = SQLiteDatastore(originator_id_type="text", **pool_options)  # type: ignore[arg-type]
+        self.datastore.pool.close()
+        self.datastore.pool = _ConnectionPool(
+            synchronous=options.sqlite_synchronous, **pool_options
+        )
+        try:
+            self.events_recorder = SQLiteApplicationRecorder(self.datastore, EVENTS_TABLE)
+            self._set_up()
+        except BaseException:
+            self.datastore.close()
+            raise
+        self._start()
+
+    def _set_up(self) -> None:
+        with self.datastore.transaction(commit=True) as c:
+            c.execute(_CREATE_SCHEMA_TABLE)
+            c.execute(_SELECT_SCHEMA_VERSION, (SCHEMA_COMPONENT,))
+            row = c.fetchone()
+            if row is not None and row[0] > SCHEMA_VERSION:
+                raise newer_schema_error(self.url, row[0])
+        self.events_recorder.create_table()
+        with self.datastore.transaction(commit=True) as c:
+            c.execute(_CREATE_SNAPSHOTS_TABLE)
+            c.execute(_CREATE_FIRST_EVENTS_INDEX)
+            c.execute(_INSERT_SCHEMA_VERSION, (SCHEMA_COMPONENT, SCHEMA_VERSION))
+
+    def _insert(self, stored: Sequence[StoredEvent]) -> list[int]:
+        ids = self.events_recorder.insert_events(stored)
+        assert ids is not None
+        return list(ids)
+
+    def _select_session(self, session_id: str, after_version: int, limit: int | None) -> list[Row]:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(_SELECT_SESSION, (session_id, after_version, -1 if limit is None else limit))
+            return [(r[0], session_id, r[1], r[2], r[3]) for r in c.fetchall()]
+
+    def _select_all(self, after_position: int, limit: int, topics: list[str]) -> list[Row]:
+        notifications = self.events_recorder.select_notifications(
+            after_position, limit, topics=topics, inclusive_of_start=False
+        )
+        return [
+            (n.id, str(n.originator_id), n.originator_version, n.topic, n.state)
+            for n in notifications
+        ]
+
+    def _current_version(self, session_id: str) -> int:
+        last = self.events_recorder.select_events(session_id, desc=True, limit=1)
+        return last[0].originator_version if last else 0
+
+    def _max_position(self) -> int:
+        return self.events_recorder.max_notification_id() or 0
+
+    def _session_ids(self) -> list[str]:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(_SELECT_SESSION_IDS)
+            return [r[0] for r in c.fetchall()]
+
+    def _put_snapshot(self, session_id: str, version: int, state: bytes) -> None:
+        with self.datastore.transaction(commit=True) as c:
+            c.execute(_UPSERT_SNAPSHOT, (session_id, version, state))
+
+    def _get_snapshot(self, session_id: str) -> tuple[int, bytes] | None:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(_SELECT_SNAPSHOT, (session_id,))
+            row = c.fetchone()
+            return None if row is None else (row[0], bytes(row[1]))
+
+    @contextmanager
+    def transaction(self) -> Iterator[SQLCursor]:
+        """Yield a cursor in a write transaction on the store's SQLite file (see base)."""
+        with self.datastore.transaction(commit=True) as c:
+            yield c
+
+    def _close_backend(self) -> None:
+        self.datastore.close()
+
+
+def create_database_file(path: str, url: str) -> None:
+    """Create an empty database file readable by its owner only, if there is none.
+
+    Refuses (``StoreError``) a path whose directory does not exist: creating
+    directories would hide a mistyped path.
+    """
+    directory = os.path.dirname(path) or "."
+    if not os.path.isdir(directory):
+        raise StoreError(
+            f"cannot open store {url}: directory {directory!r} does not exist; "
+            f"create it first or fix the path (meerkat-runtime creates no directories)"
+        )
+    if os.path.isdir(path):
+        raise StoreError(f"cannot open store {url}: {path!r} is a directory, not a database file")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError as e:
+        raise StoreError(f"cannot create database file for store {url}: {e.strerror}") from e
+    try:
+        os.fchmod(fd, 0o600)  # whatever the umask, the events are the owner's only
+    finally:
+        os.close(fd)
