@@ -1,0 +1,3 @@
+from meerkat_runtime.cli import main
+
+main()

@@ -1,0 +1,33 @@
+"""Session actors, their registry (routing, passivation, admission), executors and completions."""
+
+from meerkat_runtime.actors._completion import CompletionHandle, CompletionRegistry
+from meerkat_runtime.actors._executor import (
+    EchoExecutor,
+    Executor,
+    ExecutorLike,
+    RunRequest,
+    RunResult,
+    RunStatus,
+    call_executor,
+)
+from meerkat_runtime.actors._registry import Services, SessionRegistry
+from meerkat_runtime.actors._scheduler import Scheduler
+from meerkat_runtime.actors._session import AcceptOutcome, Call, SessionActor
+
+__all__ = [
+    "AcceptOutcome",
+    "Call",
+    "CompletionHandle",
+    "CompletionRegistry",
+    "EchoExecutor",
+    "Executor",
+    "ExecutorLike",
+    "RunRequest",
+    "RunResult",
+    "RunStatus",
+    "Scheduler",
+    "Services",
+    "SessionActor",
+    "SessionRegistry",
+    "call_executor",
+]

@@ -1,0 +1,229 @@
+"""Routing, passivation and bounded admission for session actors.
+
+pykka gives one thread per actor and nothing else. The registry adds:
+
+* **Routing.** Every message for a session (host calls, executor results,
+  timers) goes through :meth:`SessionRegistry.send`, which starts the
+  session's actor on first use. So a result for a passivated session simply
+  restarts it; its state refolds from the log.
+* **Passivation.** Idle actors (no message in flight, no run in flight) stop
+  after ``idle_timeout`` seconds, and the least recently used idle one stops
+  when ``max_live`` actors are live. 10,000+ sessions therefore cost threads
+  only for the ones in use.
+* **Bounded admission.** At most ``max_pending`` messages wait for one
+  session; past that ``accept`` raises :class:`Overloaded` at once and writes
+  nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import pykka
+
+from meerkat_runtime.actors._completion import CompletionRegistry
+from meerkat_runtime.actors._executor import ExecutorLike
+from meerkat_runtime.actors._scheduler import Scheduler
+from meerkat_runtime.actors._session import Call, SessionActor
+from meerkat_runtime.errors import MeerkatRuntimeError, Overloaded
+from meerkat_runtime.events.runtime_event import RuntimeEventEnvelope
+from meerkat_runtime.store import EventStore
+
+__all__ = ["Services", "SessionRegistry"]
+
+log = logging.getLogger(__name__)
+
+EventListener = Callable[[str, list[RuntimeEventEnvelope]], None]
+
+
+@dataclass(eq=False)
+class Services:
+    """What every session actor of one runtime shares."""
+
+    store: EventStore
+    executor: ExecutorLike | None
+    completions: CompletionRegistry
+    scheduler: Scheduler
+    pool: ThreadPoolExecutor
+    run_timeout: float | None = 300.0
+    retry_backoff: float = 0.05
+    recovery_timeout: float = 10.0
+    backoff_initial: float = 0.05
+    backoff_max: float = 2.0
+    active_runs: set[uuid.UUID] = field(default_factory=set)
+    closing: bool = False
+    listeners: list[EventListener] = field(default_factory=list)
+    registry: SessionRegistry = field(init=False)
+
+    def notify_events(self, session_id: str, events: list[RuntimeEventEnvelope]) -> None:
+        for listener in self.listeners:
+            try:
+                listener(session_id, events)
+            except Exception:
+                log.exception("event listener failed")
+
+
+class _Entry:
+    __slots__ = ("busy", "inflight", "last_used", "ref")
+
+    def __init__(self, ref: pykka.ActorRef[SessionActor]) -> None:
+        self.ref = ref
+        self.inflight = 0
+        self.busy = False
+        self.last_used = time.monotonic()
+
+
+class SessionRegistry:
+    """Live session actors by id, with passivation and bounded admission."""
+
+    def __init__(
+        self,
+        services: Services,
+        *,
+        max_live: int = 1000,
+        idle_timeout: float = 60.0,
+        max_pending: int = 1000,
+    ) -> None:
+        if max_live < 1 or max_pending < 1 or idle_timeout <= 0:
+            raise ValueError("max_live and max_pending must be >= 1, idle_timeout > 0")
+        self.svc = services
+        services.registry = self
+        self.max_live = max_live
+        self.idle_timeout = idle_timeout
+        self.max_pending = max_pending
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._closed = False
+        self.started = 0
+        self.stopped = 0
+        services.scheduler.every(min(idle_timeout / 2, 1.0), self.sweep_idle)
+
+    # ------------------------------------------------------------ sending
+
+    def send(
+        self, session_id: str, kind: str, payload: Any = None, *, admission: bool = False
+    ) -> Future[Any]:
+        """Queue a message for the session's actor (starting it if needed); the future gets the reply."""
+        call = Call(kind, payload)
+        to_stop: list[pykka.ActorRef[SessionActor]] = []
+        with self._lock:
+            if self._closed:
+                raise MeerkatRuntimeError("the runtime is closed")
+            entry = self._entries.get(session_id)
+            if entry is None:
+                to_stop = self._evict_for_room()
+                entry = _Entry(SessionActor.start(session_id, self.svc))
+                self._entries[session_id] = entry
+                self.started += 1
+            elif admission and entry.inflight >= self.max_pending:
+                raise Overloaded(
+                    f"session {session_id!r} has {entry.inflight} pending commands "
+                    f"(limit {self.max_pending}); retry later"
+                )
+            else:
+                self._entries.move_to_end(session_id)
+            entry.inflight += 1
+            entry.last_used = time.monotonic()
+            entry.ref.tell(call)
+        for ref in to_stop:
+            ref.stop(block=False)
+        return call.reply
+
+    def call(
+        self, session_id: str, kind: str, payload: Any = None, *, admission: bool = False
+    ) -> Any:
+        """Send and wait for the reply; the actor's exception is raised here."""
+        return self.send(session_id, kind, payload, admission=admission).result()
+
+    def tell(self, session_id: str, kind: str, payload: Any = None) -> None:
+        """Send without waiting (executor results, timers); errors are logged."""
+        try:
+            fut = self.send(session_id, kind, payload)
+        except MeerkatRuntimeError:
+            return  # closed: the log keeps the run as started; recovery closes it later
+
+        def report(f: Future[Any]) -> None:
+            exc = f.exception()
+            if exc is not None:
+                log.warning("session %s: %s failed: %s", session_id, kind, exc)
+
+        fut.add_done_callback(report)
+
+    def message_done(self, session_id: str, busy: bool) -> None:
+        """Called by the actor after each message: one fewer in flight."""
+        with self._lock:
+            entry = self._entries.get(session_id)
+            if entry is not None:
+                entry.inflight -= 1
+                entry.busy = busy
+
+    # ------------------------------------------------------------ passivation
+
+    def _evictable(self, entry: _Entry) -> bool:
+        return entry.inflight == 0 and not entry.busy
+
+    def _evict_for_room(self) -> list[pykka.ActorRef[SessionActor]]:
+        """Remove least recently used idle entries until one more fits (lock held)."""
+        out: list[pykka.ActorRef[SessionActor]] = []
+        if len(self._entries) < self.max_live:
+            return out
+        for sid in list(self._entries):
+            entry = self._entries[sid]
+            if self._evictable(entry):
+                del self._entries[sid]
+                out.append(entry.ref)
+                self.stopped += 1
+                if len(self._entries) < self.max_live:
+                    break
+        return out
+
+    def sweep_idle(self) -> None:
+        """Stop actors idle longer than ``idle_timeout``."""
+        cutoff = time.monotonic() - self.idle_timeout
+        to_stop: list[pykka.ActorRef[SessionActor]] = []
+        with self._lock:
+            for sid in list(self._entries):
+                entry = self._entries[sid]
+                if entry.last_used > cutoff:
+                    break  # LRU order: the rest were used more recently
+                if self._evictable(entry):
+                    del self._entries[sid]
+                    to_stop.append(entry.ref)
+                    self.stopped += 1
+        for ref in to_stop:
+            ref.stop(block=False)
+
+    def live_count(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    def live_ids(self) -> list[str]:
+        with self._lock:
+            return list(self._entries)
+
+    # ------------------------------------------------------------ shutdown
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop starting runs, let runs in flight finish (bounded), then stop every actor."""
+        self.svc.closing = True
+        deadline = time.monotonic() + timeout
+        while self.svc.active_runs and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with self._lock:
+            self._closed = True
+            refs = [e.ref for e in self._entries.values()]
+            self._entries.clear()
+        stopping = [ref.stop(block=False) for ref in refs]
+        for fut in stopping:
+            try:
+                fut.get(timeout=max(0.1, deadline - time.monotonic()))
+            except pykka.Timeout:
+                log.warning("an actor did not stop within the close timeout")

@@ -1,0 +1,463 @@
+"""The session actor: a thin shell around the pure decider.
+
+Receive, decide, append, evolve, reply. The actor's state is always a fold of
+the session's persisted log (snapshot + tail); nothing is acknowledged before
+its events are durable. Supervision is built in (pykka has none): a store
+failure fails the command that met it, drops the in-memory state, and the next
+message refolds from the store, retrying with exponential backoff while later
+messages wait in the mailbox in order.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pykka
+
+from meerkat_runtime.actors._completion import CompletionHandle
+from meerkat_runtime.actors._executor import RunRequest, RunResult, RunStatus, call_executor
+from meerkat_runtime.errors import (
+    ConcurrencyConflict,
+    InvalidInput,
+    MeerkatRuntimeError,
+    StoreError,
+)
+from meerkat_runtime.events._codec import _check_json
+from meerkat_runtime.events.catalogue import envelope_from_record, envelope_to_record
+from meerkat_runtime.events.completion import CompletionOutcome
+from meerkat_runtime.events.ids import uuid7
+from meerkat_runtime.events.input_state import InputState
+from meerkat_runtime.events.inputs import Input
+from meerkat_runtime.events.policy import AdmissionPlan
+from meerkat_runtime.events.reports import RecoveryReport, RejectReason
+from meerkat_runtime.events.run_primitive import RunPrimitive
+from meerkat_runtime.events.runtime_event import (
+    InputLifecycleEvent,
+    RunCancelled,
+    RunCompleted,
+    RunError,
+    RunFailed,
+    RuntimeEventEnvelope,
+)
+from meerkat_runtime.events.runtime_state import RuntimeState
+from meerkat_runtime.events.session import (
+    Accept,
+    AcceptDecision,
+    CancelRun,
+    Command,
+    CompleteRun,
+    Decision,
+    DecisionContext,
+    FailRun,
+    Recover,
+    SessionState,
+    StartRun,
+    completion_outcome,
+    decide,
+    evolve,
+    state_from_snapshot,
+    state_to_snapshot,
+    wants_run,
+)
+from meerkat_runtime.events.timefmt import utc_now
+from meerkat_runtime.store import NewEvent
+
+if TYPE_CHECKING:
+    from meerkat_runtime.actors._registry import Services
+
+__all__ = ["AcceptOutcome", "Call", "SessionActor"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptOutcome:
+    """What ``session.accept`` returns (API.md): ``kind`` is accepted, deduplicated or rejected."""
+
+    kind: str
+    input_id: uuid.UUID
+    existing_id: uuid.UUID | None = None
+    reason: RejectReason | None = None
+    state: InputState | None = None
+    completion: CompletionHandle | None = None
+    policy: AdmissionPlan | None = field(default=None, repr=False)
+
+    @property
+    def is_accepted(self) -> bool:
+        return self.kind == "accepted"
+
+    @property
+    def is_deduplicated(self) -> bool:
+        return self.kind == "deduplicated"
+
+    @property
+    def is_rejected(self) -> bool:
+        return self.kind == "rejected"
+
+
+@dataclass(slots=True)
+class Call:
+    """One message to a session actor: what to do, and where to put the answer."""
+
+    kind: str
+    payload: Any = None
+    reply: Future[Any] = field(default_factory=Future)
+
+
+class SessionActor(pykka.ThreadingActor):
+    """One live session. Start it through the registry, never directly."""
+
+    use_daemon_thread = True
+
+    def __init__(self, session_id: str, services: Services) -> None:
+        super().__init__()
+        self.session_id = session_id
+        self.svc = services
+        self.state: SessionState | None = None
+        self.last_writer: str | None = None
+        self.cold_report: RecoveryReport | None = None
+        self.retry_scheduled = False
+
+    # ------------------------------------------------------------ message loop
+
+    def on_receive(self, message: Any) -> Any:
+        if not isinstance(message, Call):
+            return None
+        try:
+            result = self._handle(message)
+        except BaseException as exc:
+            if not message.reply.done():
+                message.reply.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            if not message.reply.done():
+                message.reply.set_result(result)
+        finally:
+            try:
+                self._after_message()
+            except Exception:
+                log.exception("session %s: after-message step failed", self.session_id)
+            self.svc.registry.message_done(self.session_id, self._busy())
+        return None
+
+    def _handle(self, call: Call) -> Any:
+        self._ensure_loaded()
+        handler = getattr(self, f"_on_{call.kind}")
+        return handler(call.payload)
+
+    def _busy(self) -> bool:
+        st = self.state
+        return st is not None and (st.run is not None or self.retry_scheduled)
+
+    # ------------------------------------------------------------ loading and supervision
+
+    def _ensure_loaded(self) -> None:
+        if self.state is not None:
+            return
+        deadline = time.monotonic() + self.svc.recovery_timeout
+        delay = self.svc.backoff_initial
+        while True:
+            try:
+                self._load()
+                return
+            except StoreError as exc:
+                if time.monotonic() + delay > deadline:
+                    raise StoreError(
+                        f"session {self.session_id!r} could not be loaded: {exc}"
+                    ) from exc
+                log.warning(
+                    "session %s: load failed (%s); retrying in %.2fs", self.session_id, exc, delay
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, self.svc.backoff_max)
+
+    def _load(self) -> None:
+        store = self.svc.store
+        state: SessionState | None = None
+        writer: str | None = None
+        snap = store.load_snapshot(self.session_id)
+        if snap is not None:
+            try:
+                state = state_from_snapshot(snap.data["state"])
+                writer = snap.data.get("writer")
+                if state.session_id != self.session_id or state.version != snap.version:
+                    raise InvalidInput("snapshot belongs to another session or version")
+            except (InvalidInput, KeyError, TypeError) as exc:
+                log.warning(
+                    "session %s: ignoring unreadable snapshot at version %s (%s); refolding",
+                    self.session_id,
+                    snap.version,
+                    exc,
+                )
+                state, writer = None, None
+        if state is None:
+            state = SessionState(session_id=self.session_id)
+        records = store.read_session(self.session_id, after_version=state.version)
+        for rec in records:
+            evolve(state, envelope_from_record(rec.data, rec.version))
+        if records:
+            writer = records[-1].writer
+        self.state = state
+        self.last_writer = writer
+        self._startup_recovery()
+
+    def _startup_recovery(self) -> None:
+        st = self.state
+        assert st is not None
+        if st.phase is RuntimeState.DESTROYED:
+            return
+        foreign = self.last_writer is not None and self.last_writer != self.svc.store.incarnation
+        if foreign and (st.run is not None or st.non_terminal_ids()):
+            decision = self._commit(Recover(cold=True))
+            self.cold_report = decision.reply
+            return
+        if st.run is not None and st.run.run_id not in self.svc.active_runs:
+            # Our own run, but its worker is gone (e.g. the actor restarted mid-run).
+            error = RunError(kind="interrupted", detail="the run's worker is gone")
+            self._commit(FailRun(run_id=st.run.run_id, error=error))
+
+    def _invalidate(self) -> None:
+        """Forget the in-memory state: the next message refolds it from the store."""
+        self.state = None
+
+    # ------------------------------------------------------------ deciding and persisting
+
+    def _context(self) -> DecisionContext:
+        return DecisionContext(now=utc_now(), new_id=uuid7, attached=self.svc.executor is not None)
+
+    def _commit(self, command: Command) -> Decision:
+        """Decide, append atomically, evolve, resolve completions. Raises on refusal."""
+        st = self.state
+        assert st is not None
+        decision = decide(st, command, self._context())
+        if not decision.events:
+            return decision
+        try:
+            self._append(st, decision.events)
+        except ConcurrencyConflict:
+            # Another writer got there first: refold and decide once more.
+            self._invalidate()
+            self._load()
+            st = self.state
+            assert st is not None
+            decision = decide(st, command, self._context())
+            if decision.events:
+                try:
+                    self._append(st, decision.events)
+                except StoreError:
+                    self._invalidate()
+                    raise
+        except StoreError:
+            self._invalidate()
+            raise
+        touched: set[uuid.UUID] = set()
+        for env in decision.events:
+            evolve(st, env)
+            ev = env.event
+            if isinstance(ev, InputLifecycleEvent):
+                touched.add(ev.input_id)
+            elif isinstance(ev, (RunCompleted, RunFailed, RunCancelled)) and st.inputs:
+                touched.update(i for i, s in st.inputs.items() if s.last_run_id == ev.run_id)
+        self.last_writer = self.svc.store.incarnation
+        for iid in touched:
+            outcome = completion_outcome(st, iid)
+            if outcome is not None:
+                self.svc.completions.resolve(iid, outcome)
+        self._maybe_snapshot(st, len(decision.events))
+        self.svc.notify_events(self.session_id, decision.events)
+        return decision
+
+    def _append(self, st: SessionState, events: list[RuntimeEventEnvelope]) -> None:
+        new_events = []
+        for env in events:
+            topic, data = envelope_to_record(env)
+            new_events.append(NewEvent(topic, data))
+        self.svc.store.append(self.session_id, st.version, new_events)
+
+    def _maybe_snapshot(self, st: SessionState, added: int) -> None:
+        interval = self.svc.store.snapshot_interval
+        if interval <= 0 or st.version // interval == (st.version - added) // interval:
+            return
+        data = {"state": state_to_snapshot(st), "writer": self.svc.store.incarnation}
+        try:
+            self.svc.store.save_snapshot(self.session_id, st.version, data)
+        except StoreError as exc:  # a snapshot is only a cache
+            log.warning(
+                "session %s: snapshot at %d not saved: %s", self.session_id, st.version, exc
+            )
+
+    # ------------------------------------------------------------ host calls
+
+    def _on_accept(self, inp: Input) -> AcceptOutcome:
+        decision = self._commit(Accept(inp))
+        d: AcceptDecision = decision.reply
+        st = self.state
+        assert st is not None
+        if d.kind == "rejected":
+            return AcceptOutcome(kind="rejected", input_id=d.input_id, reason=d.reason)
+        target = d.input_id if d.kind == "accepted" else d.existing_id
+        assert target is not None
+        handle = self.svc.completions.handle(target, completion_outcome(st, target))
+        if d.kind == "deduplicated":
+            return AcceptOutcome(
+                kind="deduplicated",
+                input_id=d.input_id,
+                existing_id=d.existing_id,
+                completion=handle,
+            )
+        return AcceptOutcome(
+            kind="accepted",
+            input_id=d.input_id,
+            state=st.inputs.get(d.input_id),
+            completion=handle,
+            policy=d.plan,
+        )
+
+    def _on_command(self, command: Command) -> Any:
+        if isinstance(command, Recover):
+            return self._recover(command)
+        return self._commit(command).reply
+
+    def _recover(self, command: Recover) -> RecoveryReport:
+        cold, self.cold_report = self.cold_report, None
+        report: RecoveryReport = self._commit(command).reply
+        if cold is None:
+            return report
+        return RecoveryReport(
+            inputs_recovered=max(cold.inputs_recovered, report.inputs_recovered),
+            inputs_abandoned=cold.inputs_abandoned + report.inputs_abandoned,
+            inputs_requeued=cold.inputs_requeued + report.inputs_requeued,
+            details=cold.details + report.details,
+        )
+
+    def _on_recover_all(self, _: Any) -> RecoveryReport | None:
+        """``rt.recover()``: the cold recovery done at load, else an in-process one."""
+        st = self.state
+        assert st is not None
+        if st.phase is RuntimeState.DESTROYED:
+            return None
+        if self.cold_report is not None:
+            report, self.cold_report = self.cold_report, None
+            return report
+        if st.phase is RuntimeState.RUNNING:
+            return RecoveryReport(
+                inputs_recovered=len(st.non_terminal_ids()),
+                inputs_abandoned=0,
+                inputs_requeued=0,
+                details=("a run is in flight in this process; left to finish",),
+            )
+        in_process: RecoveryReport = self._commit(Recover()).reply
+        return in_process
+
+    def _on_query(self, fn: Any) -> Any:
+        st = self.state
+        assert st is not None
+        return fn(st, self.svc.executor is not None)
+
+    def _on_completion(self, input_id: uuid.UUID) -> CompletionHandle | None:
+        st = self.state
+        assert st is not None
+        if input_id not in st.inputs:
+            return None
+        outcome: CompletionOutcome | None = completion_outcome(st, input_id)
+        return self.svc.completions.handle(input_id, outcome)
+
+    def _on_touch(self, _: Any) -> None:
+        return None
+
+    # ------------------------------------------------------------ runs
+
+    def _after_message(self) -> None:
+        """Start a run when the session wants one and an executor is bound."""
+        st = self.state
+        if st is None or self.svc.executor is None or self.svc.closing or self.retry_scheduled:
+            return
+        try:
+            while wants_run(st) and st.run is None:
+                run_id = uuid7()
+                decision = self._commit(StartRun(run_id=run_id))
+                self._submit(run_id, decision.reply)
+                st = self.state
+                if st is None:
+                    return
+        except MeerkatRuntimeError as exc:
+            log.warning("session %s: could not start a run: %s", self.session_id, exc)
+            self._schedule_retry()
+
+    def _submit(self, run_id: uuid.UUID, primitive: RunPrimitive) -> None:
+        svc = self.svc
+        request = RunRequest(
+            session_id=self.session_id,
+            run_id=run_id,
+            primitive=primitive,
+            contributing_input_ids=primitive.primitive_input_ids(),
+        )
+        svc.active_runs.add(run_id)
+        sid = self.session_id
+        executor = svc.executor
+        assert executor is not None
+
+        def work() -> None:
+            result = call_executor(executor, request)
+            svc.registry.tell(sid, "run_done", (run_id, result))
+
+        svc.pool.submit(work)
+        if svc.run_timeout is not None:
+            svc.scheduler.call_later(
+                svc.run_timeout, lambda: svc.registry.tell(sid, "run_timeout", run_id)
+            )
+
+    def _on_run_done(self, payload: tuple[uuid.UUID, RunResult]) -> None:
+        run_id, result = payload
+        self.svc.active_runs.discard(run_id)
+        st = self.state
+        assert st is not None
+        if st.run is None or st.run.run_id != run_id:
+            return  # late result of a run that already ended (timeout, stop, ...)
+        command: Command
+        if result.status is RunStatus.COMPLETED:
+            try:
+                output = _check_json(result.output, "output")
+            except InvalidInput as exc:
+                error = RunError(kind="invalid_output", detail=str(exc))
+                command = FailRun(run_id=run_id, error=error)
+            else:
+                command = CompleteRun(run_id=run_id, output=output)
+        elif result.status is RunStatus.CANCELLED:
+            command = CancelRun(run_id=run_id, rollback=True)
+        else:
+            error = RunError(kind="executor_failed", detail=result.error, retryable=True)
+            command = FailRun(run_id=run_id, error=error)
+        self._commit(command)
+        if not isinstance(command, CompleteRun):
+            self._schedule_retry()
+
+    def _on_run_timeout(self, run_id: uuid.UUID) -> None:
+        st = self.state
+        assert st is not None
+        if st.run is None or st.run.run_id != run_id:
+            return
+        self.svc.active_runs.discard(run_id)
+        detail = f"the executor did not finish within {self.svc.run_timeout} s"
+        self._commit(FailRun(run_id=run_id, error=RunError(kind="timeout", detail=detail)))
+        self._schedule_retry()
+
+    def _schedule_retry(self) -> None:
+        st = self.state
+        if st is None or not (st.queue or st.steer_queue) or self.retry_scheduled:
+            return
+        self.retry_scheduled = True
+        sid = self.session_id
+        registry = self.svc.registry
+        self.svc.scheduler.call_later(
+            self.svc.retry_backoff, lambda: registry.tell(sid, "retry", None)
+        )
+
+    def _on_retry(self, _: Any) -> None:
+        self.retry_scheduled = False

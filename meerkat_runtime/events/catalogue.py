@@ -1,0 +1,57 @@
+"""The event catalogue: the stable topic of every stored event, and the mapping
+between envelopes and stored records.
+
+A topic is the spec's dotted event code (``input.accepted``,
+``runtime.state_changed``, ...), never a module path, so renaming a Python
+class never orphans stored events. The stored payload of an event is its
+envelope's wire form; its sequence is the stored version.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from meerkat_runtime.events._codec import from_wire, to_wire
+from meerkat_runtime.events.runtime_event import RuntimeEventEnvelope
+
+__all__ = ["EVENT_TOPICS", "SCHEMA_VERSIONS", "envelope_from_record", "envelope_to_record"]
+
+#: Every topic a session log may hold.
+EVENT_TOPICS: tuple[str, ...] = (
+    "input.accepted",
+    "input.deduplicated",
+    "input.superseded",
+    "input.coalesced",
+    "input.queued",
+    "input.staged",
+    "input.applied",
+    "input.consumed",
+    "input.abandoned",
+    "input.state_transitioned",
+    "run.started",
+    "run.completed",
+    "run.failed",
+    "run.cancelled",
+    "runtime.state_changed",
+    "topology.runtime_created",
+    "topology.runtime_retired",
+    "topology.runtime_recycled",
+    "topology.runtime_destroyed",
+    "runtime.projection_emitted",
+)
+
+#: The current schema version of each topic's payload (bump with an upcaster when a shape changes).
+SCHEMA_VERSIONS: dict[str, int] = dict.fromkeys(EVENT_TOPICS, 1)
+
+
+def envelope_to_record(envelope: RuntimeEventEnvelope) -> tuple[str, dict[str, Any]]:
+    """The (topic, payload) a store keeps for an envelope."""
+    payload: dict[str, Any] = to_wire(envelope)
+    return envelope.event.event_code, payload
+
+
+def envelope_from_record(data: dict[str, Any], version: int) -> RuntimeEventEnvelope:
+    """Rebuild an envelope from its stored payload; ``version`` becomes its ``sequence``."""
+    envelope = from_wire(RuntimeEventEnvelope, data)
+    object.__setattr__(envelope, "sequence", version)
+    return envelope

@@ -1,0 +1,366 @@
+"""The host-facing facade: :class:`Runtime` and :class:`Session` (API.md).
+
+::
+
+    from meerkat_runtime import Runtime, EchoExecutor
+
+    with Runtime.open("sqlite:///runtime.db", executor=EchoExecutor()) as rt:
+        outcome = rt.session("s-1").accept({"input_type": "prompt", "content": "hello"})
+        print(outcome.completion.wait(5))
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, fields
+from types import TracebackType
+from typing import Any, Literal
+
+from meerkat_runtime.actors import (
+    AcceptOutcome,
+    CompletionHandle,
+    CompletionRegistry,
+    ExecutorLike,
+    Scheduler,
+    Services,
+    SessionRegistry,
+)
+from meerkat_runtime.errors import InvalidInput, MeerkatRuntimeError
+from meerkat_runtime.events import wire
+from meerkat_runtime.events.catalogue import EVENT_TOPICS, SCHEMA_VERSIONS, envelope_from_record
+from meerkat_runtime.events.ids import parse_uuid, uuid7, validate_session_id
+from meerkat_runtime.events.input_state import InputState
+from meerkat_runtime.events.inputs import Input
+from meerkat_runtime.events.reports import (
+    DestroyReport,
+    RecoveryReport,
+    RecycleReport,
+    ResetReport,
+    RetireReport,
+    StopReport,
+)
+from meerkat_runtime.events.runtime_event import RuntimeEventEnvelope
+from meerkat_runtime.events.runtime_state import RuntimeState
+from meerkat_runtime.events.session import (
+    Command,
+    Destroy,
+    Recover,
+    Recycle,
+    Reset,
+    Retire,
+    SessionState,
+    Stop,
+)
+from meerkat_runtime.events.timefmt import format_timestamp, utc_now
+from meerkat_runtime.store import EventCodec, EventStore, open_store
+
+__all__ = [
+    "DEFAULT_STORE_URL",
+    "Runtime",
+    "RuntimeOptions",
+    "Session",
+    "coerce_input",
+    "event_codec",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STORE_URL = "sqlite:///meerkat-runtime.db"
+
+
+def event_codec() -> EventCodec:
+    """A store codec with every runtime event topic registered."""
+    codec = EventCodec()
+    for topic in EVENT_TOPICS:
+        codec.register(topic, SCHEMA_VERSIONS[topic])
+    return codec
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeOptions:
+    """Runtime (not store) options of :meth:`Runtime.open`; every other keyword goes to the store.
+
+    * ``executor_threads`` (8): worker threads that run executors.
+    * ``run_timeout`` (300 s; None = never): a run still going after this fails with ``timeout``.
+    * ``retry_backoff`` (0.05 s): wait before re-running inputs rolled back by a failed run.
+    * ``max_live_sessions`` (1000): live actors kept; the least recently used idle one passivates.
+    * ``idle_timeout`` (60 s): an actor idle this long passivates.
+    * ``max_pending`` (1000): commands waiting for one session before ``accept`` raises ``Overloaded``.
+    * ``recovery_timeout`` (10 s): how long a session retries reloading after a store failure
+      while its later commands wait.
+    * ``close_timeout`` (10 s): how long ``close()`` lets runs in flight finish.
+    * ``max_input_bytes`` (1 MiB): larger JSON input documents are refused as ``InvalidInput``.
+    """
+
+    executor_threads: int = 8
+    run_timeout: float | None = 300.0
+    retry_backoff: float = 0.05
+    max_live_sessions: int = 1000
+    idle_timeout: float = 60.0
+    max_pending: int = 1000
+    recovery_timeout: float = 10.0
+    close_timeout: float = 10.0
+    max_input_bytes: int = 1024 * 1024
+
+    @classmethod
+    def split(cls, options: dict[str, Any]) -> tuple[RuntimeOptions, dict[str, Any]]:
+        """Separate runtime options from store options; validate the runtime ones."""
+        names = {f.name for f in fields(cls)}
+        mine = {k: v for k, v in options.items() if k in names}
+        rest = {k: v for k, v in options.items() if k not in names}
+        for key, value in mine.items():
+            if key == "run_timeout" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ValueError(f"runtime option {key!r} must be a positive number, got {value!r}")
+        return cls(**mine), rest
+
+
+def coerce_input(data: Any, max_bytes: int = 1024 * 1024) -> Input:
+    """Turn an :class:`Input`, a wire dict or wire JSON into an :class:`Input`.
+
+    A host may omit ``header`` or any of its fields: the runtime fills ``id``
+    (UUIDv7), ``timestamp`` (now), ``source`` (operator), ``durability``
+    (durable) and the default ``visibility``.
+    """
+    if isinstance(data, Input):
+        return data
+    if isinstance(data, (bytes, bytearray, memoryview, str)):
+        raw = bytes(data) if not isinstance(data, str) else data
+        value = wire.loads(raw, max_bytes=max_bytes)
+    elif isinstance(data, dict):
+        value = data
+    else:
+        raise InvalidInput(
+            f"input must be an Input, a dict or JSON bytes/str, not {type(data).__name__}"
+        )
+    if not isinstance(value, dict):
+        raise InvalidInput("input must be a JSON object")
+    header = value.get("header")
+    if header is None:
+        header = {}
+    if not isinstance(header, dict):
+        raise InvalidInput("expected object", "header")
+    filled = dict(header)
+    if "id" not in filled:
+        filled["id"] = str(uuid7())
+    if "timestamp" not in filled:
+        filled["timestamp"] = format_timestamp(utc_now())
+    filled.setdefault("source", {"type": "operator"})
+    filled.setdefault("durability", "durable")
+    filled.setdefault("visibility", {"transcript_eligible": True, "operator_eligible": True})
+    return wire.decode(Input, {**value, "header": filled})
+
+
+class Session:
+    """A handle on one session; its actor starts on first use."""
+
+    __slots__ = ("_rt", "id")
+
+    def __init__(self, runtime: Runtime, session_id: str) -> None:
+        self._rt = runtime
+        self.id = session_id
+
+    def __repr__(self) -> str:
+        return f"Session({self.id!r})"
+
+    def _call(self, kind: str, payload: Any = None, *, admission: bool = False) -> Any:
+        return self._rt._registry.call(self.id, kind, payload, admission=admission)
+
+    def _command(self, command: Command) -> Any:
+        return self._call("command", command)
+
+    def _query(self, fn: Any) -> Any:
+        return self._call("query", fn)
+
+    def accept(self, input: Input | dict[str, Any] | bytes | str) -> AcceptOutcome:
+        """Accept an input; returns once its events are durable. ``InvalidInput`` when malformed."""
+        inp = coerce_input(input, self._rt.options.max_input_bytes)
+        outcome: AcceptOutcome = self._call("accept", inp, admission=True)
+        return outcome
+
+    def state(self) -> RuntimeState:
+        def observe(st: SessionState, attached: bool) -> RuntimeState:
+            return st.observed_state(attached)
+
+        result: RuntimeState = self._query(observe)
+        return result
+
+    def input_state(self, input_id: uuid.UUID | str) -> InputState | None:
+        iid = parse_uuid(input_id, "input_id")
+        result: InputState | None = self._query(lambda st, _: st.inputs.get(iid))
+        return result
+
+    def active_input_ids(self) -> list[uuid.UUID]:
+        result: list[uuid.UUID] = self._query(lambda st, _: st.non_terminal_ids())
+        return result
+
+    def completion(self, input_id: uuid.UUID | str) -> CompletionHandle | None:
+        """A handle for an input accepted earlier (also after a restart); None if unknown."""
+        handle: CompletionHandle | None = self._call("completion", parse_uuid(input_id, "input_id"))
+        return handle
+
+    def retire(self) -> RetireReport:
+        report: RetireReport = self._command(Retire(loop_attached=self._rt.executor is not None))
+        return report
+
+    def recycle(self) -> RecycleReport:
+        report: RecycleReport = self._command(Recycle())
+        return report
+
+    def reset(self) -> ResetReport:
+        report: ResetReport = self._command(Reset())
+        return report
+
+    def destroy(self) -> DestroyReport:
+        report: DestroyReport = self._command(Destroy())
+        return report
+
+    def stop(self) -> StopReport:
+        report: StopReport = self._command(Stop())
+        return report
+
+    def recover(self) -> RecoveryReport:
+        """Re-apply the recovery rules; a stopped session is re-registered (idle or attached)."""
+        report: RecoveryReport = self._command(Recover(cold=False, reregister=True))
+        return report
+
+    def events(self, after: int = 0) -> Iterator[RuntimeEventEnvelope]:
+        """The session's durable events with ``sequence > after``, in order (does not wait)."""
+        store = self._rt.store
+        cursor = after
+        while True:
+            page = store.read_session(self.id, after_version=cursor, limit=500)
+            for rec in page:
+                yield envelope_from_record(rec.data, rec.version)
+            if len(page) < 500:
+                return
+            cursor = page[-1].version
+
+
+class Runtime:
+    """An open runtime: a store, a registry of session actors, and an executor pool."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        *,
+        executor: ExecutorLike | None,
+        options: RuntimeOptions,
+        owns_store: bool,
+    ) -> None:
+        self.store = store
+        self.executor = executor
+        self.options = options
+        self._owns_store = owns_store
+        self._closed = False
+        self.completions = CompletionRegistry()
+        scheduler = Scheduler()
+        pool = ThreadPoolExecutor(
+            max_workers=options.executor_threads, thread_name_prefix="meerkat-executor"
+        )
+        self._services = Services(
+            store=store,
+            executor=executor,
+            completions=self.completions,
+            scheduler=scheduler,
+            pool=pool,
+            run_timeout=options.run_timeout,
+            retry_backoff=options.retry_backoff,
+            recovery_timeout=options.recovery_timeout,
+        )
+        self._registry = SessionRegistry(
+            self._services,
+            max_live=options.max_live_sessions,
+            idle_timeout=options.idle_timeout,
+            max_pending=options.max_pending,
+        )
+
+    @classmethod
+    def open(
+        cls,
+        store: str | EventStore = DEFAULT_STORE_URL,
+        *,
+        executor: ExecutorLike | None = None,
+        recover: Literal["lazy", "eager"] = "lazy",
+        **options: Any,
+    ) -> Runtime:
+        """Open a runtime on a store URL (or a store object, which the caller keeps owning).
+
+        Sessions already in the store recover lazily on first use, or all at
+        once with ``recover="eager"``. See :class:`RuntimeOptions` for runtime
+        options; the rest are store options (``open_store``).
+        """
+        if recover not in ("lazy", "eager"):
+            raise ValueError("recover must be 'lazy' or 'eager'")
+        rt_options, store_options = RuntimeOptions.split(options)
+        if isinstance(store, EventStore):
+            if store_options:
+                raise ValueError(f"store options {sorted(store_options)} need a store URL")
+            the_store, owns = store, False
+        else:
+            the_store, owns = open_store(store, codec=event_codec(), **store_options), True
+        rt = cls(the_store, executor=executor, options=rt_options, owns_store=owns)
+        if recover == "eager":
+            try:
+                rt.last_recovery = rt.recover()
+            except BaseException:
+                rt.close()
+                raise
+        return rt
+
+    last_recovery: list[RecoveryReport] | None = None
+
+    def session(self, session_id: str) -> Session:
+        """A handle on session ``session_id`` (1 to 256 printable characters)."""
+        self._check_open()
+        return Session(self, validate_session_id(session_id))
+
+    def new_session(self) -> Session:
+        """A handle on a new session with a fresh UUIDv7 id."""
+        return self.session(str(uuid7()))
+
+    def sessions(self) -> list[str]:
+        """Ids of every session in the store, by first appearance."""
+        return self.store.session_ids()
+
+    def recover(self) -> list[RecoveryReport]:
+        """Apply the recovery rules to every session that is not destroyed; one report each."""
+        self._check_open()
+        futures = [self._registry.send(sid, "recover_all") for sid in self.sessions()]
+        reports = [f.result() for f in futures]
+        return [r for r in reports if r is not None]
+
+    def live_session_count(self) -> int:
+        """How many session actors are live now (the rest are passivated)."""
+        return self._registry.live_count()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise MeerkatRuntimeError("the runtime is closed")
+
+    def close(self) -> None:
+        """Stop every actor once in-flight work is durable, and release the store. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._registry.close(self.options.close_timeout)
+        self._services.scheduler.stop()
+        self._services.pool.shutdown(wait=False, cancel_futures=True)
+        self.completions.close()
+        if self._owns_store:
+            self.store.close()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
