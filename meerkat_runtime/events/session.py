@@ -48,24 +48,24 @@ from meerkat_runtime.errors import (
 from meerkat_runtime.events._codec import from_wire, to_wire
 from meerkat_runtime.events.coalescing import Supersedes, check_supersession
 from meerkat_runtime.events.completion import (
-    Abandoned,
     AbandonedWithError,
     Completed,
     CompletedWithoutResult,
     CompletionOutcome,
-    RuntimeTerminated,
 )
 from meerkat_runtime.events.ids import parse_uuid
+from meerkat_runtime.events.input_fold import (
+    REASON_RECEIPT_FOUND,
+    REASON_RECOVERY,
+    evolve_input,
+    needs_admission_sequence,
+)
 from meerkat_runtime.events.input_state import (
     MAX_STAGE_ATTEMPTS,
-    AbandonedOutcome,
     AbandonKind,
-    CoalescedOutcome,
-    ConsumedOutcome,
     InputAbandonReason,
     InputLifecycleState,
     InputState,
-    SupersededOutcome,
 )
 from meerkat_runtime.events.inputs import (
     ContentInput,
@@ -88,7 +88,6 @@ from meerkat_runtime.events.inputs import (
 )
 from meerkat_runtime.events.policy import (
     AdmissionPlan,
-    ConsumePoint,
     DefaultPolicyTable,
     PolicySnapshot,
     WakeMode,
@@ -129,6 +128,7 @@ from meerkat_runtime.events.runtime_event import (
     InputCoalesced,
     InputConsumed,
     InputDeduplicated,
+    InputLifecycleEvent,
     InputQueued,
     InputStaged,
     InputStateTransitioned,
@@ -183,8 +183,6 @@ L = InputLifecycleState
 S = RuntimeState
 _POLICY_TABLE = DefaultPolicyTable()
 SNAPSHOT_FORMAT = 1
-REASON_RECOVERY = "Recovery"
-REASON_RECEIPT_FOUND = "RecoveryReceiptFound"
 
 # ---------------------------------------------------------------- state
 
@@ -945,10 +943,6 @@ def fold(
     return st
 
 
-def _set(state: SessionState, iid: uuid.UUID, new: InputState) -> None:
-    state.inputs[iid] = new
-
-
 def _dequeue(state: SessionState, iid: uuid.UUID) -> None:
     if state.queue.remove(iid) is None:
         state.steer_queue.remove(iid)
@@ -972,188 +966,42 @@ def _enqueue_ordered(state: SessionState, iid: uuid.UUID) -> None:
         q.enqueue(x)
 
 
-def _ev_accepted(state: SessionState, ev: InputAccepted, at: datetime) -> None:
-    inp = ev.input
-    header = inp.input_header if inp is not None else None
-    st = InputState(
-        input_id=ev.input_id,
-        current_state=L.ACCEPTED,
-        created_at=at,
-        updated_at=at,
-        policy=ev.policy,
-        runtime_semantics=ev.runtime_semantics,
-        durability=header.durability if header else None,
-        idempotency_key=header.idempotency_key if header else None,
-        persisted_input=inp,
-    )
-    if header is not None and header.idempotency_key is not None:
-        state.idempotency.setdefault(header.idempotency_key, ev.input_id)
-    policy = ev.policy
-    if policy is not None and policy.decision.consume_point is ConsumePoint.ON_ACCEPT:
-        st = st.transition(
-            L.CONSUMED,
-            at,
-            "ConsumeOnAccept (Ignore+OnAccept)",
-            terminal_outcome=ConsumedOutcome(),
-            terminal_completion=CompletedWithoutResult(),
-        )
-    elif policy is not None and policy.decision.wake_mode is not WakeMode.NONE:
-        state.wake_pending = True
-    state.inputs[ev.input_id] = st
-
-
-def _ev_queued(state: SessionState, ev: InputQueued, at: datetime) -> None:
-    st = state.inputs[ev.input_id]
-    lane = ev.lane or HandlingMode.QUEUE
-    state.admission_counter += 1
-    _set(
-        state,
-        ev.input_id,
-        st.transition(
-            L.QUEUED,
-            at,
-            "QueueAccepted",
-            admission_sequence=state.admission_counter,
-            attempt_count=0,
-            recovery_lane=lane,
-        ),
-    )
-    (state.steer_queue if lane is HandlingMode.STEER else state.queue).enqueue(ev.input_id)
-
-
-def _ev_staged(state: SessionState, ev: InputStaged, at: datetime) -> None:
-    st = state.inputs[ev.input_id]
-    _set(
-        state,
-        ev.input_id,
-        st.transition(
-            L.STAGED,
-            at,
-            f"StageForRun({ev.run_id})",
-            last_run_id=ev.run_id,
-            attempt_count=st.attempt_count + 1,
-        ),
-    )
-    _dequeue(state, ev.input_id)
-    if state.run is not None and state.run.run_id == ev.run_id:
-        state.run.input_ids.append(ev.input_id)
-
-
-def _ev_applied(state: SessionState, ev: InputApplied, at: datetime) -> None:
-    seq = ev.boundary_sequence or 0
-    st = state.inputs[ev.input_id].transition(L.APPLIED, at, f"MarkApplied({ev.run_id})")
-    st = st.transition(
-        L.APPLIED_PENDING_CONSUMPTION,
-        at,
-        f"MarkAppliedPendingConsumption(boundary_sequence={seq})",
-        last_boundary_sequence=seq,
-    )
-    _set(state, ev.input_id, st)
-    run = state.run
-    if run is not None and run.run_id == ev.run_id:
-        run.boundary_sequence = max(run.boundary_sequence, seq)
-
-
-def _ev_consumed(state: SessionState, ev: InputConsumed, at: datetime) -> None:
-    st = state.inputs[ev.input_id]
-    _set(
-        state,
-        ev.input_id,
-        st.transition(L.CONSUMED, at, "RunCompleted", terminal_outcome=ConsumedOutcome()),
-    )
-
-
-def _terminated_reason(kind: AbandonKind) -> str | None:
-    if kind in (AbandonKind.STOPPED, AbandonKind.RESET, AbandonKind.DESTROYED, AbandonKind.RETIRED):
-        return kind.value
-    return None
-
-
-def _ev_abandoned(state: SessionState, ev: InputAbandoned, at: datetime) -> None:
-    st = state.inputs[ev.input_id]
-    reason = ev.reason
-    terminated = _terminated_reason(reason.kind)
-    completion: CompletionOutcome
-    if terminated is not None:
-        completion = RuntimeTerminated(
-            reason=terminated,
-            error={"kind": "runtime_terminated", "message": f"runtime {terminated}"},
-        )
-    else:
-        completion = Abandoned(
-            reason=str(reason), error={"kind": "input_abandoned", "message": str(reason)}
-        )
-    _set(
-        state,
-        ev.input_id,
-        st.transition(
-            L.ABANDONED,
-            at,
-            f"Abandon({reason})",
-            terminal_outcome=AbandonedOutcome(reason=reason),
-            terminal_completion=completion,
-        ),
-    )
-    _dequeue(state, ev.input_id)
-
-
-def _ev_superseded(state: SessionState, ev: InputSuperseded, at: datetime) -> None:
-    st = state.inputs[ev.input_id]
-    msg = f"superseded by {ev.superseded_by}"
-    _set(
-        state,
-        ev.input_id,
-        st.transition(
-            L.SUPERSEDED,
-            at,
-            f"Supersede({ev.superseded_by})",
-            terminal_outcome=SupersededOutcome(superseded_by=ev.superseded_by),
-            terminal_completion=Abandoned(reason=msg, error={"kind": "superseded", "message": msg}),
-        ),
-    )
-    _dequeue(state, ev.input_id)
-
-
-def _ev_coalesced(state: SessionState, ev: InputCoalesced, at: datetime) -> None:
-    st = state.inputs[ev.input_id]
-    msg = f"coalesced into {ev.aggregate_id}"
-    _set(
-        state,
-        ev.input_id,
-        st.transition(
-            L.COALESCED,
-            at,
-            f"Coalesce({ev.aggregate_id})",
-            terminal_outcome=CoalescedOutcome(aggregate_id=ev.aggregate_id),
-            terminal_completion=Abandoned(reason=msg, error={"kind": "coalesced", "message": msg}),
-        ),
-    )
-    _dequeue(state, ev.input_id)
-
-
-def _ev_transitioned(state: SessionState, ev: InputStateTransitioned, at: datetime) -> None:
-    st = state.inputs[ev.input_id]
-    to = ev.to
-    changes: dict[str, Any] = {}
-    if to is L.QUEUED:
-        changes["last_run_id"] = None
-        if st.admission_sequence is None:
-            state.admission_counter += 1
-            changes["admission_sequence"] = state.admission_counter
-            changes["recovery_lane"] = st.recovery_lane or HandlingMode.QUEUE
-    elif to is L.CONSUMED:
-        changes["terminal_outcome"] = ConsumedOutcome()
-        changes["terminal_completion"] = CompletedWithoutResult()
-    elif to is L.APPLIED_PENDING_CONSUMPTION:
-        changes["last_boundary_sequence"] = 0
-    recovery = ev.reason in (REASON_RECOVERY, REASON_RECEIPT_FOUND)
-    _set(state, ev.input_id, st.transition(to, at, ev.reason, recovery=recovery, **changes))
-    if to is L.QUEUED:
-        _enqueue_ordered(state, ev.input_id)
-
-
-def _ev_deduplicated(state: SessionState, ev: InputDeduplicated, at: datetime) -> None:
-    pass
+def _ev_input(state: SessionState, ev: InputLifecycleEvent, at: datetime) -> None:
+    """The per-input fold (shared with the ledger), then the session-level effects."""
+    iid = ev.input_id
+    prev = state.inputs.get(iid)
+    seq = None
+    if needs_admission_sequence(prev, ev):
+        state.admission_counter += 1
+        seq = state.admission_counter
+    st = evolve_input(prev, ev, at, seq)
+    if st is None or st is prev:
+        return
+    state.inputs[iid] = st
+    if isinstance(ev, InputAccepted):
+        if st.idempotency_key is not None:
+            state.idempotency.setdefault(st.idempotency_key, iid)
+        policy = ev.policy
+        if (
+            not st.is_terminal
+            and policy is not None
+            and policy.decision.wake_mode is not WakeMode.NONE
+        ):
+            state.wake_pending = True
+    elif isinstance(ev, InputQueued):
+        state.lane_of(iid).enqueue(iid)
+    elif isinstance(ev, InputStaged):
+        _dequeue(state, iid)
+        if state.run is not None and state.run.run_id == ev.run_id:
+            state.run.input_ids.append(iid)
+    elif isinstance(ev, InputApplied):
+        run = state.run
+        if run is not None and run.run_id == ev.run_id:
+            run.boundary_sequence = max(run.boundary_sequence, ev.boundary_sequence or 0)
+    elif isinstance(ev, (InputAbandoned, InputSuperseded, InputCoalesced)):
+        _dequeue(state, iid)
+    elif isinstance(ev, InputStateTransitioned) and ev.to is L.QUEUED:
+        _enqueue_ordered(state, iid)
 
 
 def _ev_run_started(state: SessionState, ev: RunStarted, at: datetime) -> None:
@@ -1222,16 +1070,16 @@ def _ev_ignore(state: SessionState, ev: RuntimeEvent, at: datetime) -> None:
 
 
 _EVOLVERS: dict[type, Callable[[SessionState, Any, datetime], None]] = {
-    InputAccepted: _ev_accepted,
-    InputQueued: _ev_queued,
-    InputStaged: _ev_staged,
-    InputApplied: _ev_applied,
-    InputConsumed: _ev_consumed,
-    InputAbandoned: _ev_abandoned,
-    InputSuperseded: _ev_superseded,
-    InputCoalesced: _ev_coalesced,
-    InputStateTransitioned: _ev_transitioned,
-    InputDeduplicated: _ev_deduplicated,
+    InputAccepted: _ev_input,
+    InputQueued: _ev_input,
+    InputStaged: _ev_input,
+    InputApplied: _ev_input,
+    InputConsumed: _ev_input,
+    InputAbandoned: _ev_input,
+    InputSuperseded: _ev_input,
+    InputCoalesced: _ev_input,
+    InputStateTransitioned: _ev_input,
+    InputDeduplicated: _ev_input,
     RunStarted: _ev_run_started,
     RunCompleted: _ev_run_completed,
     RunFailed: _ev_run_failed,
