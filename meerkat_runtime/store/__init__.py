@@ -24,7 +24,10 @@ transaction hits a version clash the appends are retried one by one, so only
 the clashing one fails. Results are the same as if each append ran alone in
 arrival order. A caller that sends a second append based on a first one that
 has not been confirmed must itself treat a failure of the first as
-invalidating the second: versions alone cannot tell.
+invalidating the second: versions alone cannot tell. An append whose exact
+events (same topics, payloads and writer) are already stored at its versions
+succeeds without writing again, so retrying an append whose commit
+acknowledgement was lost is safe.
 
 Gap safety of positions. ``read_all`` pages by position (the recorder's
 notification id), and a reader that has seen position *n* must never later

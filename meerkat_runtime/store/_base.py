@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final, Literal, ParamSpec, Protocol, Self, TypeVar
 
-from eventsourcing.persistence import IntegrityError, StoredEvent
+from eventsourcing.persistence import ApplicationRecorder, IntegrityError, StoredEvent
 
 from meerkat_runtime.errors import ConcurrencyConflict, StoreError
 from meerkat_runtime.store._codec import EventCodec, Serializer
@@ -170,6 +170,11 @@ class EventStore(ABC):
     """SQL dialect of :meth:`transaction`."""
     paramstyle: Literal["qmark", "format"]
     """DB-API placeholder style of :meth:`transaction` (``?`` or ``%s``)."""
+    events_recorder: ApplicationRecorder
+    """The eventsourcing recorder underneath, for tools and benchmarks.
+
+    Writing through it bypasses the codec and the version checks.
+    """
 
     def __init__(
         self,
@@ -517,7 +522,7 @@ class EventStore(ABC):
     def _commit_group(self, group: list[_PendingAppend]) -> None:
         """Commit a group in one transaction, falling back to one by one on a version clash."""
         batch: list[_PendingAppend] = []
-        doomed: list[_PendingAppend] = []  # fail iff the batch commits
+        clashing: list[_PendingAppend] = []  # settled once the batch has committed
         tips: dict[str, int] = {}
         for pending in group:
             tip = tips.get(pending.session_id)
@@ -526,15 +531,15 @@ class EventStore(ABC):
                     batch.append(pending)
                     tips[pending.session_id] = tip + len(pending.stored)
                 else:
-                    doomed.append(pending)
+                    clashing.append(pending)
                 continue
             try:
                 actual = self._precheck(pending)
+                if actual is not None:
+                    self._settle_clash(pending, actual)
+                    continue
             except Exception as e:
                 self._fail(pending, e)
-                continue
-            if actual is not None:
-                self._conflict(pending, actual)
                 continue
             batch.append(pending)
             tips[pending.session_id] = pending.expected_version + len(pending.stored)
@@ -545,36 +550,73 @@ class EventStore(ABC):
         except IntegrityError:
             # Some session moved on behind our back (another process): find
             # which by committing the appends one by one, in arrival order.
-            waiting = {id(p) for p in batch} | {id(p) for p in doomed}
+            waiting = {id(p) for p in batch} | {id(p) for p in clashing}
             for pending in group:
                 if id(pending) in waiting:
                     self._commit_one(pending)
             return
         except Exception as e:
-            for pending in batch + doomed:
+            for pending in batch + clashing:
                 self._fail(pending, e)
             return
         self._committed(batch, positions)
-        for pending in doomed:
-            self._conflict(pending, tips[pending.session_id])
+        for pending in clashing:
+            try:
+                self._settle_clash(pending, tips[pending.session_id])
+            except Exception as e:
+                self._fail(pending, e)
 
     def _commit_one(self, pending: _PendingAppend) -> None:
         """Commit one append in its own transaction and resolve its future."""
         try:
             actual = self._precheck(pending)
             if actual is not None:
-                self._conflict(pending, actual)
+                self._settle_clash(pending, actual)
                 return
             try:
                 positions = self._insert(pending.stored)
             except IntegrityError:
-                actual = self._current_version(pending.session_id)
-                self._learn_version(pending.session_id, actual)
-                self._conflict(pending, actual)
+                self._settle_clash(pending, None)
                 return
             self._committed([pending], positions)
         except Exception as e:
             self._fail(pending, e)
+
+    def _settle_clash(self, pending: _PendingAppend, actual: int | None) -> None:
+        """Resolve an append that cannot be inserted: already stored, or a conflict."""
+        end = pending.expected_version + len(pending.stored)
+        if (actual is None or actual >= end) and (
+            already := self._already_stored(pending)
+        ) is not None:
+            self._committed([pending], already)
+            return
+        if actual is None:
+            actual = self._current_version(pending.session_id)
+            self._learn_version(pending.session_id, actual)
+        self._conflict(pending, actual)
+
+    def _already_stored(self, pending: _PendingAppend) -> list[int] | None:
+        """Return the positions if exactly these events are stored at these versions.
+
+        That happens when a commit succeeded but its acknowledgement was lost
+        (connection dropped during COMMIT) and the insert was retried, or the
+        caller retried the append: the events carry this incarnation's id, so
+        an identical envelope at the same versions is this very append.
+        """
+        rows = self._select_session(
+            pending.session_id, pending.expected_version, len(pending.stored)
+        )
+        if len(rows) != len(pending.stored):
+            return None
+        unseal = self.serializer.unseal
+        for (_, _, version, topic, state), event in zip(rows, pending.stored, strict=True):
+            if (
+                version != event.originator_version
+                or topic != event.topic
+                or unseal(state) != unseal(event.state)
+            ):
+                return None
+        return [row[0] for row in rows]
 
     def _precheck(self, pending: _PendingAppend) -> int | None:
         """Return the actual version if the append certainly conflicts, else None.
@@ -600,13 +642,14 @@ class EventStore(ABC):
                 self._known_versions.clear()
             for pending in batch:
                 self._known_versions[pending.session_id] = pending.stored[-1].originator_version
+        if positions:
+            # Listeners first: once an append returns, projections have been woken.
+            self._notify(max(positions))
         start = 0
         for pending in batch:
             end = start + len(pending.stored)
             self._resolve(pending, self._recorded(pending, positions[start:end]))
             start = end
-        if positions:
-            self._notify(max(positions))
 
     def _learn_version(self, session_id: str, version: int) -> None:
         if version <= 0:

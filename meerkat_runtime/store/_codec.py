@@ -136,7 +136,10 @@ def _unwrap(raw: bytes) -> tuple[int, str, dict[str, Any]]:
     try:
         envelope = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
-        raise StoreError(f"stored bytes are not JSON ({e})") from e
+        raise StoreError(
+            f"stored bytes are not JSON ({e}); if the store is encrypted or compressed, "
+            f"open it with the same cipher_key and compress options"
+        ) from e
     if not isinstance(envelope, dict):
         raise StoreError("stored bytes are not an event envelope")
     version, writer, data = envelope.get("s"), envelope.get("w"), envelope.get("d")
@@ -167,7 +170,7 @@ class Serializer:
 
     def decode_event(self, topic: str, state: bytes) -> tuple[dict[str, Any], str]:
         """Return ``(data, writer)`` of a stored event."""
-        return self.codec.decode(topic, self._open(state))
+        return self.codec.decode(topic, self.unseal(state))
 
     def encode_snapshot(self, data: dict[str, Any], writer: str) -> bytes:
         """Return the stored bytes of a snapshot payload."""
@@ -183,7 +186,7 @@ class Serializer:
 
     def decode_snapshot(self, state: bytes) -> dict[str, Any]:
         """Return a snapshot's payload; ``StoreError`` if it cannot be read."""
-        version, _writer, data = _unwrap(self._open(state))
+        version, _writer, data = _unwrap(self.unseal(state))
         if version > SNAPSHOT_FORMAT:
             raise StoreError(f"snapshot format {version} is newer than {SNAPSHOT_FORMAT}")
         return data
@@ -195,7 +198,8 @@ class Serializer:
             plain = self.cipher.encrypt(plain)
         return plain
 
-    def _open(self, state: bytes) -> bytes:
+    def unseal(self, state: bytes) -> bytes:
+        """Undo encryption and compression: the plain orjson envelope."""
         try:
             if self.cipher is not None:
                 state = self.cipher.decrypt(state)

@@ -52,6 +52,7 @@ class MemoryEventStore(EventStore):
 
     dialect: Literal["sqlite", "postgresql"] = "sqlite"
     paramstyle: Literal["qmark", "format"] = "qmark"
+    events_recorder: POPOApplicationRecorder
 
     def __init__(
         self,

@@ -9,8 +9,9 @@ from contextlib import contextmanager
 from typing import Any, Literal
 
 import psycopg
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.utils import retry
 from psycopg import sql
 
 from meerkat_runtime.store._base import EventStore, Row, SQLCursor, StoreOptions
@@ -27,11 +28,41 @@ from meerkat_runtime.store._schema import (
 __all__ = ["PostgresEventStore"]
 
 
+class _Recorder(PostgresApplicationRecorder):
+    """The library's recorder with an insert transaction that cannot half-commit.
+
+    eventsourcing 9.5's ``insert_events`` catches exceptions inside its
+    ``conn.transaction()`` block and re-raises them only after the block
+    has committed: a non-database error raised after some rows were
+    inserted leaves those rows committed (verified by tests/store/test_faults.py).
+    Here the exception leaves the transaction, which rolls back. Statements,
+    table lock and NOTIFY are the library's own.
+    """
+
+    @retry((InterfaceError, OperationalError), max_attempts=3, wait=0.2)
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int]:
+        if not stored_events:
+            return []
+        with (
+            self.datastore.get_connection() as conn,
+            conn.pipeline() as pipeline,
+            conn.transaction(),
+            conn.cursor() as curs,
+        ):
+            self._insert_events(curs, stored_events, **kwargs)
+            self._insert_stored_events(curs, stored_events, **kwargs)
+            pipeline.sync()  # a clash surfaces here as IntegrityError, before COMMIT
+            ids = self._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+            assert ids is not None
+            return ids
+
+
 class PostgresEventStore(EventStore):
     """Shared store in a PostgreSQL database (tables in ``schema``, default ``public``)."""
 
     dialect: Literal["sqlite", "postgresql"] = "postgresql"
     paramstyle: Literal["qmark", "format"] = "format"
+    events_recorder: PostgresApplicationRecorder
 
     def __init__(
         self,
@@ -106,9 +137,7 @@ class PostgresEventStore(EventStore):
                 originator_id_type="text",
             )
             try:
-                self.events_recorder = PostgresApplicationRecorder(
-                    self.datastore, events_table_name=EVENTS_TABLE
-                )
+                self.events_recorder = _Recorder(self.datastore, events_table_name=EVENTS_TABLE)
                 self.events_recorder.create_table()
                 self._create_tables()
             except BaseException:

@@ -89,6 +89,7 @@ class SQLiteEventStore(EventStore):
 
     dialect: Literal["sqlite", "postgresql"] = "sqlite"
     paramstyle: Literal["qmark", "format"] = "qmark"
+    events_recorder: SQLiteApplicationRecorder
 
     def __init__(
         self,

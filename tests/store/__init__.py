@@ -1,0 +1,1 @@
+"""Tests of meerkat_runtime.store."""

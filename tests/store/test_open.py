@@ -1,0 +1,267 @@
+"""open_store: URLs, options, and the errors a user sees when opening goes wrong."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sqlite3
+import stat
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from meerkat_runtime.errors import StoreError
+from meerkat_runtime.store import NewEvent, open_store
+
+from .conftest import make_codec
+
+EVENT = NewEvent("test.happened", {"n": 1})
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def test_unknown_scheme_names_the_masked_url() -> None:
+    with pytest.raises(StoreError) as error:
+        open_store("mysql://app:s3cr3t-pw@db.example/events", codec=make_codec())
+    message = str(error.value)
+    assert "mysql://app:***@db.example/events" in message
+    assert "s3cr3t-pw" not in message
+    assert "sqlite:///" in message and "postgresql://" in message  # says what to use
+    with pytest.raises(StoreError, match="unsupported store URL"):
+        open_store("runtime.db", codec=make_codec())
+
+
+def test_unknown_and_invalid_options() -> None:
+    with pytest.raises(StoreError, match="'group_comit'"):
+        open_store("memory://", codec=make_codec(), group_comit=False)
+    bad = [
+        {"group_commit": "yes"},
+        {"compress": 1},
+        {"snapshot_interval": -1},
+        {"max_batch_events": 0},
+        {"max_batch_wait": -0.1},
+        {"pool_size": 1.5},
+        {"sqlite_synchronous": "off"},
+        {"cipher_key": 1234},
+    ]
+    for options in bad:
+        with pytest.raises(StoreError, match=repr(next(iter(options)))):
+            open_store("memory://", codec=make_codec(), **options)
+    with pytest.raises(StoreError):
+        open_store("memory://", codec=make_codec(), incarnation="")
+    with pytest.raises(StoreError, match="codec"):
+        open_store("memory://", codec=None)  # type: ignore[arg-type]
+
+
+def test_invalid_cipher_key_is_refused_without_echoing_it() -> None:
+    with pytest.raises(StoreError) as error:
+        open_store("memory://", codec=make_codec(), cipher_key="dG9vIHNob3J0")  # "too short"
+    assert "dG9vIHNob3J0" not in str(error.value)
+    assert "16, 24 or 32" in str(error.value)
+
+
+def test_memory_stores_private_or_shared_by_name() -> None:
+    with open_store("memory://", codec=make_codec()) as a:
+        a.append("s", 0, [EVENT])
+    with open_store("memory://", codec=make_codec()) as b:
+        assert b.session_ids() == []
+    with open_store("memory://shared-by-name-test", codec=make_codec()) as c:
+        c.append("s", 0, [EVENT])
+    with open_store("memory://shared-by-name-test", codec=make_codec()) as d:
+        assert d.session_ids() == ["s"]
+
+
+# -- SQLite ----------------------------------------------------------------------------------
+
+
+def test_sqlite_missing_directory_is_refused_and_not_created(tmp_path: Path) -> None:
+    missing = tmp_path / "no" / "such"
+    with pytest.raises(StoreError) as error:
+        open_store(f"sqlite:///{missing}/events.db", codec=make_codec())
+    assert "does not exist" in str(error.value)
+    assert str(missing) in str(error.value)
+    assert not (tmp_path / "no").exists()
+
+
+def test_sqlite_file_is_created_with_mode_0600(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    old_umask = os.umask(0)  # the store must not rely on the caller's umask
+    try:
+        with open_store(f"sqlite:///{path}", codec=make_codec()) as store:
+            store.append("s", 0, [EVENT])
+            for name in ("events.db", "events.db-wal", "events.db-shm"):
+                if (tmp_path / name).exists():
+                    assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_sqlite_relative_and_absolute_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with open_store("sqlite:///relative.db", codec=make_codec()) as store:
+        store.append("s", 0, [EVENT])
+        assert store.url == "sqlite:///relative.db"
+    assert (tmp_path / "relative.db").exists()
+    with open_store(f"sqlite:///{tmp_path / 'relative.db'}", codec=make_codec()) as store:
+        assert store.session_ids() == ["s"]
+    assert f"sqlite:///{tmp_path}".startswith("sqlite:////")
+    for bad in ("sqlite://", "sqlite:///", "sqlite:///:memory:"):
+        with pytest.raises(StoreError):
+            open_store(bad, codec=make_codec())
+
+
+def test_sqlite_refuses_a_file_that_is_not_a_database(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("just some notes, certainly not SQLite " * 100)
+    with pytest.raises(StoreError, match="cannot open SQLite store"):
+        open_store(f"sqlite:///{path}", codec=make_codec())
+    with pytest.raises(StoreError, match="is a directory"):
+        open_store(f"sqlite:///{tmp_path}", codec=make_codec())
+
+
+@pytest.mark.parametrize(("option", "expected"), [("full", 2), ("normal", 1)])
+def test_sqlite_synchronous_option(tmp_path: Path, option: str, expected: int) -> None:
+    with (
+        open_store(
+            f"sqlite:///{tmp_path / 'e.db'}", codec=make_codec(), sqlite_synchronous=option
+        ) as store,
+        store.transaction() as cursor,
+    ):
+        cursor.execute("PRAGMA synchronous")
+        assert cursor.fetchone()[0] == expected
+        cursor.execute("PRAGMA journal_mode")
+        assert cursor.fetchone()[0] == "wal"
+    with (
+        open_store(f"sqlite:///{tmp_path / 'e.db'}", codec=make_codec()) as store,
+        store.transaction() as cursor,
+    ):
+        cursor.execute("PRAGMA synchronous")
+        assert cursor.fetchone()[0] == 2  # the default is FULL
+
+
+def test_sqlite_schema_from_the_future(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    with open_store(f"sqlite:///{path}", codec=make_codec()) as store:
+        store.append("s", 0, [EVENT])
+    with sqlite3.connect(path) as conn:
+        assert conn.execute(
+            "SELECT version FROM meerkat_schema WHERE component = 'store'"
+        ).fetchone() == (1,)
+        conn.execute("UPDATE meerkat_schema SET version = 7 WHERE component = 'store'")
+    with pytest.raises(StoreError) as error:
+        open_store(f"sqlite:///{path}", codec=make_codec())
+    assert str(error.value) == (
+        f"store sqlite:///{path} was written by a newer meerkat-runtime (schema 7, this one "
+        f"reads up to 1); upgrade meerkat-runtime to open it"
+    )
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------
+
+
+def _with_password(url: str, password: str) -> str:
+    parts = urlsplit(url)
+    netloc = f"{parts.username}:{password}@{parts.hostname}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def test_postgres_unreachable_server(caplog: pytest.LogCaptureFixture) -> None:
+    url = f"postgresql://meerkat:Unreachable-Pw-9@127.0.0.1:{_free_port()}/meerkat_test"
+    with caplog.at_level(logging.DEBUG), pytest.raises(StoreError) as error:
+        open_store(url, codec=make_codec(), connect_timeout=2)
+    message = str(error.value)
+    assert message.startswith(
+        f"cannot connect to PostgreSQL store postgresql://meerkat:***@127.0.0.1:{urlsplit(url).port}/meerkat_test"
+    )
+    assert "check that the server is running" in message
+    assert "Unreachable-Pw-9" not in message
+    assert "Unreachable-Pw-9" not in caplog.text
+
+
+def test_postgres_bad_credentials(postgres_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    url = _with_password(postgres_url, "Wrong-Pw-42")
+    with caplog.at_level(logging.DEBUG), pytest.raises(StoreError) as error:
+        open_store(url, codec=make_codec())
+    message = str(error.value)
+    assert "postgresql://meerkat:***@" in message
+    assert "password authentication failed" in message
+    assert "Wrong-Pw-42" not in message
+    assert "Wrong-Pw-42" not in caplog.text
+    for chained in (error.value.__cause__, error.value.__context__):
+        assert "Wrong-Pw-42" not in repr(chained)
+
+
+def test_postgres_url_errors() -> None:
+    for bad in (
+        "postgresql://127.0.0.1/db",  # no user
+        "postgresql://u:p@127.0.0.1:5432/",  # no database
+        "postgresql://u:p@127.0.0.1:99999/db",  # bad port
+        "postgresql://u:p@127.0.0.1/db?sslmode=require",  # unknown parameter
+        "postgresql://u:p@127.0.0.1/db?schema=bad-name;drop",  # not an identifier
+    ):
+        with pytest.raises(StoreError) as error:
+            open_store(bad, codec=make_codec())
+        assert ":p@" not in str(error.value)
+
+
+def test_postgres_schema_parameter_isolates_stores(postgres_url: str) -> None:
+    other_url = postgres_url.replace("schema=", "schema=other_")
+    try:
+        with (
+            open_store(postgres_url, codec=make_codec()) as a,
+            open_store(other_url, codec=make_codec()) as b,
+        ):
+            a.append("s", 0, [EVENT])
+            assert b.session_ids() == []
+            assert a.url.endswith("?schema=" + a.schema)  # type: ignore[attr-defined]
+            assert "meerkat-test-password" not in a.url
+    finally:
+        schema = urlsplit(other_url).query.split("=", 1)[1]
+        with psycopg.connect(postgres_url.split("?", 1)[0], autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+def test_postgres_schema_from_the_future(postgres_url: str) -> None:
+    with open_store(postgres_url, codec=make_codec()) as store:
+        store.append("s", 0, [EVENT])
+        table = store.table_name("meerkat_schema")
+    with psycopg.connect(postgres_url.split("?", 1)[0], autocommit=True) as conn:
+        conn.execute(f"UPDATE {table} SET version = 3 WHERE component = 'store'")
+    with pytest.raises(StoreError) as error:
+        open_store(postgres_url, codec=make_codec())
+    message = str(error.value)
+    assert "was written by a newer meerkat-runtime (schema 3, this one reads up to 1)" in message
+    assert "postgresql://meerkat:***@" in message
+
+
+def test_postgres_concurrent_opens_of_a_fresh_schema(postgres_url: str) -> None:
+    import threading
+
+    errors: list[BaseException] = []
+    stores = []
+
+    def open_one() -> None:
+        try:
+            stores.append(open_store(postgres_url, codec=make_codec()))
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=open_one) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for store in stores:
+        store.close()
+    assert errors == []
+    assert len(stores) == 4
