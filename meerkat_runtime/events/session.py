@@ -23,7 +23,9 @@ Design choices, with reasons:
   plus every input of the steer queue (``steer_batch``). A session wants a run
   when it may prepare one (idle, or retired draining) and its ordinary queue
   is non-empty, or its steer queue is non-empty and a wake is pending. So an
-  input whose wake mode is ``none`` never starts a run on its own.
+  input whose wake mode is ``none`` never starts a run on its own, except in a
+  retired session: it accepts nothing that could wake it, so it drains every
+  queued input (spec 14: retire with a loop drains what was queued).
 * **Receipts.** The ``input.applied`` event *is* the committed boundary
   receipt, so at a cold restart an applied input always has its receipt and
   becomes ``consumed``; "receipt proven missing" cannot arise in this log.
@@ -237,6 +239,8 @@ def wants_run(state: SessionState) -> bool:
     """True when the session should start a run now (see the module docstring)."""
     if state.run is not None or state.phase not in (S.IDLE, S.RETIRED):
         return False
+    if state.phase is S.RETIRED:
+        return bool(state.queue) or bool(state.steer_queue)
     return bool(state.queue) or (bool(state.steer_queue) and state.wake_pending)
 
 
