@@ -55,6 +55,16 @@ from meerkat_runtime.events.session import (
     Stop,
 )
 from meerkat_runtime.events.timefmt import format_timestamp, utc_now
+from meerkat_runtime.projections import (
+    LedgerProjection,
+    LedgerQueries,
+    ProjectionSet,
+    Sql,
+    VerifyReport,
+    ViewQueries,
+    ViewsProjection,
+    verify,
+)
 from meerkat_runtime.store import EventCodec, EventStore, open_store
 
 __all__ = [
@@ -251,6 +261,7 @@ class Runtime:
         executor: ExecutorLike | None,
         options: RuntimeOptions,
         owns_store: bool,
+        projections: bool = True,
     ) -> None:
         self.store = store
         self.executor = executor
@@ -272,6 +283,17 @@ class Runtime:
             retry_backoff=options.retry_backoff,
             recovery_timeout=options.recovery_timeout,
         )
+        sql = Sql(store)
+        self.ledger = LedgerQueries(sql)
+        """Input ledger queries (``get``, ``list``, ``count``)."""
+        self.views = ViewQueries(sql)
+        """Runtime state view queries (``get``, ``list``)."""
+        self.projections = ProjectionSet(
+            store,
+            [LedgerProjection(), ViewsProjection()] if projections else [],
+            schedule_every=scheduler.every,
+        )
+        """The projections: ``wait_caught_up``, ``rebuild``, ``status``, ``skipped``."""
         self._registry = SessionRegistry(
             self._services,
             max_live=options.max_live_sessions,
@@ -286,6 +308,7 @@ class Runtime:
         *,
         executor: ExecutorLike | None = None,
         recover: Literal["lazy", "eager"] = "lazy",
+        projections: bool = True,
         **options: Any,
     ) -> Runtime:
         """Open a runtime on a store URL (or a store object, which the caller keeps owning).
@@ -303,7 +326,18 @@ class Runtime:
             the_store, owns = store, False
         else:
             the_store, owns = open_store(store, codec=event_codec(), **store_options), True
-        rt = cls(the_store, executor=executor, options=rt_options, owns_store=owns)
+        try:
+            rt = cls(
+                the_store,
+                executor=executor,
+                options=rt_options,
+                owns_store=owns,
+                projections=projections,
+            )
+        except BaseException:
+            if owns:
+                the_store.close()
+            raise
         if recover == "eager":
             try:
                 rt.last_recovery = rt.recover()
@@ -334,6 +368,10 @@ class Runtime:
         reports = [f.result() for f in futures]
         return [r for r in reports if r is not None]
 
+    def verify(self) -> VerifyReport:
+        """Refold every session and compare with the read models (wait for them first)."""
+        return verify(self.store, projection_names=tuple(p.name for p in self.projections.status()))
+
     def live_session_count(self) -> int:
         """How many session actors are live now (the rest are passivated)."""
         return self._registry.live_count()
@@ -351,6 +389,7 @@ class Runtime:
         self._services.scheduler.stop()
         self._services.pool.shutdown(wait=False, cancel_futures=True)
         self.completions.close()
+        self.projections.close()
         if self._owns_store:
             self.store.close()
 

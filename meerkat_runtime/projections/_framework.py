@@ -1,0 +1,464 @@
+"""A small projection framework on pykka actors (Akka Projections' vocabulary).
+
+A :class:`Projection` has a name, a schema, and ``apply(cursor, events)``
+that updates its read model for a page of events. A :class:`ProjectionRunner`
+actor follows the store-wide log from the projection's stored **offset** and
+commits each page's read-model writes *and* the new offset in one
+transaction in the events' own database, so every event is applied exactly
+once across crashes: a crash before commit loses both, after commit keeps
+both. The offset update is conditional on the offset the runner read, so two
+runners of one projection (two processes) can never both apply a page.
+
+Gaps: positions may have holes but are committed in order (see
+``meerkat_runtime.store``), so reading ``after = offset`` never skips an
+event that commits later.
+
+Following: catch-up from the offset on start, then live: woken in-process by
+the store's commit listener, and polling every ``poll_interval`` seconds for
+writes by other processes.
+
+Failure strategies (:class:`FailureStrategy`): ``fail`` stops the projection;
+``skip`` records the event in the skipped table and moves on; ``retry``
+retries with exponential backoff, then fails; ``retry_then_skip`` retries,
+then skips.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pykka
+
+from meerkat_runtime.errors import MeerkatRuntimeError
+from meerkat_runtime.events.timefmt import format_timestamp, utc_now
+from meerkat_runtime.projections._sql import Cursor, Sql
+from meerkat_runtime.store import EventStore, RecordedEvent
+
+__all__ = [
+    "FailureStrategy",
+    "Projection",
+    "ProjectionRunner",
+    "ProjectionSet",
+    "ProjectionStatus",
+    "SkippedEvent",
+]
+
+log = logging.getLogger(__name__)
+
+OFFSETS = "meerkat_projection_offsets"
+SKIPPED = "meerkat_projection_skipped"
+
+
+@dataclass(frozen=True, slots=True)
+class FailureStrategy:
+    """What a projection does when its handler raises on an event."""
+
+    kind: Literal["fail", "skip", "retry", "retry_then_skip"] = "retry"
+    retries: int = 5
+    backoff: float = 0.05
+    max_backoff: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("fail", "skip", "retry", "retry_then_skip"):
+            raise ValueError(f"unknown failure strategy {self.kind!r}")
+        if self.retries < 0 or self.backoff < 0:
+            raise ValueError("retries and backoff must be >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectionStatus:
+    name: str
+    status: Literal["running", "retrying", "failed", "stopped"]
+    position: int
+    head: int
+    error: str | None = None
+
+    @property
+    def lag(self) -> int:
+        """Head position minus projected position (events, counting gaps)."""
+        return max(0, self.head - self.position)
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedEvent:
+    projection: str
+    position: int
+    session_id: str
+    topic: str
+    error: str
+    skipped_at: str
+
+
+class Projection(ABC):
+    """A read model kept from the event log."""
+
+    name: str = ""
+    #: Tables this projection owns (dropped/cleared by rebuild).
+    tables: tuple[str, ...] = ()
+    failure_strategy: FailureStrategy = FailureStrategy()
+
+    @abstractmethod
+    def create_schema(self, cur: Cursor) -> None:
+        """Create the read-model tables and indexes if missing."""
+
+    @abstractmethod
+    def apply(self, cur: Cursor, events: Sequence[RecordedEvent]) -> None:
+        """Update the read model for ``events`` (in position order), inside ``cur``'s transaction."""
+
+    def clear(self, cur: Cursor) -> None:
+        for table in self.tables:
+            cur.execute(f"DELETE FROM {cur.table(table)}")
+
+
+def ensure_framework_schema(sql: Sql) -> None:
+    with sql.transaction() as cur:
+        cur.execute(
+            f"CREATE TABLE IF NOT EXISTS {cur.table(OFFSETS)} "
+            "(name TEXT PRIMARY KEY, position BIGINT NOT NULL)"
+        )
+        cur.execute(
+            f"CREATE TABLE IF NOT EXISTS {cur.table(SKIPPED)} ("
+            "name TEXT NOT NULL, position BIGINT NOT NULL, session_id TEXT NOT NULL, "
+            "topic TEXT NOT NULL, error TEXT NOT NULL, skipped_at TEXT NOT NULL, "
+            "PRIMARY KEY (name, position))"
+        )
+
+
+class _OffsetMoved(Exception):
+    """Another runner advanced this projection's offset first."""
+
+
+class ProjectionRunner(pykka.ThreadingActor):
+    """Follows the log for one projection. Messages: ``"poll"``, ``"pause"``, ``"resume"``."""
+
+    use_daemon_thread = True
+
+    def __init__(self, projection: Projection, sql: Sql, owner: ProjectionSet) -> None:
+        super().__init__()
+        self.projection = projection
+        self.sql = sql
+        self.owner = owner
+        self.position = 0
+        self.status: Literal["running", "retrying", "failed", "stopped"] = "running"
+        self.error: str | None = None
+        self.paused = False
+        self.started = False
+
+    def _start(self) -> bool:
+        """Create the schema and read the offset; on failure report ``retrying`` and try at next poll."""
+        if self.started:
+            return True
+        try:
+            self._init_schema()
+            self._reload_offset()
+        except Exception as exc:
+            self.status, self.error = "retrying", f"cannot start: {type(exc).__name__}: {exc}"
+            log.warning("projection %s: %s", self.projection.name, self.error)
+            self.owner._progress(self.projection.name, self.position, self.status, self.error)
+            return False
+        self.started = True
+        self.status, self.error = "running", None
+        self.owner._progress(self.projection.name, self.position, self.status, self.error)
+        return True
+
+    def _init_schema(self) -> None:
+        with self.sql.transaction() as cur:
+            self.projection.create_schema(cur)
+            cur.execute(
+                f"INSERT INTO {cur.table(OFFSETS)} (name, position) VALUES (?, 0) "
+                "ON CONFLICT (name) DO NOTHING",
+                (self.projection.name,),
+            )
+        self._reload_offset()
+
+    def _reload_offset(self) -> None:
+        with self.sql.transaction() as cur:
+            row = cur.execute(
+                f"SELECT position FROM {cur.table(OFFSETS)} WHERE name = ?", (self.projection.name,)
+            ).fetchone()
+        self.position = int(row["position"]) if row else 0
+        self.owner._progress(self.projection.name, self.position, self.status, self.error)
+
+    def on_receive(self, message: Any) -> Any:
+        if message == "poll":
+            self.owner._poll_taken(self.projection.name)
+            if not self.paused and self.status != "failed" and self._start():
+                self._catch_up()
+        elif message == "pause":
+            self.paused = True
+        elif message == "resume":
+            self.paused = False
+            self.status, self.error = "running", None
+            self.started = False
+            if self._start():
+                self._catch_up()
+        elif message == "status":
+            return (self.status, self.position, self.error)
+        return None
+
+    # ------------------------------------------------------------ processing
+
+    def _catch_up(self) -> None:
+        pages = 0
+        while pages < self.owner.pages_per_message:
+            events = self.sql.store.read_all(
+                after_position=self.position, limit=self.owner.page_size
+            )
+            if not events:
+                return
+            self._process(events)
+            pages += 1
+            if self.status == "failed":
+                return
+        self.actor_ref.tell("poll")  # more to do: yield so pause/stop messages get a turn
+
+    def _commit(self, events: Sequence[RecordedEvent], skipped: SkippedEvent | None = None) -> None:
+        name = self.projection.name
+        new_position = events[-1].position
+        with self.sql.transaction() as cur:
+            if skipped is None:
+                self.projection.apply(cur, events)
+            else:
+                cur.execute(
+                    f"INSERT INTO {cur.table(SKIPPED)} "
+                    "(name, position, session_id, topic, error, skipped_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (name, skipped.position, skipped.session_id, skipped.topic, skipped.error,
+                     skipped.skipped_at),
+                )  # fmt: skip
+            cur.execute(
+                f"UPDATE {cur.table(OFFSETS)} SET position = ? WHERE name = ? AND position = ?",
+                (new_position, name, self.position),
+            )
+            # Portable compare-and-set check (DB-API rowcount is not offered by every cursor).
+            row = cur.execute(
+                f"SELECT position FROM {cur.table(OFFSETS)} WHERE name = ?", (name,)
+            ).fetchone()
+            if row is None or int(row["position"]) != new_position:
+                raise _OffsetMoved
+        self.position = new_position
+        self.owner._progress(name, new_position, self.status, self.error)
+
+    def _process(self, events: Sequence[RecordedEvent]) -> None:
+        try:
+            self._commit(events)
+            return
+        except _OffsetMoved:
+            self._reload_offset()
+            return
+        except Exception as exc:
+            if len(events) == 1:
+                self._on_event_failure(events[0], exc)
+                return
+        # Isolate the failing event: replay the page one event at a time.
+        for event in events:
+            if event.position <= self.position:
+                continue
+            try:
+                self._commit([event])
+            except _OffsetMoved:
+                self._reload_offset()
+                return
+            except Exception as exc:
+                self._on_event_failure(event, exc)
+                if self.status == "failed":
+                    return
+
+    def _on_event_failure(self, event: RecordedEvent, exc: Exception) -> None:
+        strategy = self.projection.failure_strategy
+        name = self.projection.name
+        error = f"{type(exc).__name__}: {exc}"
+        if strategy.kind in ("retry", "retry_then_skip"):
+            delay = strategy.backoff
+            for attempt in range(1, strategy.retries + 1):
+                self.status, self.error = "retrying", error
+                self.owner._progress(name, self.position, self.status, self.error)
+                log.warning(
+                    "projection %s: event at %d failed (%s); retry %d/%d in %.2fs",
+                    name, event.position, error, attempt, strategy.retries, delay,
+                )  # fmt: skip
+                time.sleep(delay)
+                delay = min(delay * 2, strategy.max_backoff)
+                try:
+                    self._commit([event])
+                except _OffsetMoved:
+                    self._reload_offset()
+                    self.status, self.error = "running", None
+                    return
+                except Exception as again:
+                    error = f"{type(again).__name__}: {again}"
+                    continue
+                self.status, self.error = "running", None
+                self.owner._progress(name, self.position, self.status, self.error)
+                return
+        if strategy.kind in ("skip", "retry_then_skip"):
+            log.warning("projection %s: skipping event at %d: %s", name, event.position, error)
+            skipped = SkippedEvent(
+                projection=name,
+                position=event.position,
+                session_id=event.session_id,
+                topic=event.topic,
+                error=error,
+                skipped_at=format_timestamp(utc_now()),
+            )
+            try:
+                self._commit([event], skipped=skipped)
+                self.status, self.error = "running", None
+                return
+            except _OffsetMoved:
+                self._reload_offset()
+                return
+            except Exception as exc2:
+                error = f"could not record skipped event: {exc2}"
+        self.status, self.error = "failed", error
+        log.error("projection %s failed at position %d: %s", name, event.position, error)
+        self.owner._progress(name, self.position, self.status, self.error)
+
+
+class ProjectionSet:
+    """The projections of one runtime: start, follow, wait, rebuild, report (``rt.projections``)."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        projections: Sequence[Projection],
+        *,
+        poll_interval: float = 0.2,
+        page_size: int = 500,
+        pages_per_message: int = 20,
+        schedule_every: Callable[[float, Callable[[], None]], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.sql = Sql(store)
+        self.projections = {p.name: p for p in projections}
+        self.page_size = page_size
+        self.pages_per_message = pages_per_message
+        self.poll_interval = poll_interval
+        self._cond = threading.Condition()
+        self._state: dict[str, tuple[int, str, str | None]] = {}
+        self._poll_pending: set[str] = set()
+        self._runners: dict[str, pykka.ActorRef[ProjectionRunner]] = {}
+        self._closed = False
+        ensure_framework_schema(self.sql)
+        for p in projections:
+            self._runners[p.name] = ProjectionRunner.start(p, self.sql, self)
+        store.add_listener(lambda _position: self.poke())
+        if schedule_every is not None:
+            schedule_every(poll_interval, self.poke)
+        else:
+            self._poller = threading.Thread(
+                target=self._poll_loop, name="meerkat-projections", daemon=True
+            )
+            self._poller.start()
+        self.poke()
+
+    # ------------------------------------------------------------ runner callbacks
+
+    def _progress(self, name: str, position: int, status: str, error: str | None) -> None:
+        with self._cond:
+            self._state[name] = (position, status, error)
+            self._cond.notify_all()
+
+    def _poll_taken(self, name: str) -> None:
+        with self._cond:
+            self._poll_pending.discard(name)
+
+    # ------------------------------------------------------------ control
+
+    def poke(self) -> None:
+        """Ask every runner to catch up (coalesced: at most one poll queued per runner)."""
+        with self._cond:
+            if self._closed:
+                return
+            due = [n for n in self._runners if n not in self._poll_pending]
+            self._poll_pending.update(due)
+            runners = [self._runners[n] for n in due]
+        for ref in runners:
+            with contextlib.suppress(pykka.ActorDeadError):
+                ref.tell("poll")
+
+    def _poll_loop(self) -> None:
+        while not self._closed:
+            time.sleep(self.poll_interval)
+            self.poke()
+
+    def wait_caught_up(self, timeout: float | None = None) -> None:
+        """Block until every projection has processed every event durable now; ``TimeoutError``."""
+        target = self.store.max_position()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self.poke()
+        with self._cond:
+            while True:
+                behind = []
+                for name in self._runners:
+                    position, status, error = self._state.get(name, (0, "running", None))
+                    if status == "failed":
+                        raise MeerkatRuntimeError(f"projection {name!r} has failed: {error}")
+                    if position < target:
+                        behind.append(name)
+                if not behind:
+                    return
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(
+                        f"projections {', '.join(behind)} not caught up to position {target} "
+                        f"within {timeout} s"
+                    )
+                self._cond.wait(remaining if remaining is not None else 0.5)
+
+    def rebuild(self, name: str | None = None) -> None:
+        """Drop and replay one read model (or all) from the start of the log."""
+        names = [name] if name is not None else list(self.projections)
+        for n in names:
+            if n not in self.projections:
+                raise ValueError(f"unknown projection {n!r}; known: {', '.join(self.projections)}")
+        for n in names:
+            ref = self._runners[n]
+            ref.ask("pause")
+            with self.sql.transaction() as cur:
+                self.projections[n].clear(cur)
+                cur.execute(f"UPDATE {cur.table(OFFSETS)} SET position = 0 WHERE name = ?", (n,))
+                cur.execute(f"DELETE FROM {cur.table(SKIPPED)} WHERE name = ?", (n,))
+            self._progress(n, 0, "running", None)
+            ref.ask("resume")
+
+    def status(self) -> list[ProjectionStatus]:
+        """Status, position and lag of every projection."""
+        head = self.store.max_position()
+        with self._cond:
+            out = []
+            for n in self._runners:
+                position, status, error = self._state.get(n, (0, "running", None))
+                state = "stopped" if self._closed else status
+                out.append(ProjectionStatus(n, state, position, head, error))  # type: ignore[arg-type]
+            return out
+
+    def skipped(self, name: str | None = None) -> list[SkippedEvent]:
+        """Events a projection skipped under its failure strategy."""
+        with self.sql.transaction() as cur:
+            where, params = ("WHERE name = ?", (name,)) if name else ("", ())
+            rows = cur.execute(
+                f"SELECT * FROM {cur.table(SKIPPED)} {where} ORDER BY name, position",
+                params,
+            ).fetchall()
+        return [
+            SkippedEvent(r["name"], int(r["position"]), r["session_id"], r["topic"], r["error"], r["skipped_at"])
+            for r in rows
+        ]  # fmt: skip
+
+    def close(self) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+        for ref in self._runners.values():
+            try:
+                ref.stop(block=True, timeout=10)
+            except pykka.Timeout:
+                log.warning("a projection runner did not stop in time")

@@ -1,0 +1,80 @@
+"""A thin SQL dialect layer over the store's transaction cursor.
+
+Read models live in the same database as the events (SQLite file,
+PostgreSQL, or the memory store's private SQLite), so one SQL text serves all
+backends: statements are written with ``?`` placeholders and converted to the
+driver's style; upserts use ``INSERT ... ON CONFLICT ... DO UPDATE``, which
+SQLite (3.24+) and PostgreSQL both speak. Every value is a bound parameter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from meerkat_runtime.store import EventStore, SQLCursor
+
+__all__ = ["Sql", "fetch_dicts"]
+
+
+def fetch_dicts(cursor: SQLCursor) -> list[dict[str, Any]]:
+    """All remaining rows as dicts, whatever row type the driver returns."""
+    rows = cursor.fetchall()
+    if not rows:
+        return []
+    first = rows[0]
+    if isinstance(first, dict):
+        return list(rows)
+    if hasattr(first, "keys"):  # sqlite3.Row
+        return [dict(zip(row.keys(), row, strict=True)) for row in rows]
+    columns = [d[0] for d in cursor.description]  # type: ignore[attr-defined]
+    return [dict(zip(columns, row, strict=True)) for row in rows]
+
+
+class Sql:
+    """SQL helpers bound to one store: table names, placeholders, transactions."""
+
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+        self._format = getattr(store, "paramstyle", "qmark") == "format"
+
+    def table(self, name: str) -> str:
+        return self.store.table_name(name)
+
+    def q(self, statement: str) -> str:
+        """Convert ``?`` placeholders to the driver's style."""
+        return statement.replace("?", "%s") if self._format else statement
+
+    @contextmanager
+    def transaction(self) -> Iterator[Cursor]:
+        with self.store.transaction() as cur:
+            yield Cursor(self, cur)
+
+
+class Cursor:
+    """A cursor that takes ``?`` placeholders on every backend."""
+
+    __slots__ = ("_cur", "_sql")
+
+    def __init__(self, sql: Sql, cur: SQLCursor) -> None:
+        self._sql = sql
+        self._cur = cur
+
+    def execute(self, statement: str, params: Sequence[Any] = ()) -> Cursor:
+        self._cur.execute(self._sql.q(statement), tuple(params))
+        return self
+
+    def executemany(self, statement: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            self._cur.executemany(self._sql.q(statement), [tuple(r) for r in rows])
+
+    def fetchall(self) -> list[dict[str, Any]]:
+        return fetch_dicts(self._cur)
+
+    def fetchone(self) -> dict[str, Any] | None:
+        rows = self.fetchall()
+        return rows[0] if rows else None
+
+    def table(self, name: str) -> str:
+        return self._sql.table(name)

@@ -1,0 +1,253 @@
+"""The public runtime-state views: one row per session (``rt.views``).
+
+A row holds the session's state as its events last recorded it, queued and
+staged counts, the current run, inputs by lifecycle state, the session's last
+sequence and the time of its last event. Per-input lifecycle states are kept
+in a side table so a count moves exactly when an input changes state.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from meerkat_runtime.events.catalogue import envelope_from_record
+from meerkat_runtime.events.input_fold import evolve_input
+from meerkat_runtime.events.input_state import InputLifecycleState, InputState
+from meerkat_runtime.events.runtime_event import (
+    InputLifecycleEvent,
+    RunCancelled,
+    RunCompleted,
+    RunFailed,
+    RunStarted,
+    RuntimeStateChangeEvent,
+)
+from meerkat_runtime.events.runtime_state import RuntimeState
+from meerkat_runtime.events.timefmt import format_timestamp, parse_timestamp
+from meerkat_runtime.projections._framework import Projection
+from meerkat_runtime.projections._sql import Cursor, Sql
+from meerkat_runtime.store import RecordedEvent
+
+__all__ = ["ViewQueries", "ViewRow", "ViewsProjection"]
+
+TABLE = "meerkat_views"
+INPUTS = "meerkat_view_inputs"
+
+
+@dataclass(frozen=True, slots=True)
+class ViewRow:
+    """The public view of one session."""
+
+    session_id: str
+    state: str
+    queued: int
+    staged: int
+    current_run_id: uuid.UUID | None
+    counts: dict[str, int]
+    last_sequence: int
+    updated_at: datetime
+    position: int
+
+
+class ViewsProjection(Projection):
+    name = "views"
+    tables = (TABLE, INPUTS)
+
+    def create_schema(self, cur: Cursor) -> None:
+        t = cur.table(TABLE)
+        cur.execute(
+            f"CREATE TABLE IF NOT EXISTS {t} ("
+            "session_id TEXT PRIMARY KEY, state TEXT NOT NULL, queued INTEGER NOT NULL, "
+            "staged INTEGER NOT NULL, current_run_id TEXT, counts TEXT NOT NULL, "
+            "last_sequence BIGINT NOT NULL, updated_at TEXT NOT NULL, position BIGINT NOT NULL)"
+        )
+        for cols in (("state", "position"), ("position",)):
+            index = cur.table(f"{TABLE}_{'_'.join(cols)}_idx")
+            cur.execute(f"CREATE INDEX IF NOT EXISTS {index} ON {t} ({', '.join(cols)})")
+        cur.execute(
+            f"CREATE TABLE IF NOT EXISTS {cur.table(INPUTS)} ("
+            "input_id TEXT PRIMARY KEY, session_id TEXT NOT NULL, state TEXT NOT NULL)"
+        )
+
+    def apply(self, cur: Cursor, events: Sequence[RecordedEvent]) -> None:
+        sessions = _load_sessions(cur, sorted({e.session_id for e in events}))
+        input_ids = sorted(
+            {
+                str(e.data["event"]["data"]["input_id"]).lower()
+                for e in events
+                if e.topic.startswith("input.")
+            }
+        )
+        inputs, owners = _load_inputs(cur, input_ids)
+        changed_inputs: set[str] = set()
+        for rec in events:
+            env = envelope_from_record(rec.data, rec.version)
+            ev = env.event
+            view = sessions.get(rec.session_id)
+            if view is None:
+                view = sessions[rec.session_id] = {
+                    "state": RuntimeState.IDLE.value,
+                    "current_run_id": None,
+                    "counts": {},
+                    "position": rec.position,
+                }
+            view["last_sequence"] = rec.version
+            view["updated_at"] = env.timestamp
+            if isinstance(ev, RuntimeStateChangeEvent):
+                view["state"] = ev.to.value
+            elif isinstance(ev, RunStarted):
+                view["current_run_id"] = str(ev.run_id)
+            elif isinstance(ev, (RunCompleted, RunFailed, RunCancelled)):
+                if view["current_run_id"] == str(ev.run_id):
+                    view["current_run_id"] = None
+            elif isinstance(ev, InputLifecycleEvent):
+                key = str(ev.input_id)
+                before = inputs.get(key)
+                after = _next_phase(before, ev, env.timestamp)
+                if after is not None and after != before:
+                    counts = view["counts"]
+                    if before is not None:
+                        counts[before] = counts.get(before, 0) - 1
+                        if counts[before] == 0:
+                            del counts[before]
+                    counts[after] = counts.get(after, 0) + 1
+                    inputs[key] = after
+                    changed_inputs.add(key)
+                    owners[key] = rec.session_id
+        cur.executemany(
+            f"INSERT INTO {cur.table(INPUTS)} (input_id, session_id, state) VALUES (?, ?, ?) "
+            "ON CONFLICT (input_id) DO UPDATE SET state = excluded.state",
+            [(k, owners[k], inputs[k]) for k in sorted(changed_inputs)],
+        )
+        cur.executemany(
+            f"INSERT INTO {cur.table(TABLE)} (session_id, state, queued, staged, current_run_id, "
+            "counts, last_sequence, updated_at, position) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (session_id) DO UPDATE SET state = excluded.state, "
+            "queued = excluded.queued, staged = excluded.staged, "
+            "current_run_id = excluded.current_run_id, counts = excluded.counts, "
+            "last_sequence = excluded.last_sequence, updated_at = excluded.updated_at",
+            [
+                (
+                    sid,
+                    v["state"],
+                    v["counts"].get("queued", 0),
+                    v["counts"].get("staged", 0),
+                    v["current_run_id"],
+                    orjson.dumps(v["counts"], option=orjson.OPT_SORT_KEYS).decode(),
+                    v["last_sequence"],
+                    format_timestamp(v["updated_at"]),
+                    v["position"],
+                )
+                for sid, v in sessions.items()
+                if "last_sequence" in v
+            ],
+        )
+
+
+def _next_phase(before: str | None, ev: InputLifecycleEvent, at: datetime) -> str | None:
+    """The input's lifecycle phase after ``ev``, from its phase before (same rules as the fold)."""
+    if before is None:
+        prev = None
+    else:
+        prev = InputState(
+            input_id=ev.input_id,
+            current_state=InputLifecycleState(before),
+            created_at=at,
+            updated_at=at,
+        )
+    new = evolve_input(prev, ev, at)
+    return None if new is None else new.current_state.value
+
+
+def _load_sessions(cur: Cursor, ids: list[str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ", ".join("?" * len(chunk))
+        for r in cur.execute(
+            f"SELECT * FROM {cur.table(TABLE)} WHERE session_id IN ({marks})",
+            chunk,
+        ).fetchall():
+            out[r["session_id"]] = {
+                "state": r["state"],
+                "current_run_id": r["current_run_id"],
+                "counts": orjson.loads(r["counts"]),
+                "position": int(r["position"]),
+                "last_sequence": int(r["last_sequence"]),
+                "updated_at": parse_timestamp(r["updated_at"]),
+            }
+    return out
+
+
+def _load_inputs(cur: Cursor, ids: list[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """Phase and owning session of each known input."""
+    out: dict[str, str] = {}
+    owners: dict[str, str] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ", ".join("?" * len(chunk))
+        for r in cur.execute(
+            f"SELECT * FROM {cur.table(INPUTS)} WHERE input_id IN ({marks})",
+            chunk,
+        ).fetchall():
+            out[r["input_id"]] = r["state"]
+            owners[r["input_id"]] = r["session_id"]
+    return out, owners
+
+
+def _view(r: dict[str, Any]) -> ViewRow:
+    run = r["current_run_id"]
+    return ViewRow(
+        session_id=r["session_id"],
+        state=r["state"],
+        queued=int(r["queued"]),
+        staged=int(r["staged"]),
+        current_run_id=uuid.UUID(run) if run else None,
+        counts=orjson.loads(r["counts"]),
+        last_sequence=int(r["last_sequence"]),
+        updated_at=parse_timestamp(r["updated_at"]),
+        position=int(r["position"]),
+    )
+
+
+class ViewQueries:
+    """Queries on the runtime-state views (``rt.views``)."""
+
+    def __init__(self, sql: Sql) -> None:
+        self._sql = sql
+
+    def get(self, session_id: str) -> ViewRow | None:
+        with self._sql.transaction() as cur:
+            r = cur.execute(
+                f"SELECT * FROM {cur.table(TABLE)} WHERE session_id = ?",
+                (session_id,),
+            ).fetchone()
+        return _view(r) if r else None
+
+    def list(
+        self, state: str | None = None, limit: int = 100, after: int | None = None
+    ) -> list[ViewRow]:
+        """Views by first event; ``after=row.position`` pages on."""
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        where: list[str] = ["1 = 1"]
+        params: list[object] = []
+        if state is not None:
+            where.append("state = ?")
+            params.append(str(state))
+        if after is not None:
+            where.append("position > ?")
+            params.append(int(after))
+        params.append(int(limit))
+        with self._sql.transaction() as cur:
+            rows = cur.execute(
+                f"SELECT * FROM {cur.table(TABLE)} WHERE {' AND '.join(where)} "
+                "ORDER BY position LIMIT ?",
+                params,
+            ).fetchall()
+        return [_view(r) for r in rows]
