@@ -43,6 +43,7 @@ from meerkat_runtime.events.timefmt import format_timestamp, parse_timestamp
 __all__ = [
     "Custom",
     "JsonValue",
+    "check_text",
     "decode_value",
     "encode_value",
     "from_wire",
@@ -59,6 +60,9 @@ Decoder = Callable[[Any, str], Any]
 JsonValue = Any
 
 MAX_JSON_DEPTH = 64
+#: orjson (and serde_json's integer types) hold integers in [i64 min, u64 max].
+INT_MIN = -(2**63)
+INT_MAX = 2**64 - 1
 
 
 class Custom:
@@ -127,11 +131,31 @@ def _type_name(v: Any) -> str:
     )
 
 
+def check_text(value: str, path: str) -> str:
+    """Refuse a string JSON cannot carry (a lone surrogate is not Unicode text)."""
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidInput("string is not valid Unicode (lone surrogate)", path) from None
+    return value
+
+
+def _check_int(value: int, path: str) -> int:
+    if not INT_MIN <= value <= INT_MAX:
+        raise InvalidInput("integer outside the 64-bit range JSON numbers are read in", path)
+    return value
+
+
 def _check_json(value: Any, path: str, depth: int = 0) -> Any:
     if depth > MAX_JSON_DEPTH:
         raise InvalidInput(f"JSON nested deeper than {MAX_JSON_DEPTH} levels", path)
-    if value is None or isinstance(value, (str, bool, int)):
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, str):
+        return check_text(value, path)
+    if isinstance(value, int):
+        return _check_int(value, path)
     if isinstance(value, float):
         if not math.isfinite(value):
             raise InvalidInput("JSON numbers must be finite (no NaN or Infinity)", path)
@@ -140,6 +164,7 @@ def _check_json(value: Any, path: str, depth: int = 0) -> Any:
         for k, v in value.items():
             if not isinstance(k, str):
                 raise InvalidInput("JSON object keys must be strings", path)
+            check_text(k, path)
             _check_json(v, f"{path}.{k}", depth + 1)
         return value
     if isinstance(value, (list, tuple)):
@@ -152,7 +177,7 @@ def _check_json(value: Any, path: str, depth: int = 0) -> Any:
 def _dec_str(v: Any, path: str) -> str:
     if not isinstance(v, str):
         raise InvalidInput(f"expected string, got {_type_name(v)}", path)
-    return v
+    return check_text(v, path)
 
 
 def _dec_bool(v: Any, path: str) -> bool:
@@ -164,7 +189,7 @@ def _dec_bool(v: Any, path: str) -> bool:
 def _dec_int(v: Any, path: str) -> int:
     if not isinstance(v, int) or isinstance(v, bool):
         raise InvalidInput(f"expected integer, got {_type_name(v)}", path)
-    return v
+    return _check_int(v, path)
 
 
 def _dec_float(v: Any, path: str) -> float:
@@ -337,7 +362,7 @@ def _build_decoder(tp: Any) -> Decoder:
             for k, x in v.items():
                 if not isinstance(k, str):
                     raise InvalidInput("object keys must be strings", path)
-                out[k] = val(x, f"{path}.{k}")
+                out[check_text(k, path)] = val(x, f"{path}.{k}")
             return out
 
         return dec_map

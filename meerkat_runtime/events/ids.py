@@ -49,6 +49,8 @@ PolicyVersion = NewType("PolicyVersion", int)
 SessionId = NewType("SessionId", str)
 
 SESSION_RUNTIME_PREFIX = "rt:session:"
+_HEX = frozenset("0123456789abcdefABCDEF")
+_HYPHENS = (8, 13, 18, 23)
 
 _lock = threading.Lock()
 _last_ms = 0
@@ -86,13 +88,15 @@ def parse_uuid(value: object, path: str = "") -> uuid.UUID:
         return value
     if not isinstance(value, str):
         raise InvalidInput(f"expected a uuid string, got {type(value).__name__}", path)
-    text = value.replace("-", "")
-    if len(text) != 32:
+    # 32 hex digits, bare or in the 8-4-4-4-12 layout; ``int(..., 16)`` behind
+    # ``uuid.UUID`` would also take blanks, signs and underscores, so check first.
+    if len(value) == 36 and all(value[i] == "-" for i in _HYPHENS):
+        text = value.replace("-", "")
+    else:
+        text = value
+    if len(text) != 32 or not all(c in _HEX for c in text):
         raise InvalidInput(f"not a uuid: {value[:64]!r}", path)
-    try:
-        return uuid.UUID(hex=text)
-    except ValueError:
-        raise InvalidInput(f"not a uuid: {value[:64]!r}", path) from None
+    return uuid.UUID(hex=text)
 
 
 def validate_session_id(value: object, path: str = "session_id") -> SessionId:

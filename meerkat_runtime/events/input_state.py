@@ -153,8 +153,8 @@ class InputAbandonReason:
             if not isinstance(inner, dict) or "attempts" not in inner:
                 raise InvalidInput("missing required field", where)
             n = inner["attempts"]
-            if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-                raise InvalidInput("expected a non-negative integer", where)
+            if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n < 2**64:
+                raise InvalidInput("expected a non-negative 64-bit integer", where)
             return cls(AbandonKind.MAX_ATTEMPTS_EXHAUSTED, n)
         raise InvalidInput("expected an abandon reason (string or max_attempts_exhausted)", path)
 

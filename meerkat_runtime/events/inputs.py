@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Annotated, Any, ClassVar
 
 from meerkat_runtime.errors import InvalidInput
-from meerkat_runtime.events._codec import Custom, JsonValue, tagged, wfield
+from meerkat_runtime.events._codec import Custom, JsonValue, check_text, tagged, wfield
 from meerkat_runtime.events.ids import uuid7
 from meerkat_runtime.events.run_primitive import (
     ConversationAppend,
@@ -138,7 +138,7 @@ def _dec_block(block: Any, path: str) -> ContentBlock:
 
 def _dec_content(value: Any, path: str) -> Any:
     if isinstance(value, str):
-        return value
+        return check_text(value, path)
     if isinstance(value, (list, tuple)):
         return tuple(_dec_block(b, f"{path}[{i}]") for i, b in enumerate(value))
     raise InvalidInput("content must be a string or an array of content blocks", path)

@@ -50,7 +50,10 @@ def parse_timestamp(value: object, path: str = "") -> datetime:
     if isinstance(value, datetime):
         if value.tzinfo is None:
             raise InvalidInput("timestamp must carry a UTC offset", path)
-        return value.astimezone(UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            raise InvalidInput("timestamp outside years 1..9999 in UTC", path) from None
     if not isinstance(value, str):
         raise InvalidInput(
             f"expected an RFC 3339 timestamp string, got {type(value).__name__}", path
@@ -64,12 +67,14 @@ def parse_timestamp(value: object, path: str = "") -> datetime:
     if m.group(8):
         tz: timezone = UTC
     else:
-        offset = timedelta(hours=int(m.group(10)), minutes=int(m.group(11)))
-        if offset >= timedelta(hours=24):
+        off_hours, off_minutes = int(m.group(10)), int(m.group(11))
+        if off_hours > 23 or off_minutes > 59:
             raise InvalidInput(f"timestamp offset out of range: {value[:64]!r}", path)
+        offset = timedelta(hours=off_hours, minutes=off_minutes)
         tz = timezone(-offset if m.group(9) == "-" else offset)
     try:
         parsed = datetime(year, month, day, hour, minute, second, micros, tzinfo=tz)
-    except ValueError as exc:
+        return parsed.astimezone(UTC) if tz is not UTC else parsed
+    except (ValueError, OverflowError) as exc:
+        # OverflowError: the UTC instant falls outside years 1..9999 (e.g. 9999-12-31T23:59-01:00).
         raise InvalidInput(f"invalid timestamp {value[:64]!r}: {exc}", path) from None
-    return parsed.astimezone(UTC) if tz is not UTC else parsed

@@ -57,8 +57,12 @@ def decode(cls: type[T], data: bytes | str | bytearray | memoryview | dict[str, 
         value = loads(data)
     else:
         value = data
-    if cls is RuntimeEvent:
-        return event_from_wire(value)  # type: ignore[return-value]
+    if isinstance(cls, type) and issubclass(cls, RuntimeEvent):
+        # Events are written adjacently tagged (``encode``), whichever class is asked for.
+        event = event_from_wire(value)
+        if not isinstance(event, cls):
+            raise InvalidInput(f"expected a {cls.__name__}, got {type(event).__name__}")
+        return event
     if isinstance(cls, type) and issubclass(cls, enum.Enum):
         try:
             return cls(value)
