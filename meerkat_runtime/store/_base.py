@@ -225,6 +225,8 @@ class EventStore(ABC):
         :class:`ConcurrencyConflict` (nothing written) if the session is not at
         ``expected_version``, :class:`StoreError` on any other failure.
         """
+        if self._writer is not None and threading.current_thread() is self._writer:
+            raise StoreError("append from a store listener would wait for itself: use append_async")
         return self.append_async(session_id, expected_version, events).result()
 
     def append_async(
@@ -334,7 +336,8 @@ class EventStore(ABC):
         """Call ``callback(max_position)`` after each durable commit of this instance.
 
         It runs on the committing thread (the writer thread under group
-        commit), so it must be quick: meant to wake projections.
+        commit), before the appenders are answered, so it must be quick and
+        must not wait for an append: meant to wake projections.
         """
         self._listeners.append(callback)
 
@@ -342,8 +345,9 @@ class EventStore(ABC):
     def transaction(self) -> AbstractContextManager[SQLCursor]:
         """Open a read-write transaction in the store's database and yield its cursor.
 
-        Commits when the block ends, rolls back if it raises. For projections
-        that write their read-model tables and tracking position atomically.
+        Commits when the block ends, rolls back if it raises; exceptions and
+        database errors propagate unchanged. For projections that write their
+        read-model tables and tracking position atomically.
         On ``memory://`` stores it is a private in-memory SQLite database that
         lives as long as the store's data.
         """

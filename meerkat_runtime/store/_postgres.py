@@ -199,19 +199,24 @@ class PostgresEventStore(EventStore):
         assert ids is not None
         return list(ids)
 
+    def _rows(self, statement: sql.Composed, params: Sequence[Any] = ()) -> list[Any]:
+        # One statement in autocommit mode: one round trip, where a
+        # transaction block would add BEGIN and ROLLBACK.
+        with self.datastore.get_connection() as conn:
+            return conn.execute(statement, params, prepare=True).fetchall()
+
     def _select_session(self, session_id: str, after_version: int, limit: int | None) -> list[Row]:
-        with self.datastore.transaction(commit=False) as cur:
-            cur.execute(self._select_session_sql, (session_id, after_version, limit))
-            return [
-                (
-                    r["notification_id"],
-                    session_id,
-                    r["originator_version"],
-                    r["topic"],
-                    bytes(r["state"]),
-                )
-                for r in cur.fetchall()
-            ]
+        rows = self._rows(self._select_session_sql, (session_id, after_version, limit))
+        return [
+            (
+                r["notification_id"],
+                session_id,
+                r["originator_version"],
+                r["topic"],
+                bytes(r["state"]),
+            )
+            for r in rows
+        ]
 
     def _select_all(self, after_position: int, limit: int, topics: list[str]) -> list[Row]:
         notifications = self.events_recorder.select_notifications(
@@ -230,19 +235,15 @@ class PostgresEventStore(EventStore):
         return self.events_recorder.max_notification_id() or 0
 
     def _session_ids(self) -> list[str]:
-        with self.datastore.transaction(commit=False) as cur:
-            cur.execute(self._select_session_ids_sql)
-            return [r["originator_id"] for r in cur.fetchall()]
+        return [r["originator_id"] for r in self._rows(self._select_session_ids_sql)]
 
     def _put_snapshot(self, session_id: str, version: int, state: bytes) -> None:
-        with self.datastore.transaction(commit=True) as cur:
-            cur.execute(self._upsert_snapshot_sql, (session_id, version, state))
+        with self.datastore.get_connection() as conn:
+            conn.execute(self._upsert_snapshot_sql, (session_id, version, state), prepare=True)
 
     def _get_snapshot(self, session_id: str) -> tuple[int, bytes] | None:
-        with self.datastore.transaction(commit=False) as cur:
-            cur.execute(self._select_snapshot_sql, (session_id,))
-            row = cur.fetchone()
-            return None if row is None else (row["version"], bytes(row["state"]))
+        rows = self._rows(self._select_snapshot_sql, (session_id,))
+        return (rows[0]["version"], bytes(rows[0]["state"])) if rows else None
 
     @contextmanager
     def transaction(self) -> Iterator[SQLCursor]:

@@ -193,3 +193,19 @@ def test_retrying_an_append_whose_acknowledgement_was_lost(
         )
     with pytest.raises(ConcurrencyConflict):
         backend.open(incarnation="someone-else", **options).append("s", 0, events)
+
+
+def test_a_listener_cannot_deadlock_the_writer(backend: Backend) -> None:
+    store = backend.open()
+    outcomes: list[str] = []
+
+    def appending_listener(position: int) -> None:
+        if store.session_version("echo") == 0 and not outcomes:
+            try:
+                store.append("echo", 0, [NewEvent("test.other", {"from": position})])
+            except StoreError as e:
+                outcomes.append(str(e))
+
+    store.add_listener(appending_listener)
+    store.append("s", 0, [NewEvent("test.happened", {"n": 1})])
+    assert outcomes == ["append from a store listener would wait for itself: use append_async"]
