@@ -1,25 +1,113 @@
-"""The ``meerkat-runtime`` command line (API.md "Command line")."""
+"""The ``meerkat-runtime`` command line (API.md "Command line").
+
+Every command takes ``--store URL`` (default: the embedded SQLite file) and
+``--json``. Inspection (``sessions``, ``inspect``, ``events``, ``export``)
+folds the log directly and never starts a session actor, so looking never
+changes or runs anything; ``ledger``, ``views``, ``verify`` and ``health``
+open a runtime without an executor to bring the read models up to date first.
+Errors are one line plus a hint, never a traceback.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import os
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
+from typing import Any, NoReturn, TypeVar
 
+import orjson
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from meerkat_runtime.actors import EchoExecutor
-from meerkat_runtime.runtime import Runtime
+from meerkat_runtime.errors import InvalidInput, MeerkatRuntimeError, StoreError, mask_url
+from meerkat_runtime.events import wire
+from meerkat_runtime.events.catalogue import envelope_from_record, envelope_to_record
+from meerkat_runtime.events.runtime_event import RuntimeEventEnvelope
+from meerkat_runtime.events.session import SessionState, evolve
+from meerkat_runtime.events.timefmt import format_timestamp, utc_now
+from meerkat_runtime.runtime import DEFAULT_STORE_URL, Runtime, event_codec
+from meerkat_runtime.store import EventStore, NewEvent, open_store
 
 app = typer.Typer(
     name="meerkat-runtime",
-    help="Operate an event-sourced meerkat runtime: run the demo, inspect and recover stores.",
+    help="Operate an event-sourced meerkat runtime: run the demo, inspect, verify and recover stores.",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_enable=False,
 )
 console = Console()
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+StoreOpt = typer.Option(
+    DEFAULT_STORE_URL, "--store", help="Store URL (sqlite:///path.db, postgresql://..., memory://)."
+)
+JsonOpt = typer.Option(False, "--json", help="Machine-readable JSON output.")
+
+
+class CliError(Exception):
+    def __init__(self, message: str, hint: str = "", code: int = 1) -> None:
+        super().__init__(message)
+        self.hint = hint
+        self.code = code
+
+
+def _fail(message: str, hint: str = "", code: int = 1) -> NoReturn:
+    raise CliError(message, hint, code)
+
+
+def _hint_for(exc: Exception) -> str:
+    text = str(exc)
+    if isinstance(exc, StoreError):
+        if "unknown" in text and "scheme" in text:
+            return "use sqlite:///path.db, postgresql://user:pass@host:port/db or memory://"
+        if "newer" in text:
+            return "upgrade meerkat-runtime to read this store"
+        return "check the --store URL and that the database is running and reachable"
+    if isinstance(exc, InvalidInput):
+        return "see the wire format in RUNTIME_SPEC.md"
+    return ""
+
+
+def command(fn: F) -> F:
+    """Run a command body with readable one-line errors (exit 1) instead of tracebacks."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except CliError as exc:
+            err_console.print(f"[red]error:[/red] {mask_url(str(exc))}", highlight=False)
+            if exc.hint:
+                err_console.print(f"[dim]hint:[/dim] {exc.hint}", highlight=False)
+            raise typer.Exit(exc.code) from None
+        except (MeerkatRuntimeError, TimeoutError, ValueError) as exc:
+            err_console.print(f"[red]error:[/red] {mask_url(str(exc))}", highlight=False)
+            hint = _hint_for(exc)
+            if hint:
+                err_console.print(f"[dim]hint:[/dim] {hint}", highlight=False)
+            raise typer.Exit(1) from None
+        except Exception as exc:
+            if os.environ.get("MEERKAT_DEBUG"):
+                raise
+            err_console.print(
+                f"[red]internal error:[/red] {type(exc).__name__}: {mask_url(str(exc))}",
+                highlight=False,
+            )
+            err_console.print("[dim]hint:[/dim] set MEERKAT_DEBUG=1 to see the traceback")
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
 
 
 @app.callback()
@@ -27,45 +115,619 @@ def _root() -> None:
     """Operate an event-sourced meerkat runtime."""
 
 
+# ---------------------------------------------------------------- helpers
+
+
+def _check_exists(url: str) -> None:
+    """Refuse to inspect a SQLite file that does not exist (opening would create it)."""
+    if url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///") :])
+        if not path.exists():
+            _fail(
+                f"no store at {url}: {path} does not exist",
+                "pass --store with an existing database",
+            )
+
+
+def _open_store(url: str) -> EventStore:
+    _check_exists(url)
+    return open_store(url, codec=event_codec())
+
+
+def _open_runtime(url: str, wait: float = 60.0) -> Runtime:
+    _check_exists(url)
+    rt = Runtime.open(url)
+    try:
+        rt.projections.wait_caught_up(wait)
+    except BaseException:
+        rt.close()
+        raise
+    return rt
+
+
+def _fold(store: EventStore, session_id: str) -> tuple[SessionState, list[RuntimeEventEnvelope]]:
+    records = store.read_session(session_id)
+    if not records:
+        _fail(f"unknown session {session_id!r}", "list sessions with `meerkat-runtime sessions`")
+    state = SessionState(session_id=session_id)
+    envelopes = []
+    for rec in records:
+        env = envelope_from_record(rec.data, rec.version)
+        evolve(state, env)
+        envelopes.append(env)
+    return state, envelopes
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(
+        orjson.dumps(value, default=_default, option=orjson.OPT_INDENT_2).decode() + "\n"
+    )
+
+
+def _fields(obj: Any, *skip: str) -> dict[str, Any]:
+    """A dataclass's fields as a dict (shallow; slotted dataclasses have no ``__dict__``)."""
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.name not in skip}
+
+
+def _default(value: Any) -> Any:
+    try:
+        return wire.to_json_value(value)
+    except Exception:
+        return str(value)
+
+
+def _ts(value: Any) -> str:
+    return format_timestamp(value) if value is not None else "-"
+
+
+# ---------------------------------------------------------------- demo
+
+
 @app.command()
+@command
 def demo(
-    store: str = typer.Option(None, help="Store URL (default: a fresh SQLite file)."),
-    sessions: int = typer.Option(5, min=1, help="How many sessions to drive."),
+    store: str | None = typer.Option(
+        None, "--store", help="Store URL (default: a fresh SQLite file)."
+    ),
+    sessions: int = typer.Option(200, min=1, help="Sessions to drive."),
+    inputs: int = typer.Option(
+        3000, min=10, help="Inputs to send (all six kinds, with duplicates)."
+    ),
+    threads: int = typer.Option(8, min=1, help="Host threads sending inputs."),
+    seed: int = typer.Option(7, help="Workload seed."),
+    json_out: bool = JsonOpt,
 ) -> None:
-    """Drive a few sessions through accept, run, retire and reset, then print their folded state."""
-    url = store or f"sqlite:///{Path(tempfile.mkdtemp(prefix='meerkat-demo-')) / 'demo.db'}"
-    console.print(f"store: [bold]{url}[/bold]")
-    started = time.perf_counter()
-    with Runtime.open(url, executor=EchoExecutor()) as rt:
-        handles = []
-        for n in range(sessions):
-            s = rt.session(f"demo-{n}")
-            for text in ("hello", "how are you?"):
-                out = s.accept({"input_type": "prompt", "content": f"{text} ({n})"})
-                handles.append(out.completion)
-            s.accept(
-                {"input_type": "prompt", "content": "again", "header": {"idempotency_key": f"k{n}"}}
+    """The main job: a realistic workload with a kill -9 and recovery midway, then verify."""
+    from meerkat_runtime.demo import DemoConfig, run_demo
+
+    if store is None:
+        store = f"sqlite:///{Path(tempfile.mkdtemp(prefix='meerkat-demo-')) / 'demo.db'}"
+    config = DemoConfig(store=store, sessions=sessions, inputs=inputs, threads=threads, seed=seed)
+    if not json_out:
+        console.print(f"[bold]meerkat-runtime demo[/bold] on {mask_url(store)}")
+        console.print(
+            f"{sessions} sessions, {inputs} inputs of all six kinds, {threads} host threads; "
+            "the process running the runtime is killed with SIGKILL partway, then reopened."
+        )
+    columns = (
+        TextColumn("{task.description:<16}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(
+        *columns, console=err_console if json_out else console, transient=json_out
+    ) as bar:
+        task = bar.add_task("starting", total=1)
+
+        def progress(phase: str, done: int, total: int) -> None:
+            bar.update(task, description=phase, completed=done, total=total)
+
+        result = run_demo(config, progress)
+    survived = result.acked_found_after_recovery == result.acked_before_kill
+    ok = result.verify_ok and survived
+    if json_out:
+        _print_json({**result.__dict__, "store": mask_url(store), "ok": ok})
+    else:
+        _demo_tables(result, survived)
+    if not ok:
+        raise typer.Exit(1)
+
+
+def _demo_tables(r: Any, survived: bool) -> None:
+    t = Table(title="inputs by state (ledger)")
+    t.add_column("state")
+    t.add_column("inputs", justify="right")
+    for state, n in sorted(r.inputs_by_state.items()):
+        t.add_row(state, str(n))
+    console.print(t)
+    t = Table(title="sessions by state (views)")
+    t.add_column("state")
+    t.add_column("sessions", justify="right")
+    for state, n in sorted(r.sessions_by_state.items()):
+        t.add_row(state, str(n))
+    console.print(t)
+    t = Table(title="summary")
+    t.add_column("measure")
+    t.add_column("value", justify="right")
+    rate = r.events / r.drained_seconds if r.drained_seconds else 0.0
+    rows = [
+        ("inputs accepted / deduplicated / rejected", f"{r.accepted} / {r.deduplicated} / {r.rejected}"),
+        ("runs completed / failed (retried)", f"{r.runs_completed} / {r.runs_failed}"),
+        ("lifecycle operations", ", ".join(f"{k} {v}" for k, v in sorted(r.lifecycle.items())) or "-"),
+        ("killed (SIGKILL) after", f"{r.killed_at_seconds:.2f} s"),
+        ("acknowledged before the kill", str(r.acked_before_kill)),
+        ("of those found after recovery", f"{r.acked_found_after_recovery} {'(all)' if survived else '(MISSING!)'}"),
+        ("recovery (eager, all sessions)", f"{r.recovery_seconds:.2f} s, {r.recovered_sessions} sessions, "
+         f"{r.recovery_requeued} re-queued, {r.recovery_abandoned} abandoned"),
+        ("events in the log", str(r.events)),
+        ("throughput (incl. process start and the kill)", f"{rate:,.0f} events/s over {r.drained_seconds:.1f} s"),
+        ("queued peer progress updates", f"{r.waiting_progress_updates} (wake mode none: they join the next run)"),
+        ("verify (fold vs ledger and views)", "[green]ok[/green]" if r.verify_ok else "[red]MISMATCH[/red]"),
+    ]  # fmt: skip
+    for k, v in rows:
+        t.add_row(k, v)
+    console.print(t)
+    for line in r.verify_mismatches:
+        console.print(f"[red]mismatch:[/red] {line}")
+
+
+@app.command("_demo-child", hidden=True)
+def _demo_child(
+    store: str = typer.Option(...),
+    sessions: int = typer.Option(...),
+    inputs: int = typer.Option(...),
+    seed: int = typer.Option(...),
+    threads: int = typer.Option(...),
+    limit: int = typer.Option(...),
+) -> None:
+    from meerkat_runtime.demo import DemoConfig, child_main
+
+    child_main(
+        DemoConfig(store=store, sessions=sessions, inputs=inputs, seed=seed, threads=threads), limit
+    )
+
+
+# ---------------------------------------------------------------- inspection
+
+
+@app.command()
+@command
+def sessions(store: str = StoreOpt, json_out: bool = JsonOpt) -> None:
+    """List sessions with their state (from the views read model)."""
+    with _open_runtime(store) as rt:
+        rows = list(_all(rt.views.list))
+    if json_out:
+        _print_json([_fields(r) for r in rows])
+        return
+    t = Table(title=f"{len(rows)} sessions")
+    for col in ("session", "state", "queued", "staged", "run", "events", "updated"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r.session_id, r.state, str(r.queued), str(r.staged), str(r.current_run_id or "-"),
+                  str(r.last_sequence), _ts(r.updated_at))  # fmt: skip
+    console.print(t)
+
+
+def _all(lister: Callable[..., list[Any]], **filters: Any) -> Iterator[Any]:
+    after = None
+    while True:
+        page = lister(limit=1000, after=after, **filters)
+        yield from page
+        if len(page) < 1000:
+            return
+        after = page[-1].position
+
+
+@app.command()
+@command
+def inspect(
+    session: str = typer.Argument(..., help="Session id."),
+    recent: int = typer.Option(10, min=0, help="How many recent events to show."),
+    store: str = StoreOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """A session's state, queues, staged inputs, current run and recent events (read-only fold)."""
+    with _open_store(store) as es:
+        state, envelopes = _fold(es, session)
+    run = state.run
+    info = {
+        "session_id": session,
+        "state": state.phase.value,
+        "version": state.version,
+        "queue": [str(i) for i in state.queue],
+        "steer_queue": [str(i) for i in state.steer_queue],
+        "current_run": None if run is None else {"run_id": str(run.run_id), "inputs": [str(i) for i in run.input_ids]},
+        "counts": _counts(state),
+        "recent_events": [wire.to_json_value(e) | {"sequence": e.sequence} for e in envelopes[-recent:]] if recent else [],
+    }  # fmt: skip
+    if json_out:
+        _print_json(info)
+        return
+    console.print(
+        f"[bold]{session}[/bold]  state [bold]{info['state']}[/bold]  version {state.version}"
+    )
+    console.print(
+        f"queue: {len(state.queue)}  steer queue: {len(state.steer_queue)}  inputs: {info['counts']}"
+    )
+    if run is not None:
+        console.print(f"current run {run.run_id} with {len(run.input_ids)} staged inputs")
+    t = Table(title="recent events")
+    for col in ("seq", "time", "event", "detail"):
+        t.add_column(col)
+    for env in envelopes[-recent:] if recent else []:
+        data = wire.to_json_value(env.event)["data"]
+        detail = ", ".join(
+            f"{k}={v}"
+            for k, v in data.items()
+            if k not in ("code", "input", "policy", "primitive", "runtime_semantics")
+        )
+        t.add_row(str(env.sequence), _ts(env.timestamp), env.event.event_code, detail[:90])  # fmt: skip
+    console.print(t)
+
+
+def _counts(state: SessionState) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for st in state.inputs.values():
+        out[st.current_state.value] = out.get(st.current_state.value, 0) + 1
+    return out
+
+
+@app.command()
+@command
+def events(
+    session: str = typer.Argument(..., help="Session id."),
+    after: int = typer.Option(0, min=0, help="Show events with sequence > AFTER."),
+    limit: int = typer.Option(50, min=1, help="Page size."),
+    event_type: list[str] = typer.Option(
+        [], "--type", help="Only these event codes (e.g. input.accepted)."
+    ),
+    store: str = StoreOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """A session's events, paged, optionally filtered by event code."""
+    with _open_store(store) as es:
+        if es.session_version(session) == 0:
+            _fail(f"unknown session {session!r}", "list sessions with `meerkat-runtime sessions`")
+        shown: list[RuntimeEventEnvelope] = []
+        cursor = after
+        while len(shown) < limit:
+            page = es.read_session(session, after_version=cursor, limit=500)
+            if not page:
+                break
+            for rec in page:
+                cursor = rec.version
+                if event_type and rec.topic not in event_type:
+                    continue
+                shown.append(envelope_from_record(rec.data, rec.version))
+                if len(shown) >= limit:
+                    break
+    if json_out:
+        _print_json([wire.to_json_value(e) | {"sequence": e.sequence} for e in shown])
+        return
+    t = Table(title=f"{session}: {len(shown)} events after {after}")
+    for col in ("seq", "time", "event", "data"):
+        t.add_column(col)
+    for env in shown:
+        data = wire.to_json_value(env.event)["data"]
+        t.add_row(
+            str(env.sequence),
+            _ts(env.timestamp),
+            env.event.event_code,
+            orjson.dumps(data).decode()[:100],
+        )
+    console.print(t)
+    if shown and len(shown) == limit:
+        console.print(f"[dim]next page: --after {shown[-1].sequence}[/dim]")
+
+
+@app.command()
+@command
+def ledger(
+    session: str | None = typer.Option(None, "--session", help="Only this session."),
+    state: str | None = typer.Option(None, "--state", help="Only inputs in this lifecycle state."),
+    queued_longer_than: float | None = typer.Option(
+        None, "--queued-longer-than", help="Only inputs queued for more than N seconds."
+    ),
+    limit: int = typer.Option(100, min=1),
+    after: int | None = typer.Option(None, help="Page after this position."),
+    store: str = StoreOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """The input ledger: every input with its lifecycle state."""
+    since_before = None
+    if queued_longer_than is not None:
+        state = "queued"
+        since_before = utc_now() - timedelta(seconds=queued_longer_than)
+    with _open_runtime(store) as rt:
+        rows = rt.ledger.list(
+            session_id=session,
+            state=state,
+            limit=limit,
+            after=after,
+            state_since_before=since_before,
+        )
+    if json_out:
+        _print_json([_fields(r, "input_state") for r in rows])
+        return
+    t = Table(title=f"ledger: {len(rows)} inputs")
+    for col in ("position", "input", "session", "kind", "state", "since", "run", "transitions"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(str(r.position), str(r.input_id), r.session_id, r.kind or "-", r.state, _ts(r.state_since),
+                  str(r.run_id or "-"), str(len(r.history)))  # fmt: skip
+    console.print(t)
+
+
+@app.command()
+@command
+def views(
+    state: str | None = typer.Option(None, "--state", help="Only sessions in this state."),
+    limit: int = typer.Option(100, min=1),
+    after: int | None = typer.Option(None, help="Page after this position."),
+    store: str = StoreOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """The runtime state views: one row per session."""
+    with _open_runtime(store) as rt:
+        rows = rt.views.list(state=state, limit=limit, after=after)
+    if json_out:
+        _print_json([_fields(r) for r in rows])
+        return
+    t = Table(title=f"views: {len(rows)} sessions")
+    for col in ("position", "session", "state", "queued", "staged", "run", "counts", "seq"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(str(r.position), r.session_id, r.state, str(r.queued), str(r.staged),
+                  str(r.current_run_id or "-"), orjson.dumps(r.counts).decode(), str(r.last_sequence))  # fmt: skip
+    console.print(t)
+
+
+# ---------------------------------------------------------------- operations
+
+
+@app.command()
+@command
+def verify(store: str = StoreOpt, json_out: bool = JsonOpt) -> None:
+    """Refold every session and compare with the ledger and views; exit 1 on any mismatch."""
+    with _open_runtime(store) as rt:
+        report = rt.verify()
+    if json_out:
+        _print_json({"ok": report.ok, **report.__dict__})
+    else:
+        verdict = (
+            "[green]ok[/green]" if report.ok else f"[red]{len(report.mismatches)} mismatches[/red]"
+        )
+        console.print(
+            f"verify: {verdict} ({report.sessions} sessions, {report.inputs} inputs, {report.events} events)"
+        )
+        for line in report.mismatches:
+            console.print(f"  [red]-[/red] {line}", highlight=False)
+        for line in report.notes:
+            console.print(f"  [dim]note: {line}[/dim]", highlight=False)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+@command
+def recover(store: str = StoreOpt, json_out: bool = JsonOpt) -> None:
+    """Apply the recovery rules to every session (no executor: nothing runs)."""
+    _check_exists(store)
+    with Runtime.open(store) as rt:
+        ids = [s for s in rt.sessions()]
+        reports = rt.recover()
+    if json_out:
+        _print_json([_fields(r) for r in reports])
+        return
+    console.print(
+        f"recovered {len(reports)} of {len(ids)} sessions: "
+        f"{sum(r.inputs_recovered for r in reports)} inputs recovered, "
+        f"{sum(r.inputs_requeued for r in reports)} re-queued, "
+        f"{sum(r.inputs_abandoned for r in reports)} abandoned"
+    )
+    for r in reports:
+        for line in r.details:
+            console.print(f"  {line}", highlight=False)
+
+
+@app.command("rebuild-projections")
+@command
+def rebuild_projections(
+    name: str | None = typer.Argument(None, help="ledger or views (default: both)."),
+    store: str = StoreOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Drop read models and replay them from the log."""
+    t0 = time.perf_counter()
+    with _open_runtime(store) as rt:
+        rt.projections.rebuild(name)
+        rt.projections.wait_caught_up(600)
+        status = rt.projections.status()
+    elapsed = time.perf_counter() - t0
+    if json_out:
+        _print_json(
+            {"rebuilt": name or "all", "seconds": elapsed, "status": [_fields(s) for s in status]}
+        )
+        return
+    console.print(
+        f"rebuilt {name or 'ledger and views'} in {elapsed:.2f}s, at position {status[0].position if status else 0}"
+    )
+
+
+@app.command()
+@command
+def export(
+    session: str = typer.Argument(..., help="Session id."),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="File to write (default: stdout)."
+    ),
+    store: str = StoreOpt,
+) -> None:
+    """A session's events as JSON lines in the wire format."""
+    with _open_store(store) as es:
+        records = es.read_session(session)
+        if not records:
+            _fail(f"unknown session {session!r}", "list sessions with `meerkat-runtime sessions`")
+        lines = [orjson.dumps(r.data) + b"\n" for r in records]
+    if output is None:
+        sys.stdout.buffer.write(b"".join(lines))
+    else:
+        output.write_bytes(b"".join(lines))
+        err_console.print(f"exported {len(lines)} events of {session} to {output}")
+
+
+@app.command("import")
+@command
+def import_(
+    file: Path = typer.Argument(..., help="JSON lines file from `export` (- for stdin)."),
+    store: str = StoreOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Import exported sessions into a store: all lines are checked first; nothing is written on error."""
+    raw = sys.stdin.buffer.read() if str(file) == "-" else _read(file)
+    by_session: dict[str, list[RuntimeEventEnvelope]] = {}
+    for n, line in enumerate(raw.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            env = wire.decode(RuntimeEventEnvelope, line)
+        except InvalidInput as exc:
+            _fail(
+                f"{file}:{n}: {exc}", "each line must be one event envelope as written by `export`"
             )
-            s.accept(
-                {"input_type": "prompt", "content": "again", "header": {"idempotency_key": f"k{n}"}}
+        by_session.setdefault(env.runtime_id, []).append(env)
+    if not by_session:
+        _fail(f"{file}: no events to import")
+    for sid, envs in by_session.items():
+        state = SessionState(session_id=sid)
+        try:
+            for env in envs:
+                evolve(state, env)
+        except Exception as exc:
+            _fail(
+                f"{file}: session {sid!r} does not fold: {exc}",
+                "the file was edited or is incomplete",
             )
-        for h in handles:
-            if h is not None:
-                h.wait(10)
-        rt.session("demo-0").retire()
-        table = Table(title="sessions")
-        for col in ("session", "state", "inputs", "consumed", "events"):
-            table.add_column(col)
-        for sid in rt.sessions():
-            s = rt.session(sid)
-            events = list(s.events())
-            consumed = sum(1 for e in events if e.event.event_code == "input.consumed")
-            accepted = sum(1 for e in events if e.event.event_code == "input.accepted")
-            table.add_row(sid, str(s.state()), str(accepted), str(consumed), str(len(events)))
-        console.print(table)
-    console.print(f"done in {time.perf_counter() - started:.2f}s")
+    with open_store(store, codec=event_codec()) as es:
+        for sid in by_session:
+            if es.session_version(sid) != 0:
+                _fail(
+                    f"session {sid!r} already exists in {mask_url(store)}",
+                    "import into another store",
+                )
+        for sid, envs in by_session.items():
+            es.append(sid, 0, [NewEvent(*envelope_to_record(e)) for e in envs])
+    summary = {sid: len(envs) for sid, envs in by_session.items()}
+    if json_out:
+        _print_json({"imported": summary})
+    else:
+        console.print(
+            f"imported {sum(summary.values())} events into {len(summary)} session(s): {', '.join(summary)}"
+        )
+
+
+def _read(file: Path) -> bytes:
+    try:
+        return file.read_bytes()
+    except OSError as exc:
+        _fail(f"cannot read {file}: {exc.strerror}")
+
+
+@app.command()
+@command
+def health(
+    max_queue_age: float = typer.Option(
+        300.0, help="Unhealthy when an input has been queued longer (s)."
+    ),
+    max_run_age: float = typer.Option(
+        600.0, help="Unhealthy when a session has been running longer (s)."
+    ),
+    max_lag: int = typer.Option(1000, help="Unhealthy when a projection lags more events."),
+    store: str = StoreOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Liveness signals: oldest queued input, stuck runs, projection lag and skipped events."""
+    now = utc_now()
+    with _open_runtime(store) as rt:
+        queued_rows = list(_all(rt.ledger.list, state="queued"))
+        stuck = [
+            v
+            for v in _all(rt.views.list, state="running")
+            if (now - v.updated_at).total_seconds() > max_run_age
+        ]
+        status = rt.projections.status()
+        skipped = rt.projections.skipped()
+    queued = len(queued_rows)
+    oldest_age = max(((now - r.state_since).total_seconds() for r in queued_rows), default=0.0)
+    problems = []
+    if oldest_age > max_queue_age:
+        problems.append(f"an input has been queued for {oldest_age:.0f}s (> {max_queue_age:.0f}s)")
+    if stuck:
+        problems.append(
+            f"{len(stuck)} session(s) running for more than {max_run_age:.0f}s: {', '.join(v.session_id for v in stuck[:5])}"
+        )
+    for s in status:
+        if s.status != "running":
+            problems.append(f"projection {s.name} is {s.status}: {s.error}")
+        if s.lag > max_lag:
+            problems.append(f"projection {s.name} lags {s.lag} events (> {max_lag})")
+    if skipped:
+        problems.append(f"{len(skipped)} projection event(s) skipped")
+    signals = {
+        "healthy": not problems,
+        "queued_inputs": queued,
+        "oldest_queued_age_seconds": round(oldest_age, 3),
+        "stuck_runs": [v.session_id for v in stuck],
+        "projections": [{"name": s.name, "status": s.status, "position": s.position, "lag": s.lag, "error": s.error} for s in status],
+        "skipped_events": len(skipped),
+        "problems": problems,
+    }  # fmt: skip
+    if json_out:
+        _print_json(signals)
+    else:
+        console.print(
+            f"health: {'[green]healthy[/green]' if not problems else '[red]unhealthy[/red]'}"
+        )
+        console.print(f"  queued inputs: {queued}, oldest waiting {oldest_age:.1f}s")
+        console.print(f"  sessions running longer than {max_run_age:.0f}s: {len(stuck)}")
+        for s in status:
+            console.print(f"  projection {s.name}: {s.status}, position {s.position}, lag {s.lag}")
+        console.print(f"  skipped projection events: {len(skipped)}")
+        for p in problems:
+            console.print(f"  [red]-[/red] {p}", highlight=False)
+    if problems:
+        raise typer.Exit(1)
+
+
+@app.command()
+@command
+def bench(
+    names: list[str] | None = typer.Argument(None, help="Benchmarks to run (default: all)."),
+    extra: list[str] = typer.Option(
+        [], "--arg", help="Extra argument passed to each benchmark script."
+    ),
+) -> None:
+    """Run the benchmark scripts in benchmarks/ (each prints a table and writes JSON)."""
+    root = Path(__file__).resolve().parent.parent / "benchmarks"
+    if not root.is_dir():
+        _fail(f"no benchmarks directory at {root}", "run from a source checkout of meerkat-runtime")
+    available = {p.stem.removesuffix("_bench"): p for p in sorted(root.glob("*_bench.py"))}
+    chosen = names or list(available)
+    for name in chosen:
+        if name not in available:
+            _fail(f"unknown benchmark {name!r}", f"available: {', '.join(available)}")
+    for name in chosen:
+        console.rule(f"benchmark: {name}")
+        code = subprocess.call([sys.executable, str(available[name]), *extra])
+        if code != 0:
+            _fail(f"benchmark {name} failed with exit code {code}")
 
 
 def main() -> None:
     """Console script entry point."""
     app()
+
+
+if __name__ == "__main__":
+    main()
