@@ -1,0 +1,50 @@
+"""Fixtures of the actor/runtime suite: a store URL per backend and a runtime factory."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import pytest
+
+from meerkat_runtime import Runtime
+
+
+class OpenRuntime(Protocol):
+    def __call__(self, url: str | None = None, executor: Any = None, **options: Any) -> Runtime: ...
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """``memory://<unique name>`` (shared in this process, so it can be reopened) or a SQLite file."""
+    if request.param == "memory":
+        return f"memory://{uuid.uuid4().hex}"
+    return f"sqlite:///{tmp_path / 'runtime.db'}"
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'runtime.db'}"
+
+
+@pytest.fixture
+def open_runtime(store_url: str) -> Iterator[OpenRuntime]:
+    """Open runtimes (on ``store_url`` by default); releases executors and closes all at teardown."""
+    opened: list[Runtime] = []
+
+    def open_(url: str | None = None, executor: Any = None, **options: Any) -> Runtime:
+        options.setdefault("retry_backoff", 0.01)
+        options.setdefault("close_timeout", 2.0)
+        rt = Runtime.open(url or store_url, executor=executor, **options)
+        opened.append(rt)
+        return rt
+
+    yield open_
+    for rt in opened:
+        release = getattr(rt.executor, "release", None)
+        if release is not None:
+            release()
+    for rt in reversed(opened):
+        rt.close()
