@@ -147,6 +147,8 @@ class SessionActor(pykka.ThreadingActor):
         return None
 
     def _handle(self, call: Call) -> Any:
+        if call.kind == "retry":
+            self.retry_scheduled = False  # before loading: a failed reload schedules another
         self._ensure_loaded()
         handler = getattr(self, f"_on_{call.kind}")
         return handler(call.payload)
@@ -167,7 +169,7 @@ class SessionActor(pykka.ThreadingActor):
                 self._load()
                 return
             except StoreError as exc:
-                if time.monotonic() + delay > deadline:
+                if self.svc.closing or time.monotonic() + delay > deadline:
                     raise StoreError(
                         f"session {self.session_id!r} could not be loaded: {exc}"
                     ) from exc
@@ -376,7 +378,12 @@ class SessionActor(pykka.ThreadingActor):
     def _after_message(self) -> None:
         """Start a run when the session wants one and an executor is bound."""
         st = self.state
-        if st is None or self.svc.executor is None or self.svc.closing or self.retry_scheduled:
+        if self.svc.executor is None or self.svc.closing or self.retry_scheduled:
+            return
+        if st is None:
+            # A store failure dropped the state. No host call may come to reload it,
+            # and the log may hold work to go on with (queued input, a run to close).
+            self._schedule_retry()
             return
         try:
             while wants_run(st) and st.run is None:
@@ -413,8 +420,11 @@ class SessionActor(pykka.ThreadingActor):
                 svc.run_timeout, lambda: svc.registry.tell(sid, "run_timeout", run_id)
             )
 
-    def _on_run_done(self, payload: tuple[uuid.UUID, RunResult]) -> None:
-        run_id, result = payload
+    def _on_run_done(
+        self, payload: tuple[uuid.UUID, RunResult] | tuple[uuid.UUID, RunResult, int]
+    ) -> None:
+        run_id, result = payload[0], payload[1]
+        redeliveries = payload[2] if len(payload) > 2 else 0
         self.svc.active_runs.discard(run_id)
         st = self.state
         assert st is not None
@@ -434,7 +444,18 @@ class SessionActor(pykka.ThreadingActor):
         else:
             error = RunError(kind="executor_failed", detail=result.error, retryable=True)
             command = FailRun(run_id=run_id, error=error)
-        self._commit(command)
+        try:
+            self._commit(command)
+        except StoreError:
+            # The run ended but its end is not recorded: keep the result and deliver
+            # it again after a backoff. The run stays ours meanwhile, so a reload
+            # does not close it as interrupted (and re-run work that is done).
+            self.svc.active_runs.add(run_id)
+            svc, sid = self.svc, self.session_id
+            delay = min(svc.backoff_initial * 2**redeliveries, svc.backoff_max)
+            again = (run_id, result, redeliveries + 1)
+            svc.scheduler.call_later(delay, lambda: svc.registry.tell(sid, "run_done", again))
+            raise
         if not isinstance(command, CompleteRun):
             self._schedule_retry()
 
@@ -449,8 +470,9 @@ class SessionActor(pykka.ThreadingActor):
         self._schedule_retry()
 
     def _schedule_retry(self) -> None:
+        """Send ourselves a ``retry`` after the backoff; also when the state was dropped."""
         st = self.state
-        if st is None or not (st.queue or st.steer_queue) or self.retry_scheduled:
+        if self.retry_scheduled or (st is not None and not (st.queue or st.steer_queue)):
             return
         self.retry_scheduled = True
         sid = self.session_id
