@@ -40,7 +40,8 @@ is ever filled afterwards:
   Events are never deleted, so no ``rowid`` is reused.
 * PostgreSQL: eventsourcing's ``PostgresApplicationRecorder`` executes
   ``LOCK TABLE <events> IN EXCLUSIVE MODE`` inside each insert transaction
-  before its ``INSERT`` (``_insert_stored_events`` calls ``_lock_table``). That
+  before its ``INSERT`` (``_insert_stored_events`` calls ``_lock_table``; the
+  store's recorder subclass only changes the transaction around it). That
   lock conflicts with itself and with the ``ROW EXCLUSIVE`` lock of any other
   insert, and is held until commit, so each transaction draws all its
   ``bigserial`` ids and commits before the next one draws any: commit order is

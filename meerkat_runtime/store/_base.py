@@ -170,6 +170,10 @@ class EventStore(ABC):
     """SQL dialect of :meth:`transaction`."""
     paramstyle: Literal["qmark", "format"]
     """DB-API placeholder style of :meth:`transaction` (``?`` or ``%s``)."""
+    codec: EventCodec
+    """The topics this store can write and read."""
+    serializer: Serializer
+    """The byte chain of stored events and snapshots (codec, zlib, AES-GCM)."""
     events_recorder: ApplicationRecorder
     """The eventsourcing recorder underneath, for tools and benchmarks.
 
