@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 import pykka
 
-from meerkat_runtime.errors import MeerkatRuntimeError
+from meerkat_runtime.errors import MeerkatRuntimeError, StoreError
 from meerkat_runtime.events.timefmt import format_timestamp, utc_now
 from meerkat_runtime.projections._sql import Cursor, Sql
 from meerkat_runtime.store import EventStore, RecordedEvent
@@ -215,7 +215,7 @@ class ProjectionRunner(pykka.ThreadingActor):
                 return
             self._process(events)
             pages += 1
-            if self.status == "failed":
+            if self.status == "failed" or self.owner._closed:
                 return
         self.actor_ref.tell("poll")  # more to do: yield so pause/stop messages get a turn
 
@@ -223,6 +223,19 @@ class ProjectionRunner(pykka.ThreadingActor):
         name = self.projection.name
         new_position = events[-1].position
         with self.sql.transaction() as cur:
+            # Compare-and-set the offset first: it locks the offset row (PostgreSQL) or
+            # takes the write lock (SQLite) before the handler runs, so a second runner
+            # of this projection waits here and then finds the offset moved. RETURNING
+            # tells whether *this* update matched (re-reading the offset cannot: another
+            # runner that applied the same page leaves the same value), and it is
+            # portable where DB-API ``rowcount`` is not offered by every cursor.
+            moved = cur.execute(
+                f"UPDATE {cur.table(OFFSETS)} SET position = ? WHERE name = ? AND position = ? "
+                "RETURNING position",
+                (new_position, name, self.position),
+            ).fetchall()
+            if not moved:
+                raise _OffsetMoved
             if skipped is None:
                 self.projection.apply(cur, events)
             else:
@@ -232,16 +245,6 @@ class ProjectionRunner(pykka.ThreadingActor):
                     (name, skipped.position, skipped.session_id, skipped.topic, skipped.error,
                      skipped.skipped_at),
                 )  # fmt: skip
-            cur.execute(
-                f"UPDATE {cur.table(OFFSETS)} SET position = ? WHERE name = ? AND position = ?",
-                (new_position, name, self.position),
-            )
-            # Portable compare-and-set check (DB-API rowcount is not offered by every cursor).
-            row = cur.execute(
-                f"SELECT position FROM {cur.table(OFFSETS)} WHERE name = ?", (name,)
-            ).fetchone()
-            if row is None or int(row["position"]) != new_position:
-                raise _OffsetMoved
         self.position = new_position
         self.owner._progress(name, new_position, self.status, self.error)
 
@@ -267,8 +270,8 @@ class ProjectionRunner(pykka.ThreadingActor):
                 return
             except Exception as exc:
                 self._on_event_failure(event, exc)
-                if self.status == "failed":
-                    return
+                if self.position < event.position:
+                    return  # not applied nor skipped (failed, or closing): never go past it
 
     def _on_event_failure(self, event: RecordedEvent, exc: Exception) -> None:
         strategy = self.projection.failure_strategy
@@ -277,6 +280,8 @@ class ProjectionRunner(pykka.ThreadingActor):
         if strategy.kind in ("retry", "retry_then_skip"):
             delay = strategy.backoff
             for attempt in range(1, strategy.retries + 1):
+                if self.owner._closed:
+                    return  # closing: leave the offset before the event; a restart retries it
                 self.status, self.error = "retrying", error
                 self.owner._progress(name, self.position, self.status, self.error)
                 log.warning(
@@ -349,6 +354,8 @@ class ProjectionSet:
         for p in projections:
             self._runners[p.name] = ProjectionRunner.start(p, self.sql, self)
         store.add_listener(lambda _position: self.poke())
+        # Other processes' commits: LISTEN/NOTIFY on PostgreSQL (polling stays the fallback).
+        self._stop_watch = store.watch_commits(self.poke)
         if schedule_every is not None:
             schedule_every(poll_interval, self.poke)
         else:
@@ -430,7 +437,14 @@ class ProjectionSet:
 
     def status(self) -> list[ProjectionStatus]:
         """Status, position and lag of every projection."""
-        head = self.store.max_position()
+        try:
+            head = self.store.max_position()
+        except StoreError:
+            if not self._closed:
+                raise
+            # Closed along with its store (Runtime.close): report "stopped" where we stood.
+            with self._cond:
+                head = max((position for position, _, _ in self._state.values()), default=0)
         with self._cond:
             out = []
             for n in self._runners:
@@ -457,6 +471,7 @@ class ProjectionSet:
             if self._closed:
                 return
             self._closed = True
+        self._stop_watch()
         for ref in self._runners.values():
             try:
                 ref.stop(block=True, timeout=10)

@@ -345,6 +345,16 @@ class EventStore(ABC):
         """
         self._listeners.append(callback)
 
+    def watch_commits(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback()`` when another process may have committed events; return a stopper.
+
+        Commits of this instance are already reported by :meth:`add_listener`.
+        Backends that can hear other processes (PostgreSQL's LISTEN/NOTIFY)
+        override this; elsewhere it does nothing and readers poll. A missed
+        notification only delays a reader until its next poll.
+        """
+        return _no_op
+
     @abstractmethod
     def transaction(self) -> AbstractContextManager[SQLCursor]:
         """Open a read-write transaction in the store's database and yield its cursor.
@@ -743,6 +753,10 @@ class EventStore(ABC):
             raise StoreError(
                 f"cannot {what} in store {self.url}: {type(e).__name__}: {self._scrub(str(e))}"
             ) from e
+
+
+def _no_op() -> None:
+    return None
 
 
 def _quote_identifier(name: str) -> str:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
 
@@ -26,6 +28,8 @@ from meerkat_runtime.store._schema import (
 )
 
 __all__ = ["PostgresEventStore"]
+
+logger = logging.getLogger(__name__)
 
 
 class _Recorder(PostgresApplicationRecorder):
@@ -106,6 +110,14 @@ class PostgresEventStore(EventStore):
         ).format(s, snapshots)
 
         connect_timeout = max(2, math.ceil(options.connect_timeout))
+        self._connect_kwargs: dict[str, Any] = {
+            "host": host,
+            "port": port,
+            "user": user,
+            "password": password,
+            "dbname": dbname,
+            "connect_timeout": connect_timeout,
+        }
         # A direct connection first: it fails fast with the server's own
         # reason (refused, bad password), where the pool would only time out.
         probe = psycopg.connect(
@@ -244,6 +256,43 @@ class PostgresEventStore(EventStore):
     def _get_snapshot(self, session_id: str) -> tuple[int, bytes] | None:
         rows = self._rows(self._select_snapshot_sql, (session_id,))
         return (rows[0]["version"], bytes(rows[0]["state"])) if rows else None
+
+    def watch_commits(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """LISTEN on the events table's channel (every insert transaction NOTIFYs it).
+
+        One thread and one connection per watcher; it reconnects with backoff
+        after a connection loss. Returns a function that stops it.
+        """
+        stop = threading.Event()
+        channel = self.events_recorder.channel_name
+
+        def loop() -> None:
+            delay = 0.1
+            while not stop.is_set():
+                try:
+                    with psycopg.connect(**self._connect_kwargs, autocommit=True) as conn:
+                        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                        delay = 0.1
+                        callback()  # anything committed while we were not listening
+                        while not stop.is_set():
+                            for _ in conn.notifies(timeout=0.5, stop_after=1):
+                                callback()
+                except Exception as exc:
+                    if stop.is_set():
+                        return
+                    logger.warning("LISTEN on %s failed (%s); retrying in %.1fs", self.url,
+                                   self._scrub(str(exc)), delay)  # fmt: skip
+                    stop.wait(delay)
+                    delay = min(delay * 2, 5.0)
+
+        thread = threading.Thread(target=loop, name="meerkat-listen", daemon=True)
+        thread.start()
+
+        def stopper() -> None:
+            stop.set()
+            thread.join(timeout=2)
+
+        return stopper
 
     @contextmanager
     def transaction(self) -> Iterator[SQLCursor]:
