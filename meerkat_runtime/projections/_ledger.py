@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -66,7 +66,7 @@ class LedgerProjection(Projection):
             "updated_at TEXT NOT NULL, row_json TEXT NOT NULL)"
         )
         for cols in (("session_id", "position"), ("state", "position"), ("position",)):
-            index = cur.table(f"{TABLE}_{'_'.join(cols)}_idx")
+            index = cur.index(f"{TABLE}_{'_'.join(cols)}_idx")
             cur.execute(f"CREATE INDEX IF NOT EXISTS {index} ON {t} ({', '.join(cols)})")
 
     def apply(self, cur: Cursor, events: Sequence[RecordedEvent]) -> None:
@@ -111,13 +111,22 @@ class LedgerProjection(Projection):
                     rows[key]["kind"],
                     rows[key]["state"].current_state.value,
                     rows[key]["position"],
-                    format_timestamp(rows[key]["since"]),
+                    _sortable(rows[key]["since"]),
                     format_timestamp(rows[key]["state"].updated_at),
                     orjson.dumps(to_wire(rows[key]["state"])).decode(),
                 )
                 for key in sorted(changed)
             ],
         )
+
+
+def _sortable(value: datetime) -> str:
+    """A UTC timestamp of fixed width (always six fractional digits), so the text order of
+    the ``state_since`` column is time order. The wire form is shorter on whole seconds and
+    milliseconds ("...:01Z", "...:00.500Z"), which sorts after a later "...:00.500100Z"."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime cannot be compared with ledger timestamps")
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _load(cur: Cursor, ids: list[str]) -> dict[str, dict[str, Any]]:
@@ -198,7 +207,7 @@ class LedgerQueries:
             params.append(int(after))
         if state_since_before is not None:
             where.append("state_since < ?")
-            params.append(format_timestamp(state_since_before))
+            params.append(_sortable(state_since_before))
         params.append(int(limit))
         with self._sql.transaction() as cur:
             rows = cur.execute(

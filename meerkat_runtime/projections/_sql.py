@@ -42,6 +42,12 @@ class Sql:
     def table(self, name: str) -> str:
         return self.store.table_name(name)
 
+    @staticmethod
+    def index(name: str) -> str:
+        """``name`` quoted for ``CREATE INDEX``: never schema-qualified (PostgreSQL puts an
+        index in its table's schema and refuses a qualified index name)."""
+        return '"' + name.replace('"', '""') + '"'
+
     def q(self, statement: str) -> str:
         """Convert ``?`` placeholders to the driver's style."""
         return statement.replace("?", "%s") if self._format else statement
@@ -78,3 +84,6 @@ class Cursor:
 
     def table(self, name: str) -> str:
         return self._sql.table(name)
+
+    def index(self, name: str) -> str:
+        return self._sql.index(name)

@@ -67,7 +67,7 @@ class ViewsProjection(Projection):
             "last_sequence BIGINT NOT NULL, updated_at TEXT NOT NULL, position BIGINT NOT NULL)"
         )
         for cols in (("state", "position"), ("position",)):
-            index = cur.table(f"{TABLE}_{'_'.join(cols)}_idx")
+            index = cur.index(f"{TABLE}_{'_'.join(cols)}_idx")
             cur.execute(f"CREATE INDEX IF NOT EXISTS {index} ON {t} ({', '.join(cols)})")
         cur.execute(
             f"CREATE TABLE IF NOT EXISTS {cur.table(INPUTS)} ("
