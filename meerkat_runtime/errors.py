@@ -17,6 +17,7 @@ __all__ = [
     "CompletionWaitError",
     "ConcurrencyConflict",
     "InvalidInput",
+    "LeaseUnavailable",
     "MeerkatRuntimeError",
     "Overloaded",
     "RuntimeControlPlaneError",
@@ -66,6 +67,20 @@ class ConcurrencyConflict(StoreError):
             f"concurrency conflict on session {session_id!r}: expected version "
             f"{expected_version}, store has {found}"
         )
+
+
+class LeaseUnavailable(StoreError):
+    """A lease is held by another live owner, or an append's fence no longer holds.
+
+    ``name`` is the lease (``session:<id>``, ``projection:<name>``); ``owner`` the
+    node holding it now, or None when nobody holds it (expired or released).
+    """
+
+    def __init__(self, name: str, owner: str | None) -> None:
+        self.name = name
+        self.owner = owner
+        holder = f"held by {owner!r}" if owner else "no longer held by this node"
+        super().__init__(f"lease {name!r} is {holder}")
 
 
 class RuntimeStateTransitionError(MeerkatRuntimeError):

@@ -58,6 +58,9 @@ transaction (a private in-memory SQLite database on ``memory://``).
 
 from meerkat_runtime.store._base import (
     EventStore,
+    Fence,
+    Lease,
+    NodeInfo,
     NewEvent,
     RecordedEvent,
     Snapshot,
@@ -70,6 +73,9 @@ from meerkat_runtime.store._open import open_store
 __all__ = [
     "EventCodec",
     "EventStore",
+    "Fence",
+    "Lease",
+    "NodeInfo",
     "NewEvent",
     "RecordedEvent",
     "SQLCursor",

@@ -11,12 +11,13 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError
 from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass, field
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Final, Literal, ParamSpec, Protocol, Self, TypeVar
 
 from eventsourcing.persistence import ApplicationRecorder, IntegrityError, StoredEvent
 
-from meerkat_runtime.errors import ConcurrencyConflict, StoreError
+from meerkat_runtime.errors import ConcurrencyConflict, LeaseUnavailable, StoreError
 from meerkat_runtime.store._codec import EventCodec, Serializer
 
 __all__ = [
@@ -128,6 +129,41 @@ class StoreOptions:
         return cls(**options)
 
 
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """A lease an append must still hold when it commits (stores with ``supports_leases``).
+
+    Checked inside the append's own transaction, with the lease row locked
+    against a takeover until the commit: an owner that lost its lease cannot write.
+    """
+
+    lease: str
+    owner: str
+    token: int
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A lease row: who holds ``name``, with which fencing token, until when."""
+
+    name: str
+    owner: str
+    token: int
+    expires_at: datetime
+    live: bool
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """A runtime node as recorded in the store."""
+
+    node_id: str
+    incarnation: str
+    started_at: datetime
+    heartbeat_at: datetime
+    info: dict[str, Any]
+
+
 @dataclass(slots=True)
 class _PendingAppend:
     session_id: str
@@ -136,6 +172,7 @@ class _PendingAppend:
     datas: list[dict[str, Any]]
     stored: list[StoredEvent]
     future: Future[list[RecordedEvent]]
+    fence: Fence | None = None
 
 
 # (position, session id, version, topic, stored bytes): what backends return from reads.
@@ -221,20 +258,31 @@ class EventStore(ABC):
     # -- public API -----------------------------------------------------------------------
 
     def append(
-        self, session_id: str, expected_version: int, events: Sequence[NewEvent]
+        self,
+        session_id: str,
+        expected_version: int,
+        events: Sequence[NewEvent],
+        *,
+        fence: Fence | None = None,
     ) -> list[RecordedEvent]:
         """Append ``events`` to a session in one transaction; return them once durable.
 
         Their versions are ``expected_version + 1``, ``+ 2``, ... Raises
         :class:`ConcurrencyConflict` (nothing written) if the session is not at
-        ``expected_version``, :class:`StoreError` on any other failure.
+        ``expected_version``, :class:`LeaseUnavailable` (nothing written) if
+        ``fence`` no longer holds, :class:`StoreError` on any other failure.
         """
         if self._writer is not None and threading.current_thread() is self._writer:
             raise StoreError("append from a store listener would wait for itself: use append_async")
-        return self.append_async(session_id, expected_version, events).result()
+        return self.append_async(session_id, expected_version, events, fence=fence).result()
 
     def append_async(
-        self, session_id: str, expected_version: int, events: Sequence[NewEvent]
+        self,
+        session_id: str,
+        expected_version: int,
+        events: Sequence[NewEvent],
+        *,
+        fence: Fence | None = None,
     ) -> Future[list[RecordedEvent]]:
         """Like :meth:`append`, but return a future that resolves once the events are durable.
 
@@ -244,11 +292,16 @@ class EventStore(ABC):
         self._check_session_id(session_id)
         if type(expected_version) is not int or expected_version < 0:
             raise StoreError(f"expected_version must be an int >= 0, got {expected_version!r}")
+        if fence is not None and not self.supports_leases:
+            raise StoreError(
+                f"fenced appends need a store with leases (PostgreSQL), not {self.url}"
+            )
         future: Future[list[RecordedEvent]] = Future()
         if not events:
             future.set_result([])
             return future
         pending = self._encode(session_id, expected_version, events, future)
+        pending.fence = fence
         if not self._group_commit:
             self._check_open()
             future.set_running_or_notify_cancel()
@@ -345,6 +398,40 @@ class EventStore(ABC):
         """
         self._listeners.append(callback)
 
+    # -- leases (stores shared by several runtime processes) ----------------------------------
+
+    supports_leases: bool = False
+    """True when this store offers leases and fenced appends (PostgreSQL)."""
+
+    def acquire_lease(self, name: str, owner: str, ttl: float) -> int:
+        """Take or renew lease ``name`` for ``owner`` for ``ttl`` seconds; return its fencing token.
+
+        Succeeds when nobody holds it, ``owner`` holds it, or the holder's lease
+        has expired (the token then increases, fencing the old holder off).
+        Raises :class:`LeaseUnavailable` naming the live holder otherwise.
+        """
+        raise StoreError(f"leases need a shared store (PostgreSQL), not {self.url}")
+
+    def renew_leases(self, names: Sequence[str], owner: str, ttl: float) -> set[str]:
+        """Extend the leases ``owner`` still holds among ``names``; return those renewed."""
+        raise StoreError(f"leases need a shared store (PostgreSQL), not {self.url}")
+
+    def release_lease(self, name: str, owner: str) -> None:
+        """Let lease ``name`` expire now if ``owner`` holds it (its token is kept)."""
+        raise StoreError(f"leases need a shared store (PostgreSQL), not {self.url}")
+
+    def list_leases(self, prefix: str = "") -> list[Lease]:
+        """Every lease whose name starts with ``prefix``."""
+        raise StoreError(f"leases need a shared store (PostgreSQL), not {self.url}")
+
+    def heartbeat_node(self, node_id: str, info: dict[str, Any] | None = None) -> None:
+        """Record that node ``node_id`` (this store's incarnation) is alive now."""
+        raise StoreError(f"nodes need a shared store (PostgreSQL), not {self.url}")
+
+    def list_nodes(self) -> list[NodeInfo]:
+        """Every node that has ever heartbeated, most recent first."""
+        raise StoreError(f"nodes need a shared store (PostgreSQL), not {self.url}")
+
     def watch_commits(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Call ``callback()`` when another process may have committed events; return a stopper.
 
@@ -404,10 +491,11 @@ class EventStore(ABC):
     # -- backend hooks ----------------------------------------------------------------------
 
     @abstractmethod
-    def _insert(self, stored: Sequence[StoredEvent]) -> list[int]:
+    def _insert(self, stored: Sequence[StoredEvent], fences: Sequence[Fence] = ()) -> list[int]:
         """Insert in one transaction; return the positions in order.
 
-        Raises eventsourcing's ``IntegrityError`` if any (session, version) exists.
+        Raises eventsourcing's ``IntegrityError`` if any (session, version) exists,
+        :class:`LeaseUnavailable` if any fence does not hold (backends with leases).
         """
 
     @abstractmethod
@@ -564,8 +652,9 @@ class EventStore(ABC):
         if not batch:
             return
         try:
-            positions = self._insert([s for p in batch for s in p.stored])
-        except IntegrityError:
+            fences = [p.fence for p in batch if p.fence is not None]
+            positions = self._insert([s for p in batch for s in p.stored], fences)
+        except (IntegrityError, LeaseUnavailable):
             # Some session moved on behind our back (another process): find
             # which by committing the appends one by one, in arrival order.
             waiting = {id(p) for p in batch} | {id(p) for p in clashing}
@@ -591,12 +680,15 @@ class EventStore(ABC):
             if actual is not None:
                 self._settle_clash(pending, actual)
                 return
+            fences = [pending.fence] if pending.fence is not None else []
             try:
-                positions = self._insert(pending.stored)
+                positions = self._insert(pending.stored, fences)
             except IntegrityError:
                 self._settle_clash(pending, None)
                 return
             self._committed([pending], positions)
+        except LeaseUnavailable as e:
+            self._reject(pending, e)  # nothing written; the caller must re-acquire
         except Exception as e:
             self._fail(pending, e)
 

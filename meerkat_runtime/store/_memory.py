@@ -11,7 +11,7 @@ from typing import Final, Literal
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.popo import POPOApplicationRecorder
 
-from meerkat_runtime.store._base import EventStore, Row, SQLCursor, StoreOptions
+from meerkat_runtime.store._base import EventStore, Fence, Row, SQLCursor, StoreOptions
 from meerkat_runtime.store._codec import EventCodec
 
 __all__ = ["MemoryEventStore"]
@@ -68,7 +68,7 @@ class MemoryEventStore(EventStore):
         self.events_recorder = self._db.events
         self._start()
 
-    def _insert(self, stored: Sequence[StoredEvent]) -> list[int]:
+    def _insert(self, stored: Sequence[StoredEvent], fences: Sequence[Fence] = ()) -> list[int]:
         db = self._db
         with db.lock:
             ids = db.events.insert_events(stored)

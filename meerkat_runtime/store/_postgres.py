@@ -15,11 +15,23 @@ from eventsourcing.persistence import InterfaceError, OperationalError, StoredEv
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from eventsourcing.utils import retry
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
-from meerkat_runtime.store._base import EventStore, Row, SQLCursor, StoreOptions
+from meerkat_runtime.errors import LeaseUnavailable
+from meerkat_runtime.store._base import (
+    EventStore,
+    Fence,
+    Lease,
+    NodeInfo,
+    Row,
+    SQLCursor,
+    StoreOptions,
+)
 from meerkat_runtime.store._codec import EventCodec
 from meerkat_runtime.store._schema import (
     EVENTS_TABLE,
+    LEASES_TABLE,
+    NODES_TABLE,
     SCHEMA_COMPONENT,
     SCHEMA_TABLE,
     SCHEMA_VERSION,
@@ -42,6 +54,25 @@ class _Recorder(PostgresApplicationRecorder):
     Here the exception leaves the transaction, which rolls back. Statements,
     table lock and NOTIFY are the library's own.
     """
+
+    fence_sql: sql.Composed | None = None
+
+    def _insert_events(
+        self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> None:
+        """Check the appends' fences first, locking their lease rows until the commit."""
+        super()._insert_events(curs, stored_events, **kwargs)
+        fences: Sequence[Fence] = kwargs.get("fences", ())
+        if not fences:
+            return
+        assert self.fence_sql is not None
+        curs.execute(self.fence_sql, ([f.lease for f in fences],), prepare=True)
+        rows = {r["name"]: r for r in curs.fetchall()}
+        for f in fences:
+            row = rows.get(f.lease)
+            if row is None or row["owner"] != f.owner or row["token"] != f.token or not row["live"]:
+                holder = row["owner"] if row is not None and row["live"] else None
+                raise LeaseUnavailable(f.lease, holder if holder != f.owner else None)
 
     @retry((InterfaceError, OperationalError), max_attempts=3, wait=0.2)
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int]:
@@ -150,6 +181,10 @@ class PostgresEventStore(EventStore):
             )
             try:
                 self.events_recorder = _Recorder(self.datastore, events_table_name=EVENTS_TABLE)
+                self.events_recorder.fence_sql = sql.SQL(
+                    "SELECT name, owner, token, expires_at > now() AS live FROM {}.{} "
+                    "WHERE name = ANY(%s) FOR SHARE"
+                ).format(s, sql.Identifier(LEASES_TABLE))
                 self.events_recorder.create_table()
                 self._create_tables()
             except BaseException:
@@ -186,6 +221,20 @@ class PostgresEventStore(EventStore):
         with self.datastore.transaction(commit=True) as cur:
             cur.execute(
                 sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {}.{} (name text PRIMARY KEY, owner text NOT NULL, "
+                    "token bigint NOT NULL, expires_at timestamptz NOT NULL, "
+                    "acquired_at timestamptz NOT NULL DEFAULT now())"
+                ).format(s, sql.Identifier(LEASES_TABLE))
+            )
+            cur.execute(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {}.{} (node_id text PRIMARY KEY, "
+                    "incarnation text NOT NULL, started_at timestamptz NOT NULL, "
+                    "heartbeat_at timestamptz NOT NULL, info jsonb NOT NULL)"
+                ).format(s, sql.Identifier(NODES_TABLE))
+            )
+            cur.execute(
+                sql.SQL(
                     "CREATE TABLE IF NOT EXISTS {}.{} (session_id text PRIMARY KEY, "
                     "version bigint NOT NULL, state bytea NOT NULL)"
                 ).format(s, sql.Identifier(SNAPSHOTS_TABLE))
@@ -206,8 +255,8 @@ class PostgresEventStore(EventStore):
                 (SCHEMA_COMPONENT, SCHEMA_VERSION),
             )
 
-    def _insert(self, stored: Sequence[StoredEvent]) -> list[int]:
-        ids = self.events_recorder.insert_events(stored)
+    def _insert(self, stored: Sequence[StoredEvent], fences: Sequence[Fence] = ()) -> list[int]:
+        ids = self.events_recorder.insert_events(stored, fences=fences)
         assert ids is not None
         return list(ids)
 
@@ -256,6 +305,92 @@ class PostgresEventStore(EventStore):
     def _get_snapshot(self, session_id: str) -> tuple[int, bytes] | None:
         rows = self._rows(self._select_snapshot_sql, (session_id,))
         return (rows[0]["version"], bytes(rows[0]["state"])) if rows else None
+
+    # -- leases ----------------------------------------------------------------------------
+
+    supports_leases = True
+
+    def _lease_sql(self, template: str) -> sql.Composed:
+        return sql.SQL(template).format(
+            leases=sql.SQL("{}.{}").format(
+                sql.Identifier(self.schema), sql.Identifier(LEASES_TABLE)
+            ),
+            nodes=sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(NODES_TABLE)),
+        )
+
+    def _lease_rows(self, template: str, params: Sequence[Any]) -> list[Any]:
+        def run() -> list[Any]:
+            with self.datastore.get_connection() as conn:
+                return conn.execute(self._lease_sql(template), params, prepare=True).fetchall()
+
+        return self._guard("use leases", run)
+
+    def acquire_lease(self, name: str, owner: str, ttl: float) -> int:
+        rows = self._lease_rows(
+            "INSERT INTO {leases} AS l (name, owner, token, expires_at) "
+            "VALUES (%s, %s, 1, now() + make_interval(secs => %s)) "
+            "ON CONFLICT (name) DO UPDATE SET owner = EXCLUDED.owner, "
+            "expires_at = EXCLUDED.expires_at, "
+            "token = CASE WHEN l.owner = EXCLUDED.owner THEN l.token ELSE l.token + 1 END, "
+            "acquired_at = CASE WHEN l.owner = EXCLUDED.owner THEN l.acquired_at ELSE now() END "
+            "WHERE l.owner = EXCLUDED.owner OR l.expires_at < now() "
+            "RETURNING token",
+            (name, owner, float(ttl)),
+        )
+        if rows:
+            return int(rows[0]["token"])
+        holder = self._lease_rows("SELECT owner FROM {leases} WHERE name = %s", (name,))
+        raise LeaseUnavailable(name, holder[0]["owner"] if holder else None)
+
+    def renew_leases(self, names: Sequence[str], owner: str, ttl: float) -> set[str]:
+        if not names:
+            return set()
+        rows = self._lease_rows(
+            "UPDATE {leases} SET expires_at = now() + make_interval(secs => %s) "
+            "WHERE owner = %s AND name = ANY(%s) RETURNING name",
+            (float(ttl), owner, list(names)),
+        )
+        return {r["name"] for r in rows}
+
+    def release_lease(self, name: str, owner: str) -> None:
+        self._lease_rows(
+            "UPDATE {leases} SET expires_at = now() WHERE name = %s AND owner = %s RETURNING name",
+            (name, owner),
+        )
+
+    def list_leases(self, prefix: str = "") -> list[Lease]:
+        rows = self._lease_rows(
+            "SELECT name, owner, token, expires_at, expires_at > now() AS live FROM {leases} "
+            "WHERE starts_with(name, %s) ORDER BY name",
+            (prefix,),
+        )
+        return [
+            Lease(r["name"], r["owner"], int(r["token"]), r["expires_at"], bool(r["live"]))
+            for r in rows
+        ]
+
+    def heartbeat_node(self, node_id: str, info: dict[str, Any] | None = None) -> None:
+        self._lease_rows(
+            "INSERT INTO {nodes} AS n (node_id, incarnation, started_at, heartbeat_at, info) "
+            "VALUES (%s, %s, now(), now(), %s) ON CONFLICT (node_id) DO UPDATE SET "
+            "heartbeat_at = now(), info = EXCLUDED.info, incarnation = EXCLUDED.incarnation, "
+            "started_at = CASE WHEN n.incarnation = EXCLUDED.incarnation THEN n.started_at "
+            "ELSE now() END RETURNING node_id",
+            (node_id, self.incarnation, Jsonb(info or {})),
+        )
+
+    def list_nodes(self) -> list[NodeInfo]:
+        rows = self._lease_rows(
+            "SELECT node_id, incarnation, started_at, heartbeat_at, info FROM {nodes} "
+            "ORDER BY heartbeat_at DESC",
+            (),
+        )
+        return [
+            NodeInfo(
+                r["node_id"], r["incarnation"], r["started_at"], r["heartbeat_at"], dict(r["info"])
+            )
+            for r in rows
+        ]
 
     def watch_commits(self, callback: Callable[[], None]) -> Callable[[], None]:
         """LISTEN on the events table's channel (every insert transaction NOTIFYs it).

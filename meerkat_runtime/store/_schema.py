@@ -9,6 +9,8 @@ from meerkat_runtime.errors import StoreError
 EVENTS_TABLE: Final = "meerkat_events"
 SNAPSHOTS_TABLE: Final = "meerkat_snapshots"
 SCHEMA_TABLE: Final = "meerkat_schema"
+LEASES_TABLE: Final = "meerkat_leases"
+NODES_TABLE: Final = "meerkat_nodes"
 # A row of meerkat_schema per component; other layers (projections) may add theirs.
 SCHEMA_COMPONENT: Final = "store"
 # Raise when a change makes the tables unreadable for older releases.

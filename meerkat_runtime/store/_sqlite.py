@@ -17,7 +17,7 @@ from eventsourcing.sqlite import (
 )
 
 from meerkat_runtime.errors import StoreError
-from meerkat_runtime.store._base import EventStore, Row, SQLCursor, StoreOptions
+from meerkat_runtime.store._base import EventStore, Fence, Row, SQLCursor, StoreOptions
 from meerkat_runtime.store._codec import EventCodec
 from meerkat_runtime.store._schema import (
     EVENTS_TABLE,
@@ -136,7 +136,7 @@ class SQLiteEventStore(EventStore):
             c.execute(_CREATE_FIRST_EVENTS_INDEX)
             c.execute(_INSERT_SCHEMA_VERSION, (SCHEMA_COMPONENT, SCHEMA_VERSION))
 
-    def _insert(self, stored: Sequence[StoredEvent]) -> list[int]:
+    def _insert(self, stored: Sequence[StoredEvent], fences: Sequence[Fence] = ()) -> list[int]:
         ids = self.events_recorder.insert_events(stored)
         assert ids is not None
         return list(ids)
