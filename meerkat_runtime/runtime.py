@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from types import TracebackType
 from typing import Any, Literal
@@ -28,6 +29,7 @@ from meerkat_runtime.actors import (
     Services,
     SessionRegistry,
 )
+from meerkat_runtime.cluster import ClusterView, Membership, default_node_id
 from meerkat_runtime.errors import InvalidInput, MeerkatRuntimeError
 from meerkat_runtime.events import wire
 from meerkat_runtime.events.catalogue import EVENT_TOPICS, SCHEMA_VERSIONS, envelope_from_record
@@ -262,6 +264,8 @@ class Runtime:
         options: RuntimeOptions,
         owns_store: bool,
         projections: bool = True,
+        node_id: str | None = None,
+        lease_ttl: float = 10.0,
     ) -> None:
         self.store = store
         self.executor = executor
@@ -283,6 +287,15 @@ class Runtime:
             retry_backoff=options.retry_backoff,
             recovery_timeout=options.recovery_timeout,
         )
+        self.membership: Membership | None = None
+        if store.supports_leases:
+            self.membership = Membership(
+                store, node_id or default_node_id(), lease_ttl, on_lost=self._lease_lost
+            )
+            scheduler.every(lease_ttl / 3, self.membership.heartbeat)
+        elif node_id is not None:
+            raise ValueError(f"node_id needs a shared store (PostgreSQL), not {store.url}")
+        self._services.membership = self.membership
         sql = Sql(store)
         self.ledger = LedgerQueries(sql)
         """Input ledger queries (``get``, ``list``, ``count``)."""
@@ -292,6 +305,7 @@ class Runtime:
             store,
             [LedgerProjection(), ViewsProjection()] if projections else [],
             schedule_every=scheduler.every,
+            membership=self.membership,
         )
         """The projections: ``wait_caught_up``, ``rebuild``, ``status``, ``skipped``."""
         self._registry = SessionRegistry(
@@ -309,6 +323,8 @@ class Runtime:
         executor: ExecutorLike | None = None,
         recover: Literal["lazy", "eager"] = "lazy",
         projections: bool = True,
+        node_id: str | None = None,
+        lease_ttl: float = 10.0,
         **options: Any,
     ) -> Runtime:
         """Open a runtime on a store URL (or a store object, which the caller keeps owning).
@@ -333,6 +349,8 @@ class Runtime:
                 options=rt_options,
                 owns_store=owns,
                 projections=projections,
+                node_id=node_id,
+                lease_ttl=lease_ttl,
             )
         except BaseException:
             if owns:
@@ -364,13 +382,31 @@ class Runtime:
     def recover(self) -> list[RecoveryReport]:
         """Apply the recovery rules to every session that is not destroyed; one report each."""
         self._check_open()
-        futures = [self._registry.send(sid, "recover_all") for sid in self.sessions()]
-        reports = [f.result() for f in futures]
+        # A bounded window of sessions at a time: each message starts an actor (a
+        # thread), and one in flight cannot be passivated to make room.
+        window = max(1, self.options.max_live_sessions // 2)
+        pending: deque[Future[RecoveryReport | None]] = deque()
+        reports: list[RecoveryReport | None] = []
+        for sid in self.sessions():
+            if len(pending) >= window:
+                reports.append(pending.popleft().result())
+            pending.append(self._registry.send(sid, "recover_all"))
+        reports.extend(f.result() for f in pending)
         return [r for r in reports if r is not None]
 
     def verify(self) -> VerifyReport:
         """Refold every session and compare with the read models (wait for them first)."""
         return verify(self.store, projection_names=tuple(p.name for p in self.projections.status()))
+
+    def cluster(self) -> ClusterView:
+        """Nodes, session leases and projection owners of a shared (PostgreSQL) store."""
+        if self.membership is None:
+            raise MeerkatRuntimeError(f"no cluster: {self.store.url} is not a shared store")
+        return self.membership.view([s.name for s in self.projections.status()])
+
+    def _lease_lost(self, name: str) -> None:
+        if name.startswith("session:"):
+            self._registry.tell_if_live(name.removeprefix("session:"), "lease_lost")
 
     def live_session_count(self) -> int:
         """How many session actors are live now (the rest are passivated)."""
@@ -390,6 +426,8 @@ class Runtime:
         self._services.pool.shutdown(wait=False, cancel_futures=True)
         self.completions.close()
         self.projections.close()
+        if self.membership is not None:
+            self.membership.close()
         if self._owns_store:
             self.store.close()
 

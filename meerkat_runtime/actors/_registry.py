@@ -33,6 +33,7 @@ from meerkat_runtime.actors._completion import CompletionRegistry
 from meerkat_runtime.actors._executor import ExecutorLike
 from meerkat_runtime.actors._scheduler import Scheduler
 from meerkat_runtime.actors._session import Call, SessionActor
+from meerkat_runtime.cluster import Membership
 from meerkat_runtime.errors import MeerkatRuntimeError, Overloaded
 from meerkat_runtime.events.runtime_event import RuntimeEventEnvelope
 from meerkat_runtime.store import EventStore
@@ -61,6 +62,7 @@ class Services:
     active_runs: set[uuid.UUID] = field(default_factory=set)
     closing: bool = False
     listeners: list[EventListener] = field(default_factory=list)
+    membership: Membership | None = None
     registry: SessionRegistry = field(init=False)
 
     def notify_events(self, session_id: str, events: list[RuntimeEventEnvelope]) -> None:
@@ -156,6 +158,13 @@ class SessionRegistry:
                 log.warning("session %s: %s failed: %s", session_id, kind, exc)
 
         fut.add_done_callback(report)
+
+    def tell_if_live(self, session_id: str, kind: str, payload: Any = None) -> None:
+        """Like :meth:`tell`, but only to an actor that is running now."""
+        with self._lock:
+            live = session_id in self._entries
+        if live:
+            self.tell(session_id, kind, payload)
 
     def message_done(self, session_id: str, busy: bool) -> None:
         """Called by the actor after each message: one fewer in flight."""

@@ -21,10 +21,13 @@ import pykka
 
 from meerkat_runtime.actors._completion import CompletionHandle
 from meerkat_runtime.actors._executor import RunRequest, RunResult, RunStatus, call_executor
+from meerkat_runtime.cluster import session_lease
 from meerkat_runtime.errors import (
     ConcurrencyConflict,
     InvalidInput,
+    LeaseUnavailable,
     MeerkatRuntimeError,
+    SessionOwnedElsewhere,
     StoreError,
 )
 from meerkat_runtime.events._codec import _check_json
@@ -117,6 +120,7 @@ class SessionActor(pykka.ThreadingActor):
     def __init__(self, session_id: str, services: Services) -> None:
         super().__init__()
         self.session_id = session_id
+        self.lease = session_lease(session_id)
         self.svc = services
         self.state: SessionState | None = None
         self.last_writer: str | None = None
@@ -166,8 +170,11 @@ class SessionActor(pykka.ThreadingActor):
         delay = self.svc.backoff_initial
         while True:
             try:
+                self._acquire_lease()
                 self._load()
                 return
+            except SessionOwnedElsewhere:
+                raise  # another live node owns it: the host routes there
             except StoreError as exc:
                 if self.svc.closing or time.monotonic() + delay > deadline:
                     raise StoreError(
@@ -228,6 +235,31 @@ class SessionActor(pykka.ThreadingActor):
         """Forget the in-memory state: the next message refolds it from the store."""
         self.state = None
 
+    # ------------------------------------------------------------ leases (shared stores)
+
+    def _acquire_lease(self) -> None:
+        membership = self.svc.membership
+        if membership is None or (self.state is not None and membership.holds(self.lease)):
+            return
+        try:
+            membership.acquire(self.lease, self)
+        except LeaseUnavailable as exc:
+            raise SessionOwnedElsewhere(self.session_id, exc.owner or "unknown") from None
+
+    def _lease_lost(self, exc: LeaseUnavailable) -> SessionOwnedElsewhere:
+        if self.svc.membership is not None:
+            self.svc.membership.forget(self.lease)
+        self._invalidate()
+        return SessionOwnedElsewhere(self.session_id, exc.owner or "nobody (lease expired)")
+
+    def _on_lease_lost(self, _: Any) -> None:
+        """The heartbeat found our lease taken: drop the state; the next call re-acquires or fails."""
+        self._invalidate()
+
+    def on_stop(self) -> None:
+        if self.svc.membership is not None:
+            self.svc.membership.release(self.lease, self)
+
     # ------------------------------------------------------------ deciding and persisting
 
     def _context(self) -> DecisionContext:
@@ -242,6 +274,8 @@ class SessionActor(pykka.ThreadingActor):
             return decision
         try:
             self._append(st, decision.events)
+        except LeaseUnavailable as exc:
+            raise self._lease_lost(exc) from None
         except ConcurrencyConflict:
             # Another writer got there first: refold and decide once more.
             self._invalidate()
@@ -252,6 +286,8 @@ class SessionActor(pykka.ThreadingActor):
             if decision.events:
                 try:
                     self._append(st, decision.events)
+                except LeaseUnavailable as exc:
+                    raise self._lease_lost(exc) from None
                 except StoreError:
                     self._invalidate()
                     raise
@@ -280,7 +316,11 @@ class SessionActor(pykka.ThreadingActor):
         for env in events:
             topic, data = envelope_to_record(env)
             new_events.append(NewEvent(topic, data))
-        self.svc.store.append(self.session_id, st.version, new_events)
+        membership = self.svc.membership
+        fence = membership.fence(self.lease) if membership is not None else None
+        if membership is not None and fence is None:
+            raise LeaseUnavailable(self.lease, None)
+        self.svc.store.append(self.session_id, st.version, new_events, fence=fence)
 
     def _maybe_snapshot(self, st: SessionState, added: int) -> None:
         interval = self.svc.store.snapshot_interval

@@ -36,7 +36,8 @@ from typing import Any, Literal
 
 import pykka
 
-from meerkat_runtime.errors import MeerkatRuntimeError, StoreError
+from meerkat_runtime.cluster import Membership
+from meerkat_runtime.errors import LeaseUnavailable, MeerkatRuntimeError, StoreError
 from meerkat_runtime.events.timefmt import format_timestamp, utc_now
 from meerkat_runtime.projections._sql import Cursor, Sql
 from meerkat_runtime.store import EventStore, RecordedEvent
@@ -75,7 +76,7 @@ class FailureStrategy:
 @dataclass(frozen=True, slots=True)
 class ProjectionStatus:
     name: str
-    status: Literal["running", "retrying", "failed", "stopped"]
+    status: Literal["running", "retrying", "failed", "stopped", "standby"]
     position: int
     head: int
     error: str | None = None
@@ -146,7 +147,7 @@ class ProjectionRunner(pykka.ThreadingActor):
         self.sql = sql
         self.owner = owner
         self.position = 0
-        self.status: Literal["running", "retrying", "failed", "stopped"] = "running"
+        self.status: Literal["running", "retrying", "failed", "stopped", "standby"] = "running"
         self.error: str | None = None
         self.paused = False
         self.started = False
@@ -186,10 +187,42 @@ class ProjectionRunner(pykka.ThreadingActor):
         self.position = int(row["position"]) if row else 0
         self.owner._progress(self.projection.name, self.position, self.status, self.error)
 
+    def _leader(self) -> bool:
+        """With a cluster, only the holder of ``projection:<name>`` runs it; others stand by
+        and follow the stored offset (so ``wait_caught_up`` works on every node)."""
+        membership = self.owner.membership
+        if membership is None:
+            return True
+        lease = f"projection:{self.projection.name}"
+        if membership.holds(lease):
+            return True
+        try:
+            membership.acquire(lease, self)
+        except LeaseUnavailable as exc:
+            if self.status != "standby":
+                log.info("projection %s: standing by, %s runs it", self.projection.name, exc.owner)
+            self.status, self.error = "standby", None
+            self.started = False
+            try:
+                self._reload_offset()
+            except Exception as exc2:  # the database is away: try again at the next poll
+                log.warning("projection %s: %s", self.projection.name, exc2)
+            return False
+        except StoreError as exc:
+            log.warning("projection %s: lease check failed: %s", self.projection.name, exc)
+            return False
+        self.status = "running"
+        self.started = False  # re-read the offset: the previous holder moved it
+        return True
+
+    def on_stop(self) -> None:
+        if self.owner.membership is not None:
+            self.owner.membership.release(f"projection:{self.projection.name}", self)
+
     def on_receive(self, message: Any) -> Any:
         if message == "poll":
             self.owner._poll_taken(self.projection.name)
-            if not self.paused and self.status != "failed" and self._start():
+            if not self.paused and self.status != "failed" and self._leader() and self._start():
                 self._catch_up()
         elif message == "pause":
             self.paused = True
@@ -338,8 +371,10 @@ class ProjectionSet:
         page_size: int = 500,
         pages_per_message: int = 20,
         schedule_every: Callable[[float, Callable[[], None]], None] | None = None,
+        membership: Membership | None = None,
     ) -> None:
         self.store = store
+        self.membership = membership
         self.sql = Sql(store)
         self.projections = {p.name: p for p in projections}
         self.page_size = page_size

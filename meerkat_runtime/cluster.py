@@ -69,15 +69,19 @@ class Membership:
         self.ttl = ttl
         self._on_lost = on_lost
         self._lock = threading.Lock()
-        self._held: dict[str, int] = {}
+        self._held: dict[str, tuple[int, object]] = {}  # name -> (token, holder)
         self._closed = False
         store.heartbeat_node(node_id, {"pid": os.getpid(), "host": socket.gethostname()})
 
-    def acquire(self, name: str) -> int:
-        """Take lease ``name`` (or confirm it); :class:`LeaseUnavailable` if another live node holds it."""
+    def acquire(self, name: str, holder: object = None) -> int:
+        """Take lease ``name`` (or confirm it) for ``holder`` (e.g. an actor) in this node.
+
+        :class:`LeaseUnavailable` if another live node holds it. A later holder in
+        this node replaces an earlier one, whose :meth:`release` then does nothing.
+        """
         token = self.store.acquire_lease(name, self.node_id, self.ttl)
         with self._lock:
-            self._held[name] = token
+            self._held[name] = (token, holder)
         return token
 
     def holds(self, name: str) -> bool:
@@ -86,18 +90,21 @@ class Membership:
 
     def fence(self, name: str) -> Fence | None:
         with self._lock:
-            token = self._held.get(name)
-        return None if token is None else Fence(name, self.node_id, token)
+            held = self._held.get(name)
+        return None if held is None else Fence(name, self.node_id, held[0])
 
     def forget(self, name: str) -> None:
         with self._lock:
             self._held.pop(name, None)
 
-    def release(self, name: str) -> None:
-        """Give lease ``name`` up now (passivation): another node may take it at once."""
+    def release(self, name: str, holder: object = None) -> None:
+        """Give lease ``name`` up now (passivation) if ``holder`` still holds it here."""
         with self._lock:
-            held = self._held.pop(name, None)
-        if held is None or self._closed:
+            held = self._held.get(name)
+            if held is None or held[1] is not holder:
+                return
+            del self._held[name]
+        if self._closed:
             return
         try:
             self.store.release_lease(name, self.node_id)
