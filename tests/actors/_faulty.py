@@ -9,6 +9,7 @@ is the real backend.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,6 +27,8 @@ class Faults:
         self.fail_topics: set[str] = set()
         self.fail_topic_budget = 0
         self.hold_appends = threading.Event()
+        self.hold_sessions: set[str] = set()  # empty: hold every session
+        self.append_delay = 0.0  # seconds each append takes longer (a slow disk)
         self.release_appends = threading.Event()
         self.append_held = threading.Event()
         self.read_attempts = 0
@@ -48,9 +51,12 @@ def faulty_store(url: str, **options: Any) -> tuple[EventStore, Faults]:
     real_snapshot = store.load_snapshot
 
     def append(
-        session_id: str, expected_version: int, events: Sequence[NewEvent]
+        session_id: str, expected_version: int, events: Sequence[NewEvent], **kw: Any
     ) -> list[RecordedEvent]:
-        if faults.hold_appends.is_set():
+        if faults.append_delay:
+            time.sleep(faults.append_delay)
+        held = not faults.hold_sessions or session_id in faults.hold_sessions
+        if faults.hold_appends.is_set() and held:
             faults.append_held.set()
             faults.release_appends.wait(30)
         with faults.lock:
@@ -61,7 +67,7 @@ def faulty_store(url: str, **options: Any) -> tuple[EventStore, Faults]:
                 faults.fail_topic_budget -= 1
                 faults.append_failures += 1
                 raise StoreError("injected append failure for " + ",".join(faults.fail_topics))
-        return real_append(session_id, expected_version, events)
+        return real_append(session_id, expected_version, events, **kw)
 
     def read_session(
         session_id: str, after_version: int = 0, limit: int | None = None
