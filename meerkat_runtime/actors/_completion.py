@@ -40,6 +40,8 @@ class CompletionHandle:
         """Block until the input is terminal; :class:`CompletionWaitError` on timeout or close."""
         try:
             return self._future.result(timeout)
+        except CompletionWaitError:
+            raise  # channel_closed; a TimeoutError too, so it must not be taken for one
         except FutureTimeout:
             raise CompletionWaitError(
                 "timeout", f"input {self.input_id} not terminal after {timeout} s"
