@@ -393,6 +393,19 @@ class _Builder:
         if frm is not to:
             self.add(RuntimeStateChangeEvent(from_state=frm, to=to))
 
+    def to_ready(self, frm: RuntimeState) -> None:
+        """Move to ``idle``, observed as ``attached`` while an executor is bound.
+
+        The table has no ``retired -> attached`` (or ``initializing -> attached``):
+        such a move is written as ``-> idle`` then ``idle -> attached``, so every
+        event is a legal move and the last one names the state the host sees.
+        """
+        ready = S.ATTACHED if self.ctx.attached else S.IDLE
+        if frm not in (S.IDLE, S.ATTACHED):
+            self.state_change(frm, S.IDLE)
+            frm = S.IDLE
+        self.state_change(frm, ready)
+
     def done(self, reply: Any = None) -> Decision:
         return Decision(self.envelopes, reply)
 
@@ -796,8 +809,7 @@ def _decide_reset(state: SessionState, cmd: Reset, b: _Builder) -> Decision:
     if observed not in _RESET_FROM or state.run is not None:
         _refuse(observed if state.run is None else S.RUNNING, target)
     abandoned = _abandon_all(state, b, AbandonKind.RESET)
-    if observed is not target:
-        b.add(RuntimeStateChangeEvent(from_state=observed, to=target))
+    b.to_ready(observed)
     return b.done(ResetReport(inputs_abandoned=abandoned))
 
 
@@ -831,6 +843,9 @@ def _decide_recycle(state: SessionState, cmd: Recycle, b: _Builder) -> Decision:
         _refuse(observed, target)
     transferred = len(state.non_terminal_ids())
     if state.run is not None:  # a retired session draining a run: the fresh driver starts over
+        # Its applied inputs have their boundary receipt (input.applied): consumed, as on
+        # any cancel; left applied with no run, nothing in this process would end them.
+        _consume_applied(state, state.run, b)
         b.add(RunCancelled(run_id=state.run.run_id))
     for iid, st in state.inputs.items():
         if st.current_state in (L.ACCEPTED, L.STAGED):
@@ -839,7 +854,7 @@ def _decide_recycle(state: SessionState, cmd: Recycle, b: _Builder) -> Decision:
                     input_id=iid, from_state=st.current_state, to=L.QUEUED, reason="Recycle"
                 )
             )
-    b.state_change(observed, target)
+    b.to_ready(observed)
     b.add(RuntimeRecycled(runtime_id=state.session_id))
     return b.done(RecycleReport(inputs_transferred=transferred))
 
