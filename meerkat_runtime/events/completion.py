@@ -63,7 +63,7 @@ class CallbackPending(CompletionOutcome):
 @dataclass(frozen=True, slots=True)
 class CallbackBatchPending(CompletionOutcome):
     __tag__: ClassVar[str] = "callback_batch_pending"
-    pending_tool_calls: tuple[JsonValue, ...] = ()
+    pending_tool_calls: tuple[JsonValue, ...] = wfield(default=(), required=True)
 
 
 @tagged

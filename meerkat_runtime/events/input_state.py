@@ -233,7 +233,7 @@ class ProjectionSource(ReconstructionSource):
 @dataclass(frozen=True, slots=True)
 class CoalescingSource(ReconstructionSource):
     __tag__: ClassVar[str] = "coalescing"
-    source_input_ids: tuple[uuid.UUID, ...] = ()
+    source_input_ids: tuple[uuid.UUID, ...] = wfield(default=(), required=True)
 
 
 # ---------------------------------------------------------------- InputState
@@ -262,7 +262,9 @@ class InputState:
     current_state: InputLifecycleState
     created_at: datetime
     updated_at: datetime
-    stored_input_state_version: StoredVersion = STORED_INPUT_STATE_VERSION
+    stored_input_state_version: StoredVersion = wfield(
+        default=STORED_INPUT_STATE_VERSION, required=True
+    )
     policy: PolicySnapshot | None = wfield(default=None, omit="none")
     runtime_semantics: RuntimeSemantics | None = wfield(default=None, omit="none")
     directed_run_started_attribution: JsonValue = wfield(default=None, omit="none")

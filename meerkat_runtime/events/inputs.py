@@ -2,7 +2,9 @@
 
 Python construction is friendlier than the wire: ``PromptInput(content="hi")``
 fills a fresh header (UUIDv7 id, now, origin ``operator``, ``durable``, default
-visibility). On the wire every header key stays required.
+visibility). On the wire every header key stays required, and so does every
+field spec 3.3 gives no default (``content``, ``step_id``, ``event_type``,
+``reason``), although Python code may leave them out when constructing.
 """
 
 from __future__ import annotations
@@ -354,7 +356,7 @@ class PromptInput(Input):
     """A user/operator prompt."""
 
     __tag__: ClassVar[str] = "prompt"
-    content: ContentInput = ""
+    content: ContentInput = wfield(default="", required=True)
     header: InputHeader = wfield(default_factory=InputHeader, required=True)
     typed_turn_appends: tuple[ConversationAppend, ...] = wfield(default=(), omit="empty")
     injected_context: tuple[ContentInput, ...] = wfield(default=(), omit="empty")
@@ -374,7 +376,7 @@ class PeerInput(Input):
     """A message, request or response from a peer runtime."""
 
     __tag__: ClassVar[str] = "peer"
-    content: ContentInput = ""
+    content: ContentInput = wfield(default="", required=True)
     header: InputHeader = wfield(default_factory=InputHeader, required=True)
     directed_interaction_id: uuid.UUID | None = wfield(default=None, omit="none")
     convention: PeerConvention | None = wfield(default=None, omit="none")
@@ -406,8 +408,8 @@ class FlowStepInput(Input):
     """One step of a flow."""
 
     __tag__: ClassVar[str] = "flow_step"
-    step_id: str = ""
-    content: ContentInput = ""
+    step_id: str = wfield(default="", required=True)
+    content: ContentInput = wfield(default="", required=True)
     header: InputHeader = wfield(default_factory=InputHeader, required=True)
     directed_interaction_id: uuid.UUID | None = wfield(default=None, omit="none")
     turn_metadata: RuntimeTurnMetadata | None = wfield(default=None, omit="none")
@@ -426,7 +428,7 @@ class ExternalEventInput(Input):
     """An event from an external system; the payload is required (may be null)."""
 
     __tag__: ClassVar[str] = "external_event"
-    event_type: str = ""
+    event_type: str = wfield(default="", required=True)
     payload: JsonValue = wfield(default=None, required=True)
     header: InputHeader = wfield(default_factory=InputHeader, required=True)
     blocks: Blocks | None = wfield(default=None, omit="none")
@@ -448,7 +450,7 @@ class ContinuationInput(Input):
     """Resume pending work (ordinary) or re-enter as a fresh turn (workgraph attention)."""
 
     __tag__: ClassVar[str] = "continuation"
-    reason: str = ""
+    reason: str = wfield(default="", required=True)
     header: InputHeader = wfield(default_factory=InputHeader, required=True)
     continuation_kind: ContinuationKind = ContinuationKind.ORDINARY
     handling_mode: HandlingMode = HandlingMode.QUEUE
