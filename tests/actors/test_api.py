@@ -18,11 +18,24 @@ from meerkat_runtime import (
     RunRequest,
     RunResult,
     RunStarted,
+    Runtime,
     RuntimeState,
+    RuntimeStateTransitionError,
+    RuntimeTerminated,
     StagedRunInput,
 )
 
-from ._support import WAIT, GatedExecutor, codes, events_of, phase, prompt, wait_until
+from ._support import (
+    WAIT,
+    FlakyExecutor,
+    GatedExecutor,
+    codes,
+    events_of,
+    peer_progress,
+    phase,
+    prompt,
+    wait_until,
+)
 from .conftest import OpenRuntime
 
 L = InputLifecycleState
@@ -109,15 +122,8 @@ def test_session_id_limits(open_runtime: OpenRuntime) -> None:
 @pytest.mark.parametrize(
     ("doc", "field"),
     [
-        pytest.param(
-            {"input_type": "prompt"},
-            "content",
-            marks=pytest.mark.xfail(
-                reason="events/inputs.py: PromptInput.content has a wire default, so a prompt "
-                "without content is accepted (spec 3.3 lists it as a required field)",
-                strict=False,
-            ),
-        ),
+        ({"input_type": "prompt"}, "content"),
+        ({"input_type": "external_event", "payload": None}, "event_type"),
         ({"input_type": "external_event", "event_type": "x"}, "payload"),
         ({"input_type": "nonsense", "content": "x"}, "input_type"),
         ({"input_type": "prompt", "content": 5}, "content"),
@@ -277,3 +283,105 @@ def test_state_of_a_passive_session_loads_without_changing_it(open_runtime: Open
     before = codes(s.events())
     assert s.state() is S.RETIRED
     assert codes(s.events()) == before
+
+
+def test_state_is_the_same_from_snapshot_and_from_full_fold(open_runtime: OpenRuntime) -> None:
+    rt = open_runtime(executor=FlakyExecutor(failures=2))
+    s = rt.session("s-1")
+    outs = [s.accept(prompt(f"p{n}")) for n in range(40)]  # several snapshots' worth of events
+    for out in outs:
+        assert out.completion is not None
+        out.completion.wait(WAIT)
+    s.accept(peer_progress())  # one left queued
+    expected = {out.input_id: s.input_state(out.input_id) for out in outs}
+    n_events = len(events_of(s))
+    assert n_events > 250
+    rt.close()
+    for options in ({}, {"snapshot_interval": 0}):
+        rt2 = open_runtime(**options)
+        s2 = rt2.session("s-1")
+        assert {i: s2.input_state(i) for i in expected} == expected
+        assert len(s2.active_input_ids()) == 1
+        assert s2.state() is S.IDLE
+        assert len(events_of(s2)) == n_events  # loading wrote nothing
+        rt2.close()
+
+
+def test_destroy_during_a_run(open_runtime: OpenRuntime) -> None:
+    ex = GatedExecutor()
+    rt = open_runtime(executor=ex)
+    s = rt.session("s-1")
+    out = s.accept(prompt())
+    ex.wait_started()
+    assert s.destroy().inputs_abandoned == 1
+    assert out.completion is not None
+    outcome = out.completion.wait(WAIT)
+    assert isinstance(outcome, RuntimeTerminated) and outcome.reason == "destroyed"
+    ex.release()
+    wait_until(lambda: rt.live_session_count() >= 0 and s.state() is S.DESTROYED)
+    assert "run.completed" not in codes(s.events())
+
+
+def test_runtime_recover_during_a_run_leaves_it_alone(open_runtime: OpenRuntime) -> None:
+    ex = GatedExecutor()
+    rt = open_runtime(executor=ex)
+    s = rt.session("s-1")
+    out = s.accept(prompt())
+    ex.wait_started()
+    [report] = rt.recover()
+    assert report.inputs_requeued == 0 and report.inputs_abandoned == 0
+    assert phase(s, out.input_id) is L.STAGED
+    with pytest.raises(RuntimeStateTransitionError):
+        s.recover()  # an in-process recover is refused while running
+    ex.release()
+    assert out.completion is not None and isinstance(out.completion.wait(WAIT), Completed)
+
+
+def test_directed_input_checks_raise_invalid_input(open_runtime: OpenRuntime) -> None:
+    rt = open_runtime()
+    s = rt.session("s-1")
+    doc = {
+        "input_type": "flow_step",
+        "step_id": "step-1",
+        "content": "go",
+        "directed_interaction_id": str(uuid.uuid4()),  # not the header id
+        "header": {"source": {"type": "flow", "flow_id": "f", "step_index": 0}},
+    }
+    with pytest.raises(InvalidInput, match="directed"):
+        s.accept(doc)
+    assert rt.sessions() == []
+    iid = str(uuid.uuid4())
+    good = {
+        **doc,
+        "directed_interaction_id": iid,
+        "header": {
+            "id": iid,
+            "correlation_id": iid,
+            "idempotency_key": iid,
+            "source": {"type": "flow", "flow_id": "f", "step_index": 0},
+        },
+    }
+    assert s.accept(good).kind == "accepted"
+
+
+def test_input_size_limit(open_runtime: OpenRuntime) -> None:
+    rt = open_runtime(max_input_bytes=1000)
+    s = rt.session("s-1")
+    big = '{"input_type": "prompt", "content": "' + "x" * 2000 + '"}'
+    with pytest.raises(InvalidInput):
+        s.accept(big)
+    assert s.accept('{"input_type": "prompt", "content": "small"}').kind == "accepted"
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"max_live_sessions": 0},
+        {"run_timeout": -1},
+        {"idle_timeout": "soon"},
+        {"retry_backoff": True},
+    ],
+)
+def test_bad_runtime_options(store_url: str, options: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        Runtime.open(store_url, **options)
