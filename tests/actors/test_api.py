@@ -297,8 +297,8 @@ def test_state_is_the_same_from_snapshot_and_from_full_fold(open_runtime: OpenRu
     n_events = len(events_of(s))
     assert n_events > 250
     rt.close()
-    for options in ({}, {"snapshot_interval": 0}):
-        rt2 = open_runtime(**options)
+    for full_fold in (False, True):
+        rt2 = open_runtime(snapshot_interval=0) if full_fold else open_runtime()
         s2 = rt2.session("s-1")
         assert {i: s2.input_state(i) for i in expected} == expected
         assert len(s2.active_input_ids()) == 1
