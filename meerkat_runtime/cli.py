@@ -10,6 +10,7 @@ Errors are one line plus a hint, never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -18,20 +19,25 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from meerkat_runtime.errors import InvalidInput, MeerkatRuntimeError, StoreError, mask_url
 from meerkat_runtime.events import wire
 from meerkat_runtime.events.catalogue import envelope_from_record, envelope_to_record
+from meerkat_runtime.events.ids import validate_session_id
+from meerkat_runtime.events.input_state import InputLifecycleState
 from meerkat_runtime.events.runtime_event import RuntimeEventEnvelope
+from meerkat_runtime.events.runtime_state import RuntimeState
 from meerkat_runtime.events.session import SessionState, evolve
 from meerkat_runtime.events.timefmt import format_timestamp, utc_now
 from meerkat_runtime.runtime import DEFAULT_STORE_URL, Runtime, event_codec
@@ -69,7 +75,7 @@ def _fail(message: str, hint: str = "", code: int = 1) -> NoReturn:
 def _hint_for(exc: Exception) -> str:
     text = str(exc)
     if isinstance(exc, StoreError):
-        if "unknown" in text and "scheme" in text:
+        if text.startswith("unsupported store URL"):
             return "use sqlite:///path.db, postgresql://user:pass@host:port/db or memory://"
         if "newer" in text:
             return "upgrade meerkat-runtime to read this store"
@@ -86,28 +92,33 @@ def command(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort):  # RuntimeErrors: a deliberate exit code, not a crash
+            raise
         except CliError as exc:
-            err_console.print(f"[red]error:[/red] {mask_url(str(exc))}", highlight=False)
-            if exc.hint:
-                err_console.print(f"[dim]hint:[/dim] {exc.hint}", highlight=False)
+            _print_error("error", str(exc), exc.hint)
             raise typer.Exit(exc.code) from None
         except (MeerkatRuntimeError, TimeoutError, ValueError) as exc:
-            err_console.print(f"[red]error:[/red] {mask_url(str(exc))}", highlight=False)
-            hint = _hint_for(exc)
-            if hint:
-                err_console.print(f"[dim]hint:[/dim] {hint}", highlight=False)
+            _print_error("error", str(exc), _hint_for(exc))
             raise typer.Exit(1) from None
         except Exception as exc:
             if os.environ.get("MEERKAT_DEBUG"):
                 raise
-            err_console.print(
-                f"[red]internal error:[/red] {type(exc).__name__}: {mask_url(str(exc))}",
-                highlight=False,
+            _print_error(
+                "internal error",
+                f"{type(exc).__name__}: {exc}",
+                "set MEERKAT_DEBUG=1 to see the traceback",
             )
-            err_console.print("[dim]hint:[/dim] set MEERKAT_DEBUG=1 to see the traceback")
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _print_error(label: str, message: str, hint: str) -> None:
+    """One ``error:`` line (password masked, whitespace folded, never wrapped) and a hint line."""
+    text = " ".join(mask_url(message).split())
+    err_console.print(f"[red]{label}:[/red] {escape(text)}", highlight=False, soft_wrap=True)
+    if hint:
+        err_console.print(f"[dim]hint:[/dim] {escape(hint)}", highlight=False, soft_wrap=True)
 
 
 @app.callback()
@@ -120,7 +131,7 @@ def _root() -> None:
 
 def _check_exists(url: str) -> None:
     """Refuse to inspect a SQLite file that does not exist (opening would create it)."""
-    if url.startswith("sqlite:///"):
+    if url[: len("sqlite:///")].lower() == "sqlite:///":
         path = Path(url[len("sqlite:///") :])
         if not path.exists():
             _fail(
@@ -160,7 +171,14 @@ def _fold(store: EventStore, session_id: str) -> tuple[SessionState, list[Runtim
 
 def _print_json(value: Any) -> None:
     sys.stdout.write(
-        orjson.dumps(value, default=_default, option=orjson.OPT_INDENT_2).decode() + "\n"
+        orjson.dumps(
+            value,
+            default=_default,
+            option=orjson.OPT_INDENT_2
+            | orjson.OPT_PASSTHROUGH_DATACLASS
+            | orjson.OPT_PASSTHROUGH_DATETIME,
+        ).decode()
+        + "\n"
     )
 
 
@@ -170,10 +188,21 @@ def _fields(obj: Any, *skip: str) -> dict[str, Any]:
 
 
 def _default(value: Any) -> Any:
+    """Spec objects (nested dataclasses included) in their wire form; other dataclasses by field;
+    times as the wire writes them."""
+    if isinstance(value, datetime):
+        return format_timestamp(value)
     try:
         return wire.to_json_value(value)
     except Exception:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return _fields(value)
         return str(value)
+
+
+def _add_row(table: Table, *cells: str) -> None:
+    """Add a row of data (not markup: a session id or content may contain ``[...]``)."""
+    table.add_row(*(escape(c) for c in cells))
 
 
 def _ts(value: Any) -> str:
@@ -202,9 +231,14 @@ def demo(
 
     if store is None:
         store = f"sqlite:///{Path(tempfile.mkdtemp(prefix='meerkat-demo-')) / 'demo.db'}"
-    config = DemoConfig(store=store, sessions=sessions, inputs=inputs, threads=threads, seed=seed)
+    try:
+        config = DemoConfig(
+            store=store, sessions=sessions, inputs=inputs, threads=threads, seed=seed
+        )
+    except ValueError as exc:
+        _fail(str(exc), "omit --store to use a fresh SQLite file")
     if not json_out:
-        console.print(f"[bold]meerkat-runtime demo[/bold] on {mask_url(store)}")
+        console.print(f"[bold]meerkat-runtime demo[/bold] on {escape(mask_url(store))}")
         console.print(
             f"{sessions} sessions, {inputs} inputs of all six kinds, {threads} host threads; "
             "the process running the runtime is killed with SIGKILL partway, then reopened."
@@ -269,10 +303,11 @@ def _demo_tables(r: Any, survived: bool) -> None:
         t.add_row(k, v)
     console.print(t)
     for line in r.verify_mismatches:
-        console.print(f"[red]mismatch:[/red] {line}")
+        console.print(f"[red]mismatch:[/red] {escape(line)}")
 
 
 @app.command("_demo-child", hidden=True)
+@command
 def _demo_child(
     store: str = typer.Option(...),
     sessions: int = typer.Option(...),
@@ -304,9 +339,16 @@ def sessions(store: str = StoreOpt, json_out: bool = JsonOpt) -> None:
     for col in ("session", "state", "queued", "staged", "run", "events", "updated"):
         t.add_column(col)
     for r in rows:
-        t.add_row(r.session_id, r.state, str(r.queued), str(r.staged), str(r.current_run_id or "-"),
-                  str(r.last_sequence), _ts(r.updated_at))  # fmt: skip
+        _add_row(t, r.session_id, r.state, str(r.queued), str(r.staged), str(r.current_run_id or "-"),
+                    str(r.last_sequence), _ts(r.updated_at))  # fmt: skip
     console.print(t)
+
+
+def _check_state(value: str | None, states: type[StrEnum], what: str) -> None:
+    """Refuse a --state filter that no row can have (a typo would list nothing)."""
+    names = [s.value for s in states]
+    if value is not None and value not in names:
+        _fail(f"unknown {what} state {value!r}", f"use one of: {', '.join(names)}")
 
 
 def _all(lister: Callable[..., list[Any]], **filters: Any) -> Iterator[Any]:
@@ -345,7 +387,7 @@ def inspect(
         _print_json(info)
         return
     console.print(
-        f"[bold]{session}[/bold]  state [bold]{info['state']}[/bold]  version {state.version}"
+        f"[bold]{escape(session)}[/bold]  state [bold]{info['state']}[/bold]  version {state.version}"
     )
     console.print(
         f"queue: {len(state.queue)}  steer queue: {len(state.steer_queue)}  inputs: {info['counts']}"
@@ -362,7 +404,7 @@ def inspect(
             for k, v in data.items()
             if k not in ("code", "input", "policy", "primitive", "runtime_semantics")
         )
-        t.add_row(str(env.sequence), _ts(env.timestamp), env.event.event_code, detail[:90])  # fmt: skip
+        _add_row(t, str(env.sequence), _ts(env.timestamp), env.event.event_code, detail[:90])  # fmt: skip
     console.print(t)
 
 
@@ -405,12 +447,13 @@ def events(
     if json_out:
         _print_json([wire.to_json_value(e) | {"sequence": e.sequence} for e in shown])
         return
-    t = Table(title=f"{session}: {len(shown)} events after {after}")
+    t = Table(title=escape(f"{session}: {len(shown)} events after {after}"))
     for col in ("seq", "time", "event", "data"):
         t.add_column(col)
     for env in shown:
         data = wire.to_json_value(env.event)["data"]
-        t.add_row(
+        _add_row(
+            t,
             str(env.sequence),
             _ts(env.timestamp),
             env.event.event_code,
@@ -435,8 +478,11 @@ def ledger(
     json_out: bool = JsonOpt,
 ) -> None:
     """The input ledger: every input with its lifecycle state."""
+    _check_state(state, InputLifecycleState, "input lifecycle")
     since_before = None
     if queued_longer_than is not None:
+        if state not in (None, "queued"):
+            _fail(f"--queued-longer-than lists queued inputs; it cannot go with --state {state}")
         state = "queued"
         since_before = utc_now() - timedelta(seconds=queued_longer_than)
     with _open_runtime(store) as rt:
@@ -454,8 +500,8 @@ def ledger(
     for col in ("position", "input", "session", "kind", "state", "since", "run", "transitions"):
         t.add_column(col)
     for r in rows:
-        t.add_row(str(r.position), str(r.input_id), r.session_id, r.kind or "-", r.state, _ts(r.state_since),
-                  str(r.run_id or "-"), str(len(r.history)))  # fmt: skip
+        _add_row(t, str(r.position), str(r.input_id), r.session_id, r.kind or "-", r.state, _ts(r.state_since),
+                    str(r.run_id or "-"), str(len(r.history)))  # fmt: skip
     console.print(t)
 
 
@@ -469,6 +515,7 @@ def views(
     json_out: bool = JsonOpt,
 ) -> None:
     """The runtime state views: one row per session."""
+    _check_state(state, RuntimeState, "session")
     with _open_runtime(store) as rt:
         rows = rt.views.list(state=state, limit=limit, after=after)
     if json_out:
@@ -478,8 +525,8 @@ def views(
     for col in ("position", "session", "state", "queued", "staged", "run", "counts", "seq"):
         t.add_column(col)
     for r in rows:
-        t.add_row(str(r.position), r.session_id, r.state, str(r.queued), str(r.staged),
-                  str(r.current_run_id or "-"), orjson.dumps(r.counts).decode(), str(r.last_sequence))  # fmt: skip
+        _add_row(t, str(r.position), r.session_id, r.state, str(r.queued), str(r.staged),
+                    str(r.current_run_id or "-"), orjson.dumps(r.counts).decode(), str(r.last_sequence))  # fmt: skip
     console.print(t)
 
 
@@ -502,9 +549,9 @@ def verify(store: str = StoreOpt, json_out: bool = JsonOpt) -> None:
             f"verify: {verdict} ({report.sessions} sessions, {report.inputs} inputs, {report.events} events)"
         )
         for line in report.mismatches:
-            console.print(f"  [red]-[/red] {line}", highlight=False)
+            console.print(f"  [red]-[/red] {escape(line)}", highlight=False)
         for line in report.notes:
-            console.print(f"  [dim]note: {line}[/dim]", highlight=False)
+            console.print(f"  [dim]note: {escape(line)}[/dim]", highlight=False)
     if not report.ok:
         raise typer.Exit(1)
 
@@ -528,7 +575,7 @@ def recover(store: str = StoreOpt, json_out: bool = JsonOpt) -> None:
     )
     for r in reports:
         for line in r.details:
-            console.print(f"  {line}", highlight=False)
+            console.print(f"  {escape(line)}", highlight=False)
 
 
 @app.command("rebuild-projections")
@@ -540,7 +587,8 @@ def rebuild_projections(
 ) -> None:
     """Drop read models and replay them from the log."""
     t0 = time.perf_counter()
-    with _open_runtime(store) as rt:
+    _check_exists(store)
+    with Runtime.open(store) as rt:  # no catching up first: a failed projection is why we are here
         rt.projections.rebuild(name)
         rt.projections.wait_caught_up(600)
         status = rt.projections.status()
@@ -573,8 +621,11 @@ def export(
     if output is None:
         sys.stdout.buffer.write(b"".join(lines))
     else:
-        output.write_bytes(b"".join(lines))
-        err_console.print(f"exported {len(lines)} events of {session} to {output}")
+        try:
+            output.write_bytes(b"".join(lines))
+        except OSError as exc:
+            _fail(f"cannot write {output}: {exc.strerror}")
+        err_console.print(escape(f"exported {len(lines)} events of {session} to {output}"))
 
 
 @app.command("import")
@@ -586,45 +637,63 @@ def import_(
 ) -> None:
     """Import exported sessions into a store: all lines are checked first; nothing is written on error."""
     raw = sys.stdin.buffer.read() if str(file) == "-" else _read(file)
-    by_session: dict[str, list[RuntimeEventEnvelope]] = {}
+    by_session: dict[str, list[tuple[int, RuntimeEventEnvelope]]] = {}
     for n, line in enumerate(raw.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             env = wire.decode(RuntimeEventEnvelope, line)
+            validate_session_id(env.runtime_id, "runtime_id")
         except InvalidInput as exc:
             _fail(
                 f"{file}:{n}: {exc}", "each line must be one event envelope as written by `export`"
             )
-        by_session.setdefault(env.runtime_id, []).append(env)
+        by_session.setdefault(env.runtime_id, []).append((n, env))
     if not by_session:
         _fail(f"{file}: no events to import")
-    for sid, envs in by_session.items():
+    for sid, numbered in by_session.items():
         state = SessionState(session_id=sid)
-        try:
-            for env in envs:
+        for n, env in numbered:
+            try:
                 evolve(state, env)
-        except Exception as exc:
-            _fail(
-                f"{file}: session {sid!r} does not fold: {exc}",
-                "the file was edited or is incomplete",
-            )
+            except Exception as exc:
+                _fail(
+                    f"{file}:{n}: session {sid!r} does not fold: {exc}",
+                    "the file was edited or is incomplete",
+                )
     with open_store(store, codec=event_codec()) as es:
-        for sid in by_session:
+        for sid, numbered in by_session.items():
             if es.session_version(sid) != 0:
                 _fail(
-                    f"session {sid!r} already exists in {mask_url(store)}",
+                    f"{file}:{numbered[0][0]}: session {sid!r} already exists in {mask_url(store)}",
                     "import into another store",
                 )
-        for sid, envs in by_session.items():
-            es.append(sid, 0, [NewEvent(*envelope_to_record(e)) for e in envs])
-    summary = {sid: len(envs) for sid, envs in by_session.items()}
+        for sid, numbered in by_session.items():
+            es.append(sid, 0, [NewEvent(*envelope_to_record(e)) for _, e in numbered])
+    summary = {sid: len(numbered) for sid, numbered in by_session.items()}
     if json_out:
         _print_json({"imported": summary})
     else:
         console.print(
-            f"imported {sum(summary.values())} events into {len(summary)} session(s): {', '.join(summary)}"
+            escape(
+                f"imported {sum(summary.values())} events into {len(summary)} session(s): {', '.join(summary)}"
+            )
         )
+
+
+def _run_started(rt: Runtime, view: Any) -> datetime:
+    """When a running session's current run started: when its inputs were staged for it.
+
+    Not the view's ``updated_at``: that moves on with every later event of the session
+    (inputs queued during the run), so a stuck run that keeps receiving input would hide.
+    """
+    times = []
+    for state in ("staged", "applied", "applied_pending_consumption"):
+        for row in rt.ledger.list(session_id=view.session_id, state=state, limit=1000):
+            staged = [e.timestamp for e in row.history if e.to == "staged"]
+            if row.run_id == view.current_run_id and staged:
+                times.append(staged[-1])
+    return min(times, default=view.updated_at)
 
 
 def _read(file: Path) -> bytes:
@@ -632,6 +701,10 @@ def _read(file: Path) -> bytes:
         return file.read_bytes()
     except OSError as exc:
         _fail(f"cannot read {file}: {exc.strerror}")
+
+
+HEALTH_CATCH_UP = 10.0
+"""Seconds ``health`` lets the read models catch up before it reads them."""
 
 
 @app.command()
@@ -649,12 +722,16 @@ def health(
 ) -> None:
     """Liveness signals: oldest queued input, stuck runs, projection lag and skipped events."""
     now = utc_now()
-    with _open_runtime(store) as rt:
+    _check_exists(store)
+    with Runtime.open(store) as rt:
+        # a failed or lagging projection is one of the signals reported below
+        with contextlib.suppress(TimeoutError, MeerkatRuntimeError):
+            rt.projections.wait_caught_up(HEALTH_CATCH_UP)
         queued_rows = list(_all(rt.ledger.list, state="queued"))
         stuck = [
             v
             for v in _all(rt.views.list, state="running")
-            if (now - v.updated_at).total_seconds() > max_run_age
+            if (now - _run_started(rt, v)).total_seconds() > max_run_age
         ]
         status = rt.projections.status()
         skipped = rt.projections.skipped()
@@ -668,7 +745,7 @@ def health(
             f"{len(stuck)} session(s) running for more than {max_run_age:.0f}s: {', '.join(v.session_id for v in stuck[:5])}"
         )
     for s in status:
-        if s.status != "running":
+        if s.status not in ("running", "standby"):  # standby: another node runs it
             problems.append(f"projection {s.name} is {s.status}: {s.error}")
         if s.lag > max_lag:
             problems.append(f"projection {s.name} lags {s.lag} events (> {max_lag})")
@@ -695,7 +772,7 @@ def health(
             console.print(f"  projection {s.name}: {s.status}, position {s.position}, lag {s.lag}")
         console.print(f"  skipped projection events: {len(skipped)}")
         for p in problems:
-            console.print(f"  [red]-[/red] {p}", highlight=False)
+            console.print(f"  [red]-[/red] {escape(p)}", highlight=False)
     if problems:
         raise typer.Exit(1)
 

@@ -17,6 +17,7 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from meerkat_runtime.actors import RunRequest, RunResult, RunStatus
+from meerkat_runtime.errors import MeerkatRuntimeError
 from meerkat_runtime.events.ids import uuid7
 from meerkat_runtime.runtime import Runtime
 
@@ -42,6 +44,13 @@ class DemoConfig:
     kill_fraction: float = 0.5
     failure_rate: float = 0.05
     max_latency: float = 0.004
+
+    def __post_init__(self) -> None:
+        if self.store.split("://", 1)[0].lower() == "memory":
+            raise ValueError(
+                "the demo kills and reopens the process that runs the runtime, so it needs a "
+                "durable store (sqlite:///path.db or postgresql://...), not memory://"
+            )
 
 
 @dataclass
@@ -302,21 +311,33 @@ def run_demo(
             "--sessions", str(config.sessions), "--inputs", str(config.inputs),
             "--seed", str(config.seed), "--threads", str(config.threads),
             "--limit", str(total)]  # fmt: skip
-    child = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=env)
     acked: list[str] = []
     done: set[int] = set()
-    assert child.stdout is not None
-    for line in _lines(child.stdout):
-        parts = line.split()
-        if parts and parts[0] in ("ack", "step"):
-            done.add(int(parts[1]))
-            if parts[0] == "ack":
-                acked.append(parts[2])
-        report("child process", len(done), total)
-        if len(done) >= kill_after or line == "done":
-            break
-    child.send_signal(signal.SIGKILL)
-    child.wait()
+    with (
+        tempfile.TemporaryFile() as child_stderr,
+        subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=child_stderr, text=True, env=env
+        ) as child,
+    ):
+        assert child.stdout is not None
+        for line in _lines(child.stdout):
+            parts = line.split()
+            if parts and parts[0] in ("ack", "step"):
+                done.add(int(parts[1]))
+                if parts[0] == "ack":
+                    acked.append(parts[2])
+            report("child process", len(done), total)
+            if len(done) >= kill_after or line == "done":
+                break
+        else:  # the child never said "done": it died by itself, so there is nothing to kill
+            code = child.wait()
+            child_stderr.seek(0)
+            raise MeerkatRuntimeError(
+                f"the demo's child process exited with code {code} before the kill: "
+                f"{_last_error(child_stderr.read().decode(errors='replace'))}"
+            )
+        child.send_signal(signal.SIGKILL)
+        child.wait()
     result.killed_at_seconds = time.perf_counter() - started
     result.acked_before_kill = len(acked)
 
@@ -380,6 +401,13 @@ def run_demo(
         result.verify_mismatches = verdict.mismatches[:20]
     result.elapsed = time.perf_counter() - started
     return result
+
+
+def _last_error(stderr: str) -> str:
+    """The child's error line (or its last line of output) for the parent's message."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith(("error:", "internal error:"))]
+    return (errors or lines or ["no output"])[-1]
 
 
 def _lines(stream: Any) -> Iterator[str]:
