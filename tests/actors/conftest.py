@@ -16,11 +16,21 @@ class OpenRuntime(Protocol):
     def __call__(self, url: str | None = None, executor: Any = None, **options: Any) -> Runtime: ...
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(
+    params=[
+        "memory",
+        "sqlite",
+        pytest.param("postgres", marks=[pytest.mark.postgres, pytest.mark.slow]),
+    ]
+)
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """``memory://<unique name>`` (shared in this process, so it can be reopened) or a SQLite file."""
+    """``memory://<unique name>`` (shared in this process, so it can be reopened), a SQLite
+    file, or a fresh schema on the test PostgreSQL server (skipped when there is none)."""
     if request.param == "memory":
         return f"memory://{uuid.uuid4().hex}"
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("postgres_url")
+        return url
     return f"sqlite:///{tmp_path / 'runtime.db'}"
 
 

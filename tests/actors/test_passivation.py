@@ -76,11 +76,11 @@ def touch_in_turn(url: str, sessions: int, max_live: int) -> None:
 
 
 def test_lru_passivation_memory() -> None:
-    touch_in_turn("memory://", sessions=1500, max_live=100)
+    touch_in_turn("memory://", sessions=1000, max_live=50)
 
 
 def test_lru_passivation_sqlite(sqlite_url: str) -> None:
-    touch_in_turn(sqlite_url, sessions=400, max_live=50)
+    touch_in_turn(sqlite_url, sessions=250, max_live=30)
 
 
 @pytest.mark.slow

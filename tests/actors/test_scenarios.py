@@ -199,6 +199,17 @@ def test_07_idempotency_key_deduplicates(open_runtime: OpenRuntime) -> None:
     assert third.completion.wait(0) == outcome
 
 
+def test_07_idempotency_index_is_rebuilt_after_reopen(open_runtime: OpenRuntime) -> None:
+    rt = open_runtime()
+    first = rt.session("s-1").accept(prompt("a", idempotency_key="req-1"))
+    rt.close()
+    rt2 = open_runtime()
+    again = rt2.session("s-1").accept(prompt("a", idempotency_key="req-1"))
+    assert again.kind == "deduplicated" and again.existing_id == first.input_id
+    # keys are per session
+    assert rt2.session("s-2").accept(prompt("a", idempotency_key="req-1")).kind == "accepted"
+
+
 def test_07_dedup_with_executor_resolves_on_the_existing_input(open_runtime: OpenRuntime) -> None:
     ex = GatedExecutor(output={"n": 1})
     rt = open_runtime(executor=ex)
