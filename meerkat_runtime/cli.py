@@ -563,9 +563,10 @@ def recover(store: str = StoreOpt, json_out: bool = JsonOpt) -> None:
     _check_exists(store)
     with Runtime.open(store) as rt:
         ids = [s for s in rt.sessions()]
-        reports = rt.recover()
+        by_session = rt.recover_by_session()
+    reports = list(by_session.values())
     if json_out:
-        _print_json([_fields(r) for r in reports])
+        _print_json([{"session_id": sid, **_fields(r)} for sid, r in by_session.items()])
         return
     console.print(
         f"recovered {len(reports)} of {len(ids)} sessions: "

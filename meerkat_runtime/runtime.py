@@ -381,18 +381,29 @@ class Runtime:
 
     def recover(self) -> list[RecoveryReport]:
         """Apply the recovery rules to every session that is not destroyed; one report each."""
+        return list(self.recover_by_session().values())
+
+    def recover_by_session(self) -> dict[str, RecoveryReport]:
+        """Like :meth:`recover`, keyed by session id (destroyed sessions are left out)."""
         self._check_open()
         # A bounded window of sessions at a time: each message starts an actor (a
         # thread), and one in flight cannot be passivated to make room.
         window = max(1, self.options.max_live_sessions // 2)
-        pending: deque[Future[RecoveryReport | None]] = deque()
-        reports: list[RecoveryReport | None] = []
+        pending: deque[tuple[str, Future[RecoveryReport | None]]] = deque()
+        reports: dict[str, RecoveryReport] = {}
+
+        def settle(sid: str, fut: Future[RecoveryReport | None]) -> None:
+            report = fut.result()
+            if report is not None:
+                reports[sid] = report
+
         for sid in self.sessions():
             if len(pending) >= window:
-                reports.append(pending.popleft().result())
-            pending.append(self._registry.send(sid, "recover_all"))
-        reports.extend(f.result() for f in pending)
-        return [r for r in reports if r is not None]
+                settle(*pending.popleft())
+            pending.append((sid, self._registry.send(sid, "recover_all")))
+        for sid, fut in pending:
+            settle(sid, fut)
+        return reports
 
     def verify(self) -> VerifyReport:
         """Refold every session and compare with the read models (wait for them first)."""

@@ -154,7 +154,7 @@ def _row(r: dict[str, Any]) -> LedgerRow:
         input_id=st.input_id,
         session_id=r["session_id"],
         kind=r["kind"],
-        state=st.current_state.value,
+        state=r["state"],  # the indexed column queries filter on (verify checks it against the row)
         history=st.history,
         idempotency_key=st.idempotency_key,
         run_id=st.last_run_id,

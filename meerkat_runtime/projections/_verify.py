@@ -119,6 +119,15 @@ def _compare_ledger(
             "run_id": st.last_run_id,
             "terminal_outcome": st.terminal_outcome,
         }
+        if row.input_state.current_state.value != row.state:
+            report.mismatches.append(
+                f"session {sid!r}: input {iid} ledger state column {row.state!r} disagrees with "
+                f"its row ({row.input_state.current_state.value!r})"
+            )
+        if row.session_id != sid:
+            report.mismatches.append(
+                f"session {sid!r}: input {iid} ledger session is {row.session_id!r}"
+            )
         for key, want in expected.items():
             got = getattr(row, key)
             if got != want:

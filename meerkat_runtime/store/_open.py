@@ -162,13 +162,13 @@ def _open_postgres(
         raise StoreError(scrub(str(e))) from None
     except psycopg.OperationalError as e:
         raise StoreError(
-            f"cannot connect to PostgreSQL store {masked}: {scrub(str(e)).strip()}; check that "
+            f"cannot connect to PostgreSQL store {masked}: {' '.join(scrub(str(e)).split())}; check that "
             f"the server is running and reachable, and that the user, password and database "
             f"in the URL are right"
         ) from None
     except Exception as e:
         raise StoreError(
-            f"cannot open PostgreSQL store {masked}: {type(e).__name__}: {scrub(str(e)).strip()}; "
+            f"cannot open PostgreSQL store {masked}: {type(e).__name__}: {' '.join(scrub(str(e)).split())}; "
             f"check that the user may create tables in schema {schema!r}"
         ) from None
 
