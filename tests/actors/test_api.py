@@ -191,6 +191,8 @@ def test_close_is_not_a_stop(open_runtime: OpenRuntime) -> None:
     assert err.value.kind == "channel_closed"
     with pytest.raises(MeerkatRuntimeError):
         rt.session("busy")
+    with pytest.raises(MeerkatRuntimeError):
+        busy.accept(prompt("after close"))  # a handle from before close
     rt.close()  # idempotent
     ex.release()
 

@@ -754,3 +754,24 @@ def test_lifecycle_states_survive_reopen(open_runtime: OpenRuntime) -> None:
         "destroyed": S.DESTROYED,
         "idle": S.IDLE,
     }
+
+
+def test_retired_session_drains_after_restart(open_runtime: OpenRuntime) -> None:
+    ex = GatedExecutor()
+    rt = open_runtime(executor=ex, close_timeout=0.1)
+    s = rt.session("s-1")
+    a = s.accept(prompt("in flight"))
+    ex.wait_started()
+    b = s.accept(prompt("queued"))
+    s.retire()
+    rt.close()  # the run is still held: the log has it started, never ended
+    ex.release()
+    rt2 = open_runtime(executor=EchoExecutor())
+    s2 = rt2.session("s-1")
+    for out in (a, b):
+        h = s2.completion(out.input_id)
+        assert h is not None
+        outcome = h.wait(WAIT)
+        assert isinstance(outcome, Completed), outcome
+    assert s2.state() is S.RETIRED
+    assert s2.accept(prompt("late")).reason == NotReady(state=S.RETIRED)
