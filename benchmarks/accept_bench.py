@@ -1,0 +1,380 @@
+"""Durable accept throughput and latency of the runtime, against the raw recorder.
+
+    python benchmarks/accept_bench.py [--backends sqlite,sqlite-normal,postgres,memory]
+                                      [--sessions 1,10,100,1000] [--seconds S]
+                                      [--max-per-session N] [--batch N] [--repeat N]
+
+For each backend and each number of concurrent sessions (one host thread per
+session, each calling ``session.accept`` in a loop; ``executor=None`` so the
+inputs just queue; projections off, see projection_bench.py for their cost),
+it measures in the same run, each on a fresh database:
+
+* raw (the baseline): eventsourcing's own recorder class inserting the same
+  events, one transaction per accept, from the same number of threads. The
+  events are what the runtime writes for an accept (``input.accepted`` +
+  ``input.queued``, made by the pure decider, encoded by the store's
+  serializer: the same payload bytes);
+* runtime: ``Runtime.open(url, executor=None)``, ``session.accept(dict)``:
+  coerce_input -> registry -> actor -> decide -> group commit -> evolve -> reply;
+* ceiling: the raw recorder inserting the same events in large batches from
+  one thread (``--batch`` accepts per transaction): what the disk and
+  database allow at best.
+
+Also per runtime run: accepts per group commit, process CPU time and
+context switches per accept (the GIL serialises Python: 1 s / user CPU per
+accept bounds the accept rate on any number of cores), and per backend
+the durable-commit rate of the machine (a tiny fsync loop for SQLite, a
+one-connection insert loop for PostgreSQL).
+
+``sqlite`` is ``synchronous=FULL`` (the default), ``sqlite-normal`` is
+``synchronous=NORMAL``, each against a raw baseline of the same mode.
+PostgreSQL comes from MEERKAT_BENCH_POSTGRES_URL or MEERKAT_TEST_POSTGRES_URL
+(``eval "$(bash scripts/test-postgres.sh)"``); without one it is skipped.
+Prints a table and the targets; writes benchmarks/results/accept_bench.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import _benchlib as bl
+from eventsourcing.persistence import StoredEvent
+
+from meerkat_runtime import Runtime
+from meerkat_runtime.runtime import event_codec
+from meerkat_runtime.store import open_store
+
+BACKENDS = ("sqlite", "sqlite-normal", "postgres", "memory")
+
+
+@dataclass
+class Measurement:
+    backend: str
+    mode: str  # "raw", "runtime", "ceiling"
+    sessions: int
+    accepts: int
+    seconds: float
+    accepts_per_second: float
+    p50_ms: float
+    p99_ms: float
+    cpu_user_us_per_accept: float
+    cpu_system_us_per_accept: float
+    context_switches_per_accept: float
+    commits: int = 0  # group commits (runtime) / transactions (raw, ceiling)
+    accepts_per_commit: float = 0.0
+
+
+def measure_raw(
+    backend: str, url: str, sessions: int, args: argparse.Namespace, recs: bl.CycleRecords
+) -> Measurement:
+    store = open_store(url, codec=event_codec(), group_commit=False, **bl.store_options(backend))
+    try:
+        recorder = bl.raw_recorder(store)
+        first = bl.encoded(store, recs.first_accept)
+        accept = bl.encoded(store, recs.accept)
+        run = uuid.uuid4().hex[:8]
+
+        def warmup(t: int) -> None:
+            recorder.insert_events(
+                [StoredEvent(f"{run}-{t}", v, topic, s) for v, (topic, s) in enumerate(first, 1)]
+            )
+
+        def op(t: int, n: int) -> None:
+            base = len(first) + n * len(accept)
+            recorder.insert_events(
+                [
+                    StoredEvent(f"{run}-{t}", base + v, topic, s)
+                    for v, (topic, s) in enumerate(accept, 1)
+                ]
+            )
+
+        load = bl.run_load(sessions, op, args.seconds, args.max_per_session, warmup)
+    finally:
+        store.close()
+    return _measurement(backend, "raw", sessions, load, load.ops)
+
+
+def measure_ceiling(
+    backend: str, url: str, args: argparse.Namespace, recs: bl.CycleRecords
+) -> Measurement:
+    store = open_store(url, codec=event_codec(), group_commit=False, **bl.store_options(backend))
+    try:
+        recorder = bl.raw_recorder(store)
+        accept = bl.encoded(store, recs.accept)
+        run = uuid.uuid4().hex[:8]
+        per_batch = args.batch
+
+        def op(t: int, n: int) -> None:
+            # ``per_batch`` accepts of distinct sessions, as a group commit would hold.
+            recorder.insert_events(
+                [
+                    StoredEvent(f"{run}-{n}-{i}", v, topic, s)
+                    for i in range(per_batch)
+                    for v, (topic, s) in enumerate(accept, 1)
+                ]
+            )
+
+        load = bl.run_load(1, op, args.seconds, 1_000_000)
+    finally:
+        store.close()
+    m = _measurement(backend, "ceiling", 1, load, load.ops * per_batch)
+    m.commits = load.ops
+    m.accepts_per_commit = float(per_batch)
+    return m
+
+
+def measure_runtime(backend: str, url: str, sessions: int, args: argparse.Namespace) -> Measurement:
+    rt = Runtime.open(
+        url,
+        executor=None,
+        projections=False,
+        max_live_sessions=max(1000, 2 * sessions),
+        **bl.store_options(backend),
+    )
+    try:
+        stats = {"groups": 0, "appends": 0}
+        original = rt.store._commit_group  # type: ignore[attr-defined]
+
+        def counting(group: list[Any]) -> None:
+            stats["groups"] += 1
+            stats["appends"] += len(group)
+            original(group)
+
+        rt.store._commit_group = counting  # type: ignore[attr-defined]
+        handles = [rt.session(f"s-{t}") for t in range(sessions)]
+
+        def warmup(t: int) -> None:
+            outcome = handles[t].accept(bl.prompt_input(f"warm-{t}"))
+            if outcome.kind != "accepted":
+                raise RuntimeError(f"warm-up accept was {outcome.kind}")
+
+        def op(t: int, n: int) -> None:
+            outcome = handles[t].accept(bl.prompt_input(f"k-{t}-{n}"))
+            if outcome.kind != "accepted":
+                raise RuntimeError(f"accept was {outcome.kind}")
+
+        def reset() -> None:
+            stats["groups"] = stats["appends"] = 0
+
+        load = bl.run_load(sessions, op, args.seconds, args.max_per_session, warmup, reset)
+    finally:
+        rt.close()
+    m = _measurement(backend, "runtime", sessions, load, load.ops)
+    m.commits = stats["groups"]
+    m.accepts_per_commit = round(stats["appends"] / stats["groups"], 2) if stats["groups"] else 0
+    return m
+
+
+def _measurement(
+    backend: str, mode: str, sessions: int, load: bl.Load, accepts: int
+) -> Measurement:
+    rate = accepts / load.seconds if load.seconds else 0.0
+    m = Measurement(
+        backend=backend,
+        mode=mode,
+        sessions=sessions,
+        accepts=accepts,
+        seconds=round(load.seconds, 3),
+        accepts_per_second=round(rate, 1),
+        p50_ms=load.p50_ms,
+        p99_ms=load.p99_ms,
+        cpu_user_us_per_accept=round(load.cpu_user / accepts * 1e6, 1) if accepts else 0,
+        cpu_system_us_per_accept=round(load.cpu_system / accepts * 1e6, 1) if accepts else 0,
+        context_switches_per_accept=round(load.context_switches / accepts, 1) if accepts else 0,
+        commits=load.ops,
+        accepts_per_commit=1.0,
+    )
+    bl.log(
+        f"  {backend:<13} {mode:<8} {sessions:>5} sessions: {m.accepts_per_second:>9,.0f} acc/s "
+        f"p50 {m.p50_ms:.2f} ms p99 {m.p99_ms:.2f} ms ({m.accepts} in {m.seconds:.2f} s)"
+    )
+    return m
+
+
+def median_of(ms: list[Measurement]) -> Measurement:
+    """The run with the median rate (``--repeat``): a real run, not a blend."""
+    return sorted(ms, key=lambda m: m.accepts_per_second)[len(ms) // 2]
+
+
+def bench_backend(
+    backend: str, args: argparse.Namespace, pg_url: str | None, recs: bl.CycleRecords
+) -> tuple[list[Measurement], dict[str, float]]:
+    bl.log(f"{backend}:")
+    probe: dict[str, float] = {}
+    if backend.startswith("sqlite"):
+        probe = bl.fsync_rate(bl.bench_dir())
+    elif backend == "postgres":
+        assert pg_url is not None
+        probe = {"commits_per_second_one_connection": bl.postgres_commit_rate(pg_url)}
+    if probe:
+        bl.log(f"  durable commit probe: {probe}")
+    results: list[Measurement] = []
+    with bl.database(backend, pg_url) as url:
+        results.append(measure_ceiling(backend, url, args, recs))
+    for sessions in args.sessions:
+        raws, runtimes = [], []
+        for _ in range(args.repeat):  # interleaved, so a noisy minute hits both
+            with bl.database(backend, pg_url) as url:
+                raws.append(measure_raw(backend, url, sessions, args, recs))
+            with bl.database(backend, pg_url) as url:
+                runtimes.append(measure_runtime(backend, url, sessions, args))
+        results += [median_of(raws), median_of(runtimes)]
+    return results, probe
+
+
+def report(
+    results: list[Measurement], probes: dict[str, dict[str, float]]
+) -> tuple[str, list[bl.Target]]:
+    by = {(m.backend, m.mode, m.sessions): m for m in results}
+    rows = []
+    for backend in dict.fromkeys(m.backend for m in results):
+        ceiling = by[(backend, "ceiling", 1)]
+        for sessions in sorted({m.sessions for m in results if m.backend == backend}):
+            raw = by.get((backend, "raw", sessions))
+            rt = by.get((backend, "runtime", sessions))
+            if raw is None or rt is None:
+                continue
+            cpu = rt.cpu_user_us_per_accept
+            rows.append(
+                [
+                    backend,
+                    sessions,
+                    raw.accepts_per_second,
+                    f"{raw.p50_ms:.2f}/{raw.p99_ms:.2f}",
+                    rt.accepts_per_second,
+                    f"{rt.accepts_per_second / raw.accepts_per_second:.2f}x",
+                    f"{rt.p50_ms:.2f}/{rt.p99_ms:.2f}",
+                    ceiling.accepts_per_second,
+                    f"{rt.accepts_per_second / ceiling.accepts_per_second:.3f}",
+                    rt.accepts_per_commit,
+                    f"{cpu:.0f}+{rt.cpu_system_us_per_accept:.0f}",
+                    round(1e6 / cpu) if cpu else 0,
+                    rt.context_switches_per_accept,
+                ]
+            )
+    text = bl.table(
+        [
+            "backend",
+            "sessions",
+            "raw acc/s",
+            "raw p50/p99 ms",
+            "runtime acc/s",
+            "vs raw",
+            "p50/p99 ms",
+            "ceiling acc/s",
+            "of ceiling",
+            "acc/commit",
+            "CPU us/acc usr+sys",
+            "1-core bound",
+            "ctxsw/acc",
+        ],
+        rows,
+    )
+    lines = [text, ""]
+    for backend, probe in probes.items():
+        if probe:
+            lines.append(f"{backend}: durable commit probe {probe}")
+    targets: list[bl.Target] = []
+    for backend, suffix in (("sqlite", ""), ("sqlite-normal", " (info: normal vs normal)")):
+        raw = by.get((backend, "raw", 100))
+        rt = by.get((backend, "runtime", 100))
+        if raw is None or rt is None:
+            continue
+        ratio = rt.accepts_per_second / raw.accepts_per_second
+        targets.append(
+            bl.Target(
+                f"{backend} 100 sessions: accepts/s vs raw{suffix}",
+                ">= 10x",
+                f"{ratio:.2f}x ({rt.accepts_per_second:,.0f} vs {raw.accepts_per_second:,.0f}/s)",
+                ratio >= 10,
+            )
+        )
+        targets.append(
+            bl.Target(
+                f"{backend} 100 sessions: p99{suffix}",
+                "<= 5 ms",
+                f"{rt.p99_ms:.2f} ms ({rt.p99_ms / 5:.2f}x the target)",
+                rt.p99_ms <= 5,
+            )
+        )
+    rt = by.get(("postgres", "runtime", 100))
+    raw = by.get(("postgres", "raw", 100))
+    if rt is not None and raw is not None:
+        targets.append(
+            bl.Target(
+                "postgres 100 sessions: durable accepts/s",
+                ">= 5,000/s",
+                f"{rt.accepts_per_second:,.0f}/s ({rt.accepts_per_second / 5000:.2f}x the target, "
+                f"{rt.accepts_per_second / raw.accepts_per_second:.2f}x raw)",
+                rt.accepts_per_second >= 5000,
+            )
+        )
+    lines.append("")
+    lines.append(bl.targets_table(targets))
+    return "\n".join(lines), targets
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--backends", default="sqlite,sqlite-normal,postgres,memory")
+    parser.add_argument("--sessions", default="1,10,100,1000", help="concurrent sessions")
+    parser.add_argument("--seconds", type=float, default=3.0, help="window per measurement")
+    parser.add_argument(
+        "--max-per-session", type=int, default=3000, help="cap of accepts per session per run"
+    )
+    parser.add_argument("--batch", type=int, default=500, help="accepts per ceiling transaction")
+    parser.add_argument("--repeat", type=int, default=1, help="interleaved runs; median kept")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    args.sessions = [int(s) for s in args.sessions.split(",")]
+    backends = bl.split_backends(args.backends, BACKENDS)
+    pg_url = bl.postgres_url()
+    notes: list[str] = []
+    if "postgres" in backends and not pg_url:
+        backends.remove("postgres")
+        notes.append(bl.POSTGRES_HINT)
+
+    started = time.perf_counter()
+    machine = bl.machine_info(pg_url)
+    recs = bl.cycle_records(attached=False)
+    results: list[Measurement] = []
+    probes: dict[str, dict[str, float]] = {}
+    for backend in backends:
+        measured, probe = bench_backend(backend, args, pg_url, recs)
+        results += measured
+        probes[backend] = probe
+    text, targets = report(results, probes)
+    print()
+    print(text)
+    for note in notes:
+        print(f"note: {note}")
+    print(
+        f"(total {time.perf_counter() - started:.0f} s; {args.seconds:g} s per measurement; "
+        f"'vs raw' = runtime / eventsourcing recorder with one transaction per accept, same "
+        f"threads; ceiling = raw recorder, {args.batch} accepts per transaction, one thread; "
+        f"p50/p99 per accept call; 1-core bound = 1 s / user CPU per accept)"
+    )
+    out = bl.write_results(
+        "accept_bench",
+        {
+            "machine": machine,
+            "args": {k: v for k, v in vars(args).items() if k != "json"},
+            "notes": notes,
+            "probes": probes,
+            "results": [asdict(m) for m in results],
+            "targets": [asdict(t) for t in targets],
+        },
+        args.json,
+    )
+    print(f"results written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
