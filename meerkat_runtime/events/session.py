@@ -542,9 +542,10 @@ def _validate(inp: Input) -> RejectReason | None:
 
 
 def _is_uuid(text: str) -> bool:
+    """The codec's rule (``parse_uuid``): ``uuid.UUID`` would also take ``0195_b3c...``."""
     try:
-        uuid.UUID(text)
-    except ValueError:
+        parse_uuid(text)
+    except InvalidInput:
         return False
     return True
 
