@@ -79,6 +79,7 @@ from meerkat_runtime.events import (
     TurnToolOverlay,
     wire,
 )
+from meerkat_runtime.events.ids import session_id_from_runtime_id, uuid7, validate_session_id
 
 from . import strategies as s
 
@@ -1736,3 +1737,49 @@ def test_text_renderable_is_refused_without_text() -> None:
     with pytest.raises(InvalidInput) as info:
         wire.decode(TextRenderable, {"type": "text"})
     assert info.value.path == "text"
+
+
+# ---------------------------------------------------------------- section 2: identifiers
+
+
+def test_2_uuid7_is_version_7_time_ordered_and_unique() -> None:
+    before = datetime.now(UTC)
+    ids = [uuid7() for _ in range(5000)]
+    after = datetime.now(UTC)
+    assert all(u.version == 7 and u.variant == uuid.RFC_4122 for u in ids)
+    assert ids == sorted(ids)  # strictly increasing, also within one millisecond
+    assert len(set(ids)) == len(ids)
+    millis = ids[0].int >> 80
+    lo = int(before.timestamp() * 1000) - 1
+    hi = int(after.timestamp() * 1000) + 1
+    assert lo <= millis <= hi
+    assert str(ids[0]) == str(ids[0]).lower()
+    assert len(str(ids[0])) == 36
+
+
+@pytest.mark.parametrize(
+    "runtime_id",
+    ["rt:session:" + U1, U1, "rt:session:" + U1.upper(), "rt:session:" + U1.replace("-", "")],
+)
+def test_2_session_id_from_logical_runtime_id(runtime_id: str) -> None:
+    assert session_id_from_runtime_id(runtime_id) == uuid.UUID(U1)
+
+
+@pytest.mark.parametrize(
+    "runtime_id", ["rt:session:", "rt:session:agent-1", "agent-1", "rt:sess:" + U1]
+)
+def test_2_runtime_id_without_a_session_uuid_is_refused(runtime_id: str) -> None:
+    with pytest.raises(InvalidInput):
+        session_id_from_runtime_id(runtime_id)
+
+
+@pytest.mark.parametrize("sid", ["x", "s-1", "y" * 256, "rt:session:" + U1, "ünï cödé"])
+def test_2_valid_session_ids(sid: str) -> None:
+    assert validate_session_id(sid) == sid
+
+
+@pytest.mark.parametrize("sid", ["", "y" * 257, "tab\there", "new\nline", "\x00", 5, None, b"s"])
+def test_2_invalid_session_ids(sid: Any) -> None:
+    with pytest.raises(InvalidInput) as info:
+        validate_session_id(sid)
+    assert info.value.path == "session_id"
