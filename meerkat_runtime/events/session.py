@@ -1201,5 +1201,5 @@ def state_from_snapshot(data: dict[str, Any]) -> SessionState:
         )
     except InvalidInput:
         raise
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:  # int(inf): OverflowError
         raise InvalidInput(f"unreadable snapshot: {exc!r}") from None
