@@ -8,6 +8,7 @@ decodes as tuples are generated as tuples.
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime
 from typing import Any
 
@@ -509,3 +510,53 @@ input_scopes = st.one_of(
     st.builds(OperationScope, operation_id=text),
     st.just(AllScope()),
 )
+
+# ---------------------------------------------------------------- fuzzing
+
+_U = "01955b3c-7d1e-7c4a-9f00-3a2b1c0d4e5f"
+# Anything JSON-ish, including what the codec must refuse: huge integers, NaN,
+# lone surrogates, timestamp- and uuid-like strings.
+wild_strings = st.one_of(
+    st.text(st.characters(codec=None, exclude_categories=()), max_size=8),
+    st.sampled_from([
+        "9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00", "2026-03-01T12:00:00+05:99",
+        "2026-03-01T12:00:00.123456789Z", _U.upper(), _U.replace("-", "_"), "retired",
+        "max_attempts_exhausted", "prompt", "input_lifecycle", "consumed", "-1",
+    ]),
+)  # fmt: skip
+wild_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(),
+    wild_strings,
+    st.sampled_from(
+        [2**64, 2**64 - 1, -(2**63) - 1, "\ud800", "a\udfffb", float("nan"), float("inf"), -0.0]
+    ),
+)
+wild_json = st.recursive(
+    wild_scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(wild_strings, inner, max_size=3),
+    max_leaves=6,
+)
+
+
+def json_paths(doc: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every node of a JSON document, as a path of keys and indexes (the root is ``()``)."""
+    out = [prefix]
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            out.extend(json_paths(v, (*prefix, k)))
+    elif isinstance(doc, list):
+        for i, v in enumerate(doc):
+            out.extend(json_paths(v, (*prefix, i)))
+    return out
+
+
+def replace_at(doc: Any, path: tuple[Any, ...], value: Any) -> Any:
+    """A copy of ``doc`` with the node at ``path`` replaced by ``value`` (``doc`` is untouched)."""
+    if not path:
+        return value
+    doc = copy.copy(doc)
+    doc[path[0]] = replace_at(doc[path[0]], path[1:], value)
+    return doc

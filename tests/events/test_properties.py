@@ -24,6 +24,7 @@ At the end of the sequence:
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -496,3 +497,64 @@ def test_a_cold_restart_at_any_point_recovers_to_a_consistent_state(data: st.Dat
 def test_every_envelope_wire_form_round_trips(env: RuntimeEventEnvelope) -> None:
     """(e) for arbitrary envelopes, not only the ones the decider makes."""
     assert wire.decode(RuntimeEventEnvelope, wire.encode(env)) == env
+
+
+_CORRUPTIONS: list[tuple[str, Any]] = [
+    ("format", 2),
+    ("version", float("inf")),
+    ("version", float("nan")),
+    ("version", None),
+    ("admission_counter", float("-inf")),
+    ("inputs", None),
+    ("inputs", [{"input_id": "x"}]),
+    ("run", {"run_id": "not-a-uuid"}),
+    ("run", []),
+    ("queue", 5),
+    ("queue", ["nope"]),
+    ("phase", "sleeping"),
+    ("phase", None),
+    ("updated_at", 5),
+    ("updated_at", "yesterday"),
+    ("session_id", KeyError),  # removed
+]
+
+
+def _corrupt(snap: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+    out = dict(snap)
+    if value is KeyError:
+        del out[key]
+    else:
+        out[key] = value
+    return out
+
+
+def test_unreadable_snapshots_raise_invalid_input() -> None:
+    sess = Session()
+    step_ctx = sess.ctx(False)
+    execute(sess.state, Accept(prompt(input_id=fixed_uuid(1, 0x0AAA))), step_ctx)
+    execute(sess.state, StartRun(fixed_uuid(1, 0x0BBB)), step_ctx)
+    snap = state_to_snapshot(sess.state)
+    assert state_from_snapshot(snap) == sess.state
+    for key, value in _CORRUPTIONS:
+        try:
+            state_from_snapshot(_corrupt(snap, key, value))
+        except InvalidInput:
+            continue
+        raise AssertionError(f"snapshot with {key}={value!r} was accepted")
+    for doc in (None, [], "snapshot", 1):
+        try:
+            state_from_snapshot(doc)  # type: ignore[arg-type]
+        except InvalidInput:
+            continue
+        raise AssertionError(f"snapshot {doc!r} was accepted")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_fuzzed_snapshots_raise_only_invalid_input(data: st.DataObject) -> None:
+    sess = run_session(data)
+    snap = state_to_snapshot(sess.state)
+    path = data.draw(st.sampled_from(s.json_paths(snap)), label="path")
+    mutated = s.replace_at(snap, path, data.draw(s.wild_json, label="value"))
+    with contextlib.suppress(InvalidInput):
+        state_from_snapshot(mutated)

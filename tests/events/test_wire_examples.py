@@ -1639,49 +1639,6 @@ _EXAMPLES: list[tuple[type, Any]] = [
     (CompletionOutcome, COMPLETION_EXAMPLES[0]),
 ]
 
-# Anything JSON-ish, including what the codec must refuse: huge integers, NaN,
-# lone surrogates, timestamp- and uuid-like strings.
-_wild_strings = st.one_of(
-    st.text(st.characters(codec=None, exclude_categories=()), max_size=8),
-    st.sampled_from([
-        "9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00", "2026-03-01T12:00:00+05:99",
-        "2026-03-01T12:00:00.123456789Z", U1.upper(), U1.replace("-", "_"), "retired",
-        "max_attempts_exhausted", "prompt", "input_lifecycle", "consumed", "-1",
-    ]),
-)  # fmt: skip
-_wild_scalars = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(min_value=-(2**70), max_value=2**70),
-    st.floats(),
-    _wild_strings,
-    st.sampled_from([2**64, 2**64 - 1, -(2**63) - 1, "\ud800", "a\udfffb", float("nan"), -0.0]),
-)
-_wild = st.recursive(
-    _wild_scalars,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_wild_strings, inner, max_size=3),
-    max_leaves=6,
-)
-
-
-def _paths(doc: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    out = [prefix]
-    if isinstance(doc, dict):
-        for k, v in doc.items():
-            out.extend(_paths(v, (*prefix, k)))
-    elif isinstance(doc, list):
-        for i, v in enumerate(doc):
-            out.extend(_paths(v, (*prefix, i)))
-    return out
-
-
-def _replace(doc: Any, path: tuple[Any, ...], value: Any) -> Any:
-    if not path:
-        return value
-    doc = copy.copy(doc)
-    doc[path[0]] = _replace(doc[path[0]], path[1:], value)
-    return doc
-
 
 @settings(max_examples=400, deadline=None)
 @given(st.data())
@@ -1689,8 +1646,8 @@ def test_fuzz_decode_raises_only_invalid_input_and_results_reencode(data: st.Dat
     """Replace any node of a spec example with anything: decode succeeds or raises InvalidInput,
     and whatever it accepts can be written again and reads back equal."""
     cls, example = data.draw(st.sampled_from(_EXAMPLES))
-    path = data.draw(st.sampled_from(_paths(example)))
-    mutated = _replace(example, path, data.draw(_wild))
+    path = data.draw(st.sampled_from(s.json_paths(example)))
+    mutated = s.replace_at(example, path, data.draw(s.wild_json))
     try:
         obj = wire.decode(cls, mutated)
     except InvalidInput:
