@@ -80,6 +80,7 @@ def test_many_threads_many_sessions_sqlite(sqlite_url: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # a campaign: minutes on a loaded 2-core machine
 @pytest.mark.parametrize("durable", [False, True], ids=["memory", "sqlite"])
 def test_many_threads_many_sessions_full(durable: bool, sqlite_url: str) -> None:
     """The full campaign: 16 threads x 50 sessions x 20 inputs each."""

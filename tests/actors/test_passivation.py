@@ -84,11 +84,13 @@ def test_lru_passivation_sqlite(sqlite_url: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # a campaign: minutes on a loaded 2-core machine
 def test_lru_passivation_20000_sessions_memory() -> None:
     touch_in_turn("memory://", sessions=20_000, max_live=500)
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # a campaign: minutes on a loaded 2-core machine
 def test_lru_passivation_3000_sessions_sqlite(sqlite_url: str) -> None:
     touch_in_turn(sqlite_url, sessions=3000, max_live=500)
 
