@@ -13,6 +13,7 @@ from eventsourcing.sqlite import (
     SQLiteApplicationRecorder,
     SQLiteConnection,
     SQLiteConnectionPool,
+    SQLiteCursor,
     SQLiteDatastore,
 )
 
@@ -123,15 +124,41 @@ class SQLiteEventStore(EventStore):
             raise
         self._start()
 
+    @contextmanager
+    def _write(self) -> Iterator[SQLiteCursor]:
+        """A write transaction that takes the write lock up front (``BEGIN IMMEDIATE``).
+
+        A deferred ``BEGIN`` that reads first and writes later fails at once with
+        "database is locked" when another connection (another process, or this
+        store's writer) committed in between: SQLite cannot upgrade a stale read
+        snapshot, and its busy timeout does not apply. Taking the lock first makes
+        the transaction wait for the lock (up to ``lock_timeout``) instead.
+        """
+        with self.datastore.get_connection(commit=True) as conn:
+            raw = conn._sqlite_conn
+            cursor = raw.cursor()
+            try:
+                cursor.execute("BEGIN IMMEDIATE")
+                try:
+                    yield SQLiteCursor(cursor)
+                except BaseException:
+                    raw.rollback()
+                    raise
+                raw.commit()
+            finally:
+                cursor.close()
+
     def _set_up(self) -> None:
-        with self.datastore.transaction(commit=True) as c:
+        with self._write() as c:
             c.execute(_CREATE_SCHEMA_TABLE)
             c.execute(_SELECT_SCHEMA_VERSION, (SCHEMA_COMPONENT,))
             row = c.fetchone()
             if row is not None and row[0] > SCHEMA_VERSION:
                 raise newer_schema_error(self.url, row[0])
-        self.events_recorder.create_table()
-        with self.datastore.transaction(commit=True) as c:
+        with self._write() as c:
+            for statement in self.events_recorder.create_table_statements:
+                c.execute(statement)
+        with self._write() as c:
             c.execute(_CREATE_SNAPSHOTS_TABLE)
             c.execute(_CREATE_FIRST_EVENTS_INDEX)
             c.execute(_INSERT_SCHEMA_VERSION, (SCHEMA_COMPONENT, SCHEMA_VERSION))
@@ -168,7 +195,7 @@ class SQLiteEventStore(EventStore):
             return [r[0] for r in c.fetchall()]
 
     def _put_snapshot(self, session_id: str, version: int, state: bytes) -> None:
-        with self.datastore.transaction(commit=True) as c:
+        with self._write() as c:
             c.execute(_UPSERT_SNAPSHOT, (session_id, version, state))
 
     def _get_snapshot(self, session_id: str) -> tuple[int, bytes] | None:
@@ -180,7 +207,7 @@ class SQLiteEventStore(EventStore):
     @contextmanager
     def transaction(self) -> Iterator[SQLCursor]:
         """Yield a cursor in a write transaction on the store's SQLite file (see base)."""
-        with self.datastore.transaction(commit=True) as c:
+        with self._write() as c:
             yield c
 
     def _close_backend(self) -> None:
