@@ -131,6 +131,19 @@ def _type_name(v: Any) -> str:
     )
 
 
+def join_path(*parts: str) -> str:
+    """Join field path parts: ``join_path("appends", "[2]", "role") == "appends[2].role"``."""
+    out = ""
+    for part in parts:
+        if not part:
+            continue
+        if not out or part.startswith("["):
+            out += part
+        else:
+            out += "." + part
+    return out
+
+
 def check_text(value: str, path: str) -> str:
     """Refuse a string JSON cannot carry (a lone surrogate is not Unicode text)."""
     if not value.isascii():
@@ -165,11 +178,17 @@ def _check_json(value: Any, path: str, depth: int = 0) -> Any:
             if not isinstance(k, str):
                 raise InvalidInput("JSON object keys must be strings", path)
             check_text(k, path)
-            _check_json(v, f"{path}.{k}", depth + 1)
+            try:
+                _check_json(v, "", depth + 1)
+            except InvalidInput as exc:
+                raise InvalidInput(exc.detail, join_path(join_path(path, k), exc.path)) from None
         return value
     if isinstance(value, (list, tuple)):
         for i, v in enumerate(value):
-            _check_json(v, f"{path}[{i}]", depth + 1)
+            try:
+                _check_json(v, "", depth + 1)
+            except InvalidInput as exc:
+                raise InvalidInput(exc.detail, join_path(path, f"[{i}]", exc.path)) from None
         return list(value) if isinstance(value, tuple) else value
     raise InvalidInput(f"not a JSON value: {type(value).__name__}", path)
 
@@ -348,7 +367,13 @@ def _build_decoder(tp: Any) -> Decoder:
         def dec_seq(v: Any, path: str) -> Any:
             if not isinstance(v, (list, tuple)):
                 raise InvalidInput(f"expected array, got {_type_name(v)}", path)
-            return tuple(item(x, f"{path}[{i}]") for i, x in enumerate(v))
+            out = []
+            for i, x in enumerate(v):
+                try:
+                    out.append(item(x, ""))
+                except InvalidInput as exc:
+                    raise InvalidInput(exc.detail, join_path(path, f"[{i}]", exc.path)) from None
+            return tuple(out)
 
         return dec_seq
     if origin is dict:
@@ -362,13 +387,16 @@ def _build_decoder(tp: Any) -> Decoder:
             for k, x in v.items():
                 if not isinstance(k, str):
                     raise InvalidInput("object keys must be strings", path)
-                out[check_text(k, path)] = val(x, f"{path}.{k}")
+                try:
+                    out[check_text(k, path)] = val(x, "")
+                except InvalidInput as exc:
+                    raise InvalidInput(exc.detail, join_path(path, k, exc.path)) from None
             return out
 
         return dec_map
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         cls = tp
-        return lambda v, path: from_wire(cls, v, path)
+        return lambda v, path: from_wire(cls, v, path) if path else _from_wire(cls, v)
     raise TypeError(f"no wire decoder for {tp!r}")
 
 
@@ -411,10 +439,16 @@ def _is_json_type(tp: Any) -> bool:
 
 
 class _ClassPlan:
-    __slots__ = ("custom", "fields", "tag", "tag_key")
+    __slots__ = ("custom", "decode_hook", "fields", "tag", "tag_key", "union_key")
 
     def __init__(self, cls: type) -> None:
         self.custom = hasattr(cls, "__wire_encode__")
+        self.decode_hook: Callable[[Any, str], Any] | None = getattr(cls, "__wire_decode__", None)
+        key = cls.__dict__.get("__tag_key__")
+        # A tagged-union base (a tag key but no tag of its own) dispatches to its variants.
+        self.union_key: str | None = (
+            key if key is not None and "__tag__" not in cls.__dict__ else None
+        )
         hints = typing.get_type_hints(cls, include_extras=True)
         self.fields = tuple(
             _FieldPlan(f, hints[f.name])
@@ -459,33 +493,45 @@ def to_wire(obj: Any) -> Any:
 
 
 def from_wire(cls: type[T], data: Any, path: str = "") -> T:
-    """Decode a wire dict into ``cls`` (a variant, or a tagged-union base that dispatches on its tag)."""
-    if hasattr(cls, "__wire_decode__"):
-        return cls.__wire_decode__(data, path)  # type: ignore[attr-defined,no-any-return]
+    """Decode a wire dict into ``cls`` (a variant, or a tagged-union base that dispatches on its tag).
+
+    Field paths are built only when something is wrong: decoding goes on with
+    relative paths and an error is prefixed on its way out.
+    """
+    try:
+        return _from_wire(cls, data)
+    except InvalidInput as exc:
+        if path:
+            raise InvalidInput(exc.detail, join_path(path, exc.path)) from None
+        raise
+
+
+def _from_wire(cls: type[T], data: Any) -> T:
+    plan = _PLANS.get(cls) or _plan(cls)
+    if plan.decode_hook is not None:
+        decoded: T = plan.decode_hook(data, "")
+        return decoded
     if not isinstance(data, dict):
-        raise InvalidInput(f"expected object, got {_type_name(data)}", path)
-    tag_key = cls.__dict__.get("__tag_key__")
-    if tag_key is not None and "__tag__" not in cls.__dict__:
-        variants = _VARIANTS.get(cls, {})
-        tag = data.get(tag_key, _MISSING)
-        where = f"{path}.{tag_key}" if path else tag_key
+        raise InvalidInput(f"expected object, got {_type_name(data)}", "")
+    if plan.union_key is not None:
+        tag = data.get(plan.union_key, _MISSING)
         if tag is _MISSING:
-            raise InvalidInput("missing required field", where)
+            raise InvalidInput("missing required field", plan.union_key)
+        variants = _VARIANTS.get(cls, {})
         target = variants.get(tag) if isinstance(tag, str) else None
         if target is None:
             known = ", ".join(sorted(variants))
-            raise InvalidInput(f"unknown variant {str(tag)[:64]!r}; expected one of {known}", where)
-        return from_wire(target, data, path)
-    plan = _PLANS.get(cls) or _plan(cls)
+            raise InvalidInput(
+                f"unknown variant {str(tag)[:64]!r}; expected one of {known}", plan.union_key
+            )
+        return _from_wire(target, data)
     if plan.tag_key is not None:
         tag = data.get(plan.tag_key, _MISSING)
-        where = f"{path}.{plan.tag_key}" if path else plan.tag_key
         # Decoding straight into a variant tolerates a missing tag; a wrong one is refused.
         if tag is not _MISSING and tag != plan.tag:
-            raise InvalidInput(f"expected {plan.tag!r}, got {str(tag)[:64]!r}", where)
+            raise InvalidInput(f"expected {plan.tag!r}, got {str(tag)[:64]!r}", plan.tag_key)
     kwargs: dict[str, Any] = {}
     for fp in plan.fields:
-        where = f"{path}.{fp.key}" if path else fp.key
         v = data.get(fp.key, _MISSING)
         if v is _MISSING:
             if fp.has_default:
@@ -493,21 +539,26 @@ def from_wire(cls: type[T], data: Any, path: str = "") -> T:
             if fp.optional:  # serde: a missing Option is None
                 kwargs[fp.attr] = None
                 continue
-            raise InvalidInput("missing required field", where)
-        if v is None and not fp.nullable:
-            raise InvalidInput("must not be null", where)
-        value = fp.decode(v, where)
+            raise InvalidInput("missing required field", fp.key)
+        if v is None:
+            if not fp.nullable:
+                raise InvalidInput("must not be null", fp.key)
+            if fp.optional:
+                kwargs[fp.attr] = None
+                continue
+        try:
+            value = fp.decode(v, "")
+        except InvalidInput as exc:
+            raise InvalidInput(exc.detail, join_path(fp.key, exc.path)) from None
         if fp.ge is not None and value is not None and value < fp.ge:
-            raise InvalidInput(f"must be >= {fp.ge}, got {value}", where)
+            raise InvalidInput(f"must be >= {fp.ge}, got {value}", fp.key)
         kwargs[fp.attr] = value
     try:
         return cls(**kwargs)
-    except InvalidInput as exc:
-        if path and not exc.path.startswith(path):
-            raise InvalidInput(exc.detail, f"{path}.{exc.path}" if exc.path else path) from None
+    except InvalidInput:
         raise
     except (TypeError, ValueError) as exc:
-        raise InvalidInput(str(exc), path) from None
+        raise InvalidInput(str(exc), "") from None
 
 
 def encode_value(tp: Any, value: Any) -> Any:

@@ -8,7 +8,9 @@ written lowercase with hyphens.
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import threading
 import time
 import uuid
@@ -49,8 +51,12 @@ PolicyVersion = NewType("PolicyVersion", int)
 SessionId = NewType("SessionId", str)
 
 SESSION_RUNTIME_PREFIX = "rt:session:"
-_HEX = frozenset("0123456789abcdefABCDEF")
-_HYPHENS = (8, 13, 18, 23)
+# 32 hex digits, bare or in the 8-4-4-4-12 layout (the backreference keeps the
+# hyphens all-or-nothing); ``int(..., 16)`` behind ``uuid.UUID`` alone would also
+# take blanks, signs and underscores.
+_UUID_TEXT = re.compile(
+    r"[0-9a-fA-F]{8}(-?)[0-9a-fA-F]{4}\1[0-9a-fA-F]{4}\1[0-9a-fA-F]{4}\1[0-9a-fA-F]{12}"
+)
 
 _lock = threading.Lock()
 _last_ms = 0
@@ -88,14 +94,17 @@ def parse_uuid(value: object, path: str = "") -> uuid.UUID:
         return value
     if not isinstance(value, str):
         raise InvalidInput(f"expected a uuid string, got {type(value).__name__}", path)
-    # 32 hex digits, bare or in the 8-4-4-4-12 layout; ``int(..., 16)`` behind
-    # ``uuid.UUID`` would also take blanks, signs and underscores, so check first.
-    if len(value) == 36 and all(value[i] == "-" for i in _HYPHENS):
-        text = value.replace("-", "")
-    else:
-        text = value
-    if len(text) != 32 or not all(c in _HEX for c in text):
+    parsed = _uuid_of(value)
+    if parsed is None:
         raise InvalidInput(f"not a uuid: {value[:64]!r}", path)
+    return parsed
+
+
+@functools.lru_cache(maxsize=16384)
+def _uuid_of(text: str) -> uuid.UUID | None:
+    # Cached: a fold or a projection page decodes the same ids many times.
+    if _UUID_TEXT.fullmatch(text) is None:
+        return None
     return uuid.UUID(hex=text)
 
 

@@ -9,13 +9,13 @@ enforces :data:`INPUT_TRANSITIONS` exactly and appends a history entry.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar
 
 from meerkat_runtime.errors import InvalidInput, MeerkatRuntimeError
-from meerkat_runtime.events._codec import Custom, JsonValue, tagged, wfield
+from meerkat_runtime.events._codec import Custom, JsonValue, join_path, tagged, wfield
 from meerkat_runtime.events.completion import CompletionOutcome
 from meerkat_runtime.events.inputs import Input, InputDurability
 from meerkat_runtime.events.policy import PolicySnapshot, RuntimeSemantics
@@ -149,7 +149,7 @@ class InputAbandonReason:
             return cls(kind)
         if isinstance(v, dict) and len(v) == 1 and "max_attempts_exhausted" in v:
             inner = v["max_attempts_exhausted"]
-            where = f"{path}.max_attempts_exhausted.attempts"
+            where = join_path(path, "max_attempts_exhausted", "attempts")
             if not isinstance(inner, dict) or "attempts" not in inner:
                 raise InvalidInput("missing required field", where)
             n = inner["attempts"]
@@ -316,6 +316,20 @@ class InputState:
         if not legal:
             raise InputTransitionError(self.input_id, frm.value, to.value)
         entry = InputStateHistoryEntry(timestamp=at, from_state=frm, to=to, reason=reason)
-        return replace(
-            self, current_state=to, history=(*self.history, entry), updated_at=at, **changes
-        )
+        # A field-by-field copy: ``dataclasses.replace`` re-runs __init__ and
+        # __post_init__ and dominated folding time (about 35 us a call).
+        new = object.__new__(InputState)
+        for name in _FIELD_NAMES:
+            object.__setattr__(new, name, getattr(self, name))
+        object.__setattr__(new, "current_state", to)
+        object.__setattr__(new, "history", (*self.history, entry))
+        object.__setattr__(new, "updated_at", at)
+        for name, value in changes.items():
+            if name not in _FIELD_SET:
+                raise TypeError(f"InputState has no field {name!r}")
+            object.__setattr__(new, name, value)
+        return new
+
+
+_FIELD_NAMES = tuple(f.name for f in fields(InputState))
+_FIELD_SET = frozenset(_FIELD_NAMES)

@@ -16,7 +16,7 @@ from enum import StrEnum
 from typing import Annotated, Any, ClassVar
 
 from meerkat_runtime.errors import InvalidInput
-from meerkat_runtime.events._codec import Custom, JsonValue, check_text, tagged, wfield
+from meerkat_runtime.events._codec import Custom, JsonValue, check_text, join_path, tagged, wfield
 from meerkat_runtime.events.ids import uuid7
 from meerkat_runtime.events.run_primitive import (
     ConversationAppend,
@@ -131,9 +131,9 @@ def _dec_block(block: Any, path: str) -> ContentBlock:
         raise InvalidInput("content block must be an object", path)
     kind = block.get("type")
     if not isinstance(kind, str):
-        raise InvalidInput("content block needs a string 'type'", f"{path}.type")
+        raise InvalidInput("content block needs a string 'type'", join_path(path, "type"))
     if kind == "text" and not isinstance(block.get("text"), str):
-        raise InvalidInput("text block needs a string 'text'", f"{path}.text")
+        raise InvalidInput("text block needs a string 'text'", join_path(path, "text"))
     checked: ContentBlock = _check_json(block, path)
     return checked
 
@@ -142,14 +142,14 @@ def _dec_content(value: Any, path: str) -> Any:
     if isinstance(value, str):
         return check_text(value, path)
     if isinstance(value, (list, tuple)):
-        return tuple(_dec_block(b, f"{path}[{i}]") for i, b in enumerate(value))
+        return tuple(_dec_block(b, join_path(path, f"[{i}]")) for i, b in enumerate(value))
     raise InvalidInput("content must be a string or an array of content blocks", path)
 
 
 def _dec_blocks(value: Any, path: str) -> tuple[ContentBlock, ...]:
     if not isinstance(value, (list, tuple)):
         raise InvalidInput("expected an array of content blocks", path)
-    return tuple(_dec_block(b, f"{path}[{i}]") for i, b in enumerate(value))
+    return tuple(_dec_block(b, join_path(path, f"[{i}]")) for i, b in enumerate(value))
 
 
 #: Untagged: plain text, or a tuple of content blocks (multimodal).

@@ -20,7 +20,15 @@ from datetime import datetime
 from typing import Annotated, Any, ClassVar
 
 from meerkat_runtime.errors import InvalidInput
-from meerkat_runtime.events._codec import Custom, JsonValue, from_wire, tagged, to_wire, wfield
+from meerkat_runtime.events._codec import (
+    Custom,
+    JsonValue,
+    from_wire,
+    join_path,
+    tagged,
+    to_wire,
+    wfield,
+)
 from meerkat_runtime.events.input_state import InputAbandonReason, InputLifecycleState
 from meerkat_runtime.events.inputs import Input
 from meerkat_runtime.events.policy import PolicySnapshot, RuntimeSemantics
@@ -295,7 +303,7 @@ def event_from_wire(value: Any, path: str = "") -> RuntimeEvent:
     """Decode an adjacently tagged runtime event."""
     if not isinstance(value, dict):
         raise InvalidInput("expected object", path)
-    where = f"{path}.category" if path else "category"
+    where = join_path(path, "category")
     category = value.get("category")
     if category is None:
         raise InvalidInput("missing required field", where)
@@ -306,8 +314,8 @@ def event_from_wire(value: Any, path: str = "") -> RuntimeEvent:
             where,
         )
     if "data" not in value:
-        raise InvalidInput("missing required field", f"{path}.data" if path else "data")
-    return from_wire(family, value["data"], f"{path}.data" if path else "data")
+        raise InvalidInput("missing required field", join_path(path, "data"))
+    return from_wire(family, value["data"], join_path(path, "data"))
 
 
 Event = Annotated[RuntimeEvent, Custom(event_to_wire, event_from_wire)]

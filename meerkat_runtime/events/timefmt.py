@@ -9,6 +9,7 @@ offset, or a number, is refused.
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -45,6 +46,19 @@ def format_timestamp(value: datetime) -> str:
     return f"{base}.{micros:06d}Z"
 
 
+# What this project writes: UTC, ``Z``, no fraction or 3 or 6 digits; parsed by
+# ``fromisoformat`` (cached: one decision's events share a timestamp).
+_CANONICAL = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{3}|\.\d{6})?Z")
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_canonical(value: str) -> datetime:
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise InvalidInput(f"invalid timestamp {value[:64]!r}: {exc}") from None
+
+
 def parse_timestamp(value: object, path: str = "") -> datetime:
     """Parse a wire timestamp into an aware UTC datetime; :class:`InvalidInput` otherwise."""
     if isinstance(value, datetime):
@@ -58,6 +72,8 @@ def parse_timestamp(value: object, path: str = "") -> datetime:
         raise InvalidInput(
             f"expected an RFC 3339 timestamp string, got {type(value).__name__}", path
         )
+    if _CANONICAL.fullmatch(value) is not None:
+        return _parse_canonical(value)
     m = _RFC3339.match(value)
     if m is None:
         raise InvalidInput(f"not an RFC 3339 timestamp with offset: {value[:64]!r}", path)
