@@ -124,8 +124,12 @@ class SessionActor(pykka.ThreadingActor):
         self.svc = services
         self.state: SessionState | None = None
         self.last_writer: str | None = None
+        self.snapshot_version = 0
         self.cold_report: RecoveryReport | None = None
         self.retry_scheduled = False
+        # Another live node holds the session's lease: its work is that node's to do,
+        # so no retry is scheduled here (only a host call tries to load it again).
+        self.owned_elsewhere = False
 
     # ------------------------------------------------------------ message loop
 
@@ -153,7 +157,14 @@ class SessionActor(pykka.ThreadingActor):
     def _handle(self, call: Call) -> Any:
         if call.kind == "retry":
             self.retry_scheduled = False  # before loading: a failed reload schedules another
-        self._ensure_loaded()
+        try:
+            self._ensure_loaded()
+        except SessionOwnedElsewhere:
+            if call.kind == "run_done":
+                # The run's session moved to another node, which recovers it: stop
+                # waiting for the run here (close() waits for every active run).
+                self.svc.active_runs.discard(call.payload[0])
+            raise
         handler = getattr(self, f"_on_{call.kind}")
         return handler(call.payload)
 
@@ -172,6 +183,7 @@ class SessionActor(pykka.ThreadingActor):
             try:
                 self._acquire_lease()
                 self._load()
+                self.owned_elsewhere = False
                 return
             except SessionOwnedElsewhere:
                 raise  # another live node owns it: the host routes there
@@ -207,6 +219,7 @@ class SessionActor(pykka.ThreadingActor):
                 state, writer = None, None
         if state is None:
             state = SessionState(session_id=self.session_id)
+        self.snapshot_version = state.version
         records = store.read_session(self.session_id, after_version=state.version)
         for rec in records:
             evolve(state, envelope_from_record(rec.data, rec.version))
@@ -244,17 +257,20 @@ class SessionActor(pykka.ThreadingActor):
         try:
             membership.acquire(self.lease, self)
         except LeaseUnavailable as exc:
+            self.owned_elsewhere = True
             raise SessionOwnedElsewhere(self.session_id, exc.owner or "unknown") from None
 
     def _lease_lost(self, exc: LeaseUnavailable) -> SessionOwnedElsewhere:
         if self.svc.membership is not None:
             self.svc.membership.forget(self.lease)
         self._invalidate()
+        self.owned_elsewhere = exc.owner is not None  # else expired: free to re-acquire
         return SessionOwnedElsewhere(self.session_id, exc.owner or "nobody (lease expired)")
 
     def _on_lease_lost(self, _: Any) -> None:
         """The heartbeat found our lease taken: drop the state; the next call re-acquires or fails."""
         self._invalidate()
+        self.owned_elsewhere = True
 
     def on_stop(self) -> None:
         if self.svc.membership is not None:
@@ -323,9 +339,17 @@ class SessionActor(pykka.ThreadingActor):
         self.svc.store.append(self.session_id, st.version, new_events, fence=fence)
 
     def _maybe_snapshot(self, st: SessionState, added: int) -> None:
+        """Snapshot every ``snapshot_interval`` events, or every ``len(inputs)`` when larger.
+
+        A snapshot serialises every input the session has known, so a fixed
+        interval would make its cost per event grow with the session; spacing
+        them by the state's size keeps it constant, and the tail a load folds
+        is then never longer than the snapshot it starts from.
+        """
         interval = self.svc.store.snapshot_interval
-        if interval <= 0 or st.version // interval == (st.version - added) // interval:
+        if interval <= 0 or st.version - self.snapshot_version < max(interval, len(st.inputs)):
             return
+        self.snapshot_version = st.version
         data = {"state": state_to_snapshot(st), "writer": self.svc.store.incarnation}
         try:
             self.svc.store.save_snapshot(self.session_id, st.version, data)
@@ -514,6 +538,8 @@ class SessionActor(pykka.ThreadingActor):
         st = self.state
         if self.retry_scheduled or (st is not None and not (st.queue or st.steer_queue)):
             return
+        if st is None and self.owned_elsewhere:
+            return  # the owner runs the queued work; retrying here would spin on its lease
         self.retry_scheduled = True
         sid = self.session_id
         registry = self.svc.registry

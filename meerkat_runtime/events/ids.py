@@ -58,31 +58,32 @@ _UUID_TEXT = re.compile(
     r"[0-9a-fA-F]{8}(-?)[0-9a-fA-F]{4}\1[0-9a-fA-F]{4}\1[0-9a-fA-F]{4}\1[0-9a-fA-F]{12}"
 )
 
-_lock = threading.Lock()
-_last_ms = 0
-_counter = 0
+_local = threading.local()
 
 
 def uuid7() -> uuid.UUID:
     """Return a fresh UUIDv7: 48-bit Unix milliseconds, then a 12-bit counter, then random bits.
 
-    Ids minted in the same millisecond by this process stay strictly increasing
-    (the counter is seeded randomly each millisecond and incremented), so
-    sorting by id sorts by creation time.
+    Ids minted by one thread stay strictly increasing, also within a millisecond
+    (the counter is seeded randomly each millisecond and incremented); ids of
+    different threads in the same millisecond are ordered by chance and kept
+    unique by 62 random bits. Per-thread state instead of a process-wide lock:
+    a lock here made every actor thread queue behind whichever one the GIL had
+    paused inside it (about 14% of accept time in a profile).
     """
-    global _last_ms, _counter
-    with _lock:
-        ms = time.time_ns() // 1_000_000
-        if ms > _last_ms:
-            _last_ms = ms
-            _counter = int.from_bytes(os.urandom(2), "big") & 0x7FF
-        else:
-            _counter += 1
-            if _counter > 0xFFF:  # counter exhausted: borrow the next millisecond
-                _last_ms += 1
-                _counter = 0
-            ms = _last_ms
-        counter = _counter
+    state = _local.__dict__
+    ms = time.time_ns() // 1_000_000
+    last = state.get("ms", 0)
+    if ms > last:
+        counter = int.from_bytes(os.urandom(2), "big") & 0x7FF
+    else:
+        ms = last
+        counter = state["counter"] + 1
+        if counter > 0xFFF:  # counter exhausted: borrow the next millisecond
+            ms += 1
+            counter = 0
+    state["ms"] = ms
+    state["counter"] = counter
     rand = int.from_bytes(os.urandom(8), "big") & 0x3FFF_FFFF_FFFF_FFFF
     value = (ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | counter << 64 | 0b10 << 62 | rand
     return uuid.UUID(int=value)
