@@ -67,6 +67,12 @@ class _Recorder(PostgresApplicationRecorder):
             return
         assert self.fence_sql is not None
         curs.execute(self.fence_sql, ([f.lease for f in fences],), prepare=True)
+        # Sync (not just flush) before reading the rows: the server is then "idle in
+        # transaction" while it waits for us, so idle_in_transaction_session_timeout
+        # ends the transaction of a process stopped here (SIGSTOP, VM pause), which
+        # holds the lease rows every takeover of them waits for. Without a Sync the
+        # server waits for the rest of the pipeline in state "active", with no timeout.
+        kwargs["pipeline"].sync()
         rows = {r["name"]: r for r in curs.fetchall()}
         for f in fences:
             row = rows.get(f.lease)
@@ -84,7 +90,7 @@ class _Recorder(PostgresApplicationRecorder):
             conn.transaction(),
             conn.cursor() as curs,
         ):
-            self._insert_events(curs, stored_events, **kwargs)
+            self._insert_events(curs, stored_events, pipeline=pipeline, **kwargs)
             self._insert_stored_events(curs, stored_events, **kwargs)
             pipeline.sync()  # a clash surfaces here as IntegrityError, before COMMIT
             ids = self._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
@@ -176,6 +182,11 @@ class PostgresEventStore(EventStore):
                 pool_size=options.pool_size,
                 max_overflow=options.pool_size,
                 lock_timeout=math.ceil(options.lock_timeout),
+                # A client that stops inside a transaction (paused, not dead: its socket
+                # stays open) would hold its locks, the events table's and lease rows,
+                # forever. The server ends such a transaction after half the time other
+                # writers wait for a lock, so they get it before their own lock_timeout.
+                idle_in_transaction_session_timeout=max(1.0, options.lock_timeout / 2),
                 schema=schema,
                 originator_id_type="text",
             )
