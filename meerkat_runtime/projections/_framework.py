@@ -29,6 +29,7 @@ import contextlib
 import logging
 import threading
 import time
+import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -118,8 +119,18 @@ class Projection(ABC):
             cur.execute(f"DELETE FROM {cur.table(table)}")
 
 
+def _lock_ddl(sql: Sql, cur: Cursor) -> None:
+    """On PostgreSQL, serialise schema creation with other processes until the commit:
+    concurrent ``CREATE TABLE IF NOT EXISTS`` of one table can still fail there
+    (duplicate key in ``pg_type``), e.g. when several nodes start on a fresh schema."""
+    if sql.store.dialect == "postgresql":
+        key = zlib.crc32(f"meerkat_runtime.projections:{cur.table(OFFSETS)}".encode())
+        cur.execute("SELECT pg_advisory_xact_lock(?)", (key,))
+
+
 def ensure_framework_schema(sql: Sql) -> None:
     with sql.transaction() as cur:
+        _lock_ddl(sql, cur)
         cur.execute(
             f"CREATE TABLE IF NOT EXISTS {cur.table(OFFSETS)} "
             "(name TEXT PRIMARY KEY, position BIGINT NOT NULL)"
@@ -171,6 +182,7 @@ class ProjectionRunner(pykka.ThreadingActor):
 
     def _init_schema(self) -> None:
         with self.sql.transaction() as cur:
+            _lock_ddl(self.sql, cur)
             self.projection.create_schema(cur)
             cur.execute(
                 f"INSERT INTO {cur.table(OFFSETS)} (name, position) VALUES (?, 0) "
