@@ -59,6 +59,15 @@ def frame_key(frame: str) -> str:
     return _LINE.sub(")", frame.strip())
 
 
+def result_name(args: argparse.Namespace) -> str:
+    name = f"profile_accept_{args.backend}_{args.sessions}_{args.mode}"
+    if args.blocking:
+        name += "_blocking"
+    if args.snapshot_interval is not None:
+        name += f"_snap{args.snapshot_interval}"
+    return name
+
+
 def find_py_spy(given: str | None) -> str | None:
     candidates = [given, os.environ.get("MEERKAT_PYSPY"), shutil.which("py-spy")]
     candidates.append(str(Path(sys.executable).with_name("py-spy")))
@@ -94,6 +103,121 @@ def aggregate(raw_path: Path) -> dict[str, Any]:
     return {"total": total, "cumulative": cumulative, "self": self_counts, "roles": roles}
 
 
+def stage_costs(prior_inputs: int, iterations: int, repeat: int) -> list[tuple[str, float, float]]:
+    """Single-threaded CPU cost of each stage of one accept: (stage, us per call, calls per accept).
+
+    No threads, no I/O: what one accept costs in pure Python before any
+    hand-off. The session state holds ``prior_inputs`` queued inputs (what a
+    session of the load has after a few seconds), which only the snapshot
+    stage depends on. Timed with the thread's CPU clock; fastest round kept.
+    """
+    import queue
+    from concurrent.futures import Future
+
+    from meerkat_runtime.actors import CompletionRegistry
+    from meerkat_runtime.events.catalogue import envelope_to_record
+    from meerkat_runtime.events.ids import uuid7
+    from meerkat_runtime.events.session import (
+        Accept,
+        DecisionContext,
+        SessionState,
+        decide,
+        evolve,
+        execute,
+        state_to_snapshot,
+    )
+    from meerkat_runtime.events.timefmt import utc_now
+    from meerkat_runtime.runtime import coerce_input, event_codec
+    from meerkat_runtime.store import NewEvent, open_store
+
+    def ctx() -> DecisionContext:
+        return DecisionContext(now=utc_now(), new_id=uuid7, attached=False)
+
+    st = SessionState(session_id="s-1")
+    for n in range(prior_inputs + 1):
+        execute(st, Accept(coerce_input(bl.prompt_input(f"p-{n}"))), ctx())
+    inp = coerce_input(bl.prompt_input("k-x"))
+    decision = decide(st, Accept(inp), ctx())
+    records = [envelope_to_record(env) for env in decision.events]
+    store = open_store("memory://", codec=event_codec(), group_commit=False)
+    ser, writer = store.serializer, store.incarnation  # snapshot encoding
+    completions = CompletionRegistry()
+    interval = store.snapshot_interval
+    events_per_accept = len(decision.events)
+
+    # evolve mutates the state: fold fresh decisions (distinct inputs) one after another.
+    fresh = []
+    scratch = SessionState(session_id="s-1")
+    execute(scratch, Accept(coerce_input(bl.prompt_input("first"))), ctx())
+    shadow = SessionState(session_id="s-1")
+    execute(shadow, Accept(coerce_input(bl.prompt_input("first"))), ctx())
+    for n in range(iterations * (repeat + 1) + 1):
+        d, _ = execute(shadow, Accept(coerce_input(bl.prompt_input(f"e-{n}"))), ctx())
+        fresh.append(d.events)
+    pending_folds = iter(fresh)
+
+    def evolve_next() -> None:
+        for env in next(pending_folds):
+            evolve(scratch, env)
+
+    sync_store = open_store("memory://", codec=event_codec(), group_commit=False)
+    new_events = [NewEvent(t, d) for t, d in records]
+    appended = [0]
+
+    def append_next() -> None:
+        sync_store.append("s-1", appended[0], new_events)
+        appended[0] += len(new_events)
+
+    def future_round_trip() -> None:
+        f: Future[int] = Future()
+        f.set_result(1)
+        f.result()
+
+    q: queue.Queue[int] = queue.Queue()
+
+    def queue_round_trip() -> None:
+        q.put(1)
+        q.get()
+
+    cases: list[tuple[str, Any, float]] = [
+        ("coerce_input (wire dict -> Input)", lambda: coerce_input(bl.prompt_input("k")), 1),
+        ("decide(Accept)", lambda: decide(st, Accept(inp), ctx()), 1),
+        (
+            "envelope_to_record (to_wire), all events",
+            lambda: [envelope_to_record(env) for env in decision.events],
+            1,
+        ),
+        ("evolve, all events", evolve_next, 1),
+        (
+            "store append, memory, no writer thread (encode + insert + bookkeeping)",
+            append_next,
+            1,
+        ),
+        ("completion handle (pending Future)", lambda: completions.handle(uuid7(), None), 1),
+        ("uuid7()", uuid7, 3),
+        ("Future create/set/result (uncontended)", future_round_trip, 3),
+        ("queue.Queue put/get (uncontended)", queue_round_trip, 1),
+        (
+            "snapshot (state_to_snapshot + encode), every interval",
+            lambda: ser.encode_snapshot({"state": state_to_snapshot(st), "writer": writer}, writer),
+            events_per_accept / interval if interval else 0.0,
+        ),
+    ]
+    out: list[tuple[str, float, float]] = []
+    for name, fn, calls in cases:
+        fn()
+        best = float("inf")
+        for _ in range(repeat):
+            started = time.thread_time()
+            for _ in range(iterations):
+                fn()
+            best = min(best, (time.thread_time() - started) / iterations * 1e6)
+        out.append((name, round(best, 2), calls))
+    store.close()
+    sync_store.close()
+    return out
+
+
 def run_load_with(
     args: argparse.Namespace, on_started: Any = None
 ) -> tuple[bl.Load, dict[str, int]]:
@@ -104,6 +228,11 @@ def run_load_with(
             projections=False,
             max_live_sessions=max(1000, 2 * args.sessions),
             **bl.store_options(args.backend),
+            **(
+                {}
+                if args.snapshot_interval is None
+                else {"snapshot_interval": args.snapshot_interval}
+            ),
         )
         stats = {"groups": 0, "appends": 0}
         original = rt.store._commit_group  # type: ignore[attr-defined]
@@ -138,7 +267,9 @@ def run_load_with(
 
 
 def profile_py_spy(args: argparse.Namespace, py_spy: str) -> dict[str, Any]:
-    raw_path = bl.RESULTS_DIR / f"profile_accept_{args.mode}.txt"
+    raw_path = (
+        bl.RESULTS_DIR / f"profile_accept_{args.mode}{'_blocking' if args.blocking else ''}.txt"
+    )
     raw_path.parent.mkdir(parents=True, exist_ok=True)
     command = [
         py_spy,
@@ -153,8 +284,11 @@ def profile_py_spy(args: argparse.Namespace, py_spy: str) -> dict[str, Any]:
         "raw",
         "--output",
         str(raw_path),
-        "--nonblocking",  # never pause the process: sampling 200+ threads would slow it down
     ]
+    if not args.blocking:
+        # Never pause the process: pausing 200+ threads per sample slows the load down.
+        # Stacks read on the fly may be torn; --blocking (at a low --rate) cross-checks.
+        command.append("--nonblocking")
     if args.mode == "gil":
         command.append("--gil")
     spy: list[subprocess.Popen[bytes]] = []
@@ -191,17 +325,20 @@ def profile_cprofile(args: argparse.Namespace) -> dict[str, Any]:
     merged = pstats.Stats(*profiles) if profiles else None
     cumulative: Counter[str] = Counter()
     self_counts: Counter[str] = Counter()
+    calls: Counter[str] = Counter()
     total = 0.0
     if merged is not None:
-        for (path, line, name), (_cc, _nc, tt, ct, _callers) in merged.stats.items():  # type: ignore[attr-defined]
+        for (path, line, name), (_cc, nc, tt, ct, _callers) in merged.stats.items():  # type: ignore[attr-defined]
             key = f"{name} ({'/'.join(Path(path).parts[-2:])}:{line})"
             cumulative[key] += int(ct * 1e6)
             self_counts[key] += int(tt * 1e6)
+            calls[key] += nc
             total += tt
     agg = {
         "total": int(total * 1e6),
         "cumulative": cumulative,
         "self": self_counts,
+        "calls": calls,
         "roles": Counter(),
     }
     return {"load": load, "stats": stats, "agg": agg, "raw": None}
@@ -217,7 +354,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", default="gil", choices=["gil", "wall", "cprofile"])
     parser.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
     parser.add_argument("--py-spy", dest="py_spy", default=None)
+    parser.add_argument(
+        "--blocking", action="store_true", help="py-spy pauses the process for each sample"
+    )
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--no-stages", action="store_true", help="skip the stage breakdown")
+    parser.add_argument(
+        "--stage-inputs", type=int, default=20, help="queued inputs in the stage breakdown's state"
+    )
+    parser.add_argument(
+        "--snapshot-interval",
+        type=int,
+        default=None,
+        help="store option (default: the store's, 100; 0 = no snapshots)",
+    )
     args = parser.parse_args(argv)
 
     if args.mode == "cprofile":
@@ -243,8 +393,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode == "gil":
         possible = args.rate * max(1, int(args.seconds))
         busy = f"; GIL held in {agg['total'] / possible:.0%} of the samples"
+    snap = "" if args.snapshot_interval is None else f", snapshot_interval {args.snapshot_interval}"
     print(
-        f"\n{args.backend}, {args.sessions} sessions, {args.mode}: {load.ops:,} accepts in "
+        f"\n{args.backend}, {args.sessions} sessions{snap}, {args.mode}: {load.ops:,} accepts in "
         f"{load.seconds:.1f} s = {load.rate:,.0f}/s (p50 {load.p50_ms:.1f} ms, p99 "
         f"{load.p99_ms:.1f} ms), {stats['appends'] / max(1, stats['groups']):.1f} accepts per "
         f"group commit, user CPU {cpu_us:.0f} us/accept{busy}; {agg['total']:,} {unit}\n"
@@ -261,11 +412,58 @@ def main(argv: list[str] | None = None) -> int:
             out.append(row)
         return out
 
+    if not args.no_stages:
+        stages = stage_costs(args.stage_inputs, 300, 5)
+        stage_rows: list[list[Any]] = []
+        total_us = 0.0
+        for name, us, calls in stages:
+            per = us * calls
+            total_us += per
+            shown = f"1/{round(1 / calls)}" if 0 < calls < 1 else calls
+            stage_rows.append([name, us, shown, round(per, 1)])
+        stage_rows.append(["sum (one thread, no hand-offs)", "", "", round(total_us, 1)])
+        stage_rows.append(
+            [
+                "measured user CPU per accept under load",
+                "",
+                "",
+                round(cpu_us, 1),
+            ]
+        )
+        stage_rows.append(
+            [
+                "  => threads, hand-offs, GIL and store writer",
+                "",
+                "",
+                round(cpu_us - total_us, 1),
+            ]
+        )
+        print(
+            f"stages of one accept, single-threaded CPU (state with {args.stage_inputs} "
+            f"queued inputs)"
+        )
+        print(bl.table(["stage", "us/call", "calls/accept", "us/accept"], stage_rows))
+        print()
+    else:
+        stages = []
+
     headers = ["function", "share"] + (["~us/accept"] if per_accept is not None else [])
     print("top by cumulative share")
     print(bl.table(headers, rows(agg["cumulative"])))
     print("\ntop by self share")
     print(bl.table(headers, rows(agg["self"])))
+    if agg.get("calls"):
+        # Includes the warm-up accepts and shutdown; close enough per accept.
+        print("\nmost called functions (cProfile, all threads)")
+        print(
+            bl.table(
+                ["function", "calls/accept"],
+                [
+                    [k[:110], round(n / max(1, load.ops), 2)]
+                    for k, n in agg["calls"].most_common(args.top)
+                ],
+            )
+        )
     if agg["roles"]:
         print("\nby thread role")
         print(
@@ -274,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
     out = bl.write_results(
-        f"profile_accept_{args.mode}",
+        result_name(args),
         {
             "machine": bl.machine_info(),
             "args": vars(args),
@@ -290,7 +488,13 @@ def main(argv: list[str] | None = None) -> int:
             "raw_stacks": result["raw"],
             "cumulative": [[k, n / total] for k, n in agg["cumulative"].most_common(100)],
             "self": [[k, n / total] for k, n in agg["self"].most_common(100)],
+            "calls_per_accept": [
+                [k, n / max(1, load.ops)] for k, n in agg.get("calls", Counter()).most_common(200)
+            ],
             "roles": {k: n / total for k, n in agg["roles"].items()},
+            "stages_us": [
+                {"stage": n, "us_per_call": u, "calls_per_accept": c} for n, u, c in stages
+            ],
         },
     )
     print(f"\nresults written to {out}")

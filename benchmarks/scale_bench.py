@@ -2,6 +2,7 @@
 
     python benchmarks/scale_bench.py [--counts 1000,10000,20000] [--full]
                                      [--threads 16] [--max-live 10000] [--idle-timeout 2]
+                                     [--cap-extra 2000]
 
 One runtime on a ``memory://`` store (``executor=None``, projections off,
 ``max_live_sessions=10,000``, a small ``idle_timeout``) in this process.
@@ -18,6 +19,13 @@ ours): the same events (``topology.runtime_created`` + ``input.accepted``
 straight to a ``memory://`` store. The RSS per session of that store is what
 any runtime must keep for a memory store; the runtime's overhead per
 passivated session is its RSS per session minus that.
+
+With a small idle timeout, idleness passivates actors long before 10,000
+are live, so a last phase checks the cap itself: a second runtime with a
+one-hour idle timeout touches ``max_live + --cap-extra`` sessions; the
+LRU cap alone must keep the live actors (and threads) at ``max_live``.
+The heap size of one pending completion (a future the registry keeps for
+each accepted, unfinished input) is measured with tracemalloc.
 
 Targets: 100,000 sessions touched with a 10,000 live-actor cap; memory per
 passivated session near zero (read here as: runtime overhead < 1 KiB per
@@ -204,6 +212,85 @@ def run(args: argparse.Namespace, counts: list[int]) -> tuple[list[Point], dict[
     return points, info
 
 
+def cap_phase(args: argparse.Namespace) -> dict[str, Any]:
+    """Touch ``max_live + extra`` sessions with passivation by idleness off (a 1-hour
+    idle timeout): only the live-actor cap (LRU eviction) keeps the actors bounded."""
+    total = args.max_live + args.cap_extra
+    rt = Runtime.open(
+        "memory://",
+        executor=None,
+        projections=False,
+        max_live_sessions=args.max_live,
+        idle_timeout=3600.0,
+    )
+    peaks = {"live": 0, "threads": 0}
+    stop = threading.Event()
+
+    def monitor() -> None:
+        while not stop.is_set():
+            peaks["live"] = max(peaks["live"], rt.live_session_count())
+            peaks["threads"] = max(peaks["threads"], bl.proc_status().get("threads", 0))
+            stop.wait(0.05)
+
+    watcher = threading.Thread(target=monitor, daemon=True, name="bench-monitor")
+    watcher.start()
+    errors: list[BaseException] = []
+
+    def touch(t: int) -> None:
+        try:
+            for n in range(t, total, args.threads):
+                rt.session(f"cap-{n:07d}").accept(bl.prompt_input())
+        except BaseException as e:
+            errors.append(e)
+
+    started = time.perf_counter()
+    try:
+        pool = [threading.Thread(target=touch, args=(t,)) for t in range(args.threads)]
+        for thread in pool:
+            thread.start()
+        for thread in pool:
+            thread.join()
+        if errors:
+            raise errors[0]
+        time.sleep(0.2)
+        result = {
+            "touched": total,
+            "seconds": round(time.perf_counter() - started, 1),
+            "live_at_end": rt.live_session_count(),
+            "peak_live": peaks["live"],
+            "peak_threads": peaks["threads"],
+            "evicted": rt._registry.stopped,  # type: ignore[attr-defined]  # benchmark only
+        }
+    finally:
+        stop.set()
+        watcher.join()
+        rt.close()
+    bl.log(
+        f"  cap phase: {total:,} sessions touched with idle_timeout 3600 s: peak live "
+        f"{result['peak_live']:,}, peak threads {result['peak_threads']:,}, "
+        f"{result['evicted']:,} evicted by the cap"
+    )
+    return result
+
+
+def pending_completion_bytes(n: int = 2000) -> float:
+    """Heap bytes of one pending completion (a Future in the CompletionRegistry)."""
+    import tracemalloc
+
+    from meerkat_runtime.actors import CompletionRegistry
+    from meerkat_runtime.events.ids import uuid7
+
+    ids = [uuid7() for _ in range(n)]
+    registry = CompletionRegistry()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    handles = [registry.handle(i, None) for i in ids]
+    del handles  # the host drops its handle; the registry keeps the future
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    return (after - before) / n
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--counts", default="1000,10000,20000", help="cumulative sessions")
@@ -211,6 +298,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=16, help="host threads touching")
     parser.add_argument("--max-live", type=int, default=10_000)
     parser.add_argument("--idle-timeout", type=float, default=2.0)
+    parser.add_argument(
+        "--cap-extra",
+        type=int,
+        default=2000,
+        help="cap phase: touch max-live + this many sessions with no idle passivation (0 = skip)",
+    )
     parser.add_argument("--store-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -228,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     base = baseline(counts)
     bl.log("runtime:")
     points, info = run(args, counts)
+    cap = cap_phase(args) if args.cap_extra > 0 else None
+    completion_bytes = pending_completion_bytes()
     store_points = {p["sessions"]: p for p in base["points"]}
     rows = []
     for p in points:
@@ -289,19 +384,27 @@ def main(argv: list[str] | None = None) -> int:
     overhead = (last.rss_passivated_kib - info["base_rss_kib"]) * KIB / last.sessions - (
         last.store_rss_kib - base["base_rss_kib"]
     ) * KIB / last.sessions
+    cap_ok = cap is None or cap["peak_live"] <= args.max_live
+    cap_text = (
+        ""
+        if cap is None
+        else f"; cap phase: {cap['touched']:,} touched without idle passivation, peak live "
+        f"{cap['peak_live']:,}, {cap['evicted']:,} evicted"
+    )
     targets = [
         bl.Target(
             f"{last.sessions:,} sessions touched, live-actor cap {args.max_live:,}",
             "100,000 touched, live <= 10,000",
             f"{last.sessions:,} touched, peak live {last.peak_live:,}, peak threads "
-            f"{last.peak_threads:,}",
-            last.peak_live <= args.max_live and last.sessions >= 100_000,
+            f"{last.peak_threads:,}{cap_text}",
+            last.peak_live <= args.max_live and cap_ok and last.sessions >= 100_000,
             "" if last.sessions >= 100_000 else "run with --full for 100,000",
         ),
         bl.Target(
             "memory per passivated session (beyond its stored events)",
             "near zero (< 1 KiB)",
-            f"{overhead:,.0f} B/session",
+            f"{overhead:,.0f} B/session ({points[-1].pending_completions:,} pending "
+            f"completions of {completion_bytes:,.0f} B each)",
             overhead < 1024,
         ),
     ]
@@ -325,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
             "runtime": info,
             "store_only": base,
             "points": [asdict(p) for p in points],
+            "cap_phase": cap,
+            "pending_completion_bytes": completion_bytes,
             "targets": [asdict(t) for t in targets],
         },
         args.json,
