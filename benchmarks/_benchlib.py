@@ -296,9 +296,33 @@ def postgres_version(pg_url: str | None) -> str | None:
         return None
 
 
+def source_revision() -> str | None:
+    """``git describe --always --dirty`` of the checkout the benchmark runs from.
+
+    MEERKAT_BENCH_REVISION overrides it, for runs from an exported tree
+    (``git archive``) that has no ``.git``.
+    """
+    import subprocess
+
+    if os.environ.get("MEERKAT_BENCH_REVISION"):
+        return os.environ["MEERKAT_BENCH_REVISION"]
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(Path(__file__).resolve().parent), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
 def machine_info(pg_url: str | None = None) -> dict[str, Any]:
     load1, load5, load15 = os.getloadavg()
     return {
+        "revision": source_revision(),
         "nproc": os.cpu_count(),
         "cpu": cpu_model(),
         "python": platform.python_version(),
