@@ -15,6 +15,7 @@ from eventsourcing.persistence import InterfaceError, OperationalError, StoredEv
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from eventsourcing.utils import retry
 from psycopg import sql
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from meerkat_runtime.errors import LeaseUnavailable
@@ -53,9 +54,20 @@ class _Recorder(PostgresApplicationRecorder):
     inserted leaves those rows committed (verified by tests/store/test_faults.py).
     Here the exception leaves the transaction, which rolls back. Statements,
     table lock and NOTIFY are the library's own.
+
+    Not pipelined: a process stopped (SIGSTOP, VM pause) between two pipelined
+    statements leaves the server waiting for the next one in state "active",
+    holding the events table lock (every node's appends wait for it) and the
+    fences' lease rows (every takeover of them waits), with no timeout before
+    PostgreSQL 17. Each statement here ends with a Sync, so whenever the server
+    waits for us it is "idle in transaction", which the store's
+    ``idle_in_transaction_session_timeout`` ends. Lock timeout, table lock and
+    NOTIFY go in one simple-protocol round trip, so this costs one round trip
+    more than the pipeline did (two with fences).
     """
 
     fence_sql: sql.Composed | None = None
+    lock_and_notify_sql: sql.Composed | None = None
 
     def _insert_events(
         self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -67,12 +79,6 @@ class _Recorder(PostgresApplicationRecorder):
             return
         assert self.fence_sql is not None
         curs.execute(self.fence_sql, ([f.lease for f in fences],), prepare=True)
-        # Sync (not just flush) before reading the rows: the server is then "idle in
-        # transaction" while it waits for us, so idle_in_transaction_session_timeout
-        # ends the transaction of a process stopped here (SIGSTOP, VM pause), which
-        # holds the lease rows every takeover of them waits for. Without a Sync the
-        # server waits for the rest of the pipeline in state "active", with no timeout.
-        kwargs["pipeline"].sync()
         rows = {r["name"]: r for r in curs.fetchall()}
         for f in fences:
             row = rows.get(f.lease)
@@ -80,19 +86,31 @@ class _Recorder(PostgresApplicationRecorder):
                 holder = row["owner"] if row is not None and row["live"] else None
                 raise LeaseUnavailable(f.lease, holder if holder != f.owner else None)
 
+    def _insert_stored_events(
+        self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> None:
+        """The library's lock and NOTIFY in one round trip, then its INSERT."""
+        if self.lock_and_notify_sql is None:
+            self.lock_and_notify_sql = sql.SQL("; ").join(
+                [*self.lock_table_statements, sql.SQL("NOTIFY {}").format(
+                    sql.Identifier(self.channel_name))]
+            )  # fmt: skip
+        curs.execute(self.lock_and_notify_sql)  # no parameters: the simple protocol
+        super(PostgresApplicationRecorder, self)._insert_stored_events(
+            curs, stored_events, **kwargs
+        )
+
     @retry((InterfaceError, OperationalError), max_attempts=3, wait=0.2)
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int]:
         if not stored_events:
             return []
         with (
             self.datastore.get_connection() as conn,
-            conn.pipeline() as pipeline,
             conn.transaction(),
             conn.cursor() as curs,
         ):
-            self._insert_events(curs, stored_events, pipeline=pipeline, **kwargs)
-            self._insert_stored_events(curs, stored_events, **kwargs)
-            pipeline.sync()  # a clash surfaces here as IntegrityError, before COMMIT
+            self._insert_events(curs, stored_events, **kwargs)
+            self._insert_stored_events(curs, stored_events, **kwargs)  # a clash raises here
             ids = self._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
             assert ids is not None
             return ids
@@ -147,6 +165,8 @@ class PostgresEventStore(EventStore):
         ).format(s, snapshots)
 
         connect_timeout = max(2, math.ceil(options.connect_timeout))
+        self._heartbeat_lock = threading.Lock()
+        self._heartbeat_conn: psycopg.Connection[Any] | None = None
         self._connect_kwargs: dict[str, Any] = {
             "host": host,
             "port": port,
@@ -336,17 +356,44 @@ class PostgresEventStore(EventStore):
 
         return self._guard("use leases", run)
 
+    def _heartbeat_rows(self, template: str, params: Sequence[Any]) -> list[Any]:
+        """Like :meth:`_lease_rows`, on a connection of its own, for renewals and heartbeats.
+
+        From the pool they waited for a connection behind everything else; when the
+        pool was exhausted (say by acquires waiting for a paused node's lease rows) a
+        renewal came too late and the node lost its leases although it was alive.
+        """
+
+        def run() -> list[Any]:
+            with self._heartbeat_lock:
+                conn = self._heartbeat_conn
+                if conn is None or conn.closed:
+                    conn = psycopg.connect(
+                        **self._connect_kwargs, autocommit=True, row_factory=dict_row
+                    )
+                    self._heartbeat_conn = conn
+                try:
+                    return conn.execute(self._lease_sql(template), params, prepare=True).fetchall()
+                except psycopg.Error:
+                    conn.close()  # reconnect next time
+                    raise
+
+        return self._guard("renew leases", run)
+
     def acquire_lease(self, name: str, owner: str, ttl: float) -> int:
+        # clock_timestamp(), not now() (the statement's start): an acquire that waited
+        # for the row (locked by an append of the holder in flight) must neither grant a
+        # lease already partly expired nor judge expiry by the time it started waiting.
         rows = self._lease_rows(
             "INSERT INTO {leases} AS l (name, owner, token, expires_at) "
-            "VALUES (%s, %s, 1, now() + make_interval(secs => %s)) "
+            "VALUES (%s, %s, 1, clock_timestamp() + make_interval(secs => %s)) "
             "ON CONFLICT (name) DO UPDATE SET owner = EXCLUDED.owner, "
-            "expires_at = EXCLUDED.expires_at, "
+            "expires_at = clock_timestamp() + make_interval(secs => %s), "
             "token = CASE WHEN l.owner = EXCLUDED.owner THEN l.token ELSE l.token + 1 END, "
             "acquired_at = CASE WHEN l.owner = EXCLUDED.owner THEN l.acquired_at ELSE now() END "
-            "WHERE l.owner = EXCLUDED.owner OR l.expires_at < now() "
+            "WHERE l.owner = EXCLUDED.owner OR l.expires_at < clock_timestamp() "
             "RETURNING token",
-            (name, owner, float(ttl)),
+            (name, owner, float(ttl), float(ttl)),
         )
         if rows:
             return int(rows[0]["token"])
@@ -356,8 +403,8 @@ class PostgresEventStore(EventStore):
     def renew_leases(self, names: Sequence[str], owner: str, ttl: float) -> set[str]:
         if not names:
             return set()
-        rows = self._lease_rows(
-            "UPDATE {leases} SET expires_at = now() + make_interval(secs => %s) "
+        rows = self._heartbeat_rows(
+            "UPDATE {leases} SET expires_at = clock_timestamp() + make_interval(secs => %s) "
             "WHERE owner = %s AND name = ANY(%s) RETURNING name",
             (float(ttl), owner, list(names)),
         )
@@ -381,7 +428,7 @@ class PostgresEventStore(EventStore):
         ]
 
     def heartbeat_node(self, node_id: str, info: dict[str, Any] | None = None) -> None:
-        self._lease_rows(
+        self._heartbeat_rows(
             "INSERT INTO {nodes} AS n (node_id, incarnation, started_at, heartbeat_at, info) "
             "VALUES (%s, %s, now(), now(), %s) ON CONFLICT (node_id) DO UPDATE SET "
             "heartbeat_at = now(), info = EXCLUDED.info, incarnation = EXCLUDED.incarnation, "
@@ -453,4 +500,7 @@ class PostgresEventStore(EventStore):
         )
 
     def _close_backend(self) -> None:
+        with self._heartbeat_lock:
+            if self._heartbeat_conn is not None:
+                self._heartbeat_conn.close()
         self.datastore.close()
