@@ -399,6 +399,14 @@ class ProjectionSet:
         self._closed = False
         ensure_framework_schema(self.sql)
         for p in projections:
+            # The read-model tables exist before open returns, so a query made at once
+            # (rt.ledger, rt.views, verify) never meets a missing table. A failure here
+            # (another process creating them) is left to the runner's retry.
+            try:
+                with self.sql.transaction() as cur:
+                    p.create_schema(cur)
+            except Exception as exc:
+                log.warning("projection %s: schema not created yet: %s", p.name, exc)
             self._runners[p.name] = ProjectionRunner.start(p, self.sql, self)
         store.add_listener(lambda _position: self.poke())
         # Other processes' commits: LISTEN/NOTIFY on PostgreSQL (polling stays the fallback).
