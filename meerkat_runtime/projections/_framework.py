@@ -35,7 +35,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import psycopg
 import pykka
+from eventsourcing.persistence import InterfaceError, OperationalError
 
 from meerkat_runtime.cluster import Membership
 from meerkat_runtime.errors import LeaseUnavailable, MeerkatRuntimeError, StoreError
@@ -56,6 +58,17 @@ log = logging.getLogger(__name__)
 
 OFFSETS = "meerkat_projection_offsets"
 SKIPPED = "meerkat_projection_skipped"
+
+# The database itself failing (connection lost, timeout, server restarting), not a
+# handler: no event is at fault, so the failure strategy does not apply; the runner
+# stays alive and the next poll tries again.
+_UNAVAILABLE = (
+    StoreError,
+    OperationalError,
+    InterfaceError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,7 +248,7 @@ class ProjectionRunner(pykka.ThreadingActor):
         if message == "poll":
             self.owner._poll_taken(self.projection.name)
             if not self.paused and self.status != "failed" and self._leader() and self._start():
-                self._catch_up()
+                self._follow()
         elif message == "pause":
             self.paused = True
         elif message == "resume":
@@ -243,12 +256,28 @@ class ProjectionRunner(pykka.ThreadingActor):
             self.status, self.error = "running", None
             self.started = False
             if self._start():
-                self._catch_up()
+                self._follow()
         elif message == "status":
             return (self.status, self.position, self.error)
         return None
 
     # ------------------------------------------------------------ processing
+
+    def _follow(self) -> None:
+        """Catch up. If the database is unavailable, report ``retrying`` and let the next
+        poll try again: an exception escaping a pykka ``tell`` would stop this actor."""
+        try:
+            self._catch_up()
+        except _UNAVAILABLE as exc:
+            error = f"database unavailable: {type(exc).__name__}: {exc}"
+            if self.status != "retrying":
+                log.warning("projection %s: %s; retrying", self.projection.name, error)
+            self.status, self.error = "retrying", error
+            self.owner._progress(self.projection.name, self.position, self.status, self.error)
+            return
+        if self.status == "retrying":
+            self.status, self.error = "running", None
+            self.owner._progress(self.projection.name, self.position, self.status, self.error)
 
     def _catch_up(self) -> None:
         pages = 0
@@ -300,6 +329,8 @@ class ProjectionRunner(pykka.ThreadingActor):
         except _OffsetMoved:
             self._reload_offset()
             return
+        except _UNAVAILABLE:
+            raise
         except Exception as exc:
             if len(events) == 1:
                 self._on_event_failure(events[0], exc)
@@ -313,6 +344,8 @@ class ProjectionRunner(pykka.ThreadingActor):
             except _OffsetMoved:
                 self._reload_offset()
                 return
+            except _UNAVAILABLE:
+                raise
             except Exception as exc:
                 self._on_event_failure(event, exc)
                 if self.position < event.position:

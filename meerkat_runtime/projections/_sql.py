@@ -13,7 +13,15 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import psycopg
+from eventsourcing.persistence import InterfaceError, OperationalError
+
+from meerkat_runtime.errors import StoreError
 from meerkat_runtime.store import EventStore, SQLCursor
+
+# Driver errors that mean the database cannot be used now (connection lost or refused,
+# pool timeout, lock timeout), as opposed to an error of the statement or the handler.
+_UNAVAILABLE = (OperationalError, InterfaceError, psycopg.OperationalError, psycopg.InterfaceError)
 
 __all__ = ["Sql", "fetch_dicts"]
 
@@ -54,8 +62,19 @@ class Sql:
 
     @contextmanager
     def transaction(self) -> Iterator[Cursor]:
-        with self.store.transaction() as cur:
-            yield Cursor(self, cur)
+        """A transaction on the read models; a database that is unavailable raises
+        :class:`StoreError` (naming the store, password masked), not a driver error."""
+        try:
+            with self.store.transaction() as cur:
+                yield Cursor(self, cur)
+        except _UNAVAILABLE as exc:
+            detail = self.store._scrub(str(exc))
+            error = StoreError(
+                f"read models in store {self.store.url} unavailable: {type(exc).__name__}: {detail}"
+            )
+            if detail != str(exc):
+                raise error from None  # the cause shows a secret: do not chain it
+            raise error from exc
 
 
 class Cursor:
