@@ -786,14 +786,18 @@ class EventStore(ABC):
         )
 
     def _fail(self, pending: _PendingAppend, cause: BaseException) -> None:
+        detail = self._scrub(str(cause))
         if isinstance(cause, StoreError):
-            error = StoreError(self._scrub(str(cause)))
+            error = StoreError(detail)
         else:
             error = StoreError(
                 f"append to session {pending.session_id!r} in store {self.url} failed, "
-                f"nothing of it was written: {type(cause).__name__}: {self._scrub(str(cause))}"
+                f"nothing of it was written: {type(cause).__name__}: {detail}"
             )
-        error.__cause__ = cause
+        if detail == str(cause):
+            error.__cause__ = cause
+        else:  # the cause's own text shows a secret: a logged traceback would print it
+            error.__suppress_context__ = True
         self._reject(pending, error)
 
     @staticmethod
@@ -842,9 +846,11 @@ class EventStore(ABC):
         except StoreError:
             raise
         except Exception as e:
-            raise StoreError(
-                f"cannot {what} in store {self.url}: {type(e).__name__}: {self._scrub(str(e))}"
-            ) from e
+            detail = self._scrub(str(e))
+            error = StoreError(f"cannot {what} in store {self.url}: {type(e).__name__}: {detail}")
+            if detail != str(e):
+                raise error from None  # the cause shows a secret: do not chain it
+            raise error from e
 
 
 def _no_op() -> None:
