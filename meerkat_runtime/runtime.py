@@ -20,6 +20,8 @@ from dataclasses import dataclass, fields
 from types import TracebackType
 from typing import Any, Literal
 
+import orjson
+
 from meerkat_runtime.actors import (
     AcceptOutcome,
     CompletionHandle,
@@ -139,12 +141,14 @@ def coerce_input(data: Any, max_bytes: int = 1024 * 1024) -> Input:
     (durable) and the default ``visibility``.
     """
     if isinstance(data, Input):
+        _check_size(len(wire.encode(data)), max_bytes)
         return data
     if isinstance(data, (bytes, bytearray, memoryview, str)):
         raw = bytes(data) if not isinstance(data, str) else data
         value = wire.loads(raw, max_bytes=max_bytes)
     elif isinstance(data, dict):
         value = data
+        _check_size(_json_size(data), max_bytes)
     else:
         raise InvalidInput(
             f"input must be an Input, a dict or JSON bytes/str, not {type(data).__name__}"
@@ -165,6 +169,22 @@ def coerce_input(data: Any, max_bytes: int = 1024 * 1024) -> Input:
     filled.setdefault("durability", "durable")
     filled.setdefault("visibility", {"transcript_eligible": True, "operator_eligible": True})
     return wire.decode(Input, {**value, "header": filled})
+
+
+def _json_size(value: dict[str, Any]) -> int:
+    """The size of ``value`` written as JSON; 0 if it is not JSON (decoding then says why)."""
+    try:
+        return len(orjson.dumps(value))
+    except TypeError:
+        return 0
+
+
+def _check_size(size: int, max_bytes: int) -> None:
+    """The size limit holds whatever form the input came in (JSON text, dict or object)."""
+    if size > max_bytes:
+        raise InvalidInput(
+            f"input of {size} bytes exceeds the limit of {max_bytes} (max_input_bytes)"
+        )
 
 
 class Session:
