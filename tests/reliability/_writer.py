@@ -1,0 +1,127 @@
+"""A writer process for the two-writers tests, driven by JSON lines on stdin.
+
+Usage: ``python _writer.py MODE URL NODE_ID``. Modes:
+
+* ``runtime``: ``Runtime.open(URL)`` (with ``node_id`` on PostgreSQL, so leases apply);
+* ``runtime-nolease``: a PostgreSQL store whose leases are switched off, given to
+  ``Runtime.open``: two such processes write one session with optimistic
+  concurrency only, as two SQLite processes do;
+* ``store``: the bare store (``open_store``), no runtime.
+
+Every append the store refuses with :class:`ConcurrencyConflict` is counted
+(the session actor catches it, refolds and decides once more). Commands, each
+answered with one JSON line:
+
+* ``{"cmd": "accept", "sid": s, "n": k, "threads": t}``: accept ``k`` prompts
+  from ``t`` threads; answers the acknowledged ids and the errors.
+* ``{"cmd": "race", "sid": s, "n": k}`` (store mode): append ``k`` events, each
+  read-version-then-append, retrying on conflict; answers the versions won.
+* ``{"cmd": "quit"}``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from typing import Any
+
+from meerkat_runtime import ConcurrencyConflict, MeerkatRuntimeError, Runtime
+from meerkat_runtime.events.ids import uuid7
+from meerkat_runtime.runtime import event_codec
+from meerkat_runtime.store import EventStore, NewEvent, open_store
+
+
+def reply(**fields: Any) -> None:
+    sys.stdout.write(json.dumps(fields) + "\n")
+    sys.stdout.flush()
+
+
+def counting(store: EventStore, counter: dict[str, int]) -> None:
+    real = store.append
+    lock = threading.Lock()
+
+    def append(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return real(*args, **kwargs)
+        except ConcurrencyConflict:
+            with lock:
+                counter["conflicts"] += 1
+            raise
+
+    store.append = append  # type: ignore[method-assign]
+
+
+def accept_many(
+    rt: Runtime, node_id: str, sid: str, n: int, threads: int
+) -> tuple[list[str], list[list[str]]]:
+    """Accept ``n`` prompts into ``sid`` from ``threads`` threads: (acked ids, errors)."""
+    acked: list[str] = []
+    errors: list[list[str]] = []
+    lock = threading.Lock()
+
+    def host(k: int, count: int) -> None:
+        for i in range(count):
+            iid = str(uuid7())
+            doc = {"input_type": "prompt", "content": f"{node_id}-{k}-{i}", "header": {"id": iid}}
+            try:
+                out = rt.session(sid).accept(doc)
+            except MeerkatRuntimeError as exc:
+                with lock:
+                    errors.append([iid, type(exc).__name__, str(exc)])
+                continue
+            with lock:
+                if out.kind == "accepted":
+                    acked.append(iid)
+                else:
+                    errors.append([iid, out.kind, str(out.reason)])
+
+    ts = [threading.Thread(target=host, args=(k, n // threads)) for k in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return acked, errors
+
+
+def main(mode: str, url: str, node_id: str) -> None:
+    counter = {"conflicts": 0}
+    store = open_store(url, codec=event_codec())
+    rt: Runtime | None = None
+    if mode == "runtime-nolease":
+        store.supports_leases = False
+    counting(store, counter)
+    if mode in ("runtime", "runtime-nolease"):
+        options: dict[str, Any] = {}
+        if store.supports_leases:
+            options.update(node_id=node_id, lease_ttl=30.0)
+        rt = Runtime.open(store, **options)
+    reply(ready=True, pid=__import__("os").getpid())
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        if cmd["cmd"] == "quit":
+            break
+        if cmd["cmd"] == "accept":
+            assert rt is not None
+            acked, errors = accept_many(rt, node_id, cmd["sid"], cmd["n"], cmd.get("threads", 1))
+            reply(acked=acked, errors=errors, conflicts=counter["conflicts"])
+        elif cmd["cmd"] == "race":
+            won: list[int] = []
+            for i in range(cmd["n"]):
+                while True:
+                    version = store.session_version(cmd["sid"])
+                    event = NewEvent("runtime.projection_emitted", {"writer": node_id, "i": i})
+                    try:
+                        (rec,) = store.append(cmd["sid"], version, [event])
+                    except ConcurrencyConflict:
+                        continue
+                    won.append(rec.version)
+                    break
+            reply(won=won, conflicts=counter["conflicts"])
+    if rt is not None:
+        rt.close()
+    store.close()
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])
