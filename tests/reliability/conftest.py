@@ -63,21 +63,19 @@ class PrivateServer:
 
 
 @pytest.fixture(scope="session")
-def private_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateServer]:
+def private_postgres() -> Iterator[PrivateServer]:
     """A throwaway cluster on its own port (the shared test server is never restarted).
 
     Needs what ``scripts/test-postgres.sh`` needs; skipped without it, except under CI.
     """
     if not os.environ.get("MEERKAT_TEST_POSTGRES_URL") and not os.environ.get("CI"):
         pytest.skip("PostgreSQL tests are off (MEERKAT_TEST_POSTGRES_URL is not set)")
-    data = tmp_path_factory.getbasetemp() / f"pg-{PRIVATE_PG_PORT}"
     env = {
         **os.environ,
         "MEERKAT_PG_PORT": str(PRIVATE_PG_PORT),
         # The server runs as the postgres user, who must reach the data directory.
         "MEERKAT_PGDATA": f"/tmp/meerkat-reliability-pg-{PRIVATE_PG_PORT}-{os.getpid()}",
     }
-    del data
     server = PrivateServer(url="", env=env)
     try:
         out = server._script()

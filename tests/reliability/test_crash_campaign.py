@@ -77,6 +77,7 @@ def test_sqlite_crash_trial(zygote: Zygote, tmp_path: Path, n: int) -> None:
     _trial(zygote, "sqlite", "", tmp_path, n)
 
 
+@pytest.mark.postgres
 @pytest.mark.parametrize("n", range(POSTGRES_TRIALS))
 def test_postgres_crash_trial(
     zygote: Zygote, postgres_server_url: str, tmp_path: Path, n: int

@@ -35,6 +35,7 @@ from ._support import (
 from .conftest import PrivateServer
 from .faults import Fault, FaultInjector, fail_randomly
 
+pytestmark = pytest.mark.postgres
 log = logging.getLogger(__name__)
 SESSIONS = ["pg-a", "pg-b", "pg-c"]
 PASSWORD = "meerkat-test-password"

@@ -393,6 +393,7 @@ def test_password_never_in_errors_or_logs_when_the_server_is_unreachable(
         assert secret not in caplog.text
 
 
+@pytest.mark.postgres
 def test_password_never_in_errors_or_logs_when_authentication_fails(
     postgres_server_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -409,6 +410,7 @@ def test_password_never_in_errors_or_logs_when_authentication_fails(
     assert wrong not in caplog.text
 
 
+@pytest.mark.postgres
 def test_password_scrubbed_from_store_errors_that_echo_the_dsn(
     postgres_server_url: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:

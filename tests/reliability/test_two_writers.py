@@ -170,7 +170,9 @@ def test_a_second_node_gets_session_owned_elsewhere(postgres_url: str) -> None:
     check_log(postgres_url, sid, first["acked"] + more["acked"], [e[0] for e in second["errors"]])
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
 def test_two_bare_store_writers_race(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
