@@ -267,9 +267,7 @@ def run_load_with(
 
 
 def profile_py_spy(args: argparse.Namespace, py_spy: str) -> dict[str, Any]:
-    raw_path = (
-        bl.RESULTS_DIR / f"profile_accept_{args.mode}{'_blocking' if args.blocking else ''}.txt"
-    )
+    raw_path = bl.RESULTS_DIR / f"{result_name(args)}.txt"
     raw_path.parent.mkdir(parents=True, exist_ok=True)
     command = [
         py_spy,
