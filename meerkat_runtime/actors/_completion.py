@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+import weakref
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 
@@ -53,11 +54,19 @@ class CompletionHandle:
 
 
 class CompletionRegistry:
-    """Pending completion futures keyed by input id, shared by all session actors."""
+    """Pending completion futures keyed by input id, shared by all session actors.
+
+    Held weakly: a future lives as long as some handle (or a host composing
+    ``handle.future``) holds it, so inputs nobody waits for cost nothing once
+    their handles are dropped. An input's outcome is always derivable from
+    the log later (``session.completion(id)``).
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._pending: dict[uuid.UUID, Future[CompletionOutcome]] = {}
+        self._pending: weakref.WeakValueDictionary[uuid.UUID, Future[CompletionOutcome]] = (
+            weakref.WeakValueDictionary()
+        )
         self._closed = False
 
     def handle(self, input_id: uuid.UUID, outcome: CompletionOutcome | None) -> CompletionHandle:
@@ -91,8 +100,9 @@ class CompletionRegistry:
         """Fail every pending waiter with ``channel_closed``: the runtime is going away."""
         with self._lock:
             self._closed = True
-            pending, self._pending = self._pending, {}
-        for fut in pending.values():
+            pending = list(self._pending.values())
+            self._pending.clear()
+        for fut in pending:
             if not fut.done():
                 fut.set_exception(_closed_error())
 
