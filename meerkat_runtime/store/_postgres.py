@@ -11,7 +11,12 @@ from contextlib import contextmanager
 from typing import Any, Literal
 
 import psycopg
-from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
+from eventsourcing.persistence import (
+    InterfaceError,
+    InternalError,
+    OperationalError,
+    StoredEvent,
+)
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from eventsourcing.utils import retry
 from psycopg import sql
@@ -64,6 +69,11 @@ class _Recorder(PostgresApplicationRecorder):
     ``idle_in_transaction_session_timeout`` ends. Lock timeout, table lock and
     NOTIFY go in one simple-protocol round trip, so this costs one round trip
     more than the pipeline did (two with fences).
+
+    The table lock comes before the fence check, so the lease rows are held
+    (FOR SHARE) only from the check to the commit, never while the append waits
+    for the table: held while waiting, they stalled the owner's own lease
+    renewals (and takeovers) behind another node's long append.
     """
 
     fence_sql: sql.Composed | None = None
@@ -72,7 +82,7 @@ class _Recorder(PostgresApplicationRecorder):
     def _insert_events(
         self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> None:
-        """Check the appends' fences first, locking their lease rows until the commit."""
+        """Check the appends' fences, locking their lease rows until the commit."""
         super()._insert_events(curs, stored_events, **kwargs)
         fences: Sequence[Fence] = kwargs.get("fences", ())
         if not fences:
@@ -86,22 +96,35 @@ class _Recorder(PostgresApplicationRecorder):
                 holder = row["owner"] if row is not None and row["live"] else None
                 raise LeaseUnavailable(f.lease, holder if holder != f.owner else None)
 
-    def _insert_stored_events(
-        self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
-    ) -> None:
-        """The library's lock and NOTIFY in one round trip, then its INSERT."""
+    def _lock_and_notify(self, curs: Any) -> None:
+        """The library's lock timeout, table lock and NOTIFY, in one round trip."""
         if self.lock_and_notify_sql is None:
             self.lock_and_notify_sql = sql.SQL("; ").join(
                 [*self.lock_table_statements, sql.SQL("NOTIFY {}").format(
                     sql.Identifier(self.channel_name))]
             )  # fmt: skip
         curs.execute(self.lock_and_notify_sql)  # no parameters: the simple protocol
+
+    def _insert_stored_events(
+        self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> None:
+        """The library's INSERT alone (its lock and NOTIFY are done by _lock_and_notify)."""
         super(PostgresApplicationRecorder, self)._insert_stored_events(
             curs, stored_events, **kwargs
         )
 
     @retry((InterfaceError, OperationalError), max_attempts=3, wait=0.2)
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int]:
+        try:
+            return self._insert_once(stored_events, **kwargs)
+        except InternalError as exc:
+            if isinstance(exc.__cause__, psycopg.errors.IdleInTransactionSessionTimeout):
+                # The server ended our transaction while this process was stopped (see
+                # the class docstring): nothing was written; retry like a lost connection.
+                raise OperationalError(str(exc)) from exc
+            raise
+
+    def _insert_once(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int]:
         if not stored_events:
             return []
         with (
@@ -109,6 +132,7 @@ class _Recorder(PostgresApplicationRecorder):
             conn.transaction(),
             conn.cursor() as curs,
         ):
+            self._lock_and_notify(curs)
             self._insert_events(curs, stored_events, **kwargs)
             self._insert_stored_events(curs, stored_events, **kwargs)  # a clash raises here
             ids = self._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
