@@ -71,7 +71,12 @@ class Membership:
         self._lock = threading.Lock()
         self._held: dict[str, tuple[int, object]] = {}  # name -> (token, holder)
         self._closed = False
-        store.heartbeat_node(node_id, {"pid": os.getpid(), "host": socket.gethostname()})
+        store.heartbeat_node(node_id, self._info())
+
+    def _info(self, **extra: int) -> dict[str, object]:
+        """What the nodes table records; ``lease_ttl`` tells a reader (``meerkat-runtime
+        cluster``) how old a heartbeat may be before the node counts as dead."""
+        return {"pid": os.getpid(), "host": socket.gethostname(), "lease_ttl": self.ttl, **extra}
 
     def acquire(self, name: str, holder: object = None) -> int:
         """Take lease ``name`` (or confirm it) for ``holder`` (e.g. an actor) in this node.
@@ -118,7 +123,7 @@ class Membership:
         with self._lock:
             names = list(self._held)
         try:
-            self.store.heartbeat_node(self.node_id, {"pid": os.getpid(), "leases": len(names)})
+            self.store.heartbeat_node(self.node_id, self._info(leases=len(names)))
             renewed = self.store.renew_leases(names, self.node_id, self.ttl)
         except StoreError as exc:
             log.warning("lease heartbeat failed (%s); leases may expire", exc)
@@ -128,6 +133,16 @@ class Membership:
                 self.forget(name)
                 log.warning("lease %s was lost (taken over by another node)", name)
                 self._on_lost(name)
+        # A lease released while the renewal ran (a session passivated) was extended
+        # again: release it once more, or it would stay live for a whole TTL with no
+        # holder here, and every other node asking for it would be refused meanwhile.
+        with self._lock:
+            released = [n for n in names if n in renewed and n not in self._held]
+        for name in released:
+            try:
+                self.store.release_lease(name, self.node_id)
+            except StoreError as exc:
+                log.warning("could not release lease %s: %s", name, exc)
 
     def view(self, projection_names: list[str]) -> ClusterView:
         leases = self.store.list_leases()
