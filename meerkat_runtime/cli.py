@@ -778,6 +778,76 @@ def health(
         raise typer.Exit(1)
 
 
+# ---------------------------------------------------------------- cluster
+
+NODE_TTL_DEFAULT = 10.0
+"""Lease TTL assumed for a node whose heartbeat does not record its own (Runtime's default)."""
+
+
+@app.command()
+@command
+def cluster(store: str = StoreOpt, json_out: bool = JsonOpt) -> None:
+    """Runtime nodes sharing a PostgreSQL store: heartbeats, session leases, projection owners."""
+    # The store alone, not a Runtime: looking must not make this process a node.
+    with _open_store(store) as es:
+        if not es.supports_leases:
+            _fail(
+                f"no cluster: {mask_url(store)} is not a shared store",
+                "several runtime processes share a postgresql:// store; "
+                "sqlite:// and memory:// have one process",
+            )
+        with es.transaction() as cur:  # the database's clock, which expiries are in
+            cur.execute("SELECT now() AS now")
+            now: datetime = cur.fetchone()["now"]
+        node_rows = es.list_nodes()
+        leases = es.list_leases()
+    held: dict[str, int] = {}
+    for lease in leases:
+        if lease.live:
+            held[lease.owner] = held.get(lease.owner, 0) + 1
+    nodes: list[dict[str, Any]] = []
+    for info in node_rows:
+        age = max(0.0, (now - info.heartbeat_at).total_seconds())
+        recorded = info.info.get("lease_ttl")
+        ttl = float(recorded) if isinstance(recorded, (int, float)) else NODE_TTL_DEFAULT
+        nodes.append({"node_id": info.node_id, "alive": age < ttl, "heartbeat_age_seconds": round(age, 3),
+                      "lease_ttl": ttl, "leases_held": held.get(info.node_id, 0),
+                      "started_at": info.started_at, "heartbeat_at": info.heartbeat_at,
+                      "incarnation": info.incarnation, "info": info.info})  # fmt: skip
+
+    def lease_row(key: str, prefix: str, lease: Any) -> dict[str, Any]:
+        return {key: lease.name.removeprefix(prefix), "owner": lease.owner, "token": lease.token,
+                "expires_at": lease.expires_at, "live": lease.live}  # fmt: skip
+
+    sessions = [lease_row("session_id", "session:", x) for x in leases if x.name.startswith("session:")]  # fmt: skip
+    projections = [lease_row("name", "projection:", x) for x in leases if x.name.startswith("projection:")]  # fmt: skip
+    if json_out:
+        _print_json({"now": now, "nodes": nodes, "sessions": sessions, "projections": projections})
+        return
+    t = Table(title=f"nodes: {sum(n['alive'] for n in nodes)} alive of {len(nodes)}")
+    for col in ("node", "alive", "heartbeat age", "lease ttl", "leases held", "started"):
+        t.add_column(col)
+    for n in nodes:
+        _add_row(t, n["node_id"], "yes" if n["alive"] else "no", f"{n['heartbeat_age_seconds']:.1f}s",
+                 f"{n['lease_ttl']:g}s", str(n["leases_held"]), _ts(n["started_at"]))  # fmt: skip
+    console.print(t)
+    live = sum(x["live"] for x in sessions)
+    t = Table(title=f"session leases: {live} live of {len(sessions)}")
+    for col in ("session", "owner", "token", "expires", "live"):
+        t.add_column(col)
+    for x in sessions:
+        _add_row(t, x["session_id"], x["owner"], str(x["token"]), _ts(x["expires_at"]),
+                 "yes" if x["live"] else "no (free)")  # fmt: skip
+    console.print(t)
+    t = Table(title="projection owners")
+    for col in ("projection", "owner", "token", "expires", "live"):
+        t.add_column(col)
+    for x in projections:
+        _add_row(t, x["name"], x["owner"] if x["live"] else "-", str(x["token"]),
+                 _ts(x["expires_at"]), "yes" if x["live"] else "no (free)")  # fmt: skip
+    console.print(t)
+
+
 @app.command()
 @command
 def bench(
