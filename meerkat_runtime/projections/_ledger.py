@@ -131,20 +131,14 @@ def _sortable(value: datetime) -> str:
 
 def _load(cur: Cursor, ids: list[str]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        marks = ", ".join("?" * len(chunk))
-        for r in cur.execute(
-            f"SELECT * FROM {cur.table(TABLE)} WHERE input_id IN ({marks})",
-            chunk,
-        ).fetchall():
-            out[r["input_id"]] = {
-                "session_id": r["session_id"],
-                "kind": r["kind"],
-                "position": int(r["position"]),
-                "since": parse_timestamp(r["state_since"]),
-                "state": from_wire(InputState, orjson.loads(r["row_json"])),
-            }
+    for r in cur.select_in(TABLE, "input_id", ids):
+        out[r["input_id"]] = {
+            "session_id": r["session_id"],
+            "kind": r["kind"],
+            "position": int(r["position"]),
+            "since": parse_timestamp(r["state_since"]),
+            "state": from_wire(InputState, orjson.loads(r["row_json"])),
+        }
     return out
 
 

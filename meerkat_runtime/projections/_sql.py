@@ -94,6 +94,15 @@ class Cursor:
         if rows:
             self._cur.executemany(self._sql.q(statement), [tuple(r) for r in rows])
 
+    def select_in(self, table: str, column: str, keys: Sequence[Any]) -> Iterator[dict[str, Any]]:
+        """Rows of ``table`` whose ``column`` is one of ``keys``, in chunks of 500 parameters."""
+        for start in range(0, len(keys), 500):
+            chunk = list(keys[start : start + 500])
+            marks = ", ".join("?" * len(chunk))
+            yield from self.execute(
+                f"SELECT * FROM {self.table(table)} WHERE {column} IN ({marks})", chunk
+            ).fetchall()
+
     def fetchall(self) -> list[dict[str, Any]]:
         return fetch_dicts(self._cur)
 

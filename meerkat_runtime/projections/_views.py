@@ -174,21 +174,15 @@ def _next_phase(data: dict[str, Any]) -> str | None:
 
 def _load_sessions(cur: Cursor, ids: list[str]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        marks = ", ".join("?" * len(chunk))
-        for r in cur.execute(
-            f"SELECT * FROM {cur.table(TABLE)} WHERE session_id IN ({marks})",
-            chunk,
-        ).fetchall():
-            out[r["session_id"]] = {
-                "state": r["state"],
-                "current_run_id": r["current_run_id"],
-                "counts": orjson.loads(r["counts"]),
-                "position": int(r["position"]),
-                "last_sequence": int(r["last_sequence"]),
-                "updated_at": parse_timestamp(r["updated_at"]),
-            }
+    for r in cur.select_in(TABLE, "session_id", ids):
+        out[r["session_id"]] = {
+            "state": r["state"],
+            "current_run_id": r["current_run_id"],
+            "counts": orjson.loads(r["counts"]),
+            "position": int(r["position"]),
+            "last_sequence": int(r["last_sequence"]),
+            "updated_at": parse_timestamp(r["updated_at"]),
+        }
     return out
 
 
@@ -196,15 +190,9 @@ def _load_inputs(cur: Cursor, ids: list[str]) -> tuple[dict[str, str], dict[str,
     """Phase and owning session of each known input."""
     out: dict[str, str] = {}
     owners: dict[str, str] = {}
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        marks = ", ".join("?" * len(chunk))
-        for r in cur.execute(
-            f"SELECT * FROM {cur.table(INPUTS)} WHERE input_id IN ({marks})",
-            chunk,
-        ).fetchall():
-            out[r["input_id"]] = r["state"]
-            owners[r["input_id"]] = r["session_id"]
+    for r in cur.select_in(INPUTS, "input_id", ids):
+        out[r["input_id"]] = r["state"]
+        owners[r["input_id"]] = r["session_id"]
     return out, owners
 
 
