@@ -259,7 +259,7 @@ def demo(
 
         result = run_demo(config, progress)
     survived = result.acked_found_after_recovery == result.acked_before_kill
-    ok = result.verify_ok and survived
+    ok = result.verify_ok and survived and result.stuck == 0
     if json_out:
         _print_json({**result.__dict__, "store": mask_url(store), "ok": ok})
     else:
@@ -296,6 +296,7 @@ def _demo_tables(r: Any, survived: bool) -> None:
          f"{r.recovery_requeued} re-queued, {r.recovery_abandoned} abandoned"),
         ("events in the log", str(r.events)),
         ("throughput (incl. process start and the kill)", f"{rate:,.0f} events/s over {r.drained_seconds:.1f} s"),
+        ("inputs stuck in a queue after draining", str(r.stuck) if not r.stuck else f"[red]{r.stuck}[/red]"),
         ("queued peer progress updates", f"{r.waiting_progress_updates} (wake mode none: they join the next run)"),
         ("verify (fold vs ledger and views)", "[green]ok[/green]" if r.verify_ok else "[red]MISMATCH[/red]"),
     ]  # fmt: skip

@@ -71,6 +71,7 @@ class DemoResult:
     elapsed: float = 0.0
     drained_seconds: float = 0.0
     waiting_progress_updates: int = 0
+    stuck: int = 0  # inputs still queued or staged when the drain gave up: a liveness bug
     inputs_by_state: dict[str, int] = field(default_factory=dict)
     sessions_by_state: dict[str, int] = field(default_factory=dict)
     verify_ok: bool = False
@@ -372,7 +373,8 @@ def run_demo(
 
         # Phase 4: let queued work finish. Peer progress updates never wake a
         # session (wake mode none): they wait for the next run, so they are not waited for.
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 60
+        busy = 0
         while time.monotonic() < deadline:
             rt.projections.wait_caught_up(60)
             queued = [
@@ -383,6 +385,7 @@ def run_demo(
             if busy == 0:
                 break
             time.sleep(0.1)
+        result.stuck = busy
         result.drained_seconds = time.perf_counter() - started
         rt.projections.wait_caught_up(60)
         result.waiting_progress_updates = rt.ledger.count(state="queued")

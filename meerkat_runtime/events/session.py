@@ -1001,12 +1001,7 @@ def _ev_input(state: SessionState, ev: InputLifecycleEvent, at: datetime) -> Non
     if isinstance(ev, InputAccepted):
         if st.idempotency_key is not None:
             state.idempotency.setdefault(st.idempotency_key, iid)
-        policy = ev.policy
-        if (
-            not st.is_terminal
-            and policy is not None
-            and policy.decision.wake_mode is not WakeMode.NONE
-        ):
+        if not st.is_terminal and _wakes(st):
             state.wake_pending = True
     elif isinstance(ev, InputQueued):
         state.lane_of(iid).enqueue(iid)
@@ -1022,6 +1017,14 @@ def _ev_input(state: SessionState, ev: InputLifecycleEvent, at: datetime) -> Non
         _dequeue(state, iid)
     elif isinstance(ev, InputStateTransitioned) and ev.to is L.QUEUED:
         _enqueue_ordered(state, iid)
+        # Back in its queue after a failed run or a recovery: the run that took it
+        # cleared the wake, so an input that woke the session on arrival wakes it again.
+        if _wakes(st):
+            state.wake_pending = True
+
+
+def _wakes(st: InputState) -> bool:
+    return st.policy is not None and st.policy.decision.wake_mode is not WakeMode.NONE
 
 
 def _ev_run_started(state: SessionState, ev: RunStarted, at: datetime) -> None:

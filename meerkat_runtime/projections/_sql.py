@@ -52,8 +52,9 @@ class Sql:
 
     @staticmethod
     def index(name: str) -> str:
-        """``name`` quoted for ``CREATE INDEX``: never schema-qualified (PostgreSQL puts an
-        index in its table's schema and refuses a qualified index name)."""
+        """``name`` quoted as a bare identifier: an index for ``CREATE INDEX`` (never
+        schema-qualified: PostgreSQL puts an index in its table's schema and refuses a
+        qualified name), or a column."""
         return '"' + name.replace('"', '""') + '"'
 
     def q(self, statement: str) -> str:
@@ -100,7 +101,7 @@ class Cursor:
             chunk = list(keys[start : start + 500])
             marks = ", ".join("?" * len(chunk))
             yield from self.execute(
-                f"SELECT * FROM {self.table(table)} WHERE {column} IN ({marks})", chunk
+                f"SELECT * FROM {self.table(table)} WHERE {self.index(column)} IN ({marks})", chunk
             ).fetchall()
 
     def fetchall(self) -> list[dict[str, Any]]:

@@ -42,6 +42,7 @@ def test_demo_json(demo_run: tuple[str, subprocess.CompletedProcess[str]]) -> No
     assert summary["acked_found_after_recovery"] == summary["acked_before_kill"]
     assert summary["verify_ok"] is True
     assert summary["verify_mismatches"] == []
+    assert summary["stuck"] == 0  # every queued input that wakes its session ran
     assert summary["store"] == url
     assert summary["accepted"] > 0
     assert summary["runs_completed"] > 0

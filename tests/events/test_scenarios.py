@@ -814,6 +814,39 @@ def test_scenario_30_failed_run_requeues_with_history_reason() -> None:
     assert d.state.queue.input_ids() == [p.header.id]
 
 
+@pytest.mark.parametrize("how", ["failed run", "cold recovery"])
+def test_steer_input_back_in_its_queue_wakes_the_session_again(how: str) -> None:
+    # The run that staged it cleared the wake; without a new one the input would
+    # wait in the steer queue until some later input happened to arrive.
+    d = Driver()
+    c = continuation(lane=HandlingMode.STEER)
+    d.accept(c)
+    assert wants_run(d.state)
+    run_id = d.start()
+    assert not wants_run(d.state)
+    if how == "failed run":
+        d.run(FailRun(run_id, RunError(kind="executor_failed", retryable=True)))
+    else:
+        d.state = fold(d.log, session_id=SESSION)
+        d.run(Recover(cold=True))
+    assert d.phase_of(c.header.id) == "queued"
+    assert d.state.steer_queue.input_ids() == [c.header.id]
+    assert wants_run(d.state)
+    assert fold(d.log, session_id=SESSION).wake_pending  # the log says so too
+
+
+def test_steer_input_that_never_wakes_stays_asleep_after_a_failed_run() -> None:
+    d = Driver()
+    sleeper = peer_progress()  # wake mode none
+    d.accept(sleeper)
+    assert not wants_run(d.state)
+    d.run(Retire(loop_attached=True))  # a retired session drains even sleepers
+    run_id = d.start()
+    d.run(FailRun(run_id, RunError(kind="executor_failed", retryable=True)))
+    assert d.state.steer_queue.input_ids() == [sleeper.header.id]
+    assert not d.state.wake_pending
+
+
 def test_scenario_31_stop_abandons_one_queued_input() -> None:
     d = Driver()
     p = prompt()
