@@ -31,6 +31,7 @@ from meerkat_runtime.events import (
     TRANSITIONS,
     Abandoned,
     AbandonedOutcome,
+    AbandonedWithError,
     AbandonKind,
     Accept,
     ApplyMode,
@@ -95,6 +96,7 @@ from meerkat_runtime.events import (
     RunError,
     RuntimeExecutionKind,
     RuntimeState,
+    RuntimeStateChangeEvent,
     RuntimeTerminated,
     RuntimeTurnMetadata,
     SenderTaint,
@@ -126,6 +128,7 @@ from meerkat_runtime.events.policy import PeerTerminalApplyIntent
 from meerkat_runtime.events.runtime_event import (
     InputQueued,
     InputStaged,
+    RuntimeEvent,
     RuntimeEventEnvelope,
 )
 from meerkat_runtime.events.session import state_to_snapshot
@@ -156,6 +159,23 @@ AK = AbandonKind
 
 def abandoned_with(kind: AbandonKind) -> AbandonedOutcome:
     return AbandonedOutcome(reason=InputAbandonReason(kind))
+
+
+def phase(d: Driver) -> RuntimeState:
+    """``d.state.phase``, read through a call: mypy would keep an earlier
+    ``assert d.state.phase is X`` narrowing across the commands that move the phase."""
+    return d.state.phase
+
+
+def wake_pending(d: Driver) -> bool:
+    """``d.state.wake_pending``, read through a call (see ``phase``)."""
+    return d.state.wake_pending
+
+
+def state_change(event: RuntimeEvent) -> RuntimeStateChangeEvent:
+    """The event, which must be a ``runtime.state_changed`` one."""
+    assert isinstance(event, RuntimeStateChangeEvent), event
+    return event
 
 
 def assert_refused(
@@ -215,6 +235,7 @@ def test_scenario_03_idle_accept_peer_terminal_wakes() -> None:
     t = peer_terminal()
     reply = d.accept(t)
     assert reply.kind == "accepted"
+    assert reply.plan is not None and reply.plan.semantics is not None
     assert d.phase_of(t.header.id) == "queued"
     assert reply.plan.decision.wake_mode is WakeMode.WAKE_IF_IDLE
     assert (
@@ -229,12 +250,13 @@ def test_scenario_04_running_accept_peer_terminal_raises_wake_flag() -> None:
     d = Driver()
     d.accept(prompt())
     run_id = d.start()
-    assert not d.state.wake_pending  # a run start consumes the pending wake
+    assert not wake_pending(d)  # a run start consumes the pending wake
     t = peer_terminal()
     reply = d.accept(t)
     assert reply.kind == "accepted"
+    assert reply.plan is not None
     assert reply.plan.decision.wake_mode is WakeMode.WAKE_IF_IDLE
-    assert d.state.wake_pending  # raised even though a run is active
+    assert wake_pending(d)  # raised even though a run is active
     d.run(CompleteRun(run_id))
     assert wants_run(d.state)  # the loop runs it after the current run
 
@@ -244,6 +266,7 @@ def test_scenario_05_idle_accept_peer_progress_does_not_wake() -> None:
     p = peer_progress()
     reply = d.accept(p)
     assert reply.kind == "accepted"
+    assert reply.plan is not None
     assert reply.plan.decision.wake_mode is WakeMode.NONE
     assert reply.plan.decision.apply_mode is ApplyMode.STAGE_RUN_BOUNDARY
     assert reply.plan.signal is PostAdmissionSignal.NONE
@@ -273,6 +296,7 @@ def test_scenario_06_idle_accept_detached_continuation_requests_immediate_proces
     )
     reply = d.accept(c)
     assert reply.kind == "accepted"
+    assert reply.plan is not None
     assert reply.plan.signal is PostAdmissionSignal.REQUEST_IMMEDIATE_PROCESSING
     assert len(d.state.steer_queue) == 1
     assert len(d.state.queue) == 0
@@ -408,6 +432,7 @@ def test_scenario_10_peer_terminal_with_steer_accepted() -> None:
     t = peer_terminal(lane=HandlingMode.STEER)
     reply = d.accept(t)
     assert reply.kind == "accepted"
+    assert reply.plan is not None
     assert reply.plan.decision.routing_disposition is RoutingDisposition.STEER
     assert reply.plan.signal is PostAdmissionSignal.REQUEST_IMMEDIATE_PROCESSING
     assert d.state.steer_queue.input_ids() == [t.header.id]
@@ -492,6 +517,7 @@ def test_scenario_12_peer_message_steer_accepted_routing_steer() -> None:
     m = peer(lane=HandlingMode.STEER)
     reply = d.accept(m)
     assert reply.kind == "accepted"
+    assert reply.plan is not None
     assert reply.plan.decision.routing_disposition is RoutingDisposition.STEER
     assert d.state.steer_queue.input_ids() == [m.header.id]
     assert d.state.inputs[m.header.id].recovery_lane is HandlingMode.STEER
@@ -619,13 +645,13 @@ def test_scenario_21_retire_with_executor_drains() -> None:
     assert d.state.observed_state(True) is S.ATTACHED
     decision = d.run(Retire(loop_attached=True))
     assert decision.reply == RetireReport(inputs_abandoned=0, inputs_pending_drain=1)
-    assert d.state.phase is S.RETIRED
+    assert phase(d) is S.RETIRED
     assert d.phase_of(p.header.id) == "queued"
     assert wants_run(d.state)  # a retired runtime may still start runs for queued work
     run_id = d.start()
-    assert d.state.phase is S.RUNNING
+    assert phase(d) is S.RUNNING
     d.run(CompleteRun(run_id))
-    assert d.state.phase is S.RETIRED  # run end returns to the pre-run phase
+    assert phase(d) is S.RETIRED  # run end returns to the pre-run phase
     assert d.phase_of(p.header.id) == "consumed"
     applied = [h for h in d.state.inputs[p.header.id].history if h.to is L.APPLIED]
     assert len(applied) == 1  # applied once
@@ -974,7 +1000,7 @@ def test_scenario_38_cross_kind_or_keyless_standalone() -> None:
 
 
 def test_scenario_39_aggregate_descriptor() -> None:
-    sources = [external(), external(), peer_progress()]
+    sources: list[ExternalEventInput | PeerInput] = [external(), external(), peer_progress()]
     agg_id = fixed_uuid(0xA66)
     agg = create_aggregate_input(sources, agg_id, NOW)
     assert agg is not None
@@ -1318,7 +1344,7 @@ def test_complete_without_boundary_applies_then_consumes() -> None:
         "run.completed",
         "runtime.state_changed",
     ]
-    assert decision.events[-1].event.to is S.ATTACHED  # type: ignore[attr-defined]
+    assert state_change(decision.events[-1].event).to is S.ATTACHED
     assert completion_outcome(d.state, p.header.id) == Completed(run_id=run_id, output="out")
 
 
@@ -1349,7 +1375,7 @@ def test_non_recoverable_failure_consumes_contributors() -> None:
     assert [h.to for h in st.history[-2:]] == [L.APPLIED_PENDING_CONSUMPTION, L.CONSUMED]
     assert st.last_boundary_sequence == 0
     outcome = completion_outcome(d.state, p.header.id)
-    assert outcome is not None and outcome.__tag__ == "abandoned_with_error"  # type: ignore[attr-defined]
+    assert isinstance(outcome, AbandonedWithError)
     assert d.state.phase is S.IDLE
 
 
@@ -1652,6 +1678,7 @@ def test_policy_accept_uses_runtime_idle(idle: bool) -> None:
         d.accept(prompt())
         d.start()
     reply = d.accept(peer())
+    assert reply.plan is not None
     expected = PEER_IDLE if idle else PEER_RUNNING
     assert _row_of(reply.plan) == expected
     row = d.state.inputs[reply.input_id]
@@ -1823,7 +1850,7 @@ OPERATIONS = [
     Op("recover", Recover(), frozenset({"initializing", "idle", "attached", "retired", "stopped"}),
        lambda s: s, None),
 ]  # fmt: skip
-_REFUSED_TARGET = {
+_REFUSED_TARGET: dict[str, Callable[[str], str]] = {
     "retire_loop": lambda s: "retired",
     "retire_no_loop": lambda s: "retired",
     "reset": lambda s: "idle",
@@ -1850,7 +1877,8 @@ def test_lifecycle_operations_table(op: Op, start: str) -> None:
     for env in decision.events:
         ev = env.event
         if ev.event_code == "runtime.state_changed":
-            assert ev.to.value in _SPEC_RUNTIME_TABLE[ev.from_state.value]  # type: ignore[attr-defined]
+            change = state_change(ev)
+            assert change.to.value in _SPEC_RUNTIME_TABLE[change.from_state.value]
     abandon_kind = {
         "retire_no_loop": AK.RETIRED,
         "reset": AK.RESET,
@@ -1872,11 +1900,12 @@ def test_reset_and_recycle_from_retired_with_an_executor_take_legal_moves(comman
     d = _make("retired")
     d.attached = True
     decision = d.run(command)
-    moves = [
-        (e.event.from_state, e.event.to)
+    changes = [
+        state_change(e.event)
         for e in decision.events
         if e.event.event_code == "runtime.state_changed"
-    ]  # type: ignore[attr-defined]
+    ]
+    moves = [(ev.from_state, ev.to) for ev in changes]
     assert moves == [(S.RETIRED, S.IDLE), (S.IDLE, S.ATTACHED)]
     assert d.state.observed_state(True) is S.ATTACHED
     assert d.state.phase is S.IDLE  # the persisted phase never records attached
@@ -2121,7 +2150,9 @@ def test_recovery_16_stopped_reregistered_only_explicitly(attached: bool) -> Non
     assert d.state.phase is S.STOPPED
     decision = d.run(Recover(reregister=True))
     assert d.state.observed_state(attached) is (S.ATTACHED if attached else S.IDLE)
-    assert [e.event.to for e in decision.events] == [S.ATTACHED if attached else S.IDLE]  # type: ignore[attr-defined]
+    assert [state_change(e.event).to for e in decision.events] == [
+        S.ATTACHED if attached else S.IDLE
+    ]
     assert d.accept(prompt()).kind == "accepted"
 
 
@@ -2131,9 +2162,9 @@ def test_recovery_16_running_recovers_as_pre_run_phase_and_persisted_state_never
     live.start()
     d = Driver()
     d.state = fold(live.log, session_id=SESSION)
-    assert d.state.phase is S.RUNNING
+    assert phase(d) is S.RUNNING
     d.run(Recover(cold=True))
-    assert d.state.phase is S.IDLE
+    assert phase(d) is S.IDLE
     folded = fold(live.log, session_id=SESSION)
     assert folded.phase is not S.ATTACHED
 
@@ -2311,8 +2342,8 @@ def test_lowering_external_event_and_peer_payload() -> None:
         JsonRenderable({"q": 2}),
     ]
     assert d.state.queue.input_ids() == [ext_blocks.header.id]
-    run_id = d.state.run.run_id if d.state.run else None
-    d.run(CompleteRun(run_id))  # type: ignore[arg-type]
+    assert d.state.run is not None
+    d.run(CompleteRun(d.state.run.run_id))
     d.start()
     assert [a.content for a in _primitive(d).appends] == [BlocksRenderable((image,))]
 
