@@ -541,7 +541,8 @@ def test_unreadable_snapshots_raise_invalid_input() -> None:
         except InvalidInput:
             continue
         raise AssertionError(f"snapshot with {key}={value!r} was accepted")
-    for doc in (None, [], "snapshot", 1):
+    not_a_snapshot: tuple[object, ...] = (None, [], "snapshot", 1)
+    for doc in not_a_snapshot:
         try:
             state_from_snapshot(doc)  # type: ignore[arg-type]
         except InvalidInput:

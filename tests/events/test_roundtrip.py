@@ -71,7 +71,7 @@ def _all_forms(x: Any) -> list[Any]:
     return [raw, raw.decode()] + ([parsed] if isinstance(parsed, dict) else [])
 
 
-def check_roundtrip(x: Any, *bases: type) -> None:
+def check_roundtrip(x: Any, *bases: type[Any]) -> None:
     for form in _all_forms(x):
         back = wire.decode(type(x), form)
         assert back == x

@@ -96,7 +96,7 @@ HEADER = {
 }
 
 
-def roundtrip(cls: type, example: Any) -> Any:
+def roundtrip(cls: type[Any], example: Any) -> Any:
     """Decode ``example`` (dict and JSON text), check it re-encodes equal as JSON; return the object."""
     obj = wire.decode(cls, copy.deepcopy(example))
     assert json.loads(wire.encode(obj)) == example
@@ -452,7 +452,8 @@ def test_section_7_not_ready_example_decodes_to_not_ready() -> None:
     assert type(
         wire.decode(RejectReason, {"reject_type": "durability_violation", "detail": "x"})
     ) is (DurabilityViolation)
-    assert PeerHandlingModeInvalid(detail="a") != PeerResponseTerminalInvalid(detail="a")
+    mode_invalid: RejectReason = PeerHandlingModeInvalid(detail="a")
+    assert mode_invalid != PeerResponseTerminalInvalid(detail="a")
 
 
 @pytest.mark.parametrize(
@@ -472,7 +473,7 @@ def test_section_9_input_scope_examples(example: dict[str, Any]) -> None:
         assert obj == AllScope()
 
 
-COMPLETION_EXAMPLES = [
+COMPLETION_EXAMPLES: list[dict[str, Any]] = [
     {
         "completion_type": "runtime_terminated",
         "reason": "runtime stopped",
@@ -504,7 +505,7 @@ COMPLETION_EXAMPLES = [
 @pytest.mark.parametrize("example", COMPLETION_EXAMPLES, ids=lambda e: e["completion_type"])
 def test_section_10_completion_outcome_examples(example: dict[str, Any]) -> None:
     obj = roundtrip(CompletionOutcome, example)
-    assert obj.__tag__ == example["completion_type"]  # type: ignore[attr-defined]
+    assert obj.__tag__ == example["completion_type"]
 
 
 def test_section_10_runtime_terminated_decodes_reason_and_error() -> None:
@@ -527,7 +528,7 @@ def test_section_10_runtime_terminated_decodes_reason_and_error() -> None:
         ),
     ],
 )
-def test_section_14_report_examples(cls: type, example: dict[str, Any]) -> None:
+def test_section_14_report_examples(cls: type[Any], example: dict[str, Any]) -> None:
     roundtrip(cls, example)
 
 
@@ -773,7 +774,7 @@ def test_1_1_image_blocks_in_prompt_content() -> None:
 
 def test_1_1_image_blocks_in_external_event_and_renderables() -> None:
     ext = {**EXTERNAL_EXAMPLE, "blocks": [IMAGE_BLOB]}
-    assert roundtrip(Input, ext).blocks == (IMAGE_BLOB,)  # type: ignore[attr-defined]
+    assert roundtrip(Input, ext).blocks == (IMAGE_BLOB,)
     assert roundtrip(
         CoreRenderable, {"type": "blocks", "blocks": [IMAGE_INLINE]}
     ) == BlocksRenderable(blocks=(IMAGE_INLINE,))
@@ -842,7 +843,7 @@ def test_1_1_every_input_variant_with_every_optional_field() -> None:
     }
     for example in (flow, peer_full, prompt_full, ext_full, cont_full):
         roundtrip(Input, example)
-    assert roundtrip(Input, peer_full).system_prompts == ("a", "a")  # type: ignore[attr-defined]
+    assert roundtrip(Input, peer_full).system_prompts == ("a", "a")
 
 
 # ---------------------------------------------------------------- 1.1: timestamps
@@ -1057,7 +1058,7 @@ NULL_REFUSED = [
     ("cls", "doc", "path"), NULL_REFUSED, ids=lambda v: v if isinstance(v, str) else ""
 )
 def test_1_1_null_for_non_optional_defaulted_field_refused(
-    cls: type, doc: dict[str, Any], path: str
+    cls: type[Any], doc: dict[str, Any], path: str
 ) -> None:
     with pytest.raises(InvalidInput) as info:
         wire.decode(cls, doc)
@@ -1110,7 +1111,7 @@ NULL_ACCEPTED = [
     ids=lambda v: ".".join(v) if isinstance(v, tuple) else "",
 )
 def test_1_1_null_for_optional_field_accepted_then_omitted(
-    cls: type, doc: dict[str, Any], key_path: tuple[str, ...]
+    cls: type[Any], doc: dict[str, Any], key_path: tuple[str, ...]
 ) -> None:
     out = json.loads(wire.encode(wire.decode(cls, doc)))
     *parents, key = key_path
@@ -1128,7 +1129,7 @@ def test_1_1_null_for_optional_field_accepted_then_omitted(
     ],
 )
 def test_1_1_required_json_fields_must_be_present_but_may_be_null(
-    cls: type, doc: dict[str, Any], key: str
+    cls: type[Any], doc: dict[str, Any], key: str
 ) -> None:
     missing = {k: v for k, v in doc.items() if k != key}
     with pytest.raises(InvalidInput) as info:
@@ -1217,7 +1218,9 @@ UNKNOWN_KEY_CASES = [
 @pytest.mark.parametrize(
     ("cls", "example"), UNKNOWN_KEY_CASES, ids=lambda v: getattr(v, "__name__", "")
 )
-def test_1_1_unknown_keys_are_ignored_at_every_level(cls: type, example: dict[str, Any]) -> None:
+def test_1_1_unknown_keys_are_ignored_at_every_level(
+    cls: type[Any], example: dict[str, Any]
+) -> None:
     noisy = _with_unknown_keys(example)
     assert noisy != example
     obj = wire.decode(cls, noisy)
@@ -1266,7 +1269,7 @@ _PEER_MIN = {"input_type": "peer", "header": HEADER, "content": "c"}
     ],
 )  # fmt: skip
 def test_3_3_fields_without_a_default_are_required_on_the_wire(
-    cls: type, doc: dict[str, Any], key: str
+    cls: type[Any], doc: dict[str, Any], key: str
 ) -> None:
     """Spec 3.3 gives these no serde default: a document without them is refused, although
     Python code may leave them out when constructing (``PromptInput(content="hi")``)."""
@@ -1412,7 +1415,7 @@ def _case_id(v: Any) -> str:
 
 
 @pytest.mark.parametrize(("cls", "doc", "path"), MALFORMED, ids=_case_id)
-def test_malformed_wrong_types_name_the_field(cls: type, doc: Any, path: str) -> None:
+def test_malformed_wrong_types_name_the_field(cls: type[Any], doc: Any, path: str) -> None:
     with pytest.raises(InvalidInput) as info:
         wire.decode(cls, doc)
     assert info.value.path == path
@@ -1422,14 +1425,14 @@ def test_malformed_wrong_types_name_the_field(cls: type, doc: Any, path: str) ->
 
 
 @pytest.mark.parametrize(("cls", "doc", "path"), UNKNOWN_TAGS, ids=_case_id)
-def test_malformed_unknown_tags_name_the_tag(cls: type, doc: Any, path: str) -> None:
+def test_malformed_unknown_tags_name_the_tag(cls: type[Any], doc: Any, path: str) -> None:
     with pytest.raises(InvalidInput) as info:
         wire.decode(cls, doc)
     assert info.value.path == path
 
 
 @pytest.mark.parametrize(("cls", "doc", "path"), MISSING_TAGS, ids=_case_id)
-def test_malformed_missing_tags_name_the_tag(cls: type, doc: Any, path: str) -> None:
+def test_malformed_missing_tags_name_the_tag(cls: type[Any], doc: Any, path: str) -> None:
     with pytest.raises(InvalidInput) as info:
         wire.decode(cls, doc)
     assert info.value.path == path
@@ -1495,7 +1498,7 @@ def test_abandon_reason_attempts_outside_the_64_bit_range_refused() -> None:
 
 def test_integers_at_the_64_bit_bounds_accepted() -> None:
     doc = {**EXTERNAL_EXAMPLE, "payload": {"max": 2**64 - 1, "min": -(2**63)}}
-    assert roundtrip(Input, doc).payload == {"max": 2**64 - 1, "min": -(2**63)}  # type: ignore[attr-defined]
+    assert roundtrip(Input, doc).payload == {"max": 2**64 - 1, "min": -(2**63)}
 
 
 @pytest.mark.parametrize(
@@ -1543,9 +1546,9 @@ ALL_CLASSES: list[type] = [
 
 @pytest.mark.parametrize("cls", ALL_CLASSES, ids=lambda c: c.__name__)
 @pytest.mark.parametrize("doc", NON_DICT_DOCUMENTS, ids=repr)
-def test_malformed_non_dict_documents_refused(cls: type, doc: Any) -> None:
+def test_malformed_non_dict_documents_refused(cls: type[Any], doc: Any) -> None:
     with pytest.raises(InvalidInput) as info:
-        wire.decode(cls, doc)  # type: ignore[arg-type]
+        wire.decode(cls, doc)
     assert info.value.path == ""
     with pytest.raises(InvalidInput) as info:
         wire.decode(cls, json.dumps(doc))
