@@ -7,7 +7,7 @@ import queue
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, InvalidStateError
 from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass, field
@@ -389,6 +389,54 @@ class EventStore(ABC):
             return None
         return Snapshot(session_id, version, data)
 
+    def read_sessions(self, after_versions: Mapping[str, int]) -> dict[str, list[RecordedEvent]]:
+        """Many sessions' events at once: for each id, those with ``version > after_versions[id]``.
+
+        Every requested id is a key of the result (an empty list when it has
+        no such events), each list in version order. Backends read many
+        sessions per query, which is what batch recovery needs.
+        """
+        self._check_open()
+        for session_id in after_versions:
+            self._check_session_id(session_id)
+        out: dict[str, list[RecordedEvent]] = {sid: [] for sid in after_versions}
+        if not out:
+            return out
+        rows = self._guard("read sessions", self._select_sessions, list(after_versions.items()))
+        for row in rows:
+            out[row[1]].append(self._decode(row))
+        for session_id, events in out.items():
+            events.sort(key=_by_version)
+            if events:
+                self._learn_version(session_id, events[-1].version)
+        return out
+
+    def load_snapshots(self, session_ids: Sequence[str]) -> dict[str, Snapshot]:
+        """The latest snapshot of each of ``session_ids`` that has a readable one.
+
+        Like :meth:`load_snapshot` for many sessions with few queries; an
+        unreadable snapshot is logged and left out.
+        """
+        self._check_open()
+        for session_id in session_ids:
+            self._check_session_id(session_id)
+        found = self._guard("load snapshots", self._get_snapshots, list(dict.fromkeys(session_ids)))
+        out: dict[str, Snapshot] = {}
+        for session_id, (version, state) in found.items():
+            try:
+                data = self.serializer.decode_snapshot(state)
+            except StoreError as e:
+                logger.warning(
+                    "ignoring unreadable snapshot of session %r at version %d in %s: %s",
+                    session_id,
+                    version,
+                    self.url,
+                    self._scrub(str(e)),
+                )
+                continue
+            out[session_id] = Snapshot(session_id, version, data)
+        return out
+
     def add_listener(self, callback: Callable[[int], None]) -> None:
         """Call ``callback(max_position)`` after each durable commit of this instance.
 
@@ -529,6 +577,22 @@ class EventStore(ABC):
     @abstractmethod
     def _close_backend(self) -> None:
         """Release connections."""
+
+    def _select_sessions(self, after_versions: list[tuple[str, int]]) -> list[Row]:
+        """Rows of many sessions, each with version > its bound (any order; backends batch)."""
+        rows: list[Row] = []
+        for session_id, after_version in after_versions:
+            rows.extend(self._select_session(session_id, after_version, None))
+        return rows
+
+    def _get_snapshots(self, session_ids: list[str]) -> dict[str, tuple[int, bytes]]:
+        """Stored snapshots of many sessions as {id: (version, bytes)} (backends batch)."""
+        out: dict[str, tuple[int, bytes]] = {}
+        for session_id in session_ids:
+            found = self._get_snapshot(session_id)
+            if found is not None:
+                out[session_id] = found
+        return out
 
     # -- encoding and decoding --------------------------------------------------------------
 
@@ -851,6 +915,10 @@ class EventStore(ABC):
             if detail != str(e):
                 raise error from None  # the cause shows a secret: do not chain it
             raise error from e
+
+
+def _by_version(event: RecordedEvent) -> int:
+    return event.version
 
 
 def _no_op() -> None:

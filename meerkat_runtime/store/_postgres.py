@@ -49,6 +49,9 @@ __all__ = ["PostgresEventStore"]
 
 logger = logging.getLogger(__name__)
 
+# Batch reads (recovery): sessions per statement, so one result stays a modest size.
+_BATCH_SESSIONS = 1000
+
 
 class _Recorder(PostgresApplicationRecorder):
     """The library's recorder with an insert transaction that cannot half-commit.
@@ -186,6 +189,15 @@ class PostgresEventStore(EventStore):
         ).format(s=s, t=snapshots)
         self._select_snapshot_sql = sql.SQL(
             "SELECT version, state FROM {}.{} WHERE session_id = %s"
+        ).format(s, snapshots)
+        self._select_sessions_sql = sql.SQL(
+            "SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, e.state "
+            "FROM unnest(%s::text[], %s::bigint[]) AS want (sid, after) "
+            "JOIN {}.{} AS e ON e.originator_id = want.sid AND e.originator_version > want.after "
+            "ORDER BY e.originator_id, e.originator_version"
+        ).format(s, events)
+        self._select_snapshots_sql = sql.SQL(
+            "SELECT session_id, version, state FROM {}.{} WHERE session_id = ANY(%s::text[])"
         ).format(s, snapshots)
 
         connect_timeout = max(2, math.ceil(options.connect_timeout))
@@ -360,6 +372,31 @@ class PostgresEventStore(EventStore):
     def _get_snapshot(self, session_id: str) -> tuple[int, bytes] | None:
         rows = self._rows(self._select_snapshot_sql, (session_id,))
         return (rows[0]["version"], bytes(rows[0]["state"])) if rows else None
+
+    def _select_sessions(self, after_versions: list[tuple[str, int]]) -> list[Row]:
+        rows: list[Row] = []
+        for start in range(0, len(after_versions), _BATCH_SESSIONS):
+            chunk = after_versions[start : start + _BATCH_SESSIONS]
+            params = ([sid for sid, _ in chunk], [after for _, after in chunk])
+            rows.extend(
+                (
+                    r["notification_id"],
+                    r["originator_id"],
+                    r["originator_version"],
+                    r["topic"],
+                    bytes(r["state"]),
+                )
+                for r in self._rows(self._select_sessions_sql, params)
+            )
+        return rows
+
+    def _get_snapshots(self, session_ids: list[str]) -> dict[str, tuple[int, bytes]]:
+        out: dict[str, tuple[int, bytes]] = {}
+        for start in range(0, len(session_ids), _BATCH_SESSIONS):
+            chunk = session_ids[start : start + _BATCH_SESSIONS]
+            for r in self._rows(self._select_snapshots_sql, (chunk,)):
+                out[r["session_id"]] = (r["version"], bytes(r["state"]))
+        return out
 
     # -- leases ----------------------------------------------------------------------------
 

@@ -65,6 +65,19 @@ _UPSERT_SNAPSHOT: Final = (
     "WHERE meerkat_snapshots.version <= excluded.version"
 )
 _SELECT_SNAPSHOT: Final = "SELECT version, state FROM meerkat_snapshots WHERE session_id = ?"
+# Batch reads (recovery): this many sessions per statement keeps the bound
+# parameters far below SQLite's limit.
+_BATCH_SESSIONS: Final = 400
+_SELECT_SESSIONS_HEAD: Final = "WITH want (sid, after) AS (VALUES "
+_SELECT_SESSIONS_TAIL: Final = (
+    ") SELECT e.rowid, e.originator_id, e.originator_version, e.topic, e.state "
+    "FROM want JOIN meerkat_events AS e "
+    "ON e.originator_id = want.sid AND e.originator_version > want.after "
+    "ORDER BY e.originator_id, e.originator_version"
+)
+_SELECT_SNAPSHOTS_HEAD: Final = (
+    "SELECT session_id, version, state FROM meerkat_snapshots WHERE session_id IN ("
+)
 _PRAGMA_SYNCHRONOUS: Final = {
     "full": "PRAGMA synchronous = FULL",
     "normal": "PRAGMA synchronous = NORMAL",
@@ -203,6 +216,27 @@ class SQLiteEventStore(EventStore):
             c.execute(_SELECT_SNAPSHOT, (session_id,))
             row = c.fetchone()
             return None if row is None else (row[0], bytes(row[1]))
+
+    def _select_sessions(self, after_versions: list[tuple[str, int]]) -> list[Row]:
+        rows: list[Row] = []
+        with self.datastore.transaction(commit=False) as c:
+            for start in range(0, len(after_versions), _BATCH_SESSIONS):
+                chunk = after_versions[start : start + _BATCH_SESSIONS]
+                values = ", ".join(["(?, ?)"] * len(chunk))
+                params = [x for pair in chunk for x in pair]
+                c.execute(_SELECT_SESSIONS_HEAD + values + _SELECT_SESSIONS_TAIL, params)
+                rows.extend((r[0], r[1], r[2], r[3], r[4]) for r in c.fetchall())
+        return rows
+
+    def _get_snapshots(self, session_ids: list[str]) -> dict[str, tuple[int, bytes]]:
+        out: dict[str, tuple[int, bytes]] = {}
+        with self.datastore.transaction(commit=False) as c:
+            for start in range(0, len(session_ids), _BATCH_SESSIONS):
+                chunk = session_ids[start : start + _BATCH_SESSIONS]
+                c.execute(_SELECT_SNAPSHOTS_HEAD + ", ".join(["?"] * len(chunk)) + ")", chunk)
+                for r in c.fetchall():
+                    out[r[0]] = (r[1], bytes(r[2]))
+        return out
 
     @contextmanager
     def transaction(self) -> Iterator[SQLCursor]:

@@ -578,3 +578,67 @@ def test_many_sessions_many_events_round_trip(backend: Backend) -> None:
         future.result(timeout=60)
     assert len(store.session_ids()) == 200
     assert store.read_session("bulk-199")[2].data == {"n": 2, "payload": "x" * 199}
+
+
+# -- batch reads (recovery) ------------------------------------------------------------------
+
+
+def test_read_sessions_reads_many_sessions_after_their_own_versions(backend: Backend) -> None:
+    store = backend.open()
+    for n in range(1, 6):
+        store.append("a", n - 1, [happened(n)])
+    store.append("b b/ü", 0, [happened(1), other(2)])
+    store.append("c", 0, [happened(1)])
+    # More sessions than one batch statement holds (SQLite 400, PostgreSQL 1000).
+    many = [f"m-{i}" for i in range(1100)]
+    for sid in many:
+        store.append(sid, 0, [happened(1)])
+
+    got = store.read_sessions({"a": 2, "b b/ü": 0, "c": 1, "unknown": 0, **{s: 0 for s in many}})
+
+    assert list(got)[:4] == ["a", "b b/ü", "c", "unknown"]
+    assert [e.version for e in got["a"]] == [3, 4, 5]
+    assert got["a"] == store.read_session("a", after_version=2)
+    assert got["b b/ü"] == store.read_session("b b/ü")
+    assert got["c"] == [] and got["unknown"] == []
+    assert all(got[s] == store.read_session(s) for s in many)
+    assert store.read_sessions({}) == {}
+
+
+def test_load_snapshots_of_many_sessions(backend: Backend) -> None:
+    store = backend.open()
+    store.save_snapshot("a", 3, {"state": "a3"})
+    store.save_snapshot("a", 5, {"state": "a5"})
+    store.save_snapshot("b", 1, {"state": "b1"})
+    many = [f"m-{i}" for i in range(1100)]
+    for sid in many:
+        store.save_snapshot(sid, 2, {"state": sid})
+
+    got = store.load_snapshots(["a", "b", "none", "a", *many])
+
+    assert got["a"] == Snapshot("a", 5, {"state": "a5"})
+    assert got["b"] == Snapshot("b", 1, {"state": "b1"})
+    assert "none" not in got
+    assert all(got[s] == Snapshot(s, 2, {"state": s}) for s in many)
+    assert len(got) == 2 + len(many)
+    assert store.load_snapshots([]) == {}
+
+
+def test_load_snapshots_leaves_out_unreadable_ones(
+    backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    writer = backend.open(cipher_key=AESCipher.create_key(16))
+    writer.save_snapshot("s", 4, {"state": 1})
+    reader = backend.open(cipher_key=AESCipher.create_key(16))
+    with caplog.at_level(logging.WARNING, logger="meerkat_runtime.store"):
+        assert reader.load_snapshots(["s"]) == {}
+    assert "ignoring unreadable snapshot of session 's' at version 4" in caplog.text
+    assert writer.load_snapshots(["s"]) == {"s": Snapshot("s", 4, {"state": 1})}
+
+
+def test_batch_reads_refuse_an_invalid_session_id(backend: Backend) -> None:
+    store = backend.open()
+    with pytest.raises(StoreError):
+        store.read_sessions({"": 0})
+    with pytest.raises(StoreError):
+        store.load_snapshots([""])
