@@ -77,7 +77,7 @@ def test_an_upcaster_must_return_a_dict() -> None:
     old = EventCodec()
     old.register("t")
     new = EventCodec()
-    new.register("t", version=2, upcasters={1: lambda d: None})  # type: ignore[arg-type,return-value]
+    new.register("t", version=2, upcasters={1: lambda d: None})  # type: ignore[dict-item,return-value]
     with pytest.raises(StoreError, match="returned NoneType"):
         new.decode("t", old.encode("t", {}, "w"))
 

@@ -45,24 +45,24 @@ class FaultyInserts:
             )
 
         if isinstance(recorder, SQLiteApplicationRecorder):
-            original = recorder._insert_events
+            sqlite_original = recorder._insert_events
 
             def sqlite_insert(c: Any, stored_events: Sequence[StoredEvent], **kw: Any) -> Any:
                 if not hit(stored_events):
-                    return original(c, stored_events, **kw)
-                original(c, stored_events[: len(stored_events) // 2], **kw)
+                    return sqlite_original(c, stored_events, **kw)
+                sqlite_original(c, stored_events[: len(stored_events) // 2], **kw)
                 c.execute(count)
                 self.rows_seen_in_transaction.append(c.fetchone()[0])
                 raise InjectedFault("injected fault after some rows")
 
             monkeypatch.setattr(recorder, "_insert_events", sqlite_insert)
         elif isinstance(recorder, PostgresApplicationRecorder):
-            original = recorder._insert_stored_events
+            pg_original = recorder._insert_stored_events
 
             def pg_insert(curs: Any, stored_events: Sequence[StoredEvent], **kw: Any) -> Any:
                 if not hit(stored_events):
-                    return original(curs, stored_events, **kw)
-                original(curs, stored_events[: len(stored_events) // 2], **kw)
+                    return pg_original(curs, stored_events, **kw)
+                pg_original(curs, stored_events[: len(stored_events) // 2], **kw)
                 curs.execute(count)
                 self.rows_seen_in_transaction.append(curs.fetchone()["n"])
                 raise InjectedFault("injected fault after some rows")
@@ -70,13 +70,13 @@ class FaultyInserts:
             monkeypatch.setattr(recorder, "_insert_stored_events", pg_insert)
         else:
             assert isinstance(recorder, POPOApplicationRecorder)
-            original = recorder._assert_uniqueness
+            popo_original = recorder._assert_uniqueness
 
             # The POPO recorder has no transaction: it checks, then appends.
             def popo_check(stored_events: Sequence[StoredEvent], **kw: Any) -> None:
                 if hit(stored_events):
                     raise InjectedFault("injected fault before the write")
-                original(stored_events, **kw)
+                popo_original(stored_events, **kw)
 
             monkeypatch.setattr(recorder, "_assert_uniqueness", popo_check)
 
@@ -162,7 +162,7 @@ def test_retrying_an_append_whose_acknowledgement_was_lost(
 ) -> None:
     if backend.name == "memory":
         pytest.skip("memory:// has no connection that could lose an acknowledgement")
-    options = {"cipher_key": AESCipher.create_key(16)} if cipher else {}
+    options: dict[str, Any] = {"cipher_key": AESCipher.create_key(16)} if cipher else {}
     store = backend.open(incarnation="me", **options)
     recorder: Any = store.events_recorder
     original = recorder.insert_events

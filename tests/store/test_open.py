@@ -8,6 +8,7 @@ import socket
 import sqlite3
 import stat
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -43,7 +44,7 @@ def test_unknown_scheme_names_the_masked_url() -> None:
 def test_unknown_and_invalid_options() -> None:
     with pytest.raises(StoreError, match="'group_comit'"):
         open_store("memory://", codec=make_codec(), group_comit=False)
-    bad = [
+    bad: list[dict[str, Any]] = [
         {"group_commit": "yes"},
         {"compress": 1},
         {"snapshot_interval": -1},
