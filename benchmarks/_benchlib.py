@@ -348,10 +348,20 @@ def fsync_rate(directory: str | None = None, seconds: float = 1.0) -> dict[str, 
         fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
         try:
             block = b"x" * 4096
-            for name, step in (
-                ("append_fsync", lambda: (os.write(fd, block), os.fsync(fd))),
-                ("overwrite_fdatasync", lambda: (os.pwrite(fd, block, 0), os.fdatasync(fd))),
-            ):
+
+            def append_fsync() -> None:
+                os.write(fd, block)
+                os.fsync(fd)
+
+            def overwrite_fdatasync() -> None:
+                os.pwrite(fd, block, 0)
+                os.fdatasync(fd)
+
+            steps: dict[str, Callable[[], None]] = {
+                "append_fsync": append_fsync,
+                "overwrite_fdatasync": overwrite_fdatasync,
+            }
+            for name, step in steps.items():
                 n = 0
                 started = time.perf_counter()
                 while time.perf_counter() - started < seconds:

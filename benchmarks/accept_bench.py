@@ -139,14 +139,14 @@ def measure_runtime(backend: str, url: str, sessions: int, args: argparse.Namesp
     )
     try:
         stats = {"groups": 0, "appends": 0}
-        original = rt.store._commit_group  # type: ignore[attr-defined]
+        original = rt.store._commit_group
 
         def counting(group: list[Any]) -> None:
             stats["groups"] += 1
             stats["appends"] += len(group)
             original(group)
 
-        rt.store._commit_group = counting  # type: ignore[attr-defined]
+        rt.store._commit_group = counting  # type: ignore[method-assign]
         handles = [rt.session(f"s-{t}") for t in range(sessions)]
 
         def warmup(t: int) -> None:

@@ -235,14 +235,14 @@ def run_load_with(
             ),
         )
         stats = {"groups": 0, "appends": 0}
-        original = rt.store._commit_group  # type: ignore[attr-defined]
+        original = rt.store._commit_group
 
         def counting(group: list[Any]) -> None:
             stats["groups"] += 1
             stats["appends"] += len(group)
             original(group)
 
-        rt.store._commit_group = counting  # type: ignore[attr-defined]
+        rt.store._commit_group = counting  # type: ignore[method-assign]
         try:
             handles = [rt.session(f"s-{t}") for t in range(args.sessions)]
 
@@ -318,7 +318,7 @@ def profile_cprofile(args: argparse.Namespace) -> dict[str, Any]:
     try:
         load, stats = run_load_with(args)
     finally:
-        threading.setprofile(None)  # type: ignore[arg-type]
+        threading.setprofile(None)
     time.sleep(0.5)  # actor threads end after close
     merged = pstats.Stats(*profiles) if profiles else None
     cumulative: Counter[str] = Counter()

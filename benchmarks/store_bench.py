@@ -189,17 +189,21 @@ def bench_backend(
             for sessions in sessions_list:
                 for mode, store in stores.items():
                     run = uuid.uuid4().hex[:8]
+                    append_one: Callable[[int, int], None]
                     if mode == "raw":
 
-                        def append_one(t: int, n: int, run: str = run) -> None:
+                        def append_raw(t: int, n: int, run: str = run) -> None:
                             recorder.insert_events([StoredEvent(f"{run}-{t}", n + 1, TOPIC, state)])
 
+                        append_one = append_raw
                     else:
 
-                        def append_one(
+                        def append_store(
                             t: int, n: int, run: str = run, store: EventStore = store
                         ) -> None:
                             store.append(f"{run}-{t}", n, [NewEvent(TOPIC, PAYLOAD)])
+
+                        append_one = append_store
 
                     m = measure(backend, mode, sessions, total_events, max_seconds, append_one)
                     results.append(m)
