@@ -21,6 +21,7 @@ from meerkat_runtime.errors import ConcurrencyConflict, LeaseUnavailable, StoreE
 from meerkat_runtime.store._codec import EventCodec, Serializer
 
 __all__ = [
+    "AppendTicket",
     "EventStore",
     "NewEvent",
     "RecordedEvent",
@@ -164,15 +165,33 @@ class NodeInfo:
     info: dict[str, Any]
 
 
-@dataclass(slots=True)
-class _PendingAppend:
+_IN_FLIGHT: Final = 0
+_DURABLE: Final = 1
+_FAILED: Final = 2
+
+
+@dataclass(slots=True, eq=False)
+class AppendTicket:
+    """An append queued by :meth:`EventStore.submit_append` (or ``append_async``), until settled.
+
+    Opaque to callers: pass it as a later append's ``after``.
+    """
+
     session_id: str
     expected_version: int
     topics: list[str]
-    datas: list[dict[str, Any]]
+    datas: list[dict[str, Any]] | None  # as read back; only when a future wants RecordedEvents
     stored: list[StoredEvent]
-    future: Future[list[RecordedEvent]]
+    future: Future[list[RecordedEvent]] | None
+    on_done: Callable[[BaseException | None], None] | None = None
     fence: Fence | None = None
+    after: AppendTicket | None = None
+    outcome: int = _IN_FLIGHT
+
+    @property
+    def failed(self) -> bool:
+        """True once the append is known to have written nothing."""
+        return self.outcome == _FAILED
 
 
 # (position, session id, version, topic, stored bytes): what backends return from reads.
@@ -242,7 +261,7 @@ class EventStore(ABC):
         self._known_lock = threading.Lock()
         self._max_committed = 0
         self._notify_lock = threading.Lock()
-        self._queue: queue.SimpleQueue[_PendingAppend | object] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[AppendTicket | object] = queue.SimpleQueue()
         self._submit_lock = threading.Lock()
         self._closed = False
         self._writer: threading.Thread | None = None
@@ -289,6 +308,48 @@ class EventStore(ABC):
         Argument errors (bad id, unregistered topic, payload that is not
         JSON-native) raise :class:`StoreError` at once.
         """
+        future: Future[list[RecordedEvent]] = Future()
+        if not events:
+            self._check_args(session_id, expected_version, fence)
+            future.set_result([])
+            return future
+        self._queue_append(session_id, expected_version, events, fence, future, None, None)
+        return future
+
+    def submit_append(
+        self,
+        session_id: str,
+        expected_version: int,
+        events: Sequence[NewEvent],
+        *,
+        on_done: Callable[[BaseException | None], None],
+        fence: Fence | None = None,
+        after: AppendTicket | None = None,
+    ) -> AppendTicket:
+        """Queue an append for a caller that pipelines; ``on_done`` reports how it ended.
+
+        ``on_done(None)`` once the events are durable, ``on_done(error)`` once it
+        is known that nothing of them was written (the errors of :meth:`append`).
+        It runs on the committing thread (the writer thread under group commit,
+        else this one, before this returns), so it must be quick and must not
+        wait for an append. Cheaper than :meth:`append_async`: no future and no
+        :class:`RecordedEvent` objects are built.
+
+        ``after`` is the ticket of the caller's previous append if that one may
+        still be in flight: when it fails, this one is not attempted and fails
+        with :class:`StoreError`, so events decided on top of events that never
+        became durable are never written, whatever the session's version is by
+        then. Argument errors raise :class:`StoreError` at once.
+        """
+        if not events:
+            self._check_args(session_id, expected_version, fence)
+            ticket = AppendTicket(session_id, expected_version, [], None, [], None)
+            ticket.outcome = _DURABLE
+            on_done(None)
+            return ticket
+        return self._queue_append(session_id, expected_version, events, fence, None, on_done, after)
+
+    def _check_args(self, session_id: str, expected_version: int, fence: Fence | None) -> None:
         self._check_session_id(session_id)
         if type(expected_version) is not int or expected_version < 0:
             raise StoreError(f"expected_version must be an int >= 0, got {expected_version!r}")
@@ -296,21 +357,31 @@ class EventStore(ABC):
             raise StoreError(
                 f"fenced appends need a store with leases (PostgreSQL), not {self.url}"
             )
-        future: Future[list[RecordedEvent]] = Future()
-        if not events:
-            future.set_result([])
-            return future
+
+    def _queue_append(
+        self,
+        session_id: str,
+        expected_version: int,
+        events: Sequence[NewEvent],
+        fence: Fence | None,
+        future: Future[list[RecordedEvent]] | None,
+        on_done: Callable[[BaseException | None], None] | None,
+        after: AppendTicket | None,
+    ) -> AppendTicket:
+        self._check_args(session_id, expected_version, fence)
         pending = self._encode(session_id, expected_version, events, future)
         pending.fence = fence
+        pending.on_done = on_done
+        pending.after = after
         if not self._group_commit:
             self._check_open()
-            future.set_running_or_notify_cancel()
+            self._begin(pending)
             self._commit_one(pending)
-            return future
+            return pending
         with self._submit_lock:
             self._check_open()
             self._queue.put(pending)
-        return future
+        return pending
 
     def read_session(
         self, session_id: str, after_version: int = 0, limit: int | None = None
@@ -601,19 +672,24 @@ class EventStore(ABC):
         session_id: str,
         expected_version: int,
         events: Sequence[NewEvent],
-        future: Future[list[RecordedEvent]],
-    ) -> _PendingAppend:
+        future: Future[list[RecordedEvent]] | None,
+    ) -> AppendTicket:
         topics: list[str] = []
-        datas: list[dict[str, Any]] = []
         stored: list[StoredEvent] = []
+        serializer, writer = self.serializer, self.incarnation
+        # The payload as read back is only needed for the RecordedEvents a future returns.
+        datas: list[dict[str, Any]] | None = [] if future is not None else None
         for offset, event in enumerate(events, start=1):
             if not isinstance(event, NewEvent):
                 raise StoreError(f"events must be NewEvent objects, got {type(event).__name__}")
-            state, as_read = self.serializer.encode_event(event.topic, event.data, self.incarnation)
+            if datas is not None:
+                state, as_read = serializer.encode_event(event.topic, event.data, writer)
+                datas.append(as_read)
+            else:
+                state = serializer.encode_event_bytes(event.topic, event.data, writer)
             topics.append(event.topic)
-            datas.append(as_read)
             stored.append(StoredEvent(session_id, expected_version + offset, event.topic, state))
-        return _PendingAppend(session_id, expected_version, topics, datas, stored, future)
+        return AppendTicket(session_id, expected_version, topics, datas, stored, future)
 
     def _decode(self, row: Row) -> RecordedEvent:
         position, session_id, version, topic, state = row
@@ -626,7 +702,8 @@ class EventStore(ABC):
             ) from e
         return RecordedEvent(session_id, version, position, topic, data, writer)
 
-    def _recorded(self, pending: _PendingAppend, positions: Sequence[int]) -> list[RecordedEvent]:
+    def _recorded(self, pending: AppendTicket, positions: Sequence[int]) -> list[RecordedEvent]:
+        assert pending.datas is not None
         return [
             RecordedEvent(
                 pending.session_id,
@@ -644,7 +721,7 @@ class EventStore(ABC):
     # -- committing -------------------------------------------------------------------------
 
     def _run_writer(self) -> None:
-        carry: _PendingAppend | None = None
+        carry: AppendTicket | None = None
         while True:
             if carry is not None:
                 group, carry = [carry], None
@@ -652,8 +729,8 @@ class EventStore(ABC):
                 item = self._queue.get()
                 if item is _STOP:
                     return
-                assert isinstance(item, _PendingAppend)
-                group = [item] if item.future.set_running_or_notify_cancel() else []
+                assert isinstance(item, AppendTicket)
+                group = [item] if self._begin(item) else []
             size = sum(len(p.stored) for p in group)
             stopping = False
             deadline = time.monotonic() + self._max_batch_wait
@@ -671,8 +748,8 @@ class EventStore(ABC):
                 if item is _STOP:
                     stopping = True
                     break
-                assert isinstance(item, _PendingAppend)
-                if not item.future.set_running_or_notify_cancel():
+                assert isinstance(item, AppendTicket)
+                if not self._begin(item):
                     continue  # cancelled by its caller before we got to it
                 if group and size + len(item.stored) > self._max_batch_events:
                     carry = item
@@ -689,12 +766,14 @@ class EventStore(ABC):
             if stopping:
                 return
 
-    def _commit_group(self, group: list[_PendingAppend]) -> None:
+    def _commit_group(self, group: list[AppendTicket]) -> None:
         """Commit a group in one transaction, falling back to one by one on a version clash."""
-        batch: list[_PendingAppend] = []
-        clashing: list[_PendingAppend] = []  # settled once the batch has committed
+        batch: list[AppendTicket] = []
+        clashing: list[AppendTicket] = []  # settled once the batch has committed
         tips: dict[str, int] = {}
         for pending in group:
+            if self._blocked(pending):
+                continue
             tip = tips.get(pending.session_id)
             if tip is not None:
                 if pending.expected_version == tip:
@@ -732,13 +811,17 @@ class EventStore(ABC):
             return
         self._committed(batch, positions)
         for pending in clashing:
+            if self._blocked(pending):
+                continue
             try:
                 self._settle_clash(pending, tips[pending.session_id])
             except Exception as e:
                 self._fail(pending, e)
 
-    def _commit_one(self, pending: _PendingAppend) -> None:
+    def _commit_one(self, pending: AppendTicket) -> None:
         """Commit one append in its own transaction and resolve its future."""
+        if self._blocked(pending):
+            return
         try:
             actual = self._precheck(pending)
             if actual is not None:
@@ -756,7 +839,7 @@ class EventStore(ABC):
         except Exception as e:
             self._fail(pending, e)
 
-    def _settle_clash(self, pending: _PendingAppend, actual: int | None) -> None:
+    def _settle_clash(self, pending: AppendTicket, actual: int | None) -> None:
         """Resolve an append that cannot be inserted: already stored, or a conflict."""
         end = pending.expected_version + len(pending.stored)
         if (actual is None or actual >= end) and (
@@ -769,7 +852,7 @@ class EventStore(ABC):
             self._learn_version(pending.session_id, actual)
         self._conflict(pending, actual)
 
-    def _already_stored(self, pending: _PendingAppend) -> list[int] | None:
+    def _already_stored(self, pending: AppendTicket) -> list[int] | None:
         """Return the positions if exactly these events are stored at these versions.
 
         That happens when a commit succeeded but its acknowledgement was lost
@@ -792,7 +875,7 @@ class EventStore(ABC):
                 return None
         return [row[0] for row in rows]
 
-    def _precheck(self, pending: _PendingAppend) -> int | None:
+    def _precheck(self, pending: AppendTicket) -> int | None:
         """Return the actual version if the append certainly conflicts, else None.
 
         The primary key only catches versions that exist; this also refuses an
@@ -807,7 +890,7 @@ class EventStore(ABC):
         self._learn_version(pending.session_id, actual)
         return None if actual == pending.expected_version else actual
 
-    def _committed(self, batch: list[_PendingAppend], positions: Sequence[int]) -> None:
+    def _committed(self, batch: list[AppendTicket], positions: Sequence[int]) -> None:
         total = sum(len(p.stored) for p in batch)
         if len(positions) != total:
             raise StoreError(f"store returned {len(positions)} positions for {total} events")
@@ -822,7 +905,7 @@ class EventStore(ABC):
         start = 0
         for pending in batch:
             end = start + len(pending.stored)
-            self._resolve(pending, self._recorded(pending, positions[start:end]))
+            self._resolve(pending, positions[start:end])
             start = end
 
     def _learn_version(self, session_id: str, version: int) -> None:
@@ -844,12 +927,12 @@ class EventStore(ABC):
             except Exception:
                 logger.exception("store listener %r failed", callback)
 
-    def _conflict(self, pending: _PendingAppend, actual: int) -> None:
+    def _conflict(self, pending: AppendTicket, actual: int) -> None:
         self._reject(
             pending, ConcurrencyConflict(pending.session_id, pending.expected_version, actual)
         )
 
-    def _fail(self, pending: _PendingAppend, cause: BaseException) -> None:
+    def _fail(self, pending: AppendTicket, cause: BaseException) -> None:
         detail = self._scrub(str(cause))
         if isinstance(cause, StoreError):
             error = StoreError(detail)
@@ -865,14 +948,53 @@ class EventStore(ABC):
         self._reject(pending, error)
 
     @staticmethod
-    def _resolve(pending: _PendingAppend, result: list[RecordedEvent]) -> None:
-        with suppress(InvalidStateError):
-            pending.future.set_result(result)
+    def _begin(pending: AppendTicket) -> bool:
+        """Mark a future's append as running; False if its caller cancelled it."""
+        return pending.future is None or pending.future.set_running_or_notify_cancel()
+
+    def _blocked(self, pending: AppendTicket) -> bool:
+        """Fail ``pending`` unattempted if the append it was queued ``after`` failed."""
+        after = pending.after
+        if after is None or after.outcome != _FAILED:
+            return False
+        self._reject(
+            pending,
+            StoreError(
+                f"append to session {pending.session_id!r} was not attempted, nothing of it "
+                f"was written: the append it follows failed"
+            ),
+        )
+        return True
+
+    def _resolve(self, pending: AppendTicket, positions: Sequence[int]) -> None:
+        if pending.outcome != _IN_FLIGHT:
+            return
+        pending.outcome = _DURABLE
+        pending.after = None  # a settled append no longer needs its predecessor
+        if pending.future is not None:
+            with suppress(InvalidStateError):
+                pending.future.set_result(self._recorded(pending, positions))
+        else:
+            self._call_back(pending, None)
+
+    def _reject(self, pending: AppendTicket, error: BaseException) -> None:
+        if pending.outcome != _IN_FLIGHT:
+            return
+        pending.outcome = _FAILED
+        pending.after = None
+        if pending.future is not None:
+            with suppress(InvalidStateError):
+                pending.future.set_exception(error)
+        else:
+            self._call_back(pending, error)
 
     @staticmethod
-    def _reject(pending: _PendingAppend, error: BaseException) -> None:
-        with suppress(InvalidStateError):
-            pending.future.set_exception(error)
+    def _call_back(pending: AppendTicket, error: BaseException | None) -> None:
+        assert pending.on_done is not None
+        try:
+            pending.on_done(error)
+        except Exception:
+            logger.exception("append callback %r failed", pending.on_done)
 
     def _fail_queued(self) -> None:
         while True:
@@ -880,7 +1002,7 @@ class EventStore(ABC):
                 item = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if isinstance(item, _PendingAppend) and item.future.set_running_or_notify_cancel():
+            if isinstance(item, AppendTicket) and self._begin(item):
                 self._reject(item, StoreError(f"store {self.url} was closed"))
 
     # -- helpers ----------------------------------------------------------------------------

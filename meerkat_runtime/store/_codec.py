@@ -168,6 +168,10 @@ class Serializer:
         as_read: dict[str, Any] = orjson.loads(plain)["d"]
         return self._seal(plain), as_read
 
+    def encode_event_bytes(self, topic: str, data: dict[str, Any], writer: str) -> bytes:
+        """Return only the stored bytes: :meth:`encode_event` without reading them back."""
+        return self._seal(self.codec.encode(topic, data, writer))
+
     def decode_event(self, topic: str, state: bytes) -> tuple[dict[str, Any], str]:
         """Return ``(data, writer)`` of a stored event."""
         return self.codec.decode(topic, self.unseal(state))

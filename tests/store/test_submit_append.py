@@ -1,0 +1,146 @@
+"""``EventStore.submit_append``: the pipelined append with a callback and an ``after`` chain."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from meerkat_runtime.errors import ConcurrencyConflict, StoreError
+from meerkat_runtime.store import NewEvent
+
+from .conftest import Backend, GatedInserts
+
+WAIT = 10.0
+
+
+def happened(n: int) -> NewEvent:
+    return NewEvent("test.happened", {"n": n})
+
+
+class Outcomes:
+    """Collects on_done calls in order; ``wait(n)`` blocks until n arrived."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, BaseException | None]] = []
+        self._cond = threading.Condition()
+
+    def on_done(self, name: str) -> Any:
+        def done(error: BaseException | None) -> None:
+            with self._cond:
+                self.seen.append((name, error))
+                self._cond.notify_all()
+
+        return done
+
+    def wait(self, n: int) -> dict[str, BaseException | None]:
+        with self._cond:
+            assert self._cond.wait_for(lambda: len(self.seen) >= n, WAIT)
+            return dict(self.seen)
+
+
+@pytest.mark.parametrize("group_commit", [True, False])
+def test_chained_appends_become_durable_in_order(backend: Backend, group_commit: bool) -> None:
+    store = backend.open(group_commit=group_commit)
+    out = Outcomes()
+    first = store.submit_append("s", 0, [happened(1), happened(2)], on_done=out.on_done("a"))
+    store.submit_append("s", 2, [happened(3)], on_done=out.on_done("b"), after=first)
+    assert out.wait(2) == {"a": None, "b": None}
+    assert [name for name, _ in out.seen] == ["a", "b"]
+    assert [e.data["n"] for e in store.read_session("s")] == [1, 2, 3]
+
+
+def test_appends_queued_behind_each_other_share_one_group(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = backend.open()
+    gate = GatedInserts(store, monkeypatch)
+    out = Outcomes()
+    store.submit_append("warm", 0, [happened(0)], on_done=out.on_done("warm"))
+    assert gate.entered.wait(WAIT)  # the writer is held: the next appends queue up
+    ticket = None
+    for n in range(5):
+        ticket = store.submit_append(
+            "s", n, [happened(n + 1)], on_done=out.on_done(str(n)), after=ticket
+        )
+    gate.release()
+    results = out.wait(6)
+    assert all(error is None for error in results.values()), results
+    assert gate.sizes == [1, 5]
+    assert [e.version for e in store.read_session("s")] == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize(("group_commit", "gated"), [(True, True), (True, False), (False, False)])
+def test_an_append_after_a_failed_one_is_never_written(
+    backend: Backend, group_commit: bool, gated: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Even when the session's version happens to match what the second append expects."""
+    store = backend.open(group_commit=group_commit)
+    store.append("s", 0, [happened(1)])
+    out = Outcomes()
+    gate = GatedInserts(store, monkeypatch) if gated else None
+    if gate is not None:
+        store.submit_append("warm", 0, [happened(0)], on_done=out.on_done("warm"))
+        assert gate.entered.wait(WAIT)
+    # Decided on a stale version 0: conflicts. The next one expects version 1 + 1 = 2
+    # on top of it, but the session is at 1: were it not chained, it would fit at 1.
+    first = store.submit_append("s", 0, [happened(2)], on_done=out.on_done("first"))
+    store.submit_append("s", 1, [happened(3)], on_done=out.on_done("second"), after=first)
+    if gate is not None:
+        gate.release()
+    results = out.wait(3 if gate is not None else 2)
+    assert isinstance(results["first"], ConcurrencyConflict)
+    second = results["second"]
+    assert isinstance(second, StoreError) and "not attempted" in str(second)
+    assert first.failed
+    assert [e.data["n"] for e in store.read_session("s")] == [1]
+
+
+def test_an_append_after_a_failed_commit_is_never_written(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = backend.open(group_commit=False)
+    real_insert = store._insert
+    calls = 0
+
+    def insert(*args: Any, **kwargs: Any) -> list[int]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("disk on fire")
+        return real_insert(*args, **kwargs)
+
+    monkeypatch.setattr(store, "_insert", insert)
+    out = Outcomes()
+    first = store.submit_append("s", 0, [happened(1)], on_done=out.on_done("first"))
+    store.submit_append("s", 0, [happened(2)], on_done=out.on_done("second"), after=first)
+    results = out.wait(2)
+    assert isinstance(results["first"], StoreError) and "disk on fire" in str(results["first"])
+    assert isinstance(results["second"], StoreError) and "not attempted" in str(results["second"])
+    assert store.read_session("s") == []
+
+
+def test_a_failing_callback_is_logged_and_the_writer_goes_on(
+    backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = backend.open()
+
+    def boom(error: BaseException | None) -> None:
+        raise ValueError("callback bug")
+
+    store.submit_append("s", 0, [happened(1)], on_done=boom)
+    assert [e.version for e in store.append("s", 1, [happened(2)])] == [2]
+    assert "append callback" in caplog.text
+
+
+def test_no_events_are_done_at_once_and_bad_arguments_raise(backend: Backend) -> None:
+    store = backend.open()
+    out = Outcomes()
+    ticket = store.submit_append("s", 0, [], on_done=out.on_done("empty"))
+    assert out.seen == [("empty", None)] and not ticket.failed
+    with pytest.raises(StoreError):
+        store.submit_append("", 0, [happened(1)], on_done=out.on_done("bad"))
+    with pytest.raises(StoreError):
+        store.submit_append("s", -1, [happened(1)], on_done=out.on_done("bad"))
+    assert len(out.seen) == 1
