@@ -31,6 +31,7 @@ from meerkat_runtime.actors import (
     Services,
     SessionRegistry,
 )
+from meerkat_runtime.actors._recovery import recover_batch
 from meerkat_runtime.cluster import ClusterView, Membership, default_node_id
 from meerkat_runtime.errors import InvalidInput, MeerkatRuntimeError
 from meerkat_runtime.events import wire
@@ -406,6 +407,15 @@ class Runtime:
     def recover_by_session(self) -> dict[str, RecoveryReport]:
         """Like :meth:`recover`, keyed by session id (destroyed sessions are left out)."""
         self._check_open()
+        order = self.sessions()
+        # Passivated sessions recover inline in batches; live ones (and all on a store
+        # with leases) through their actors, which own their state and lease.
+        batch = recover_batch(self._services, order)
+        reports = self._recover_with_actors(batch.to_actors)
+        reports.update(batch.reports)
+        return {sid: reports[sid] for sid in order if sid in reports}
+
+    def _recover_with_actors(self, session_ids: list[str]) -> dict[str, RecoveryReport]:
         # A bounded window of sessions at a time: each message starts an actor (a
         # thread), and one in flight cannot be passivated to make room.
         window = max(1, self.options.max_live_sessions // 2)
@@ -417,7 +427,7 @@ class Runtime:
             if report is not None:
                 reports[sid] = report
 
-        for sid in self.sessions():
+        for sid in session_ids:
             if len(pending) >= window:
                 settle(*pending.popleft())
             pending.append((sid, self._registry.send(sid, "recover_all")))

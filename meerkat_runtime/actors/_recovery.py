@@ -1,0 +1,228 @@
+"""Batch recovery: ``rt.recover()`` for many passivated sessions without an actor each.
+
+The actor path starts one thread per session, loads it with two queries and
+answers through a message; for 10,000 idle sessions that costs far more than
+reading their events. Here the same steps run inline for a batch of sessions:
+read their snapshots and tails with a few queries (``load_snapshots``,
+``read_sessions``), fold them with the pure core, decide what the session
+actor would decide (cold recovery when the log's last writer is another
+process, else an in-process ``Recover``), and append only the sessions whose
+recovery writes events, with the version the fold read as the expected
+version. A session that is live in this process, that became live meanwhile
+(the append then conflicts), whose state needs anything but plain recovery
+(its own run in flight, a refused transition, a store failure) goes back to the
+actor path, which handles every case. Stores with leases always use the actor
+path: a session's lease belongs to its actor.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from meerkat_runtime.errors import InvalidInput, MeerkatRuntimeError
+from meerkat_runtime.events.catalogue import envelope_from_record, envelope_to_record
+from meerkat_runtime.events.ids import uuid7
+from meerkat_runtime.events.reports import RecoveryReport
+from meerkat_runtime.events.runtime_event import (
+    InputLifecycleEvent,
+    RunCancelled,
+    RunCompleted,
+    RunFailed,
+    RuntimeEventEnvelope,
+)
+from meerkat_runtime.events.runtime_state import RuntimeState
+from meerkat_runtime.events.session import (
+    Decision,
+    DecisionContext,
+    Recover,
+    SessionState,
+    completion_outcome,
+    decide,
+    evolve,
+    state_from_snapshot,
+    state_to_snapshot,
+    wants_run,
+)
+from meerkat_runtime.events.timefmt import utc_now
+from meerkat_runtime.store import NewEvent, RecordedEvent, Snapshot
+
+if TYPE_CHECKING:
+    from meerkat_runtime.actors._registry import Services
+
+__all__ = ["BatchRecovery", "recover_batch"]
+
+log = logging.getLogger(__name__)
+
+BATCH_SESSIONS = 500
+"""Sessions read, folded and appended together."""
+
+
+@dataclass(slots=True)
+class BatchRecovery:
+    """What :func:`recover_batch` did: reports of the sessions it recovered, and the rest."""
+
+    reports: dict[str, RecoveryReport]
+    """Recovered here; a destroyed session has no report (as on the actor path)."""
+    to_actors: list[str]
+    """Sessions left to the actor path, in the order given."""
+
+
+@dataclass(slots=True)
+class _Loaded:
+    state: SessionState
+    snapshot_version: int
+    writer: str | None
+
+
+def recover_batch(
+    services: Services, session_ids: Sequence[str], *, batch: int = BATCH_SESSIONS
+) -> BatchRecovery:
+    """Recover ``session_ids`` inline, a batch at a time; see the module docstring."""
+    reports: dict[str, RecoveryReport] = {}
+    if services.membership is not None:
+        return BatchRecovery(reports, list(session_ids))
+    handled: set[str] = set()
+    for start in range(0, len(session_ids), batch):
+        chunk = session_ids[start : start + batch]
+        live = set(services.registry.live_ids())
+        candidates = [sid for sid in chunk if sid not in live]
+        for sid, report in _recover_chunk(services, candidates).items():
+            handled.add(sid)
+            if report is not None:
+                reports[sid] = report
+    return BatchRecovery(reports, [sid for sid in session_ids if sid not in handled])
+
+
+def _recover_chunk(services: Services, session_ids: list[str]) -> dict[str, RecoveryReport | None]:
+    """Recover what can be recovered inline; sessions missing from the result go to actors."""
+    try:
+        loaded = _load(services, session_ids)
+    except MeerkatRuntimeError as exc:
+        # The actors retry a failing store with backoff (recovery_timeout).
+        log.warning("batch recovery could not read %d sessions: %s", len(session_ids), exc)
+        return {}
+    done: dict[str, RecoveryReport | None] = {}
+    pending: list[tuple[str, Decision, Future[list[RecordedEvent]]]] = []
+    store = services.store
+    ctx = DecisionContext(now=utc_now(), new_id=uuid7, attached=services.executor is not None)
+    for sid, item in loaded.items():
+        st = item.state
+        if st.phase is RuntimeState.DESTROYED:
+            done[sid] = None
+            continue
+        foreign = item.writer is not None and item.writer != store.incarnation
+        if foreign and (st.run is not None or st.non_terminal_ids()):
+            command = Recover(cold=True)
+        elif st.run is None:
+            command = Recover()
+        else:
+            continue  # this process's own run, worker gone: the actor closes it first
+        try:
+            decision = decide(st, command, ctx)
+        except MeerkatRuntimeError:
+            continue  # the actor path raises it to the caller, as it always did
+        if not decision.events:
+            done[sid] = decision.reply
+            _wake_if_wanted(services, sid, st)
+            continue
+        try:
+            future = store.append_async(sid, st.version, _new_events(decision.events))
+        except MeerkatRuntimeError:
+            continue
+        pending.append((sid, decision, future))
+    for sid, decision, future in pending:
+        try:
+            future.result()
+        except MeerkatRuntimeError as exc:
+            # Most likely the session became live meanwhile and its actor wrote first.
+            log.info("session %s: batch recovery not written (%s); using its actor", sid, exc)
+            continue
+        _written(services, sid, loaded[sid], decision.events)
+        done[sid] = decision.reply
+    return done
+
+
+def _load(services: Services, session_ids: list[str]) -> dict[str, _Loaded]:
+    """Snapshot + tail of each session, folded (what ``SessionActor._load`` does, batched)."""
+    store = services.store
+    snapshots = store.load_snapshots(session_ids) if store.snapshot_interval > 0 else {}
+    loaded: dict[str, _Loaded] = {}
+    for sid in session_ids:
+        state, writer = _from_snapshot(sid, snapshots.get(sid))
+        loaded[sid] = _Loaded(state, state.version, writer)
+    tails = store.read_sessions({sid: item.state.version for sid, item in loaded.items()})
+    for sid, records in tails.items():
+        item = loaded[sid]
+        for rec in records:
+            evolve(item.state, envelope_from_record(rec.data, rec.version))
+        if records:
+            item.writer = records[-1].writer
+    return loaded
+
+
+def _from_snapshot(sid: str, snap: Snapshot | None) -> tuple[SessionState, str | None]:
+    if snap is not None:
+        try:
+            state = state_from_snapshot(snap.data["state"])
+            if state.session_id != sid or state.version != snap.version:
+                raise InvalidInput("snapshot belongs to another session or version")
+            writer: Any = snap.data.get("writer")
+            return state, writer
+        except (InvalidInput, KeyError, TypeError) as exc:
+            log.warning(
+                "session %s: ignoring unreadable snapshot at version %s (%s); refolding",
+                sid,
+                snap.version,
+                exc,
+            )
+    return SessionState(session_id=sid), None
+
+
+def _new_events(events: list[RuntimeEventEnvelope]) -> list[NewEvent]:
+    out = []
+    for env in events:
+        topic, data = envelope_to_record(env)
+        out.append(NewEvent(topic, data))
+    return out
+
+
+def _written(
+    services: Services, sid: str, item: _Loaded, events: list[RuntimeEventEnvelope]
+) -> None:
+    """After a durable append: what ``SessionActor._commit`` does next, then wake the session."""
+    st = item.state
+    touched: set[uuid.UUID] = set()
+    for env in events:
+        evolve(st, env)
+        ev = env.event
+        if isinstance(ev, InputLifecycleEvent):
+            touched.add(ev.input_id)
+        elif isinstance(ev, (RunCompleted, RunFailed, RunCancelled)) and st.inputs:
+            touched.update(i for i, s in st.inputs.items() if s.last_run_id == ev.run_id)
+    for iid in touched:
+        outcome = completion_outcome(st, iid)
+        if outcome is not None:
+            services.completions.resolve(iid, outcome)
+    store = services.store
+    interval = store.snapshot_interval
+    if interval > 0 and st.version - item.snapshot_version >= max(interval, len(st.inputs)):
+        data = {"state": state_to_snapshot(st), "writer": store.incarnation}
+        try:
+            store.save_snapshot(sid, st.version, data)
+        except MeerkatRuntimeError as exc:  # a snapshot is only a cache
+            log.warning("session %s: snapshot at %d not saved: %s", sid, st.version, exc)
+    services.notify_events(sid, events)
+    _wake_if_wanted(services, sid, st)
+
+
+def _wake_if_wanted(services: Services, sid: str, st: SessionState) -> None:
+    """Queued work and a bound executor: the actor starts the run, as after its own recovery."""
+    if services.executor is not None and not services.closing and wants_run(st):
+        # "recover_all", not a bare wake: it also takes the cold report a load may recompute,
+        # which would otherwise be added to the next ``session.recover()``.
+        services.registry.tell(sid, "recover_all")
