@@ -263,3 +263,18 @@ def test_requeued_work_runs_after_batch_recovery(tmp_path: Path) -> None:
 
         # Watched through the store: a host call would itself start the session's actor.
         wait_until(lambda: completed() > completed_before, WAIT, "the re-queued input's run")
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_a_store_with_leases_recovers_through_the_actors(postgres_url: str) -> None:
+    """Session leases belong to actors: on PostgreSQL every session takes the actor path."""
+    logs = crashed_logs()
+    write(postgres_url, logs)
+    with Runtime.open(postgres_url, projections=False) as rt:
+        got = rt.recover_by_session()
+        assert rt.live_session_count() == len(got) + 2  # the destroyed ones were loaded too
+        log_after = comparable(rt)
+    assert got["mid-run"].inputs_requeued == 1
+    assert "destroyed" not in got and "destroyed+snap" not in got
+    assert log_after != {sid: list(log) for sid, (log, _) in logs.items()}
