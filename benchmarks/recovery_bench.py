@@ -2,6 +2,7 @@
 
     python benchmarks/recovery_bench.py [--backends sqlite] [--sizes 100,10000] [--full]
                                         [--sessions 10000] [--crashed 0.1] [--repeat 3]
+                                        [--actor-path]
 
 Logs are realistic: sequences of decisions of the pure decider
 (``meerkat_runtime.events.session.execute``): per input, accept (accepted +
@@ -25,7 +26,9 @@ Cold recovery: ``--sessions`` sessions of 2 completed inputs (19 events), and
 with ``--full`` (or ``--crashed F``) a second store where a fraction of them
 died mid-run (their recovery closes the run and re-queues the input: a write). Measured:
 ``rt.recover()`` on a freshly opened runtime (what ``recover="eager"``
-runs) vs the baseline: ``store.read_session`` of every session.
+runs) vs the baseline: ``store.read_session`` of every session. With
+``--actor-path`` (SQLite) the same recovery also runs on a copy of the store
+through one session actor per session (the path before batch recovery).
 
 Targets: refold >= 100,000 events/s with snapshots; cold recovery <= 1.5x
 the raw read time. Prints tables; writes benchmarks/results/recovery_bench.json.
@@ -34,6 +37,7 @@ the raw read time. Prints tables; writes benchmarks/results/recovery_bench.json.
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 import time
 from concurrent.futures import Future
@@ -101,6 +105,9 @@ class ColdRecovery:
     sessions_per_second: float
     reports: int
     events_written: int
+    # --actor-path: the same recovery on a copy of the store, one session actor each
+    actors_seconds: float | None = None
+    actors_cpu_seconds: float | None = None
 
 
 def ctx() -> DecisionContext:
@@ -286,8 +293,37 @@ def build_many(url: str, backend: str, sessions: int, crashed: float) -> int:
     return total
 
 
+def sqlite_copy(url: str) -> str:
+    """A consistent copy of a SQLite store file (the backup API, WAL included)."""
+    path = url.removeprefix("sqlite:///")
+    copy = f"{path}.actors"
+    src, dst = sqlite3.connect(path), sqlite3.connect(copy)
+    try:
+        src.backup(dst)
+    finally:
+        src.close()
+        dst.close()
+    return f"sqlite:///{copy}"
+
+
+def recover_with_actors(url: str, backend: str) -> tuple[float, float]:
+    """``rt.recover()`` as before batch recovery: every session through its actor."""
+    rt = Runtime.open(url, projections=False, **bl.store_options(backend))
+    try:
+        started, cpu = time.perf_counter(), time.process_time()
+        rt._recover_with_actors(rt.sessions())
+        return time.perf_counter() - started, time.process_time() - cpu
+    finally:
+        rt.close()
+
+
 def bench_cold(
-    backend: str, pg_url: str | None, sessions: int, crashed: float, repeat: int
+    backend: str,
+    pg_url: str | None,
+    sessions: int,
+    crashed: float,
+    repeat: int,
+    actor_path: bool = False,
 ) -> list[ColdRecovery]:
     out = []
     for fraction in (0.0, crashed) if crashed > 0 else (0.0,):
@@ -310,6 +346,9 @@ def bench_cold(
                     read_cpus.append(time.process_time() - cpu)
                 finally:
                     store.close()
+            actors: tuple[float, float] | None = None
+            if actor_path and backend.startswith("sqlite"):
+                actors = recover_with_actors(sqlite_copy(url), backend)
             rt = Runtime.open(url, projections=False, **bl.store_options(backend))
             try:
                 before = rt.store.max_position()
@@ -337,6 +376,8 @@ def bench_cold(
                 sessions_per_second=round(sessions / t_recover, 1),
                 reports=len(reports),
                 events_written=written,
+                actors_seconds=None if actors is None else round(actors[0], 3),
+                actors_cpu_seconds=None if actors is None else round(actors[1], 3),
             )
             bl.log(
                 f"  {backend} cold recovery of {sessions:,} sessions ({r.crashed} crashed): "
@@ -359,6 +400,11 @@ def main(argv: list[str] | None = None) -> int:
         help="also recover a store where this fraction died mid-run (default: 0.1 with --full)",
     )
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement (median)")
+    parser.add_argument(
+        "--actor-path",
+        action="store_true",
+        help="also time cold recovery through one actor per session (SQLite: on a copy)",
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -385,7 +431,9 @@ def main(argv: list[str] | None = None) -> int:
         bl.log(f"{backend}:")
         with bl.database(backend, pg_url) as url:
             refolds += bench_refold(backend, url, sizes, args.repeat, pg_url)
-        colds += bench_cold(backend, pg_url, args.sessions, args.crashed, args.repeat)
+        colds += bench_cold(
+            backend, pg_url, args.sessions, args.crashed, args.repeat, args.actor_path
+        )
 
     print()
     print(
@@ -437,6 +485,8 @@ def main(argv: list[str] | None = None) -> int:
                 "vs read",
                 "vs read (CPU)",
                 "events written",
+                "actors s",
+                "actors vs read (CPU)",
             ],
             [
                 [
@@ -450,6 +500,10 @@ def main(argv: list[str] | None = None) -> int:
                     f"{c.vs_read:.2f}x",
                     f"{c.vs_read_cpu:.2f}x",
                     c.events_written,
+                    "-" if c.actors_seconds is None else c.actors_seconds,
+                    "-"
+                    if c.actors_cpu_seconds is None or not c.read_cpu_seconds
+                    else f"{c.actors_cpu_seconds / c.read_cpu_seconds:.2f}x",
                 ]
                 for c in colds
             ],
@@ -483,7 +537,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"(total {time.perf_counter() - started:.0f} s; state() = a fresh Runtime's first "
         f"query, the actor loading snapshot + tail; read = store.read_session, read + decode; "
-        f"recover = rt.recover() on a fresh runtime, max_live_sessions 1,000, projections off; "
+        f"recover = rt.recover() on a fresh runtime (passivated sessions in batches), "
+        f"max_live_sessions 1,000, projections off; actors = the same, one actor per session "
+        f"(--actor-path, SQLite); "
         f"'(CPU)', 'events/CPU-s' = the same with process CPU time instead of wall time, "
         f"less sensitive to a busy machine)"
     )
