@@ -1,18 +1,38 @@
 """The session actor: a thin shell around the pure decider.
 
-Receive, decide, append, evolve, reply. The actor's state is always a fold of
-the session's persisted log (snapshot + tail); nothing is acknowledged before
-its events are durable. Supervision is built in (pykka has none): a store
-failure fails the command that met it, drops the in-memory state, and the next
+Receive, decide, append, evolve, reply. Nothing is acknowledged before its
+events are durable. Supervision is built in (pykka has none): a store failure
+fails the command that met it, drops the in-memory state, and the next
 message refolds from the store, retrying with exponential backoff while later
 messages wait in the mailbox in order.
+
+Accepts are pipelined. An accept that writes events is decided, its events
+are evolved into the state at once (optimistically) and handed to the store
+with :meth:`EventStore.submit_append`; the actor goes on to its next message
+while the group commit is in flight, and the store's writer thread answers
+the host from the commit callback, once the events are durable. Each such
+append is chained ``after`` the previous one still in flight, so when one
+fails none of those decided on top of it is written. The actor then *drains*:
+it waits until none of its appends is in flight, drops the state (the next
+use refolds it from the store, as after any failed append), answers the host
+of the failed append with its error (or decides it again after a version
+conflict, as the blocking path does), and handles the accepts queued behind
+it again, one by one without pipelining, in their original order.
+
+Everything else drains first and then runs as before, on a state that holds
+only durable events: other commands, queries, dedup and reject answers (they
+may point at an input still in flight), snapshots, stopping. So the only
+state ever observed by anyone but the actor itself is durable, acks follow
+durability, and per-session order is the mailbox order.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
+from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -69,6 +89,7 @@ from meerkat_runtime.events.session import (
 )
 from meerkat_runtime.events.timefmt import utc_now
 from meerkat_runtime.store import NewEvent
+from meerkat_runtime.store._base import AppendTicket
 
 if TYPE_CHECKING:
     from meerkat_runtime.actors._registry import Services
@@ -76,6 +97,11 @@ if TYPE_CHECKING:
 __all__ = ["AcceptOutcome", "Call", "SessionActor"]
 
 log = logging.getLogger(__name__)
+
+# Pipelined appends in flight per session before an accept waits for the oldest.
+MAX_IN_FLIGHT = 128
+# What a handler returns when the store's commit callback answers the host.
+_LATER: Any = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +138,27 @@ class Call:
     reply: Future[Any] = field(default_factory=Future)
 
 
+class _InFlight:
+    """A pipelined accept whose append the store has not settled yet."""
+
+    __slots__ = ("call", "error", "events", "reply", "resolutions", "settled", "ticket")
+
+    def __init__(
+        self,
+        call: Call,
+        reply: AcceptOutcome,
+        resolutions: list[tuple[uuid.UUID, CompletionOutcome]],
+        events: list[RuntimeEventEnvelope],
+    ) -> None:
+        self.call = call
+        self.reply = reply
+        self.resolutions = resolutions
+        self.events = events
+        self.ticket: AppendTicket | None = None
+        self.settled = False
+        self.error: BaseException | None = None
+
+
 class SessionActor(pykka.ThreadingActor):
     """One live session. Start it through the registry, never directly."""
 
@@ -130,6 +177,12 @@ class SessionActor(pykka.ThreadingActor):
         # Another live node holds the session's lease: its work is that node's to do,
         # so no retry is scheduled here (only a host call tries to load it again).
         self.owned_elsewhere = False
+        # Pipelined accepts, oldest first; the store's callbacks settle them under _settled.
+        self._inflight: deque[_InFlight] = deque()
+        self._settled = threading.Condition(threading.Lock())
+        self._broken = False  # an append in flight failed: drain before anything else
+        self._pipelining = True  # off while a drain handles calls again
+        self._call: Call | None = None
 
     # ------------------------------------------------------------ message loop
 
@@ -137,15 +190,7 @@ class SessionActor(pykka.ThreadingActor):
         if not isinstance(message, Call):
             return None
         try:
-            result = self._handle(message)
-        except BaseException as exc:
-            if not message.reply.done():
-                message.reply.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
-        else:
-            if not message.reply.done():
-                message.reply.set_result(result)
+            self._answer(message)
         finally:
             try:
                 self._after_message()
@@ -154,7 +199,32 @@ class SessionActor(pykka.ThreadingActor):
             self.svc.registry.message_done(self.session_id, self._busy())
         return None
 
+    def _answer(self, call: Call) -> None:
+        """Handle ``call`` and put its answer in its reply, unless a commit callback will."""
+        try:
+            result = self._handle(call)
+        except BaseException as exc:
+            if not call.reply.done():
+                call.reply.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            if result is not _LATER and not call.reply.done():
+                call.reply.set_result(result)
+
     def _handle(self, call: Call) -> Any:
+        if call.kind == "settle":
+            if self._broken:
+                self._drain()
+            return None
+        if self._inflight and (
+            call.kind != "accept"
+            or self._broken
+            or self.state is None
+            or len(self._inflight) >= MAX_IN_FLIGHT
+        ):
+            self._drain()
+        self._call = call
         if call.kind == "retry":
             self.retry_scheduled = False  # before loading: a failed reload schedules another
         try:
@@ -273,6 +343,10 @@ class SessionActor(pykka.ThreadingActor):
         self.owned_elsewhere = True
 
     def on_stop(self) -> None:
+        try:
+            self._drain()
+        except Exception:
+            log.exception("session %s: appends in flight at stop not settled", self.session_id)
         if self.svc.membership is not None:
             self.svc.membership.release(self.lease, self)
 
@@ -282,7 +356,13 @@ class SessionActor(pykka.ThreadingActor):
         return DecisionContext(now=utc_now(), new_id=uuid7, attached=self.svc.executor is not None)
 
     def _commit(self, command: Command) -> Decision:
-        """Decide, append atomically, evolve, resolve completions. Raises on refusal."""
+        """Decide, append atomically, evolve, resolve completions. Raises on refusal.
+
+        Blocks until the append is durable (after any pipelined appends in flight).
+        """
+        if self._inflight:
+            self._drain()
+            self._ensure_loaded()
         st = self.state
         assert st is not None
         decision = decide(st, command, self._context())
@@ -338,6 +418,31 @@ class SessionActor(pykka.ThreadingActor):
             raise LeaseUnavailable(self.lease, None)
         self.svc.store.append(self.session_id, st.version, new_events, fence=fence)
 
+    def _snapshot_when_settled(self) -> None:
+        """Forget settled pipelined appends; snapshot the state once it is all durable.
+
+        A snapshot of a state holding events still in flight could outlive them,
+        so while appends are in flight it waits; once it is overdue by a whole
+        interval (a session never idle), it drains for it.
+        """
+        inflight = self._inflight
+        while inflight and inflight[0].settled and inflight[0].error is None:
+            inflight.popleft()
+        st = self.state
+        interval = self.svc.store.snapshot_interval
+        if st is None or self._broken or interval <= 0:
+            return
+        due = max(interval, len(st.inputs))
+        behind = st.version - self.snapshot_version
+        if behind < due or (inflight and behind < 2 * due):
+            return
+        if inflight:
+            self._drain()
+            st = self.state
+            if st is None:
+                return
+        self._maybe_snapshot(st, 0)
+
     def _maybe_snapshot(self, st: SessionState, added: int) -> None:
         """Snapshot every ``snapshot_interval`` events, or every ``len(inputs)`` when larger.
 
@@ -360,8 +465,118 @@ class SessionActor(pykka.ThreadingActor):
 
     # ------------------------------------------------------------ host calls
 
-    def _on_accept(self, inp: Input) -> AcceptOutcome:
-        decision = self._commit(Accept(inp))
+    def _on_accept(self, inp: Input) -> Any:
+        call = self._call
+        if self._pipelining and call is not None and call.payload is inp:
+            st = self.state
+            assert st is not None
+            expected = st.version
+            decision = decide(st, Accept(inp), self._context())
+            if decision.events:
+                return self._pipeline(call, st, expected, decision)
+            if self._inflight:
+                # A dedup or reject may point at an input still in flight: answer
+                # it on durable state only.
+                self._drain()
+                self._ensure_loaded()
+        return self._accept_reply(self._commit(Accept(inp)))
+
+    def _pipeline(self, call: Call, st: SessionState, expected: int, decision: Decision) -> Any:
+        """Evolve now, submit the append, and let its commit callback answer the host."""
+        svc = self.svc
+        new_events = [NewEvent(*envelope_to_record(env)) for env in decision.events]
+        fence = None
+        membership = svc.membership
+        if membership is not None:
+            fence = membership.fence(self.lease)
+            if fence is None:
+                raise self._lease_lost(LeaseUnavailable(self.lease, None))
+        touched: set[uuid.UUID] = set()
+        for env in decision.events:
+            evolve(st, env)
+            ev = env.event
+            if isinstance(ev, InputLifecycleEvent):
+                touched.add(ev.input_id)
+        resolutions = [
+            (iid, outcome)
+            for iid in touched
+            if (outcome := completion_outcome(st, iid)) is not None
+        ]
+        entry = _InFlight(call, self._accept_reply(decision), resolutions, decision.events)
+        inflight = self._inflight
+        after = inflight[-1].ticket if inflight else None
+        inflight.append(entry)
+        try:
+            entry.ticket = svc.store.submit_append(
+                self.session_id,
+                expected,
+                new_events,
+                fence=fence,
+                after=after,
+                on_done=lambda error: self._append_done(entry, error),
+            )
+        except BaseException:
+            inflight.pop()  # never queued: the state holds events that are nowhere
+            self._invalidate()
+            raise
+        self.last_writer = svc.store.incarnation
+        return _LATER
+
+    def _append_done(self, entry: _InFlight, error: BaseException | None) -> None:
+        """The store settled a pipelined append (on its committing thread)."""
+        with self._settled:
+            entry.settled = True
+            entry.error = error
+            self._settled.notify_all()
+        if error is not None:
+            # The actor answers the host once it has drained; wake it if idle.
+            self._broken = True
+            self.svc.registry.tell_if_live(self.session_id, "settle")
+            return
+        svc = self.svc
+        for iid, outcome in entry.resolutions:
+            svc.completions.resolve(iid, outcome)
+        if svc.listeners:
+            svc.notify_events(self.session_id, entry.events)
+        reply = entry.call.reply
+        if not reply.done():
+            reply.set_result(entry.reply)
+
+    def _drain(self) -> None:
+        """Wait until no pipelined append is in flight; after a failure, recover from it.
+
+        The state is dropped (the next use refolds it), the failed append's host
+        gets its error (after a version conflict its accept is decided again,
+        as :meth:`_commit` does), and the accepts chained behind it, which the
+        store did not attempt, are handled again in order, without pipelining.
+        """
+        inflight = self._inflight
+        if inflight:
+            with self._settled:
+                self._settled.wait_for(lambda: all(e.settled for e in inflight))
+        entries = list(inflight)
+        inflight.clear()
+        self._broken = False
+        failed = [e for e in entries if e.error is not None]
+        if not failed:
+            return
+        self._invalidate()
+        head, error = failed[0], failed[0].error
+        again = [e.call for e in failed[1:]]
+        if isinstance(error, ConcurrencyConflict):
+            again.insert(0, head.call)
+        elif not head.call.reply.done():
+            if isinstance(error, LeaseUnavailable):
+                error = self._lease_lost(error)
+            head.call.reply.set_exception(error)
+        self._pipelining = False
+        try:
+            for call in again:
+                self._answer(call)
+        finally:
+            self._pipelining = True
+
+    def _accept_reply(self, decision: Decision) -> AcceptOutcome:
         d: AcceptDecision = decision.reply
         st = self.state
         assert st is not None
@@ -440,7 +655,8 @@ class SessionActor(pykka.ThreadingActor):
     # ------------------------------------------------------------ runs
 
     def _after_message(self) -> None:
-        """Start a run when the session wants one and an executor is bound."""
+        """Snapshot when due; start a run when the session wants one and an executor is bound."""
+        self._snapshot_when_settled()
         st = self.state
         if self.svc.executor is None or self.svc.closing or self.retry_scheduled:
             return

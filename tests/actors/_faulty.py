@@ -1,9 +1,10 @@
 """A fault-injecting event store for supervision and admission tests.
 
-:func:`faulty_store` opens a real store (memory:// or SQLite) and wraps three
-of its methods on the instance (``append``, ``read_session``,
-``load_snapshot``) so a test can fail or hold them on demand. Everything else
-is the real backend.
+:func:`faulty_store` opens a real store (memory:// or SQLite) and wraps four
+of its methods on the instance (``append``, ``submit_append``, the pipelined
+append of accepts, ``read_session``, ``load_snapshot``) so a test can fail or
+hold them on demand, in the caller's thread, before anything is queued.
+Everything else is the real backend.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from meerkat_runtime import EventStore, StoreError, open_store
 from meerkat_runtime.runtime import event_codec
 from meerkat_runtime.store import NewEvent, RecordedEvent, Snapshot
+from meerkat_runtime.store._base import AppendTicket
 
 
 class Faults:
@@ -49,10 +51,9 @@ def faulty_store(url: str, **options: Any) -> tuple[EventStore, Faults]:
     real_append = store.append
     real_read = store.read_session
     real_snapshot = store.load_snapshot
+    real_submit = store.submit_append
 
-    def append(
-        session_id: str, expected_version: int, events: Sequence[NewEvent], **kw: Any
-    ) -> list[RecordedEvent]:
+    def before_append(session_id: str, events: Sequence[NewEvent]) -> None:
         if faults.append_delay:
             time.sleep(faults.append_delay)
         held = not faults.hold_sessions or session_id in faults.hold_sessions
@@ -67,7 +68,18 @@ def faulty_store(url: str, **options: Any) -> tuple[EventStore, Faults]:
                 faults.fail_topic_budget -= 1
                 faults.append_failures += 1
                 raise StoreError("injected append failure for " + ",".join(faults.fail_topics))
+
+    def append(
+        session_id: str, expected_version: int, events: Sequence[NewEvent], **kw: Any
+    ) -> list[RecordedEvent]:
+        before_append(session_id, events)
         return real_append(session_id, expected_version, events, **kw)
+
+    def submit_append(
+        session_id: str, expected_version: int, events: Sequence[NewEvent], **kw: Any
+    ) -> AppendTicket:
+        before_append(session_id, events)
+        return real_submit(session_id, expected_version, events, **kw)
 
     def read_session(
         session_id: str, after_version: int = 0, limit: int | None = None
@@ -84,6 +96,7 @@ def faulty_store(url: str, **options: Any) -> tuple[EventStore, Faults]:
         return real_snapshot(session_id)
 
     store.append = append  # type: ignore[method-assign]
+    store.submit_append = submit_append  # type: ignore[method-assign]
     store.read_session = read_session  # type: ignore[method-assign]
     store.load_snapshot = load_snapshot  # type: ignore[method-assign]
     return store, faults

@@ -49,7 +49,20 @@ def counting(store: EventStore, counter: dict[str, int]) -> None:
                 counter["conflicts"] += 1
             raise
 
+    real_submit = store.submit_append
+
+    def submit_append(*args: Any, on_done: Any, **kwargs: Any) -> Any:
+        # The pipelined append of accepts reports its conflict to a callback.
+        def done(error: BaseException | None) -> None:
+            if isinstance(error, ConcurrencyConflict):
+                with lock:
+                    counter["conflicts"] += 1
+            on_done(error)
+
+        return real_submit(*args, on_done=done, **kwargs)
+
     store.append = append  # type: ignore[method-assign]
+    store.submit_append = submit_append  # type: ignore[method-assign]
 
 
 def accept_many(
