@@ -18,8 +18,12 @@ each variant a ``__tag__``; variants register themselves through
 :func:`tagged`. Anything irregular (untagged or externally tagged enums)
 plugs in with ``Annotated[T, Custom(encode, decode)]``.
 
-Encoders and decoders are compiled once per class and cached, so the hot path
-is a loop over prepared field tuples. Decoding never raises anything but
+Each class gets an encoder and a decoder generated as Python source and
+compiled once (see "generated codecs" below), with every field's read, checks
+and conversions written out inline. The generic path, a loop over the class
+plan, stays the reference: encoders mirror it exactly, and decoders are a fast
+path for valid input that hands anything unusual to it, so errors are worked
+out lazily, only for input that has one. Decoding never raises anything but
 :class:`InvalidInput`, with the path of the offending field.
 """
 
@@ -28,7 +32,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+import inspect
 import math
+import threading
 import types
 import typing
 import uuid
@@ -37,8 +43,8 @@ from datetime import datetime
 from typing import Any, TypeVar, Union, get_args, get_origin
 
 from meerkat_runtime.errors import InvalidInput
-from meerkat_runtime.events.ids import parse_uuid
-from meerkat_runtime.events.timefmt import format_timestamp, parse_timestamp
+from meerkat_runtime.events.ids import _uuid_of, parse_uuid
+from meerkat_runtime.events.timefmt import format_timestamp, parse_timestamp, parse_timestamp_text
 
 __all__ = [
     "Custom",
@@ -472,6 +478,41 @@ def _plan(cls: type) -> _ClassPlan:
 def to_wire(obj: Any) -> Any:
     """Encode a spec dataclass instance into its JSON-native wire dict."""
     cls = type(obj)
+    enc = _FAST_ENC.get(cls)
+    if enc is None:
+        enc = _compiled_encoder(cls)
+    return enc(obj)
+
+
+def from_wire(cls: type[T], data: Any, path: str = "") -> T:
+    """Decode a wire dict into ``cls`` (a variant, or a tagged-union base that dispatches on its tag).
+
+    Field paths are built only when something is wrong: decoding goes on with
+    relative paths and an error is prefixed on its way out.
+    """
+    try:
+        return _from_wire(cls, data)
+    except InvalidInput as exc:
+        if path:
+            raise InvalidInput(exc.detail, join_path(path, exc.path)) from None
+        raise
+
+
+def _from_wire(cls: type[T], data: Any) -> T:
+    """The generated decoder of ``cls``; anything it does not take goes to the generic path."""
+    dec = _FAST_DEC.get(cls)
+    if dec is None:
+        dec = _compiled_decoder(cls)
+    try:
+        decoded: T = dec(data)
+        return decoded
+    except Exception:  # the generic path decides again, and explains a refusal
+        return _from_wire_generic(cls, data)
+
+
+def _to_wire_generic(obj: Any) -> Any:
+    """The reference encoder: a loop over the class plan (the generated encoders mirror it)."""
+    cls = type(obj)
     plan = _PLANS.get(cls) or _plan(cls)
     if plan.custom:
         return obj.__wire_encode__()
@@ -492,21 +533,8 @@ def to_wire(obj: Any) -> Any:
     return out
 
 
-def from_wire(cls: type[T], data: Any, path: str = "") -> T:
-    """Decode a wire dict into ``cls`` (a variant, or a tagged-union base that dispatches on its tag).
-
-    Field paths are built only when something is wrong: decoding goes on with
-    relative paths and an error is prefixed on its way out.
-    """
-    try:
-        return _from_wire(cls, data)
-    except InvalidInput as exc:
-        if path:
-            raise InvalidInput(exc.detail, join_path(path, exc.path)) from None
-        raise
-
-
-def _from_wire(cls: type[T], data: Any) -> T:
+def _from_wire_generic(cls: type[T], data: Any) -> T:
+    """The reference decoder: every check in order, with the path of the first defect."""
     plan = _PLANS.get(cls) or _plan(cls)
     if plan.decode_hook is not None:
         decoded: T = plan.decode_hook(data, "")
@@ -570,3 +598,299 @@ def encode_value(tp: Any, value: Any) -> Any:
 def decode_value(tp: Any, value: Any, path: str = "") -> Any:
     """Decode a JSON-native value as type ``tp``."""
     return _decoder_for(tp)(value, path)
+
+
+# ---------------------------------------------------------------- generated codecs
+#
+# Per class, the plan above is turned into the source of one encoder and one
+# decoder function, compiled with ``exec`` (as the stdlib builds a dataclass's
+# ``__init__``) and cached. Field reads, None checks, omission rules and the
+# conversions of uuids, timestamps, enums, sequences and nested dataclasses are
+# written out inline instead of looked up per field and per value.
+#
+# Encoders are exact copies of ``_to_wire_generic``, expression by expression.
+# Decoders are a fast path for valid input: they take exactly what the generic
+# decoder takes and build an equal value, but they do not explain a refusal. On
+# anything unusual (wrong type, missing key, bad value, a ``__post_init__`` that
+# objects) they raise whatever comes first, and ``_from_wire`` hands the same
+# data to ``_from_wire_generic``, which produces the precise error and path.
+# Leaf conversions are written as "common case inline, else the generic leaf
+# decoder", so rare but valid forms (a tuple instead of a list, a datetime
+# object instead of a string) are still decoded exactly.
+
+_ENUM_VALUE = inspect.getattr_static(enum.Enum, "value")
+_FAST_ENC: dict[type, Callable[[Any], Any]] = {}
+_FAST_DEC: dict[type, Callable[[Any], Any]] = {}
+_COMPILING: dict[tuple[bool, type], Callable[[Any], Any]] = {}
+_COMPILE_LOCK = threading.RLock()
+
+
+def _bad() -> Any:
+    """Leave a generated decoder: something needs the generic path's judgement."""
+    raise _Unusual
+
+
+class _Unusual(Exception):
+    pass
+
+
+class _Source:
+    """Generated source under way: its lines, and the namespace its names are bound in."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.ns: dict[str, Any] = {"_MISSING": _MISSING, "_bad": _bad}
+        self._count = 0
+
+    def fresh(self, hint: str) -> str:
+        self._count += 1
+        return f"{hint}{self._count}"
+
+    def bind(self, obj: Any, hint: str) -> str:
+        """A name for ``obj`` in the generated code's namespace."""
+        name = self.fresh(f"_{hint}")
+        self.ns[name] = obj
+        return name
+
+    def compile(self, name: str) -> Callable[[Any], Any]:
+        exec("\n".join(self.lines), self.ns)  # our own generated source
+        fn: Callable[[Any], Any] = self.ns[name]
+        return fn
+
+
+def _compiled(
+    cache: dict[type, Callable[[Any], Any]],
+    cls: type,
+    generate: Callable[[type], Callable[[Any], Any]],
+) -> Callable[[Any], Any]:
+    """The cached generated function of ``cls``, generating it (and those it calls) if need be."""
+    with _COMPILE_LOCK:
+        fn = cache.get(cls) or _COMPILING.get((cache is _FAST_ENC, cls))
+        if fn is not None:
+            return fn
+        # A class that (indirectly) contains itself calls itself through this trampoline.
+        key = (cache is _FAST_ENC, cls)
+        _COMPILING[key] = lambda v: cache[cls](v)  # noqa: PLW0108 - looked up late
+        try:
+            fn = cache[cls] = generate(cls)
+        finally:
+            del _COMPILING[key]
+        return fn
+
+
+def _enc_expr(tp: Any, x: str, src: _Source) -> str | None:
+    """Source of an expression encoding the value named ``x`` of type ``tp``, as ``_encoder_for``
+    would; None when the value is already JSON-native (mirrors ``_build_encoder`` case by case)."""
+    tp = _unwrap_newtype(tp)
+    origin = get_origin(tp)
+    if origin is typing.Annotated:
+        base, *extras = get_args(tp)
+        for extra in extras:
+            if isinstance(extra, Custom):
+                return f"{src.bind(extra.encode, 'custom')}({x})"
+            if extra is JSON:
+                return None
+        return _enc_expr(base, x, src)
+    if tp in (str, int, bool, float, Any, type(None)):
+        return None
+    if isinstance(tp, type) and hasattr(tp, "__wire_encode__"):
+        return f"{src.bind(tp.__wire_encode__, 'hook')}({x})"
+    if tp is uuid.UUID:
+        return f"str({x})"
+    if tp is datetime:
+        return f"{src.bind(format_timestamp, 'fmt_ts')}({x})"
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        if inspect.getattr_static(tp, "value") is _ENUM_VALUE:
+            # A member's ``value`` property returns its ``_value_``; read the attribute directly.
+            return f"({x}._value_ if type({x}) is {src.bind(tp, 'enum')} else {x}.value)"
+        return f"{x}.value"
+    if origin in (Union, types.UnionType):
+        members = [a for a in get_args(tp) if a is not type(None)]
+        if len(members) == 1:
+            inner = _enc_expr(members[0], x, src)
+            return None if inner is None else f"(None if {x} is None else {inner})"
+        return f"{src.bind(to_wire, 'to_wire')}({x})"
+    if origin in (tuple, list):
+        args = get_args(tp)
+        y = src.fresh("e")
+        item = _enc_expr(args[0], y, src) if args else None
+        return f"list({x})" if item is None else f"[{item} for {y} in {x}]"
+    if origin is dict:
+        args = get_args(tp)
+        y, k = src.fresh("e"), src.fresh("k")
+        val = _enc_expr(args[1], y, src) if len(args) == 2 else None
+        return None if val is None else f"{{{k}: {val} for {k}, {y} in {x}.items()}}"
+    if dataclasses.is_dataclass(tp):
+        to_wire_ = src.bind(to_wire, "to_wire")
+        if not isinstance(tp, type) or "__tag_key__" in tp.__dict__:  # a union: many classes
+            return f"{to_wire_}({x})"
+        enc = src.bind(_compiled_encoder(tp), "encode")
+        return f"({enc}({x}) if type({x}) is {src.bind(tp, 'cls')} else {to_wire_}({x}))"
+    raise TypeError(f"no wire encoder for {tp!r}")
+
+
+def _compiled_encoder(cls: type) -> Callable[[Any], Any]:
+    return _compiled(_FAST_ENC, cls, _generate_encoder)
+
+
+def _generate_encoder(cls: type) -> Callable[[Any], Any]:
+    plan = _PLANS.get(cls) or _plan(cls)
+    if plan.custom:
+        return cls.__wire_encode__  # type: ignore[attr-defined,no-any-return]
+    src = _Source()
+    hints = typing.get_type_hints(cls, include_extras=True)
+    name = f"encode_{cls.__name__}"
+    body: list[str] = []
+    # The leading fields that are never left out go into the dict display itself.
+    display = [] if plan.tag_key is None else [f"{plan.tag_key!r}: {plan.tag!r}"]
+    for fp in plan.fields:
+        v = src.fresh("v")
+        read = f"o.{fp.attr}" if fp.attr.isidentifier() else f"getattr(o, {fp.attr!r})"
+        enc = _enc_expr(hints[fp.attr], v, src)
+        if fp.omit not in ("none", "empty", "false"):
+            value = read if enc is None else f"(None if ({v} := {read}) is None else {enc})"
+            if not body:
+                display.append(f"{fp.key!r}: {value}")
+            else:
+                body.append(f"    out[{fp.key!r}] = {value}")
+            continue
+        if not body:
+            body.append("    out = {" + ", ".join(display) + "}")
+        test = {"none": f"{v} is not None", "empty": v, "false": f"{v} is not False"}[fp.omit]
+        if enc is not None and fp.omit == "false":
+            enc = f"(None if {v} is None else {enc})"
+        body += [f"    {v} = {read}", f"    if {test}:", f"        out[{fp.key!r}] = {enc or v}"]
+    if not body:
+        body.append("    return {" + ", ".join(display) + "}")
+    else:
+        body.append("    return out")
+    src.lines = [f"def {name}(o):", *body]
+    return src.compile(name)
+
+
+def _dec_expr(tp: Any, x: str, src: _Source) -> tuple[str, bool]:
+    """Source of an expression decoding the value named ``x`` as type ``tp``, and whether it
+    refuses None by itself. It takes what ``_decoder_for(tp)`` takes and returns an equal value;
+    it may raise anything on what the generic decoder refuses (mirrors ``_build_decoder``)."""
+    tp = _unwrap_newtype(tp)
+    origin = get_origin(tp)
+    generic = src.bind(_decoder_for(tp), "generic")  # the exact decoder, for the rare forms
+    if origin is typing.Annotated:
+        base, *extras = get_args(tp)
+        for extra in extras:
+            if isinstance(extra, Custom) or extra is JSON:
+                return f'{generic}({x}, "")', False
+        return _dec_expr(base, x, src)
+    if tp is Any or (isinstance(tp, type) and hasattr(tp, "__wire_decode__")):
+        return f'{generic}({x}, "")', False
+    if tp is str:
+        return f'({x} if type({x}) is str and {x}.isascii() else {generic}({x}, ""))', True
+    if tp is bool:
+        return f'({x} if {x} is True or {x} is False else {generic}({x}, ""))', True
+    if tp is int:
+        ok = f"type({x}) is int and {INT_MIN} <= {x} <= {INT_MAX}"
+        return f'({x} if {ok} else {generic}({x}, ""))', True
+    if tp is uuid.UUID:
+        cached = src.bind(_uuid_of, "uuid_of")
+        return f'(({cached}({x}) if type({x}) is str else None) or {generic}({x}, ""))', True
+    if tp is datetime:
+        cached = src.bind(parse_timestamp_text, "parse_ts")
+        return f'({cached}({x}) if type({x}) is str else {generic}({x}, ""))', True
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        members = src.bind({m.value: m for m in tp}, "members")
+        return f'({members}[{x}] if type({x}) is str else {generic}({x}, ""))', True
+    if origin in (Union, types.UnionType):
+        members_ = [a for a in get_args(tp) if a is not type(None)]
+        inner, _ = _dec_expr(members_[0], x, src)
+        return f"(None if {x} is None else {inner})", False
+    if origin in (tuple, list):
+        args = get_args(tp)
+        y = src.fresh("e")
+        item, _ = _dec_expr(args[0] if args else Any, y, src)
+        return (
+            f'(tuple([{item} for {y} in {x}]) if type({x}) is list else {generic}({x}, ""))',
+            True,
+        )
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        return f"{src.bind(_compiled_decoder(tp), 'decode')}({x})", not hasattr(
+            tp, "__wire_decode__"
+        )
+    # float, dict and anything else: the generic decoder as it is.
+    return f'{generic}({x}, "")', tp is float or origin is dict
+
+
+def _compiled_decoder(cls: type) -> Callable[[Any], Any]:
+    return _compiled(_FAST_DEC, cls, _generate_decoder)
+
+
+def _generate_decoder(cls: type) -> Callable[[Any], Any]:
+    plan = _PLANS.get(cls) or _plan(cls)
+    hook = plan.decode_hook
+    if hook is not None:
+        return lambda d: hook(d, "")
+    if plan.union_key is not None:
+        return _union_decoder(cls, plan.union_key)
+    src = _Source()
+    hints = typing.get_type_hints(cls, include_extras=True)
+    name = f"decode_{cls.__name__}"
+    body = ["    if type(d) is not dict:", "        _bad()"]
+    if plan.tag_key is not None:
+        body += [
+            f"    t = d.get({plan.tag_key!r}, _MISSING)",
+            f"    if t is not _MISSING and t != {plan.tag!r}:",
+            "        _bad()",
+        ]
+    args = []
+    for fp in plan.fields:
+        v = src.fresh("v")
+        value, refuses_none = _dec_expr(hints[fp.attr], v, src)
+        field = next(f for f in dataclasses.fields(cls) if f.name == fp.attr)
+        if fp.has_default:
+            if field.default_factory is not _MISSING:
+                default = f"{src.bind(field.default_factory, 'factory')}()"
+            else:
+                default = src.bind(field.default, "default")
+            body.append(f"    {v} = d.get({fp.key!r}, _MISSING)")
+            if fp.optional:
+                body.append(f"    {v} = {default} if {v} is _MISSING else {value}")
+            else:
+                body.append(f"    if {v} is _MISSING:")
+                body.append(f"        {v} = {default}")
+                body.append("    else:")
+                if not fp.nullable and not refuses_none:
+                    body.append(f"        {v} = _bad() if {v} is None else {value}")
+                else:
+                    body.append(f"        {v} = {value}")
+        elif fp.optional:  # a missing Option is None, as an explicit null
+            body.append(f"    {v} = d.get({fp.key!r})")
+            body.append(f"    {v} = {value}")
+        else:
+            body.append(f"    {v} = d[{fp.key!r}]")
+            if not fp.nullable and not refuses_none:
+                body.append(f"    if {v} is None:")
+                body.append("        _bad()")
+            body.append(f"    {v} = {value}")
+        if fp.ge is not None:
+            body.append(f"    if {v} is not None and {v} < {fp.ge!r}:")
+            body.append("        _bad()")
+        args.append(f"{fp.attr}={v}")
+    body.append(f"    return {src.bind(cls, 'cls')}({', '.join(args)})")
+    src.lines = [f"def {name}(d):", *body]
+    return src.compile(name)
+
+
+def _union_decoder(base: type, key: str) -> Callable[[Any], Any]:
+    """The decoder of a tagged-union base: the variant its tag names (variants may register later)."""
+    variants = _VARIANTS.setdefault(base, {})
+
+    def decode_union(d: Any) -> Any:
+        if type(d) is not dict:
+            _bad()
+        tag = d[key]
+        if type(tag) is not str:
+            _bad()
+        target = variants[tag]
+        dec = _FAST_DEC.get(target)
+        return (dec if dec is not None else _compiled_decoder(target))(d)
+
+    return decode_union

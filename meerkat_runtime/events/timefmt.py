@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 from meerkat_runtime.errors import InvalidInput
 
-__all__ = ["format_timestamp", "parse_timestamp", "utc_now"]
+__all__ = ["format_timestamp", "parse_timestamp", "parse_timestamp_text", "utc_now"]
 
 _RFC3339 = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
@@ -28,22 +28,32 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+@functools.lru_cache(maxsize=4096)
 def format_timestamp(value: datetime) -> str:
-    """Format an aware datetime as the wire timestamp (UTC, ``Z``)."""
+    """Format an aware datetime as the wire timestamp (UTC, ``Z``).
+
+    Cached: the events of one decision share a timestamp. The text depends on
+    the instant alone, so equal (same-instant) datetimes may share an entry.
+    """
     if value.tzinfo is None:
         raise ValueError("naive datetime cannot be written as a timestamp")
-    if value.utcoffset():
-        value = value.astimezone(UTC)
+    utc = value.astimezone(UTC) if value.utcoffset() else value
     base = (
-        f"{value.year:04d}-{value.month:02d}-{value.day:02d}T"
-        f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}"
+        f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T"
+        f"{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}"
     )
-    micros = value.microsecond
+    micros = utc.microsecond
     if micros == 0:
-        return base + "Z"
-    if micros % 1000 == 0:
-        return f"{base}.{micros // 1000:03d}Z"
-    return f"{base}.{micros:06d}Z"
+        text = base + "Z"
+    elif micros % 1000 == 0:
+        text = f"{base}.{micros // 1000:03d}Z"
+    else:
+        text = f"{base}.{micros:06d}Z"
+    if type(value) is datetime and value.tzinfo is UTC and not value.fold:
+        # Exactly what parsing the text gives back: a value formatted to be decoded
+        # again (a host input's filled-in header) is not parsed twice.
+        _remember(text, value)
+    return text
 
 
 # What this project writes: UTC, ``Z``, no fraction or 3 or 6 digits; parsed by
@@ -94,3 +104,23 @@ def parse_timestamp(value: object, path: str = "") -> datetime:
     except (ValueError, OverflowError) as exc:
         # OverflowError: the UTC instant falls outside years 1..9999 (e.g. 9999-12-31T23:59-01:00).
         raise InvalidInput(f"invalid timestamp {value[:64]!r}: {exc}", path) from None
+
+
+# Parsed wire timestamps by text (bounded: emptied when full).
+_PARSED: dict[str, datetime] = {}
+_PARSED_MAX = 4096
+
+
+def _remember(text: str, value: datetime) -> None:
+    if len(_PARSED) >= _PARSED_MAX:
+        _PARSED.clear()
+    _PARSED[text] = value
+
+
+def parse_timestamp_text(value: str) -> datetime:
+    """``parse_timestamp`` of a string, cached (the wire codec's hot path; errors are not cached)."""
+    parsed = _PARSED.get(value)
+    if parsed is None:
+        parsed = parse_timestamp(value)
+        _remember(value, parsed)
+    return parsed
