@@ -32,7 +32,7 @@ import pykka
 from meerkat_runtime.actors._completion import CompletionRegistry
 from meerkat_runtime.actors._executor import ExecutorLike
 from meerkat_runtime.actors._scheduler import Scheduler
-from meerkat_runtime.actors._session import Call, SessionActor
+from meerkat_runtime.actors._session import Call, Reply, SessionActor
 from meerkat_runtime.cluster import Membership
 from meerkat_runtime.errors import MeerkatRuntimeError, Overloaded
 from meerkat_runtime.events.runtime_event import RuntimeEventEnvelope
@@ -114,6 +114,20 @@ class SessionRegistry:
         self, session_id: str, kind: str, payload: Any = None, *, admission: bool = False
     ) -> Future[Any]:
         """Queue a message for the session's actor (starting it if needed); the future gets the reply."""
+        reply = self._post(session_id, kind, payload, admission)
+        future: Future[Any] = Future()
+
+        def settle(r: Reply) -> None:
+            error = r.exception()
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(r.result())
+
+        reply.add_done_callback(settle)
+        return future
+
+    def _post(self, session_id: str, kind: str, payload: Any, admission: bool) -> Reply:
         call = Call(kind, payload)
         to_stop: list[pykka.ActorRef[SessionActor]] = []
         with self._lock:
@@ -143,21 +157,21 @@ class SessionRegistry:
         self, session_id: str, kind: str, payload: Any = None, *, admission: bool = False
     ) -> Any:
         """Send and wait for the reply; the actor's exception is raised here."""
-        return self.send(session_id, kind, payload, admission=admission).result()
+        return self._post(session_id, kind, payload, admission).result()
 
     def tell(self, session_id: str, kind: str, payload: Any = None) -> None:
         """Send without waiting (executor results, timers); errors are logged."""
         try:
-            fut = self.send(session_id, kind, payload)
+            reply = self._post(session_id, kind, payload, False)
         except MeerkatRuntimeError:
             return  # closed: the log keeps the run as started; recovery closes it later
 
-        def report(f: Future[Any]) -> None:
+        def report(f: Reply) -> None:
             exc = f.exception()
             if exc is not None:
                 log.warning("session %s: %s failed: %s", session_id, kind, exc)
 
-        fut.add_done_callback(report)
+        reply.add_done_callback(report)
 
     def tell_if_live(self, session_id: str, kind: str, payload: Any = None) -> None:
         """Like :meth:`tell`, but only to an actor that is running now."""
