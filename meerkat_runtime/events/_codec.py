@@ -724,7 +724,10 @@ def _enc_expr(tp: Any, x: str, src: _Source) -> str | None:
         to_wire_ = src.bind(to_wire, "to_wire")
         if not isinstance(tp, type) or "__tag_key__" in tp.__dict__:  # a union: many classes
             return f"{to_wire_}({x})"
-        enc = src.bind(_compiled_encoder(tp), "encode")
+        try:
+            enc = src.bind(_compiled_encoder(tp), "encode")
+        except TypeError:  # not encodable: let to_wire say so if a value ever comes
+            return f"{to_wire_}({x})"
         return f"({enc}({x}) if type({x}) is {src.bind(tp, 'cls')} else {to_wire_}({x}))"
     raise TypeError(f"no wire encoder for {tp!r}")
 
@@ -812,9 +815,11 @@ def _dec_expr(tp: Any, x: str, src: _Source) -> tuple[str, bool]:
             True,
         )
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
-        return f"{src.bind(_compiled_decoder(tp), 'decode')}({x})", not hasattr(
-            tp, "__wire_decode__"
-        )
+        try:
+            dec = src.bind(_compiled_decoder(tp), "decode")
+        except TypeError:  # not decodable: the generic path says so if a value ever comes
+            return f'{generic}({x}, "")', True
+        return f"{dec}({x})", not hasattr(tp, "__wire_decode__")
     # float, dict and anything else: the generic decoder as it is.
     return f'{generic}({x}, "")', tp is float or origin is dict
 

@@ -364,6 +364,27 @@ def test_null_is_refused_before_a_custom_decoder_sees_it() -> None:
         from_wire(_Lenient, {"text": None})
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Unplannable:
+    value: int | str  # an untagged union without a Custom codec: no codec at all
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Holder:
+    inner: _Unplannable | None = wfield(default=None, omit="none")
+    other: _Unplannable | None = None
+
+
+def test_a_field_of_a_class_without_codec_fails_only_when_it_has_a_value() -> None:
+    generated = to_wire(_Holder())
+    with generic_codec():
+        assert shape(to_wire(_Holder())) == shape(generated) == shape({"other": None})
+    assert_decoded_alike(_Holder, [{}, {"other": None}, {"inner": {"value": 1}}, {"other": []}])
+    assert from_wire(_Holder, {}) == _Holder()
+    with pytest.raises(TypeError, match="untagged union"):
+        from_wire(_Holder, {"inner": {"value": 1}})
+
+
 def test_a_variant_registered_after_its_union_was_compiled_is_decoded() -> None:
     assert from_wire(_Shape, {"shape": "square", "side": 2}) == _Square(2)
 
