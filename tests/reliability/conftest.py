@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -14,7 +15,16 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "test-postgres.sh"
-PRIVATE_PG_PORT = int(os.environ.get("MEERKAT_RELIABILITY_PG_PORT", "54339"))
+
+
+def _free_port() -> int:
+    """A port nobody listens on now, so two suites on one machine never share a server."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+PRIVATE_PG_PORT = int(os.environ.get("MEERKAT_RELIABILITY_PG_PORT") or _free_port())
 
 
 @pytest.fixture(params=["memory", "sqlite"])
