@@ -1,9 +1,9 @@
 """Completion handles: wait for an accepted input to reach a terminal state.
 
-Pending futures live in a :class:`CompletionRegistry` outside the session
+Pending completions live in a :class:`CompletionRegistry` outside the session
 actors, so a host waiting on an input never keeps its session's actor alive:
 the actor may be passivated and restarted, and whichever incarnation of it
-records the terminal event resolves the future.
+records the terminal event resolves the waiters.
 """
 
 from __future__ import annotations
@@ -20,27 +20,67 @@ from meerkat_runtime.events.completion import CompletionOutcome
 __all__ = ["CompletionHandle", "CompletionRegistry"]
 
 
+class _Waiters:
+    """What the handles on one input share: its outcome (or error) once known, a future once asked.
+
+    The ``Future`` (a Python ``Condition`` inside) is only made when a host
+    waits or composes (``wait()``, ``future``): most accepted inputs are
+    never waited on by the accepting call.
+    """
+
+    __slots__ = ("__weakref__", "error", "future", "outcome")
+
+    def __init__(
+        self, outcome: CompletionOutcome | None = None, error: BaseException | None = None
+    ) -> None:
+        self.outcome = outcome
+        self.error = error
+        self.future: _Future | None = None
+
+
+class _Future(Future[CompletionOutcome]):
+    """A completion future; it keeps its input registered while a host holds only it."""
+
+    def __init__(self, waiters: _Waiters) -> None:
+        super().__init__()
+        self.waiters = waiters
+
+
 class CompletionHandle:
     """A waiter on one input. ``wait()`` blocks for the outcome; ``future`` composes."""
 
-    __slots__ = ("_future", "input_id")
+    __slots__ = ("_lock", "_waiters", "input_id")
 
-    def __init__(self, input_id: uuid.UUID, future: Future[CompletionOutcome]) -> None:
+    def __init__(self, input_id: uuid.UUID, waiters: _Waiters, lock: threading.Lock) -> None:
         self.input_id = input_id
-        self._future = future
+        self._waiters = waiters
+        self._lock = lock  # the registry's: settles the race of making vs resolving the future
 
     @property
     def future(self) -> Future[CompletionOutcome]:
         """A ``concurrent.futures.Future`` resolving to the :class:`CompletionOutcome`."""
-        return self._future
+        w = self._waiters
+        with self._lock:
+            fut = w.future
+            if fut is None:
+                fut = w.future = _Future(w)
+                if w.outcome is not None:
+                    fut.set_result(w.outcome)
+                elif w.error is not None:
+                    fut.set_exception(w.error)
+        return fut
 
     def done(self) -> bool:
-        return self._future.done()
+        w = self._waiters
+        return w.outcome is not None or w.error is not None
 
     def wait(self, timeout: float | None = None) -> CompletionOutcome:
         """Block until the input is terminal; :class:`CompletionWaitError` on timeout or close."""
+        w = self._waiters
+        if w.outcome is not None:
+            return w.outcome
         try:
-            return self._future.result(timeout)
+            return self.future.result(timeout)
         except CompletionWaitError:
             raise  # channel_closed; a TimeoutError too, so it must not be taken for one
         except FutureTimeout:
@@ -49,22 +89,22 @@ class CompletionHandle:
             ) from None
 
     def __repr__(self) -> str:
-        state = "done" if self._future.done() else "pending"
+        state = "done" if self.done() else "pending"
         return f"CompletionHandle({self.input_id}, {state})"
 
 
 class CompletionRegistry:
-    """Pending completion futures keyed by input id, shared by all session actors.
+    """Pending completions keyed by input id, shared by all session actors.
 
-    Held weakly: a future lives as long as some handle (or a host composing
-    ``handle.future``) holds it, so inputs nobody waits for cost nothing once
-    their handles are dropped. An input's outcome is always derivable from
-    the log later (``session.completion(id)``).
+    Held weakly: an input's entry lives as long as some handle (or a host
+    composing ``handle.future``) holds it, so inputs nobody waits for cost
+    nothing once their handles are dropped. An input's outcome is always
+    derivable from the log later (``session.completion(id)``).
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._pending: weakref.WeakValueDictionary[uuid.UUID, Future[CompletionOutcome]] = (
+        self._pending: weakref.WeakValueDictionary[uuid.UUID, _Waiters] = (
             weakref.WeakValueDictionary()
         )
         self._closed = False
@@ -72,23 +112,24 @@ class CompletionRegistry:
     def handle(self, input_id: uuid.UUID, outcome: CompletionOutcome | None) -> CompletionHandle:
         """A handle for ``input_id``: resolved now when ``outcome`` is given, else pending."""
         if outcome is not None:
-            done: Future[CompletionOutcome] = Future()
-            done.set_result(outcome)
-            return CompletionHandle(input_id, done)
+            return CompletionHandle(input_id, _Waiters(outcome), self._lock)
         with self._lock:
-            fut = self._pending.get(input_id)
-            if fut is None:
-                fut = Future()
+            waiters = self._pending.get(input_id)
+            if waiters is None:
                 if self._closed:
-                    fut.set_exception(_closed_error())
+                    waiters = _Waiters(error=_closed_error())
                 else:
-                    self._pending[input_id] = fut
-        return CompletionHandle(input_id, fut)
+                    waiters = self._pending[input_id] = _Waiters()
+        return CompletionHandle(input_id, waiters, self._lock)
 
     def resolve(self, input_id: uuid.UUID, outcome: CompletionOutcome) -> None:
         """Deliver ``outcome`` to every waiter on ``input_id`` (a no-op when none wait)."""
         with self._lock:
-            fut = self._pending.pop(input_id, None)
+            waiters = self._pending.pop(input_id, None)
+            if waiters is None:
+                return
+            waiters.outcome = outcome
+            fut = waiters.future
         if fut is not None and not fut.done():
             fut.set_result(outcome)
 
@@ -98,11 +139,15 @@ class CompletionRegistry:
 
     def close(self) -> None:
         """Fail every pending waiter with ``channel_closed``: the runtime is going away."""
+        futures: list[_Future] = []
         with self._lock:
             self._closed = True
-            pending = list(self._pending.values())
+            for waiters in list(self._pending.values()):
+                waiters.error = _closed_error()
+                if waiters.future is not None:
+                    futures.append(waiters.future)
             self._pending.clear()
-        for fut in pending:
+        for fut in futures:
             if not fut.done():
                 fut.set_exception(_closed_error())
 
