@@ -327,9 +327,16 @@ class PostgresEventStore(EventStore):
         assert ids is not None
         return list(ids)
 
+    @retry(
+        (InterfaceError, OperationalError, psycopg.InterfaceError, psycopg.OperationalError),
+        max_attempts=3,
+        wait=0.2,
+    )
     def _rows(self, statement: sql.Composed, params: Sequence[Any] = ()) -> list[Any]:
         # One statement in autocommit mode: one round trip, where a
-        # transaction block would add BEGIN and ROLLBACK.
+        # transaction block would add BEGIN and ROLLBACK. A read changes nothing, so a
+        # pooled connection the server has since closed is retried on a fresh one, as
+        # the library's own reads are.
         with self.datastore.get_connection() as conn:
             return conn.execute(statement, params, prepare=True).fetchall()
 
