@@ -385,6 +385,55 @@ def test_a_field_of_a_class_without_codec_fails_only_when_it_has_a_value() -> No
         from_wire(_Holder, {"inner": {"value": 1}})
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Checked:
+    """``__post_init__`` normalises and refuses; an init=False field and a skipped one have defaults."""
+
+    name: str
+    count: int = 0
+    derived: str = dataclasses.field(default="d", init=False)
+    local: int = dataclasses.field(default=7, compare=False, metadata={"skip": True})
+
+    def __post_init__(self) -> None:
+        if self.count > 100:
+            raise ValueError("count too large")
+        object.__setattr__(self, "name", self.name.strip())
+
+
+@dataclasses.dataclass(frozen=True, slots=True, init=False)
+class _OwnInit:
+    """A class with its own ``__init__``: decoding must call it."""
+
+    name: str
+
+    def __init__(self, name: str) -> None:
+        object.__setattr__(self, "name", name.upper())
+
+
+@dataclasses.dataclass(slots=True)
+class _Mutable:
+    name: str
+    tags: tuple[str, ...] = ()
+
+
+@pytest.mark.parametrize(
+    ("cls", "doc", "expected"),
+    [
+        (_Checked, {"name": " a "}, "_Checked(name='a', count=0, derived='d', local=7)"),
+        (_OwnInit, {"name": "a"}, "_OwnInit(name='A')"),
+        (_Mutable, {"name": "a", "tags": ["x"]}, "_Mutable(name='a', tags=('x',))"),
+    ],
+)
+def test_values_are_built_as_their_class_builds_them(cls: type, doc: Any, expected: str) -> None:
+    assert repr(from_wire(cls, doc)) == expected
+    assert_decoded_alike(cls, [doc, *mutations(doc)])
+
+
+def test_a_refusing_post_init_gives_the_same_invalid_input() -> None:
+    generated, reference = both(partial(from_wire, _Checked, {"name": "a", "count": 101}))
+    assert generated == reference == ("invalid", "count too large", "")
+
+
 def test_a_variant_registered_after_its_union_was_compiled_is_decoded() -> None:
     assert from_wire(_Shape, {"shape": "square", "side": 2}) == _Square(2)
 
