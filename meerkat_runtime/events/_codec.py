@@ -43,7 +43,7 @@ from datetime import datetime
 from typing import Any, TypeVar, Union, get_args, get_origin
 
 from meerkat_runtime.errors import InvalidInput
-from meerkat_runtime.events.ids import _uuid_of, parse_uuid
+from meerkat_runtime.events.ids import _uuid_of, parse_uuid, uuid_text
 from meerkat_runtime.events.timefmt import format_timestamp, parse_timestamp, parse_timestamp_text
 
 __all__ = [
@@ -696,7 +696,7 @@ def _enc_expr(tp: Any, x: str, src: _Source) -> str | None:
     if isinstance(tp, type) and hasattr(tp, "__wire_encode__"):
         return f"{src.bind(tp.__wire_encode__, 'hook')}({x})"
     if tp is uuid.UUID:
-        return f"str({x})"
+        return f"{src.bind(uuid_text, 'uuid_text')}({x})"
     if tp is datetime:
         return f"{src.bind(format_timestamp, 'fmt_ts')}({x})"
     if isinstance(tp, type) and issubclass(tp, enum.Enum):

@@ -34,6 +34,7 @@ __all__ = [
     "parse_uuid",
     "session_id_from_runtime_id",
     "uuid7",
+    "uuid_text",
     "validate_session_id",
 ]
 
@@ -129,6 +130,24 @@ def _uuid_of(text: str) -> uuid.UUID | None:
     if _UUID_TEXT.fullmatch(text) is None:
         return None
     return uuid.UUID(hex=text)
+
+
+# Written uuids by value (bounded: emptied when full). ``str(uuid)`` costs about a
+# microsecond, and one input's id is written in every event of its life.
+_TEXT: dict[int, str] = {}
+_TEXT_MAX = 16384
+
+
+def uuid_text(value: uuid.UUID) -> str:
+    """``str(value)`` (lowercase, hyphens), cached for plain :class:`uuid.UUID` values."""
+    if type(value) is not uuid.UUID:
+        return str(value)
+    text = _TEXT.get(value.int)
+    if text is None:
+        if len(_TEXT) >= _TEXT_MAX:
+            _TEXT.clear()
+        text = _TEXT[value.int] = str(value)
+    return text
 
 
 def validate_session_id(value: object, path: str = "session_id") -> SessionId:
