@@ -27,6 +27,7 @@ from meerkat_runtime.errors import InvalidInput
 from meerkat_runtime.events import InputHeader, PromptInput, RuntimeEventEnvelope
 from meerkat_runtime.events import _codec as codec
 from meerkat_runtime.events._codec import Custom, from_wire, tagged, to_wire, wfield
+from meerkat_runtime.events.ids import uuid_text
 from meerkat_runtime.events.timefmt import format_timestamp, parse_timestamp_text
 
 from . import strategies as s
@@ -462,3 +463,16 @@ def test_formatted_timestamps_read_back_equal(value: datetime) -> None:
     assert parsed == value
     assert parsed.tzinfo is UTC
     assert format_timestamp(parsed) == text
+
+
+@settings(max_examples=200, deadline=None)
+@given(s.uuids)
+def test_uuid_text_is_str(value: uuid.UUID) -> None:
+    assert uuid_text(value) == str(value)
+    assert uuid_text(value) == str(value)  # cached
+
+    class Tagged(uuid.UUID):
+        def __str__(self) -> str:
+            return "tagged"
+
+    assert uuid_text(Tagged(int=value.int)) == "tagged"
