@@ -261,9 +261,10 @@ class SessionActor(pykka.ThreadingActor):
         # Another live node holds the session's lease: its work is that node's to do,
         # so no retry is scheduled here (only a host call tries to load it again).
         self.owned_elsewhere = False
-        # Pipelined accepts, oldest first; the store's callbacks settle them under _settled.
+        # Pipelined accepts, oldest first; the store's callbacks settle them.
         self._inflight: deque[_InFlight] = deque()
         self._settled = threading.Condition(threading.Lock())
+        self._draining = False  # a drain waits: settling appends must notify _settled
         self._broken = False  # an append in flight failed: drain before anything else
         self._pipelining = True  # off while a drain handles calls again
         self._call: Call | None = None
@@ -608,10 +609,11 @@ class SessionActor(pykka.ThreadingActor):
 
     def _append_done(self, entry: _InFlight, error: BaseException | None) -> None:
         """The store settled a pipelined append (on its committing thread)."""
-        with self._settled:
-            entry.settled = True
-            entry.error = error
-            self._settled.notify_all()
+        entry.error = error
+        entry.settled = True  # after error: whoever sees it settled sees its error
+        if self._draining:  # read after settling: see _drain
+            with self._settled:
+                self._settled.notify_all()
         if error is not None:
             # The actor answers the host once it has drained; wake it if idle.
             self._broken = True
@@ -636,8 +638,15 @@ class SessionActor(pykka.ThreadingActor):
         """
         inflight = self._inflight
         if inflight:
+            # The flag is set before checking and read by the callbacks after
+            # settling, so a settle that does not notify has been seen here.
             with self._settled:
-                self._settled.wait_for(lambda: all(e.settled for e in inflight))
+                self._draining = True
+                try:
+                    while not all(e.settled for e in inflight):
+                        self._settled.wait(0.5)
+                finally:
+                    self._draining = False
         entries = list(inflight)
         inflight.clear()
         self._broken = False
@@ -750,6 +759,13 @@ class SessionActor(pykka.ThreadingActor):
             # and the log may hold work to go on with (queued input, a run to close).
             self._schedule_retry()
             return
+        if self._inflight and wants_run(st) and st.run is None:
+            # Start runs from durable state only: let the accepts in flight settle.
+            self._drain()
+            st = self.state
+            if st is None:
+                self._schedule_retry()
+                return
         try:
             while wants_run(st) and st.run is None:
                 run_id = uuid7()

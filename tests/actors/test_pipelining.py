@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from meerkat_runtime import Runtime, StoreError
+from meerkat_runtime import Completed, EchoExecutor, RunRequest, RunResult, Runtime, StoreError
 
 from ._support import WAIT, accepted_ids, prompt, wait_until
 
@@ -63,6 +63,17 @@ class Host:
 
     def join(self) -> None:
         assert self.answered.wait(WAIT)
+
+
+class RecordingEcho(EchoExecutor):
+    """Echoes, and records the inputs of every run it is given."""
+
+    def __init__(self) -> None:
+        self.inputs: list[Any] = []
+
+    def run(self, request: RunRequest) -> RunResult:
+        self.inputs.append(request.contributing_input_ids)
+        return super().run(request)
 
 
 @pytest.fixture
@@ -146,3 +157,24 @@ def test_a_duplicate_of_an_accept_in_flight_is_answered_once_it_is_durable(
     assert duplicate.error is None and duplicate.outcome.kind == "accepted"
     assert str(duplicate.outcome.input_id) == doc["header"]["id"]
     assert accepted_ids(s).count(duplicate.outcome.input_id) == 1
+
+
+def test_runs_start_only_from_durable_accepts(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    executor = RecordingEcho()
+    with Runtime.open(store_url, executor=executor, retry_backoff=0.01) as rt:
+        s = rt.session("s")
+        held = HeldWriter(rt, monkeypatch)
+        held.fail_first = True
+        doomed = Host(rt, "s", prompt("doomed"))
+        assert held.entered.wait(WAIT)
+        held.release()
+        doomed.join()
+        assert isinstance(doomed.error, StoreError)
+        ok = s.accept(prompt("fine"))
+        assert ok.completion is not None
+        assert isinstance(ok.completion.wait(WAIT), Completed)
+        # The run took the durable input only; the failed one never reached the executor.
+        assert accepted_ids(s) == [ok.input_id]
+        assert [list(ids) for ids in executor.inputs] == [[ok.input_id]]
