@@ -700,8 +700,10 @@ class SessionActor(pykka.ThreadingActor):
         return self._commit(command).reply
 
     def _recover(self, command: Recover) -> RecoveryReport:
-        cold, self.cold_report = self.cold_report, None
         report: RecoveryReport = self._commit(command).reply
+        # Only now: a refused recover (say, while running) leaves the cold report to
+        # the next recover that goes through.
+        cold, self.cold_report = self.cold_report, None
         if cold is None:
             return report
         return RecoveryReport(
