@@ -446,19 +446,7 @@ class EventStore(ABC):
         found = self._guard("load a snapshot", self._get_snapshot, session_id)
         if found is None:
             return None
-        version, state = found
-        try:
-            data = self.serializer.decode_snapshot(state)
-        except StoreError as e:
-            logger.warning(
-                "ignoring unreadable snapshot of session %r at version %d in %s: %s",
-                session_id,
-                version,
-                self.url,
-                self._scrub(str(e)),
-            )
-            return None
-        return Snapshot(session_id, version, data)
+        return self._snapshot(session_id, *found)
 
     def read_sessions(self, after_versions: Mapping[str, int]) -> dict[str, list[RecordedEvent]]:
         """Many sessions' events at once: for each id, those with ``version > after_versions[id]``.
@@ -494,19 +482,25 @@ class EventStore(ABC):
         found = self._guard("load snapshots", self._get_snapshots, list(dict.fromkeys(session_ids)))
         out: dict[str, Snapshot] = {}
         for session_id, (version, state) in found.items():
-            try:
-                data = self.serializer.decode_snapshot(state)
-            except StoreError as e:
-                logger.warning(
-                    "ignoring unreadable snapshot of session %r at version %d in %s: %s",
-                    session_id,
-                    version,
-                    self.url,
-                    self._scrub(str(e)),
-                )
-                continue
-            out[session_id] = Snapshot(session_id, version, data)
+            snapshot = self._snapshot(session_id, version, state)
+            if snapshot is not None:
+                out[session_id] = snapshot
         return out
+
+    def _snapshot(self, session_id: str, version: int, state: bytes) -> Snapshot | None:
+        """A stored snapshot decoded, or None (logged) when it cannot be read: only a cache."""
+        try:
+            data = self.serializer.decode_snapshot(state)
+        except StoreError as e:
+            logger.warning(
+                "ignoring unreadable snapshot of session %r at version %d in %s: %s",
+                session_id,
+                version,
+                self.url,
+                self._scrub(str(e)),
+            )
+            return None
+        return Snapshot(session_id, version, data)
 
     def add_listener(self, callback: Callable[[int], None]) -> None:
         """Call ``callback(max_position)`` after each durable commit of this instance.
