@@ -265,6 +265,7 @@ class FaultInjector:
     def _install(self) -> None:
         s: Any = self.store
         real_append = s.append
+        real_submit = s.submit_append
         real_insert = s._insert
         real_transaction = s.transaction
 
@@ -284,6 +285,29 @@ class FaultInjector:
                     raise StoreError(str(self._error("append", fault)))
             result: list[RecordedEvent] = real_append(session_id, expected_version, events, **kw)
             return result
+
+        def submit_append(
+            session_id: str, expected_version: int, events: Sequence[NewEvent], **kw: Any
+        ) -> Any:
+            # The pipelined accept path: the same "append" faults as append() above.
+            fault = self._decide("append", session_id, tuple(e.topic for e in events))
+            if fault is None or fault.kind == "drop":
+                if fault is not None:
+                    self.on_drop()
+                return real_submit(session_id, expected_version, events, **kw)
+            if fault.kind == "timeout":
+                time.sleep(fault.delay)
+            error = StoreError(str(self._error("append", fault)))
+            if fault.kind == "after":  # durable, but the caller hears it failed
+                on_done: Callable[[BaseException | None], None] = kw.pop("on_done")
+                return real_submit(
+                    session_id,
+                    expected_version,
+                    events,
+                    on_done=lambda e: on_done(e if e is not None else error),
+                    **kw,
+                )
+            raise error
 
         def insert(stored: Sequence[Any], fences: Sequence[Any] = ()) -> list[int]:
             sessions = {str(e.originator_id) for e in stored}
@@ -319,6 +343,7 @@ class FaultInjector:
                 raise self._error("projection", fault)
 
         s.append = append
+        s.submit_append = submit_append
         s._insert = insert
         s.transaction = transaction
         s._select_session = self._wrap("read", s._select_session, session_arg=True)

@@ -144,6 +144,31 @@ def test_append_errors_and_timeouts_write_nothing(store: EventStore, faults: Fau
         assert s.accept(prompt("after")).kind == "accepted"
 
 
+@pytest.mark.parametrize("kind", ["error", "after"])
+def test_append_faults_reach_pipelined_accepts(
+    store: EventStore, faults: FaultInjector, kind: Literal["error", "after"]
+) -> None:
+    """Accepts go through the store's pipelined append: "append" faults must reach it."""
+    with open_rt(store, FlakyEcho()) as rt:
+        s = rt.session("s-a")
+        doc = prompt(f"append fault {kind}")
+        with (
+            faults.using(fail_next(1, ops={"append"}, fault=Fault(kind))),
+            pytest.raises(StoreError, match="injected fault"),
+        ):
+            s.accept(doc)
+        assert faults.injected("append", kind) == 1
+        written = doc["header"]["id"] in accepted_in_log(store)
+        assert written is (kind == "after")  # "after": durable though the host heard it failed
+        again = s.accept(doc)
+        assert again.kind == ("deduplicated" if kind == "after" else "accepted")
+        assert again.completion is not None
+        assert isinstance(again.completion.wait(WAIT), Completed)  # the log is still now
+        assert accepted_in_log(store)[doc["header"]["id"]] == ["s-a"]
+        rt.projections.wait_caught_up(WAIT)
+        assert rt.verify().ok
+
+
 def test_group_commit_fault_fails_every_caller_in_the_batch_and_only_them(
     store: EventStore, faults: FaultInjector
 ) -> None:
