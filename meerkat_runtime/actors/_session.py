@@ -35,7 +35,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -475,14 +475,7 @@ class SessionActor(pykka.ThreadingActor):
         except StoreError:
             self._invalidate()
             raise
-        touched: set[uuid.UUID] = set()
-        for env in decision.events:
-            evolve(st, env)
-            ev = env.event
-            if isinstance(ev, InputLifecycleEvent):
-                touched.add(ev.input_id)
-            elif isinstance(ev, (RunCompleted, RunFailed, RunCancelled)) and st.inputs:
-                touched.update(i for i, s in st.inputs.items() if s.last_run_id == ev.run_id)
+        touched = _evolve_all(st, decision.events)
         self.last_writer = self.svc.store.incarnation
         for iid in touched:
             outcome = completion_outcome(st, iid)
@@ -576,12 +569,7 @@ class SessionActor(pykka.ThreadingActor):
             fence = membership.fence(self.lease)
             if fence is None:
                 raise self._lease_lost(LeaseUnavailable(self.lease, None))
-        touched: set[uuid.UUID] = set()
-        for env in decision.events:
-            evolve(st, env)
-            ev = env.event
-            if isinstance(ev, InputLifecycleEvent):
-                touched.add(ev.input_id)
+        touched = _evolve_all(st, decision.events)
         resolutions = [
             (iid, outcome)
             for iid in touched
@@ -868,3 +856,16 @@ class SessionActor(pykka.ThreadingActor):
 
     def _on_retry(self, _: Any) -> None:
         self.retry_scheduled = False
+
+
+def _evolve_all(st: SessionState, events: Sequence[RuntimeEventEnvelope]) -> set[uuid.UUID]:
+    """Evolve ``st`` by ``events``; the inputs whose completion may have changed."""
+    touched: set[uuid.UUID] = set()
+    for env in events:
+        evolve(st, env)
+        ev = env.event
+        if isinstance(ev, InputLifecycleEvent):
+            touched.add(ev.input_id)
+        elif isinstance(ev, (RunCompleted, RunFailed, RunCancelled)) and st.inputs:
+            touched.update(i for i, s in st.inputs.items() if s.last_run_id == ev.run_id)
+    return touched
