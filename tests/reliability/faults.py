@@ -243,19 +243,28 @@ class FaultInjector:
             return InjectedFault(f"injected fault: {op} connection lost after the commit")
         return InjectedFault(f"injected fault: {op} failed ({fault.kind})")
 
+    def _strike(
+        self, op: str, session_id: str | None = None, topics: tuple[str, ...] = ()
+    ) -> Fault | None:
+        """The fault the operation must fail with, or None to go on. A "drop" has
+        already dropped the connections and goes on; a "timeout" has waited."""
+        fault = self._decide(op, session_id, topics)
+        if fault is None or fault.kind == "drop":
+            if fault is not None:
+                self.on_drop()
+            return None
+        if fault.kind == "timeout":
+            time.sleep(fault.delay)
+        return fault
+
     def _wrap(
         self, op: str, real: Callable[..., Any], session_arg: bool = False
     ) -> Callable[..., Any]:
         def hooked(*args: Any, **kwargs: Any) -> Any:
             session_id = args[0] if session_arg and args else None
-            fault = self._decide(op, session_id)
+            fault = self._strike(op, session_id)
             if fault is None:
                 return real(*args, **kwargs)
-            if fault.kind == "drop":
-                self.on_drop()
-                return real(*args, **kwargs)
-            if fault.kind == "timeout":
-                time.sleep(fault.delay)
             if fault.kind == "after":
                 real(*args, **kwargs)
             raise self._error(op, fault)
@@ -272,17 +281,11 @@ class FaultInjector:
         def append(
             session_id: str, expected_version: int, events: Sequence[NewEvent], **kw: Any
         ) -> list[RecordedEvent]:
-            topics = tuple(e.topic for e in events)
-            fault = self._decide("append", session_id, topics)
+            fault = self._strike("append", session_id, tuple(e.topic for e in events))
             if fault is not None:
-                if fault.kind == "drop":
-                    self.on_drop()
-                else:
-                    if fault.kind == "timeout":
-                        time.sleep(fault.delay)
-                    if fault.kind == "after":
-                        real_append(session_id, expected_version, events, **kw)
-                    raise StoreError(str(self._error("append", fault)))
+                if fault.kind == "after":
+                    real_append(session_id, expected_version, events, **kw)
+                raise StoreError(str(self._error("append", fault)))
             result: list[RecordedEvent] = real_append(session_id, expected_version, events, **kw)
             return result
 
@@ -290,13 +293,9 @@ class FaultInjector:
             session_id: str, expected_version: int, events: Sequence[NewEvent], **kw: Any
         ) -> Any:
             # The pipelined accept path: the same "append" faults as append() above.
-            fault = self._decide("append", session_id, tuple(e.topic for e in events))
-            if fault is None or fault.kind == "drop":
-                if fault is not None:
-                    self.on_drop()
+            fault = self._strike("append", session_id, tuple(e.topic for e in events))
+            if fault is None:
                 return real_submit(session_id, expected_version, events, **kw)
-            if fault.kind == "timeout":
-                time.sleep(fault.delay)
             error = StoreError(str(self._error("append", fault)))
             if fault.kind == "after":  # durable, but the caller hears it failed
                 on_done: Callable[[BaseException | None], None] = kw.pop("on_done")
@@ -311,20 +310,15 @@ class FaultInjector:
 
         def insert(stored: Sequence[Any], fences: Sequence[Any] = ()) -> list[int]:
             sessions = {str(e.originator_id) for e in stored}
-            fault = self._decide(
+            fault = self._strike(
                 "commit",
                 next(iter(sessions)) if len(sessions) == 1 else None,
                 tuple(e.topic for e in stored),
             )
             if fault is not None:
-                if fault.kind == "drop":
-                    self.on_drop()
-                else:
-                    if fault.kind == "timeout":
-                        time.sleep(fault.delay)
-                    if fault.kind == "after":
-                        real_insert(stored, fences)
-                    raise self._error("commit", fault)
+                if fault.kind == "after":
+                    real_insert(stored, fences)
+                raise self._error("commit", fault)
             positions: list[int] = real_insert(stored, fences)
             return positions
 
