@@ -55,6 +55,28 @@ from meerkat_runtime.store import NewEvent, open_store
 KIB = 1024
 
 
+class PeakWatch:
+    """Samples a runtime's live actors and the process's threads every 50 ms, keeping the peaks."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.peaks = {"live": 0, "threads": 0}
+        self._rt = rt
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="bench-monitor")
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peaks["live"] = max(self.peaks["live"], self._rt.live_session_count())
+            threads = bl.proc_status().get("threads", 0)
+            self.peaks["threads"] = max(self.peaks["threads"], threads)
+            self._stop.wait(0.05)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 @dataclass
 class Point:
     sessions: int
@@ -126,17 +148,8 @@ def run(args: argparse.Namespace, counts: list[int]) -> tuple[list[Point], dict[
     gc.collect()
     base = bl.proc_status()
     base_blocks = sys.getallocatedblocks()
-    peaks = {"live": 0, "threads": 0}
-    stop = threading.Event()
-
-    def monitor() -> None:
-        while not stop.is_set():
-            peaks["live"] = max(peaks["live"], rt.live_session_count())
-            peaks["threads"] = max(peaks["threads"], bl.proc_status().get("threads", 0))
-            stop.wait(0.05)
-
-    watcher = threading.Thread(target=monitor, daemon=True, name="bench-monitor")
-    watcher.start()
+    watch = PeakWatch(rt)
+    peaks = watch.peaks
     points: list[Point] = []
     done = 0
     try:
@@ -200,8 +213,7 @@ def run(args: argparse.Namespace, counts: list[int]) -> tuple[list[Point], dict[
             )
             points.append(p)
     finally:
-        stop.set()
-        watcher.join()
+        watch.stop()
         rt.close()
     info = {
         "rss_before_open_kib": before_open["rss_kib"],
@@ -223,17 +235,8 @@ def cap_phase(args: argparse.Namespace) -> dict[str, Any]:
         max_live_sessions=args.max_live,
         idle_timeout=3600.0,
     )
-    peaks = {"live": 0, "threads": 0}
-    stop = threading.Event()
-
-    def monitor() -> None:
-        while not stop.is_set():
-            peaks["live"] = max(peaks["live"], rt.live_session_count())
-            peaks["threads"] = max(peaks["threads"], bl.proc_status().get("threads", 0))
-            stop.wait(0.05)
-
-    watcher = threading.Thread(target=monitor, daemon=True, name="bench-monitor")
-    watcher.start()
+    watch = PeakWatch(rt)
+    peaks = watch.peaks
     errors: list[BaseException] = []
 
     def touch(t: int) -> None:
@@ -262,8 +265,7 @@ def cap_phase(args: argparse.Namespace) -> dict[str, Any]:
             "evicted": rt._registry.stopped,  # benchmark only
         }
     finally:
-        stop.set()
-        watcher.join()
+        watch.stop()
         rt.close()
     bl.log(
         f"  cap phase: {total:,} sessions touched with idle_timeout 3600 s: peak live "
