@@ -18,21 +18,17 @@ path: a session's lease belongs to its actor.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from meerkat_runtime.errors import InvalidInput, MeerkatRuntimeError
+from meerkat_runtime.actors._session import evolve_touched, restore_snapshot
+from meerkat_runtime.errors import MeerkatRuntimeError
 from meerkat_runtime.events.catalogue import envelope_from_record, envelope_to_record
 from meerkat_runtime.events.ids import uuid7
 from meerkat_runtime.events.reports import RecoveryReport
 from meerkat_runtime.events.runtime_event import (
-    InputLifecycleEvent,
-    RunCancelled,
-    RunCompleted,
-    RunFailed,
     RuntimeEventEnvelope,
 )
 from meerkat_runtime.events.runtime_state import RuntimeState
@@ -44,12 +40,11 @@ from meerkat_runtime.events.session import (
     completion_outcome,
     decide,
     evolve,
-    state_from_snapshot,
     state_to_snapshot,
     wants_run,
 )
 from meerkat_runtime.events.timefmt import utc_now
-from meerkat_runtime.store import NewEvent, RecordedEvent, Snapshot
+from meerkat_runtime.store import NewEvent, RecordedEvent
 
 if TYPE_CHECKING:
     from meerkat_runtime.actors._registry import Services
@@ -153,7 +148,7 @@ def _load(services: Services, session_ids: list[str]) -> dict[str, _Loaded]:
     snapshots = store.load_snapshots(session_ids) if store.snapshot_interval > 0 else {}
     loaded: dict[str, _Loaded] = {}
     for sid in session_ids:
-        state, writer = _from_snapshot(sid, snapshots.get(sid))
+        state, writer = restore_snapshot(sid, snapshots.get(sid))
         loaded[sid] = _Loaded(state, state.version, writer)
     tails = store.read_sessions({sid: item.state.version for sid, item in loaded.items()})
     for sid, records in tails.items():
@@ -163,24 +158,6 @@ def _load(services: Services, session_ids: list[str]) -> dict[str, _Loaded]:
         if records:
             item.writer = records[-1].writer
     return loaded
-
-
-def _from_snapshot(sid: str, snap: Snapshot | None) -> tuple[SessionState, str | None]:
-    if snap is not None:
-        try:
-            state = state_from_snapshot(snap.data["state"])
-            if state.session_id != sid or state.version != snap.version:
-                raise InvalidInput("snapshot belongs to another session or version")
-            writer: Any = snap.data.get("writer")
-            return state, writer
-        except (InvalidInput, KeyError, TypeError) as exc:
-            log.warning(
-                "session %s: ignoring unreadable snapshot at version %s (%s); refolding",
-                sid,
-                snap.version,
-                exc,
-            )
-    return SessionState(session_id=sid), None
 
 
 def _new_events(events: list[RuntimeEventEnvelope]) -> list[NewEvent]:
@@ -196,15 +173,7 @@ def _written(
 ) -> None:
     """After a durable append: what ``SessionActor._commit`` does next, then wake the session."""
     st = item.state
-    touched: set[uuid.UUID] = set()
-    for env in events:
-        evolve(st, env)
-        ev = env.event
-        if isinstance(ev, InputLifecycleEvent):
-            touched.add(ev.input_id)
-        elif isinstance(ev, (RunCompleted, RunFailed, RunCancelled)) and st.inputs:
-            touched.update(i for i, s in st.inputs.items() if s.last_run_id == ev.run_id)
-    for iid in touched:
+    for iid in evolve_touched(st, events):
         outcome = completion_outcome(st, iid)
         if outcome is not None:
             services.completions.resolve(iid, outcome)

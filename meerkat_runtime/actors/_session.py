@@ -90,7 +90,7 @@ from meerkat_runtime.events.session import (
     wants_run,
 )
 from meerkat_runtime.events.timefmt import utc_now
-from meerkat_runtime.store import NewEvent
+from meerkat_runtime.store import NewEvent, Snapshot
 from meerkat_runtime.store._base import AppendTicket
 
 if TYPE_CHECKING:
@@ -355,25 +355,7 @@ class SessionActor(pykka.ThreadingActor):
 
     def _load(self) -> None:
         store = self.svc.store
-        state: SessionState | None = None
-        writer: str | None = None
-        snap = store.load_snapshot(self.session_id)
-        if snap is not None:
-            try:
-                state = state_from_snapshot(snap.data["state"])
-                writer = snap.data.get("writer")
-                if state.session_id != self.session_id or state.version != snap.version:
-                    raise InvalidInput("snapshot belongs to another session or version")
-            except (InvalidInput, KeyError, TypeError) as exc:
-                log.warning(
-                    "session %s: ignoring unreadable snapshot at version %s (%s); refolding",
-                    self.session_id,
-                    snap.version,
-                    exc,
-                )
-                state, writer = None, None
-        if state is None:
-            state = SessionState(session_id=self.session_id)
+        state, writer = restore_snapshot(self.session_id, store.load_snapshot(self.session_id))
         self.snapshot_version = state.version
         records = store.read_session(self.session_id, after_version=state.version)
         for rec in records:
@@ -475,7 +457,7 @@ class SessionActor(pykka.ThreadingActor):
         except StoreError:
             self._invalidate()
             raise
-        touched = _evolve_all(st, decision.events)
+        touched = evolve_touched(st, decision.events)
         self.last_writer = self.svc.store.incarnation
         for iid in touched:
             outcome = completion_outcome(st, iid)
@@ -569,7 +551,7 @@ class SessionActor(pykka.ThreadingActor):
             fence = membership.fence(self.lease)
             if fence is None:
                 raise self._lease_lost(LeaseUnavailable(self.lease, None))
-        touched = _evolve_all(st, decision.events)
+        touched = evolve_touched(st, decision.events)
         resolutions = [
             (iid, outcome)
             for iid in touched
@@ -858,8 +840,8 @@ class SessionActor(pykka.ThreadingActor):
         self.retry_scheduled = False
 
 
-def _evolve_all(st: SessionState, events: Sequence[RuntimeEventEnvelope]) -> set[uuid.UUID]:
-    """Evolve ``st`` by ``events``; the inputs whose completion may have changed."""
+def evolve_touched(st: SessionState, events: Sequence[RuntimeEventEnvelope]) -> set[uuid.UUID]:
+    """Evolve ``st`` by durable ``events``; the inputs whose completion may have changed."""
     touched: set[uuid.UUID] = set()
     for env in events:
         evolve(st, env)
@@ -869,3 +851,23 @@ def _evolve_all(st: SessionState, events: Sequence[RuntimeEventEnvelope]) -> set
         elif isinstance(ev, (RunCompleted, RunFailed, RunCancelled)) and st.inputs:
             touched.update(i for i, s in st.inputs.items() if s.last_run_id == ev.run_id)
     return touched
+
+
+def restore_snapshot(session_id: str, snap: Snapshot | None) -> tuple[SessionState, str | None]:
+    """The state a snapshot holds and who wrote it; an empty state when there is none or it
+    cannot be used (logged: a snapshot is only a cache, the log refolds it)."""
+    if snap is not None:
+        try:
+            state = state_from_snapshot(snap.data["state"])
+            if state.session_id != session_id or state.version != snap.version:
+                raise InvalidInput("snapshot belongs to another session or version")
+            writer: str | None = snap.data.get("writer")
+            return state, writer
+        except (InvalidInput, KeyError, TypeError) as exc:
+            log.warning(
+                "session %s: ignoring unreadable snapshot at version %s (%s); refolding",
+                session_id,
+                snap.version,
+                exc,
+            )
+    return SessionState(session_id=session_id), None
