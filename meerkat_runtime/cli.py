@@ -1,4 +1,4 @@
-"""The ``meerkat-runtime`` command line (API.md "Command line").
+"""The ``meerkat-runtime`` command line (operator guide: docs/guides/operator.md).
 
 Every command takes ``--store URL`` (default: the embedded SQLite file) and
 ``--json``. Inspection (``sessions``, ``inspect``, ``events``, ``export``)
@@ -81,7 +81,7 @@ def _hint_for(exc: Exception) -> str:
             return "upgrade meerkat-runtime to read this store"
         return "check the --store URL and that the database is running and reachable"
     if isinstance(exc, InvalidInput):
-        return "see the wire format in RUNTIME_SPEC.md"
+        return "see the wire format in the documentation (docs/reference/wire-format.md)"
     return ""
 
 

@@ -1,4 +1,4 @@
-"""The host-facing facade: :class:`Runtime` and :class:`Session` (API.md).
+"""The host-facing facade: :class:`Runtime` and :class:`Session`.
 
 ::
 

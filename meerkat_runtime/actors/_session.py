@@ -110,7 +110,7 @@ _LATER: Any = object()
 
 @dataclass(frozen=True, slots=True)
 class AcceptOutcome:
-    """What ``session.accept`` returns (API.md): ``kind`` is accepted, deduplicated or rejected."""
+    """What ``session.accept`` returns: ``kind`` is accepted, deduplicated or rejected."""
 
     kind: str
     input_id: uuid.UUID

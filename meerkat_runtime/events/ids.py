@@ -48,7 +48,7 @@ LogicalRuntimeId = NewType("LogicalRuntimeId", str)
 IdempotencyKey = NewType("IdempotencyKey", str)
 SupersessionKey = NewType("SupersessionKey", str)
 PolicyVersion = NewType("PolicyVersion", int)
-# Session ids are opaque strings in this port (API.md: 1 to 256 printable characters).
+# Session ids are opaque strings of 1 to 256 printable characters.
 SessionId = NewType("SessionId", str)
 
 SESSION_RUNTIME_PREFIX = "rt:session:"

@@ -1,4 +1,4 @@
-"""The JSON wire codec (API.md "Wire codec"), on orjson.
+"""The JSON wire codec, on orjson (the forms are described in docs/reference/wire-format.md).
 
 ``encode(obj) -> bytes`` writes any spec type in its wire form;
 ``decode(cls, data)`` reads ``bytes``, ``str`` or an already-parsed ``dict``

@@ -93,7 +93,7 @@ class _ConnectionPool(SQLiteConnectionPool):
 
     def _create_connection(self) -> SQLiteConnection:
         conn = super()._create_connection()
-        # The datastore has no setting for this pragma (LIBRARIES.md section 4).
+        # eventsourcing's SQLite datastore has no setting for the synchronous pragma.
         conn._sqlite_conn.execute(self._synchronous_pragma)
         return conn
 
