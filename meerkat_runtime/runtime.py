@@ -35,7 +35,13 @@ from meerkat_runtime.actors._recovery import recover_batch
 from meerkat_runtime.cluster import ClusterView, Membership, default_node_id
 from meerkat_runtime.errors import InvalidInput, MeerkatRuntimeError
 from meerkat_runtime.events import wire
-from meerkat_runtime.events.catalogue import EVENT_TOPICS, SCHEMA_VERSIONS, envelope_from_record
+from meerkat_runtime.events._typed import checked
+from meerkat_runtime.events.catalogue import (
+    EVENT_TOPICS,
+    SCHEMA_VERSIONS,
+    check_record,
+    envelope_from_record,
+)
 from meerkat_runtime.events.ids import parse_uuid, uuid7, validate_session_id
 from meerkat_runtime.events.input_state import InputState
 from meerkat_runtime.events.inputs import Input
@@ -87,8 +93,9 @@ DEFAULT_STORE_URL = "sqlite:///meerkat-runtime.db"
 
 
 def event_codec() -> EventCodec:
-    """A store codec with every runtime event topic registered."""
-    codec = EventCodec()
+    """A store codec with every runtime event topic registered, which refuses to write an
+    event that would not decode back (so none can ever poison a session's log)."""
+    codec = EventCodec(check=check_record)
     for topic in EVENT_TOPICS:
         codec.register(topic, SCHEMA_VERSIONS[topic])
     return codec
@@ -137,13 +144,20 @@ class RuntimeOptions:
 def coerce_input(data: Any, max_bytes: int = 1024 * 1024) -> Input:
     """Turn an :class:`Input`, a wire dict or wire JSON into an :class:`Input`.
 
+    A typed :class:`Input` is checked exactly like wire input (Python
+    dataclasses do not check their fields' types): ``InvalidInput`` names the
+    field (``content: must not be null``) and nothing is written.
+
     A host may omit ``header`` or any of its fields: the runtime fills ``id``
     (UUIDv7), ``timestamp`` (now), ``source`` (operator), ``durability``
     (durable) and the default ``visibility``.
     """
     if isinstance(data, Input):
-        _check_size(len(wire.encode(data)), max_bytes)
-        return data
+        # Checked exactly like wire input, and what is accepted is the decoded value:
+        # equal to what every later read of the stored events gives back.
+        inp, as_wire = checked(Input, data)
+        _check_size(len(orjson.dumps(as_wire)), max_bytes)
+        return inp
     if isinstance(data, (bytes, bytearray, memoryview, str)):
         raw = bytes(data) if not isinstance(data, str) else data
         value = wire.loads(raw, max_bytes=max_bytes)

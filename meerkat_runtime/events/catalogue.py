@@ -11,10 +11,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from meerkat_runtime.errors import InvalidInput
 from meerkat_runtime.events._codec import from_wire, to_wire
 from meerkat_runtime.events.runtime_event import RuntimeEventEnvelope
 
-__all__ = ["EVENT_TOPICS", "SCHEMA_VERSIONS", "envelope_from_record", "envelope_to_record"]
+__all__ = [
+    "EVENT_TOPICS",
+    "SCHEMA_VERSIONS",
+    "check_record",
+    "envelope_from_record",
+    "envelope_to_record",
+]
 
 #: Every topic a session log may hold.
 EVENT_TOPICS: tuple[str, ...] = (
@@ -55,3 +62,15 @@ def envelope_from_record(data: dict[str, Any], version: int) -> RuntimeEventEnve
     envelope = from_wire(RuntimeEventEnvelope, data)
     object.__setattr__(envelope, "sequence", version)
     return envelope
+
+
+def check_record(topic: str, data: dict[str, Any]) -> None:
+    """Refuse a stored payload that does not decode back into an envelope of ``topic``.
+
+    The runtime's store codec calls it on every event about to be written:
+    :class:`InvalidInput` names what would not read back.
+    """
+    envelope = from_wire(RuntimeEventEnvelope, data)
+    code = envelope.event.event_code
+    if code != topic:
+        raise InvalidInput(f"the payload is a {code!r} event, stored under topic {topic!r}")

@@ -44,10 +44,19 @@ class EventCodec:
 
     Payloads are JSON-native dicts, encoded with orjson together with their
     schema version and the writer's incarnation id.
+
+    ``check(topic, data)``, when given, is called on every payload before it is
+    written; whatever it raises refuses the append with :class:`StoreError`,
+    nothing written. The runtime's codec checks that each payload decodes into
+    its event. It checks the payload rather than the encoded bytes parsed back
+    because orjson writes NaN and Infinity as ``null`` without a word (the
+    decoder refuses them in the payload); every other value the decoder takes
+    orjson writes as it reads back, or refuses to write at all.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, check: Callable[[str, dict[str, Any]], None] | None = None) -> None:
         self._topics: dict[str, _TopicSchema] = {}
+        self._check = check
 
     def register(
         self,
@@ -96,6 +105,14 @@ class EventCodec:
         schema = self._schema(topic)
         if not isinstance(data, dict):
             raise StoreError(f"payload of {topic!r} must be a dict, got {type(data).__name__}")
+        if self._check is not None:
+            try:
+                self._check(topic, data)
+            except Exception as e:
+                raise StoreError(
+                    f"event {topic!r} refused, nothing of its append was written: "
+                    f"it would not read back ({type(e).__name__}: {e})"
+                ) from e
         try:
             return orjson.dumps(
                 {"s": schema.version, "w": writer, "d": data}, option=_DUMPS_OPTIONS

@@ -12,34 +12,56 @@ Three sources of bad input:
 * hypothesis-generated garbage for ``wire.decode`` of every wire type;
 * hypothesis mutations of valid inputs (a key dropped, a value replaced by
   junk, a key added) presented to ``session.accept``: whatever happens is one of
-  the documented results, and only an acceptance writes anything.
+  the documented results, and only an acceptance writes anything;
+* typed objects (``PromptInput(content=None)`` and the like: Python dataclasses
+  do not check their fields), hand-written and hypothesis-generated: each is
+  refused exactly as its wire form would be, with ``InvalidInput`` naming the
+  field and no row written in any of the store's tables, or accepted and read
+  back equal from a fresh process's view of the store.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 import math
+import sqlite3
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from meerkat_runtime import InvalidInput, Runtime
 from meerkat_runtime.events import wire
+from meerkat_runtime.events.catalogue import envelope_from_record
 from meerkat_runtime.events.completion import CompletionOutcome
 from meerkat_runtime.events.input_state import InputState, InputTerminalOutcome
-from meerkat_runtime.events.inputs import Input, PromptInput
+from meerkat_runtime.events.inputs import (
+    ContinuationInput,
+    ExternalEventInput,
+    FlowOrigin,
+    FlowStepInput,
+    Input,
+    InputDurability,
+    InputHeader,
+    InputVisibility,
+    OperationInput,
+    PeerInput,
+    PromptInput,
+)
 from meerkat_runtime.events.policy import PolicyDecision
 from meerkat_runtime.events.reports import RejectReason
 from meerkat_runtime.events.run_primitive import RunPrimitive
 from meerkat_runtime.events.runtime_event import RuntimeEventEnvelope
+from meerkat_runtime.runtime import coerce_input
 
 LIMIT = 64 * 1024
 """``max_input_bytes`` of the runtimes under test (a small limit keeps the huge cases cheap)."""
@@ -581,6 +603,241 @@ def test_mutated_inputs_end_in_a_documented_result(rt: Runtime, doc: dict[str, A
         return
     # Accepted: what is stored reads back as exactly what was accepted.
     assert rows(rt) > before
+    state = s.input_state(out.input_id)
+    assert state is not None and state.persisted_input is not None
+    stored = state.persisted_input
+    assert wire.decode(Input, wire.encode(stored)) == stored
+
+
+# ---------------------------------------------------------------------- typed objects
+
+
+def table_rows(rt: Runtime) -> dict[str, int]:
+    """Rows in every table of the store's database (projections caught up first), plus the
+    log head and session count; on ``memory://`` only the latter."""
+    rt.projections.wait_caught_up(timeout=30)
+    out = {"head": rt.store.max_position(), "sessions": len(rt.store.session_ids())}
+    if rt.store.url.startswith("sqlite:///"):
+        path = rt.store.url.removeprefix("sqlite:///")
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            names = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+            for name in names:
+                out[name] = db.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0]
+    return out
+
+
+def _header(**fields: Any) -> InputHeader:
+    return InputHeader(**fields)
+
+
+# (name, typed object, the field InvalidInput must name). Each wrong type in a field the
+# dataclasses do not check: every one of them used to be stored (and never read back) or
+# to escape as a raw TypeError/ValueError/AttributeError.
+TYPED_INVALID: list[tuple[str, Callable[[], Input], str]] = [
+    ("prompt content None", lambda: PromptInput(content=None), "content"),  # type: ignore[arg-type]
+    ("prompt content [{}]", lambda: PromptInput(content=[{}]), "content[0].type"),  # type: ignore[arg-type]
+    ("external event_type None", lambda: ExternalEventInput(event_type=None), "event_type"),  # type: ignore[arg-type]
+    (
+        "payload nested too deep",
+        lambda: ExternalEventInput(event_type="e", payload=nested(100)),
+        "payload.k[0]",
+    ),
+    ("flow step_id None", lambda: FlowStepInput(step_id=None, content="c"), "step_id"),  # type: ignore[arg-type]
+    ("continuation reason None", lambda: ContinuationInput(reason=None), "reason"),  # type: ignore[arg-type]
+    ("peer content None", lambda: PeerInput(content=None), "content"),  # type: ignore[arg-type]
+    (
+        "idempotency key 5",
+        lambda: PromptInput(content="x", header=_header(idempotency_key=5)),
+        "header.idempotency_key",
+    ),
+    (
+        "header id not a uuid",
+        lambda: PromptInput(content="x", header=_header(id="not-uuid")),
+        "header.id",
+    ),
+    ("bytes content", lambda: PromptInput(content=b"hello"), "content"),  # type: ignore[arg-type]
+    ("payload 2**70", lambda: ExternalEventInput(event_type="e", payload=2**70), "payload"),
+    (
+        "naive timestamp",
+        lambda: PromptInput(content="x", header=_header(timestamp=datetime(2026, 3, 1, 12))),
+        "header.timestamp",
+    ),
+    (
+        "durability bogus",
+        lambda: PromptInput(content="x", header=_header(durability="bogus")),
+        "header.durability",
+    ),
+    (
+        "payload NaN",
+        lambda: ExternalEventInput(event_type="e", payload=float("nan")),
+        "payload",
+    ),
+    (
+        "payload Infinity inside",
+        lambda: ExternalEventInput(event_type="e", payload={"x": [math.inf]}),
+        "payload.x[0]",
+    ),
+    ("header None", lambda: PromptInput(content="x", header=None), "header"),  # type: ignore[arg-type]
+    (
+        "source a string",
+        lambda: PromptInput(content="x", header=_header(source="operator")),
+        "header.source",
+    ),
+    (
+        "flow step index negative",
+        lambda: FlowStepInput(
+            step_id="s", content="c", header=_header(source=FlowOrigin(flow_id="f", step_index=-1))
+        ),
+        "header.source.step_index",
+    ),
+    (
+        "operation event a dict of the wrong shape",
+        lambda: OperationInput(operation_id="op", event={"type": "exploded"}),  # type: ignore[arg-type]
+        "event.type",
+    ),
+    (
+        "handling mode bogus",
+        lambda: ExternalEventInput(event_type="e", handling_mode="shove"),  # type: ignore[arg-type]
+        "handling_mode",
+    ),
+    (
+        "lone surrogate in content",
+        lambda: PromptInput(content="bad \ud800"),
+        "content",
+    ),
+    (
+        "a set in a payload",
+        lambda: ExternalEventInput(event_type="e", payload={"x": {1, 2}}),
+        "payload.x",
+    ),
+    (
+        "injected context of numbers",
+        lambda: PromptInput(content="x", injected_context=(5,)),  # type: ignore[arg-type]
+        "injected_context[0]",
+    ),
+    (
+        "visibility flag not a bool",
+        lambda: PromptInput(
+            content="x",
+            header=_header(visibility=InputVisibility(transcript_eligible="yes")),  # type: ignore[arg-type]
+        ),
+        "header.visibility.transcript_eligible",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "make", "path"), TYPED_INVALID, ids=[c[0] for c in TYPED_INVALID])
+def test_malformed_typed_input_is_invalid_input_naming_the_field_and_writes_nothing(
+    rt: Runtime, name: str, make: Callable[[], Input], path: str
+) -> None:
+    s = rt.session("typed-bad")
+    before = table_rows(rt)
+    with pytest.raises(InvalidInput) as caught:
+        s.accept(make())
+    assert caught.value.path.startswith(path), (name, str(caught.value))
+    assert table_rows(rt) == before, name
+    # Where the object can be written as JSON at all, the wire refuses that JSON too.
+    try:
+        as_json = wire.to_json_value(make())
+    except (TypeError, ValueError, AttributeError):
+        pass
+    else:
+        with pytest.raises(InvalidInput):
+            wire.decode(Input, as_json)
+    # The session is not poisoned: it takes a good input and reads back.
+    assert s.accept(PromptInput(content="fine")).kind == "accepted"
+    assert s.state() is not None
+
+
+def test_typed_values_the_wire_reads_are_normalised_as_the_wire_reads_them(rt: Runtime) -> None:
+    """A plain string for a string enum, a list for a tuple: accepted as the decoder reads
+    them, and what is accepted is what reads back."""
+    s = rt.session("typed-lenient")
+    out = s.accept(
+        PromptInput(
+            content=[{"type": "text", "text": "hi"}],  # type: ignore[arg-type]
+            header=_header(durability="durable"),
+        )
+    )
+    assert out.kind == "accepted"
+    state = s.input_state(out.input_id)
+    assert state is not None and state.persisted_input is not None
+    stored = state.persisted_input
+    assert isinstance(stored, PromptInput)
+    assert stored.header.durability is InputDurability.DURABLE
+    assert stored.content == ({"type": "text", "text": "hi"},)
+
+
+# Hypothesis: typed objects with junk in any field, nested objects included.
+junk = st.one_of(
+    json_like,
+    st.binary(max_size=4),
+    st.sampled_from([set(), frozenset({1}), object(), 2**70, -(2**64), math.nan, math.inf]),
+    st.sampled_from([b"x", 3.5, (), ("a",), ({},), [{"type": 1}], datetime(2026, 1, 1)]),
+    st.builds(nested, st.integers(30, 80)),
+)
+
+
+def _typed_fields(obj: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Paths to every dataclass field of ``obj``, nested dataclasses included."""
+    out = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        out.append((*prefix, f.name))
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            out += _typed_fields(value, (*prefix, f.name))
+    return out
+
+
+def _replace_at(obj: Any, path: tuple[str, ...], value: Any) -> Any:
+    if len(path) == 1:
+        return _unchecked_replace(obj, path[0], value)
+    inner = _replace_at(getattr(obj, path[0]), path[1:], value)
+    return _unchecked_replace(obj, path[0], inner)
+
+
+def _unchecked_replace(obj: Any, name: str, value: Any) -> Any:
+    """``dataclasses.replace`` without running ``__post_init__`` checks (as a careless host
+    may build objects)."""
+    clone = copy.copy(obj)
+    object.__setattr__(clone, name, value)
+    return clone
+
+
+@st.composite
+def broken_typed(draw: st.DrawFn) -> Input:
+    inp: Any = coerce_input(copy.deepcopy(draw(st.sampled_from(VALID))))
+    for _ in range(draw(st.integers(1, 2))):
+        path = draw(st.sampled_from(_typed_fields(inp)))
+        inp = _replace_at(inp, path, draw(junk))
+    header = inp.input_header
+    if isinstance(header, InputHeader):
+        inp = _replace_at(inp, ("header", "id"), uuid.uuid4())
+    assert isinstance(inp, Input)
+    return inp
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(inp=broken_typed())
+def test_broken_typed_inputs_are_refused_or_read_back_equal(rt: Runtime, inp: Input) -> None:
+    s = rt.session(f"typed-fuzz-{uuid.uuid4().hex[:8]}")
+    before = table_rows(rt)
+    try:
+        out = s.accept(inp)
+    except InvalidInput:
+        event("invalid")
+        assert table_rows(rt) == before
+        return
+    event(out.kind)
+    assert out.kind in ("accepted", "rejected"), out
+    if out.kind == "rejected":
+        assert table_rows(rt) == before
+        return
+    # Accepted: every stored event reads back, and the input is what was accepted.
+    for rec in rt.store.read_session(s.id):
+        envelope_from_record(rec.data, rec.version)
     state = s.input_state(out.input_id)
     assert state is not None and state.persisted_input is not None
     stored = state.persisted_input
