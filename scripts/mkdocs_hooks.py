@@ -1,8 +1,12 @@
-"""MkDocs hook: CLI help rendered into the operator guide at build time.
+"""MkDocs hooks: CLI help rendered into the operator guide, docstring roles tidied.
 
 A line ``<!-- cli-help: NAME -->`` in a page becomes a text block holding the
 output of ``meerkat-runtime NAME --help``, so the options the guide lists are
 always the ones the installed command accepts. An unknown NAME fails the build.
+
+The package's docstrings name objects with Sphinx roles (``:class:`Session```);
+mkdocstrings renders the name as code and leaves the role's prefix as text,
+so the prefix is dropped from the rendered pages.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from meerkat_runtime.cli import app
 
 MARKER = re.compile(r"^<!-- cli-help: (?P<name>[a-z][a-z0-9-]*) -->$", re.MULTILINE)
 _WIDTH = "90"
+ROLE_PREFIX = re.compile(r":(?:class|meth|func|attr|exc|mod|data|obj):(?=<code>)")
 
 
 def command_names() -> list[str]:
@@ -43,3 +48,8 @@ def render_help(name: str) -> str:
 def on_page_markdown(markdown: str, **_: Any) -> str:
     """Replace every ``cli-help`` marker with the command's help text."""
     return MARKER.sub(lambda m: f"```text\n{render_help(m['name'])}\n```", markdown)
+
+
+def on_page_content(html: str, **_: Any) -> str:
+    """Drop the Sphinx role prefixes (``:class:``) left before code in rendered docstrings."""
+    return ROLE_PREFIX.sub("", html)

@@ -12,11 +12,18 @@ import re
 from pathlib import Path
 from types import ModuleType
 
+import orjson
 import pytest
+
+import meerkat_runtime
+from meerkat_runtime import wire
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 OPERATOR_GUIDE = DOCS / "guides" / "operator.md"
+WIRE_FORMAT = DOCS / "reference" / "wire-format.md"
+# A JSON example the wire-format page vouches for: a marker naming the type, then the block.
+WIRE_EXAMPLE = re.compile(r"<!-- wire: (?P<type>\w+) -->\n```json\n(?P<json>.*?)\n```", re.DOTALL)
 
 # Names of documents that live outside this repository (the port's source
 # material); a user of the package has none of them.
@@ -91,3 +98,30 @@ def test_readme_links_into_the_docs_and_every_link_resolves() -> None:
     assert any(t.startswith("docs/") for t in local), "README does not link into docs/"
     broken = [t for t in local if not (ROOT / t).exists()]
     assert not broken, f"README links to missing files: {broken}"
+
+
+def _wire_examples() -> list[tuple[str, str]]:
+    text = WIRE_FORMAT.read_text(encoding="utf-8")
+    return [(m["type"], m["json"]) for m in WIRE_EXAMPLE.finditer(text)]
+
+
+def test_wire_format_page_has_checked_examples_of_every_documented_type() -> None:
+    types = {t for t, _ in _wire_examples()}
+    expected = {"Input", "RuntimeEventEnvelope", "RunPrimitive", "CompletionOutcome"}
+    assert expected | {"RejectReason", "InputTerminalOutcome", "InputState"} <= types
+
+
+@pytest.mark.parametrize(("type_name", "example"), _wire_examples())
+def test_wire_format_example_round_trips_through_the_codec(type_name: str, example: str) -> None:
+    cls = getattr(meerkat_runtime, type_name)
+    value = wire.decode(cls, example)
+    assert orjson.loads(wire.encode(value)) == orjson.loads(example)
+
+
+def test_rendered_docstrings_lose_their_sphinx_role_prefixes() -> None:
+    html = (
+        "See :class:<code>Session</code> and :meth:<code>Runtime.open</code>; a:b:<code>x</code>."
+    )
+    assert _hooks().on_page_content(html) == (
+        "See <code>Session</code> and <code>Runtime.open</code>; a:b:<code>x</code>."
+    )
