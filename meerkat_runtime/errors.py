@@ -95,7 +95,7 @@ class RuntimeStateTransitionError(MeerkatRuntimeError):
 class RuntimeControlPlaneError(MeerkatRuntimeError):
     """A control-plane operation failed (``NotFound``, ``InvalidState``, ``StoreError``, ``Internal``).
 
-    ``kind`` is the spec's variant name in snake_case.
+    ``kind`` is the variant name in snake_case (``not_found``, ``invalid_state``, ...).
     """
 
     def __init__(self, kind: str, message: str) -> None:

@@ -230,6 +230,8 @@ class Session:
         return outcome
 
     def state(self) -> RuntimeState:
+        """The session's state as a host sees it (``attached`` when an executor is bound)."""
+
         def observe(st: SessionState, attached: bool) -> RuntimeState:
             return st.observed_state(attached)
 
@@ -237,11 +239,13 @@ class Session:
         return result
 
     def input_state(self, input_id: uuid.UUID | str) -> InputState | None:
+        """The full state of one input of this session, or None if it never accepted it."""
         iid = parse_uuid(input_id, "input_id")
         result: InputState | None = self._query(lambda st, _: st.inputs.get(iid))
         return result
 
     def active_input_ids(self) -> list[uuid.UUID]:
+        """Ids of the inputs that are not terminal yet."""
         result: list[uuid.UUID] = self._query(lambda st, _: st.non_terminal_ids())
         return result
 
@@ -251,22 +255,27 @@ class Session:
         return handle
 
     def retire(self) -> RetireReport:
+        """Take no new input; drain queued work with an executor, else abandon it."""
         report: RetireReport = self._command(Retire(loop_attached=self._rt.executor is not None))
         return report
 
     def recycle(self) -> RecycleReport:
+        """Rebuild the session's machinery, keeping its pending inputs (staged ones re-queued)."""
         report: RecycleReport = self._command(Recycle())
         return report
 
     def reset(self) -> ResetReport:
+        """Abandon every pending input and become ready again (refused during a run)."""
         report: ResetReport = self._command(Reset())
         return report
 
     def destroy(self) -> DestroyReport:
+        """Abandon everything and end the session for good (``destroyed`` is terminal)."""
         report: DestroyReport = self._command(Destroy())
         return report
 
     def stop(self) -> StopReport:
+        """Cancel any run, abandon every pending input, go to ``stopped`` (``recover`` undoes it)."""
         report: StopReport = self._command(Stop())
         return report
 
@@ -289,7 +298,10 @@ class Session:
 
 
 class Runtime:
-    """An open runtime: a store, a registry of session actors, and an executor pool."""
+    """An open runtime: a store, a registry of session actors, and an executor pool.
+
+    Create one with :meth:`Runtime.open`; the constructor is internal.
+    """
 
     def __init__(
         self,

@@ -71,6 +71,7 @@ class CompletionHandle:
         return fut
 
     def done(self) -> bool:
+        """True once the outcome (or a wait error such as ``channel_closed``) is known."""
         w = self._waiters
         return w.outcome is not None or w.error is not None
 

@@ -27,6 +27,8 @@ __all__ = [
 
 
 class RunStatus(StrEnum):
+    """How a run ended, as the executor reports it."""
+
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -61,6 +63,8 @@ class RunResult:
 
 @runtime_checkable
 class Executor(Protocol):
+    """An object that performs runs; a plain callable ``f(request)`` works as well."""
+
     def run(self, request: RunRequest) -> RunResult | None: ...
 
 

@@ -10,7 +10,7 @@ attributes the spec quotes:
   ``required=True`` makes the key mandatory on read although Python code may
   omit it when constructing (e.g. an input header).
 * an optional type (``X | None``) accepts ``null`` on read; a non-optional
-  field with a default refuses an explicit ``null`` (spec 1.1).
+  field with a default refuses an explicit ``null``.
 * ``ge=0``: unsigned integers.
 
 Tagged unions: a base class declares ``__tag_key__`` (e.g. ``"input_type"``) and

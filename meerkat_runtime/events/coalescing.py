@@ -1,4 +1,4 @@
-"""Coalescing and supersession (spec section 8)."""
+"""Coalescing and supersession (docs: concepts/policy-and-queueing.md)."""
 
 from __future__ import annotations
 

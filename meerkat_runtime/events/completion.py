@@ -1,4 +1,4 @@
-"""Completion outcomes (spec section 10): what a waiter on an input receives.
+"""Completion outcomes: what a waiter on an input receives (docs: concepts/completions.md).
 
 The waiting machinery (futures, handles) lives in ``meerkat_runtime.actors``;
 this module holds only the wire types, so an outcome can be derived from the

@@ -1,4 +1,4 @@
-"""Identifiers (spec section 2) and the UUIDv7 generator.
+"""Identifiers and the UUIDv7 generator (docs: reference/wire-format.md, general rules).
 
 Every id the runtime mints is a UUIDv7 (time-ordered); any valid uuid is
 accepted on input, in any case, with or without hyphens. Ids are plain

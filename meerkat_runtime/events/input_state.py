@@ -1,7 +1,8 @@
-"""The input lifecycle (spec section 5): states, legal transitions, outcomes and ``InputState``.
+"""The input lifecycle: states, legal transitions, outcomes and ``InputState``.
 
-``InputState`` is one immutable object holding the spec's InputState and its
-machine-owned seed; its wire form is the spec's stored row, version 5.
+``InputState`` is one immutable object holding the input's state and its
+machine-owned seed; its wire form is the stored row, version 5 (for users:
+docs/concepts/input-lifecycle.md and docs/reference/wire-format.md).
 :meth:`InputState.transition` is the single gate for lifecycle moves: it
 enforces :data:`INPUT_TRANSITIONS` exactly and appends a history entry.
 """
@@ -68,7 +69,7 @@ L = InputLifecycleState
 _TERMINAL = frozenset({L.CONSUMED, L.SUPERSEDED, L.COALESCED, L.ABANDONED})
 _NON_TERMINAL = frozenset(L) - _TERMINAL
 
-#: The legal moves (section 5): the lifecycle path, the side exits, and abandon from any non-terminal.
+#: The legal moves: the lifecycle path, the side exits, and abandon from any non-terminal.
 INPUT_TRANSITIONS: frozenset[tuple[InputLifecycleState, InputLifecycleState]] = frozenset(
     {
         (L.ACCEPTED, L.QUEUED),
@@ -85,7 +86,7 @@ INPUT_TRANSITIONS: frozenset[tuple[InputLifecycleState, InputLifecycleState]] = 
     | {(s, L.ABANDONED) for s in _NON_TERMINAL}
 )
 
-#: Recovery moves (section 16) that are not ordinary lifecycle moves.
+#: Recovery moves that are not ordinary lifecycle moves (docs: concepts/recovery.md).
 RECOVERY_TRANSITIONS: frozenset[tuple[InputLifecycleState, InputLifecycleState]] = frozenset(
     {
         (L.ACCEPTED, L.QUEUED),

@@ -1,9 +1,11 @@
-"""The input model (spec section 3): six input variants, their header, origin, durability and visibility.
+"""The input model: six input variants, their header, origin, durability and visibility.
+
+For users: docs/concepts/sessions-and-inputs.md.
 
 Python construction is friendlier than the wire: ``PromptInput(content="hi")``
 fills a fresh header (UUIDv7 id, now, origin ``operator``, ``durable``, default
 visibility). On the wire every header key stays required, and so does every
-field spec 3.3 gives no default (``content``, ``step_id``, ``event_type``,
+field the original runtime gives no default (``content``, ``step_id``, ``event_type``,
 ``reason``), although Python code may leave them out when constructing.
 """
 
@@ -336,7 +338,7 @@ class Input:
 
     @property
     def kind(self) -> InputKind:
-        """The input kind used by policy (spec 3.1)."""
+        """The input kind used by policy (peer inputs split by their convention)."""
         raise NotImplementedError
 
     @property
@@ -346,7 +348,7 @@ class Input:
         return header
 
     def requested_handling_mode(self) -> HandlingMode | None:
-        """The requested lane (spec 3.1), or None."""
+        """The lane the input asks for (its handling mode), or None."""
         return None
 
 

@@ -1,8 +1,10 @@
-"""Policy (spec section 6): the policy enums, ``PolicyDecision`` and ``DefaultPolicyTable``.
+"""Policy: the policy enums, ``PolicyDecision`` and ``DefaultPolicyTable``.
+
+For users: docs/concepts/policy-and-queueing.md.
 
 The default table is data: :data:`DEFAULT_ROWS` maps a row family and
 ``runtime idle?`` to the decision and run semantics, and :data:`LANE_OVERRIDES`
-holds the requested-lane overrides of section 6.2. :class:`DefaultPolicyTable`
+holds the requested-lane overrides. :class:`DefaultPolicyTable`
 only looks rows up and lays the overrides over them.
 """
 
@@ -237,7 +239,7 @@ def _row(
 
 _APPEND_AND_RUN = PeerTerminalApplyIntent.APPEND_CONTENT_AND_RUN
 
-#: Section 6.1, keyed by (row, runtime idle?).
+#: The default rows, keyed by (row, runtime idle?).
 DEFAULT_ROWS: dict[tuple[_Row, bool], tuple[PolicyDecision, RuntimeSemantics | None]] = {
     (_Row.CONTENT, True): _row(A.STAGE_RUN_START, W.WAKE_IF_IDLE, Q.FIFO, C.ON_RUN_COMPLETE, D.QUEUE_NEXT_TURN, R.QUEUE, True, B.RUN_START, X.CONTENT_TURN),
     (_Row.CONTENT, False): _row(A.STAGE_RUN_START, W.NONE, Q.FIFO, C.ON_RUN_COMPLETE, D.QUEUE_NEXT_TURN, R.QUEUE, True, B.RUN_START, X.CONTENT_TURN),
@@ -255,7 +257,7 @@ DEFAULT_ROWS: dict[tuple[_Row, bool], tuple[PolicyDecision, RuntimeSemantics | N
     (_Row.OPERATION, False): _row(A.IGNORE, W.NONE, Q.PRIORITY, C.ON_ACCEPT, D.IGNORE, R.DROP, False, None, None),
 }  # fmt: skip
 
-#: Section 6.2: what a requested lane changes, keyed by (lane, runtime idle?).
+#: What a requested lane changes, keyed by (lane, runtime idle?).
 #: ``None`` values leave the base row's value in place.
 LANE_OVERRIDES: dict[tuple[HandlingMode, bool], dict[str, Any]] = {
     (HandlingMode.QUEUE, True): {"apply_mode": A.STAGE_RUN_START, "wake_mode": W.WAKE_IF_IDLE, "queue_mode": Q.FIFO, "drain_policy": D.QUEUE_NEXT_TURN, "routing_disposition": R.QUEUE, "boundary": B.RUN_START},
@@ -281,7 +283,7 @@ _LANE_ELIGIBLE = frozenset(_Row) - {_Row.PEER_PROGRESS, _Row.PEER_TERMINAL, _Row
 
 
 class DefaultPolicyTable:
-    """The default policy table, version 1 (spec 6.1 and 6.2)."""
+    """The default policy table, version 1: a pure function of kind, idleness and requested lane."""
 
     version = DEFAULT_POLICY_VERSION
 

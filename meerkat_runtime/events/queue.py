@@ -1,4 +1,4 @@
-"""InputQueue and InputScope (spec section 9).
+"""InputQueue and InputScope (docs: concepts/policy-and-queueing.md).
 
 A session keeps two queues: the ordinary queue (lane ``queue``) and the steer
 queue (lane ``steer``). The queue holds input ids in admission order;

@@ -1,4 +1,4 @@
-"""Reject reasons (spec section 7) and lifecycle reports (spec section 14)."""
+"""Reject reasons and lifecycle reports (docs: concepts/lifecycle-operations.md)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class RejectReason:
-    """Why the runtime refused an input (tag ``reject_type``); ``str()`` is the spec's display."""
+    """Why the runtime refused an input (tag ``reject_type``); ``str()`` is a readable sentence."""
 
     __tag_key__: ClassVar[str] = "reject_type"
 
@@ -93,7 +93,7 @@ class DestroyReport:
 
 @dataclass(frozen=True, slots=True)
 class StopReport:
-    """Not in the spec (its stop returns nothing): how many inputs a stop abandoned."""
+    """How many inputs a stop abandoned (the original runtime's stop returns nothing)."""
 
     inputs_abandoned: int = wfield(ge=0)
 

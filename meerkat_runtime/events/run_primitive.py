@@ -1,4 +1,4 @@
-"""Run primitives (spec section 4): what core receives instead of inputs.
+"""Run primitives: what core receives instead of inputs (docs: concepts/runtime-and-runs.md).
 
 ``StagedRunInput`` is the ``staged_input`` variant of :class:`RunPrimitive`,
 so it carries its ``primitive_type`` tag when encoded on its own too (an

@@ -1,4 +1,4 @@
-"""Runtime events (spec section 12) and their envelope.
+"""Runtime events and their envelope (docs: reference/wire-format.md, event envelopes).
 
 These are also what a session's log stores (design choice, see
 ``meerkat_runtime.events.session``): the spec's events, with a few extra

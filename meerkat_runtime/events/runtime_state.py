@@ -1,4 +1,4 @@
-"""The runtime state machine (spec section 11).
+"""The runtime state machine (docs: concepts/runtime-and-runs.md).
 
 :data:`TRANSITIONS` is the whole table; :func:`check_transition` is the only
 gate and raises :class:`RuntimeStateTransitionError` for anything else.

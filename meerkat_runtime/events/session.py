@@ -25,7 +25,7 @@ Design choices, with reasons:
   is non-empty, or its steer queue is non-empty and a wake is pending. So an
   input whose wake mode is ``none`` never starts a run on its own, except in a
   retired session: it accepts nothing that could wake it, so it drains every
-  queued input (spec 14: retire with a loop drains what was queued).
+  queued input (retire with a loop drains what was queued).
 * **Receipts.** The ``input.applied`` event *is* the committed boundary
   receipt, so at a cold restart an applied input always has its receipt and
   becomes ``consumed``; "receipt proven missing" cannot arise in this log.
@@ -473,7 +473,7 @@ def _older_in_scope(state: SessionState, inp: Input) -> uuid.UUID | None:
 
 
 def _check_directed(inp: Input) -> None:
-    """Directed-interaction checks (spec 3.3); a violation is malformed input."""
+    """Directed-interaction checks; a violation is malformed input."""
     if not isinstance(inp, (FlowStepInput, PeerInput)) or inp.directed_interaction_id is None:
         return
     h = inp.input_header
@@ -519,7 +519,7 @@ _DERIVED_FORBIDDEN = frozenset(
 
 
 def _validate(inp: Input) -> RejectReason | None:
-    """Admission validation (spec 7, steps 3-5), in order."""
+    """Admission validation (durability, peer handling mode, peer terminal response), in order."""
     h = inp.input_header
     kind = inp.kind
     if h.durability is InputDurability.DERIVED:

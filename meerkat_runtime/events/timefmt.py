@@ -1,4 +1,4 @@
-"""Timestamps on the wire (spec section 1.1).
+"""Timestamps on the wire (docs: reference/wire-format.md, general rules).
 
 Written as RFC 3339 UTC with a ``Z`` suffix and no fraction when it is zero,
 otherwise 3 or 6 fractional digits, the fewest that hold the microseconds.

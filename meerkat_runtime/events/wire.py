@@ -1,6 +1,6 @@
 """The JSON wire codec, on orjson (the forms are described in docs/reference/wire-format.md).
 
-``encode(obj) -> bytes`` writes any spec type in its wire form;
+``encode(obj) -> bytes`` writes any runtime type in its wire form;
 ``decode(cls, data)`` reads ``bytes``, ``str`` or an already-parsed ``dict``
 into ``cls`` or raises :class:`InvalidInput` naming the offending field. The
 round trip holds: ``decode(type(x), encode(x)) == x``.
@@ -26,7 +26,7 @@ MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
 
 
 def to_json_value(obj: Any) -> Any:
-    """The JSON-native value (dicts, lists, strings, numbers) of a spec object."""
+    """The JSON-native value (dicts, lists, strings, numbers) of a runtime object."""
     if isinstance(obj, RuntimeEvent):
         return event_to_wire(obj)
     if isinstance(obj, enum.Enum):
@@ -35,7 +35,7 @@ def to_json_value(obj: Any) -> Any:
 
 
 def encode(obj: Any) -> bytes:
-    """The JSON wire form of any spec type."""
+    """The JSON wire form of any runtime type (inputs, events, outcomes, reports, ...)."""
     return orjson.dumps(to_json_value(obj))
 
 
