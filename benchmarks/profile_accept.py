@@ -193,7 +193,7 @@ def stage_costs(prior_inputs: int, iterations: int, repeat: int) -> list[tuple[s
             append_next,
             1,
         ),
-        ("completion handle (pending Future)", lambda: completions.handle(uuid7(), None), 1),
+        ("completion handle (pending Future)", lambda: completions.handle("s", uuid7(), None), 1),
         ("uuid7()", uuid7, 3),
         ("Future create/set/result (uncontended)", future_round_trip, 3),
         ("queue.Queue put/get (uncontended)", queue_round_trip, 1),

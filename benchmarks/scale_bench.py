@@ -286,7 +286,7 @@ def pending_completion_bytes(n: int = 2000) -> float:
     registry = CompletionRegistry()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
-    handles = [registry.handle(i, None) for i in ids]
+    handles = [registry.handle("s", i, None) for i in ids]
     del handles  # the host drops its handle; the registry keeps the future
     after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()

@@ -14,6 +14,7 @@ from meerkat_runtime.actors import (
     RunStatus,
 )
 from meerkat_runtime.errors import (
+    AmbiguousInputId,
     CompletionWaitError,
     ConcurrencyConflict,
     InvalidInput,
@@ -226,6 +227,7 @@ __all__ = [
     "AdmissionPlan",
     "AggregateDescriptor",
     "AllScope",
+    "AmbiguousInputId",
     "ApplyBoundary",
     "ApplyMode",
     "BlocksRenderable",

@@ -470,6 +470,11 @@ def events(
 def ledger(
     session: str | None = typer.Option(None, "--session", help="Only this session."),
     state: str | None = typer.Option(None, "--state", help="Only inputs in this lifecycle state."),
+    input_id: str | None = typer.Option(
+        None,
+        "--input",
+        help="Only this input id (one row per session holding it: ids are unique per session).",
+    ),
     queued_longer_than: float | None = typer.Option(
         None, "--queued-longer-than", help="Only inputs queued for more than N seconds."
     ),
@@ -493,6 +498,7 @@ def ledger(
             limit=limit,
             after=after,
             state_since_before=since_before,
+            input_id=input_id,
         )
     if json_out:
         _print_json([_fields(r, "input_state") for r in rows])

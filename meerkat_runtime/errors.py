@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 
 __all__ = [
+    "AmbiguousInputId",
     "CompletionWaitError",
     "ConcurrencyConflict",
     "InvalidInput",
@@ -113,6 +114,24 @@ class CompletionWaitError(MeerkatRuntimeError, TimeoutError):
     def __init__(self, kind: str, message: str) -> None:
         self.kind = kind
         super().__init__(message)
+
+
+class AmbiguousInputId(MeerkatRuntimeError, LookupError):
+    """An input id asked for without a session matches inputs of several sessions.
+
+    Input ids are unique within a session only (a ledger belongs to one session, as in
+    the Rust runtime); ``session_ids`` lists the sessions that hold ``input_id``: ask
+    again with one of them.
+    """
+
+    def __init__(self, input_id: str, session_ids: list[str]) -> None:
+        self.input_id = input_id
+        self.session_ids = session_ids
+        shown = ", ".join(repr(s) for s in session_ids[:5])
+        more = f" and {len(session_ids) - 5} more" if len(session_ids) > 5 else ""
+        super().__init__(
+            f"input {input_id} is in {len(session_ids)} sessions ({shown}{more}); name the session"
+        )
 
 
 class Overloaded(MeerkatRuntimeError):

@@ -95,7 +95,10 @@ class CompletionHandle:
 
 
 class CompletionRegistry:
-    """Pending completions keyed by input id, shared by all session actors.
+    """Pending completions keyed by (session id, input id), shared by all session actors.
+
+    Input ids are unique within a session only: the same id accepted by two sessions
+    is two inputs, each resolving its own waiters.
 
     Held weakly: an input's entry lives as long as some handle (or a host
     composing ``handle.future``) holds it, so inputs nobody waits for cost
@@ -105,28 +108,33 @@ class CompletionRegistry:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._pending: weakref.WeakValueDictionary[uuid.UUID, _Waiters] = (
+        self._pending: weakref.WeakValueDictionary[tuple[str, uuid.UUID], _Waiters] = (
             weakref.WeakValueDictionary()
         )
         self._closed = False
 
-    def handle(self, input_id: uuid.UUID, outcome: CompletionOutcome | None) -> CompletionHandle:
-        """A handle for ``input_id``: resolved now when ``outcome`` is given, else pending."""
+    def handle(
+        self, session_id: str, input_id: uuid.UUID, outcome: CompletionOutcome | None
+    ) -> CompletionHandle:
+        """A handle for ``input_id`` of ``session_id``: resolved now when ``outcome`` is
+        given, else pending."""
         if outcome is not None:
             return CompletionHandle(input_id, _Waiters(outcome), self._lock)
+        key = (session_id, input_id)
         with self._lock:
-            waiters = self._pending.get(input_id)
+            waiters = self._pending.get(key)
             if waiters is None:
                 if self._closed:
                     waiters = _Waiters(error=_closed_error())
                 else:
-                    waiters = self._pending[input_id] = _Waiters()
+                    waiters = self._pending[key] = _Waiters()
         return CompletionHandle(input_id, waiters, self._lock)
 
-    def resolve(self, input_id: uuid.UUID, outcome: CompletionOutcome) -> None:
-        """Deliver ``outcome`` to every waiter on ``input_id`` (a no-op when none wait)."""
+    def resolve(self, session_id: str, input_id: uuid.UUID, outcome: CompletionOutcome) -> None:
+        """Deliver ``outcome`` to every waiter on ``input_id`` of ``session_id`` (a no-op
+        when none wait)."""
         with self._lock:
-            waiters = self._pending.pop(input_id, None)
+            waiters = self._pending.pop((session_id, input_id), None)
             if waiters is None:
                 return
             waiters.outcome = outcome

@@ -176,7 +176,7 @@ def _written(
     for iid in evolve_touched(st, events):
         outcome = completion_outcome(st, iid)
         if outcome is not None:
-            services.completions.resolve(iid, outcome)
+            services.completions.resolve(sid, iid, outcome)
     store = services.store
     interval = store.snapshot_interval
     if interval > 0 and st.version - item.snapshot_version >= max(interval, len(st.inputs)):

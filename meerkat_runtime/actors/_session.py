@@ -462,7 +462,7 @@ class SessionActor(pykka.ThreadingActor):
         for iid in touched:
             outcome = completion_outcome(st, iid)
             if outcome is not None:
-                self.svc.completions.resolve(iid, outcome)
+                self.svc.completions.resolve(self.session_id, iid, outcome)
         self._maybe_snapshot(st, len(decision.events))
         self.svc.notify_events(self.session_id, decision.events)
         return decision
@@ -591,7 +591,7 @@ class SessionActor(pykka.ThreadingActor):
             return
         svc = self.svc
         for iid, outcome in entry.resolutions:
-            svc.completions.resolve(iid, outcome)
+            svc.completions.resolve(self.session_id, iid, outcome)
         if svc.listeners:
             svc.notify_events(self.session_id, entry.events)
         reply = entry.call.reply
@@ -648,7 +648,9 @@ class SessionActor(pykka.ThreadingActor):
             return AcceptOutcome(kind="rejected", input_id=d.input_id, reason=d.reason)
         target = d.input_id if d.kind == "accepted" else d.existing_id
         assert target is not None
-        handle = self.svc.completions.handle(target, completion_outcome(st, target))
+        handle = self.svc.completions.handle(
+            self.session_id, target, completion_outcome(st, target)
+        )
         if d.kind == "deduplicated":
             return AcceptOutcome(
                 kind="deduplicated",
@@ -713,7 +715,7 @@ class SessionActor(pykka.ThreadingActor):
         if input_id not in st.inputs:
             return None
         outcome: CompletionOutcome | None = completion_outcome(st, input_id)
-        return self.svc.completions.handle(input_id, outcome)
+        return self.svc.completions.handle(self.session_id, input_id, outcome)
 
     def _on_touch(self, _: Any) -> None:
         return None

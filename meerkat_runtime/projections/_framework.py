@@ -17,6 +17,12 @@ Following: catch-up from the offset on start, then live: woken in-process by
 the store's commit listener, and polling every ``poll_interval`` seconds for
 writes by other processes.
 
+Read-model layouts: a projection declares ``schema_version``; the version each
+store holds is recorded beside the offsets. When a runtime opens a store whose
+read model has an older layout, it drops that projection's tables and replays
+them from the log (the log is the truth, so this loses nothing); a store that
+recorded no version has layout 1 (the releases before versions were recorded).
+
 Failure strategies (:class:`FailureStrategy`): ``fail`` stops the projection;
 ``skip`` records the event in the skipped table and moves on; ``retry``
 retries with exponential backoff, then fails; ``retry_then_skip`` retries,
@@ -58,6 +64,7 @@ log = logging.getLogger(__name__)
 
 OFFSETS = "meerkat_projection_offsets"
 SKIPPED = "meerkat_projection_skipped"
+LAYOUTS = "meerkat_projection_layouts"
 
 # The database itself failing (connection lost, timeout, server restarting), not a
 # handler: no event is at fault, so the failure strategy does not apply; the runner
@@ -118,6 +125,9 @@ class Projection(ABC):
     #: Tables this projection owns (dropped/cleared by rebuild).
     tables: tuple[str, ...] = ()
     failure_strategy: FailureStrategy = FailureStrategy()
+    #: Version of the read model's table layout. Raise it when the tables change: a store
+    #: holding an older layout has them dropped and replayed from the log on open.
+    schema_version: int = 1
 
     @abstractmethod
     def create_schema(self, cur: Cursor) -> None:
@@ -153,6 +163,57 @@ def ensure_framework_schema(sql: Sql) -> None:
             "name TEXT NOT NULL, position BIGINT NOT NULL, session_id TEXT NOT NULL, "
             "topic TEXT NOT NULL, error TEXT NOT NULL, skipped_at TEXT NOT NULL, "
             "PRIMARY KEY (name, position))"
+        )
+        cur.execute(
+            f"CREATE TABLE IF NOT EXISTS {cur.table(LAYOUTS)} "
+            "(name TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+        )
+
+
+def prepare_projection(sql: Sql, projection: Projection) -> None:
+    """Bring ``projection``'s tables to its layout and make sure its offset row exists.
+
+    An older layout is dropped and the offset reset to 0, in one transaction, so the
+    runner replays the log into the new tables (a runner of another process finds its
+    offset moved and replays too). A newer layout (a newer release wrote this store)
+    raises :class:`StoreError`: this release cannot keep it.
+    """
+    name, want = projection.name, projection.schema_version
+    with sql.transaction() as cur:
+        _lock_ddl(sql, cur)
+        row = cur.execute(
+            f"SELECT version FROM {cur.table(LAYOUTS)} WHERE name = ?", (name,)
+        ).fetchone()
+        have = int(row["version"]) if row else 1
+        if have > want:
+            raise StoreError(
+                f"read model {name!r} has layout {have}, newer than this release's {want}; "
+                "upgrade meerkat-runtime to use this store"
+            )
+        if have < want:
+            ran = cur.execute(
+                f"SELECT position FROM {cur.table(OFFSETS)} WHERE name = ?", (name,)
+            ).fetchone()
+            if ran is not None:  # not a fresh store: say why the read model replays
+                log.warning(
+                    "projection %s: read model layout %d is older than %d; rebuilding it from "
+                    "the log", name, have, want,
+                )  # fmt: skip
+            for table in projection.tables:
+                cur.execute(f"DROP TABLE IF EXISTS {cur.table(table)}")
+            cur.execute(f"UPDATE {cur.table(OFFSETS)} SET position = 0 WHERE name = ?", (name,))
+            cur.execute(f"DELETE FROM {cur.table(SKIPPED)} WHERE name = ?", (name,))
+        if row is None or have != want:
+            cur.execute(
+                f"INSERT INTO {cur.table(LAYOUTS)} (name, version) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET version = excluded.version",
+                (name, want),
+            )
+        projection.create_schema(cur)
+        cur.execute(
+            f"INSERT INTO {cur.table(OFFSETS)} (name, position) VALUES (?, 0) "
+            "ON CONFLICT (name) DO NOTHING",
+            (name,),
         )
 
 
@@ -194,14 +255,7 @@ class ProjectionRunner(pykka.ThreadingActor):
         return True
 
     def _init_schema(self) -> None:
-        with self.sql.transaction() as cur:
-            _lock_ddl(self.sql, cur)
-            self.projection.create_schema(cur)
-            cur.execute(
-                f"INSERT INTO {cur.table(OFFSETS)} (name, position) VALUES (?, 0) "
-                "ON CONFLICT (name) DO NOTHING",
-                (self.projection.name,),
-            )
+        prepare_projection(self.sql, self.projection)
         self._reload_offset()
 
     def _reload_offset(self) -> None:
@@ -432,12 +486,12 @@ class ProjectionSet:
         self._closed = False
         ensure_framework_schema(self.sql)
         for p in projections:
-            # The read-model tables exist before open returns, so a query made at once
-            # (rt.ledger, rt.views, verify) never meets a missing table. A failure here
-            # (another process creating them) is left to the runner's retry.
+            # The read-model tables exist (in the projection's layout) before open returns,
+            # so a query made at once (rt.ledger, rt.views, verify) never meets a missing or
+            # outdated table. A failure here (another process creating them) is left to the
+            # runner's retry.
             try:
-                with self.sql.transaction() as cur:
-                    p.create_schema(cur)
+                prepare_projection(self.sql, p)
             except Exception as exc:
                 log.warning("projection %s: schema not created yet: %s", p.name, exc)
             self._runners[p.name] = ProjectionRunner.start(p, self.sql, self)

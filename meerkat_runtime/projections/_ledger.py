@@ -3,6 +3,14 @@
 Each row keeps the input's ``InputState`` (the spec's stored row, without the
 input payload) folded by the same :func:`evolve_input` the sessions use, plus
 indexed columns for queries: session, kind, state, since when, position.
+
+A row is keyed by (session, input id): as in the Rust runtime, an input ledger
+belongs to one session, and input ids are unique within their session only, so
+two sessions may each hold an input with the same id (a host that reuses
+``header.id``, or a session imported beside its copy). Queries that take an input
+id alone answer for every session that holds it; :meth:`LedgerQueries.get`
+without a session raises :class:`~meerkat_runtime.errors.AmbiguousInputId` when
+that is more than one.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from meerkat_runtime.errors import AmbiguousInputId
 from meerkat_runtime.events._codec import from_wire, to_wire
 from meerkat_runtime.events.catalogue import envelope_from_record
 from meerkat_runtime.events.ids import parse_uuid
@@ -53,19 +62,32 @@ class LedgerRow:
     input_state: InputState
 
 
+Key = tuple[str, str]
+"""A ledger row's key: (session id, input id as lower-case text)."""
+
+
 class LedgerProjection(Projection):
     name = "ledger"
     tables = (TABLE,)
+    # 2: keyed by (session_id, input_id), was input_id alone; idempotency_key column.
+    schema_version = 2
 
     def create_schema(self, cur: Cursor) -> None:
         t = cur.table(TABLE)
         cur.execute(
             f"CREATE TABLE IF NOT EXISTS {t} ("
-            "input_id TEXT PRIMARY KEY, session_id TEXT NOT NULL, kind TEXT, "
+            "session_id TEXT NOT NULL, input_id TEXT NOT NULL, kind TEXT, "
             "state TEXT NOT NULL, position BIGINT NOT NULL, state_since TEXT NOT NULL, "
-            "updated_at TEXT NOT NULL, row_json TEXT NOT NULL)"
+            "updated_at TEXT NOT NULL, idempotency_key TEXT, row_json TEXT NOT NULL, "
+            "PRIMARY KEY (session_id, input_id))"
         )
-        for cols in (("session_id", "position"), ("state", "position"), ("position",)):
+        for cols in (
+            ("session_id", "position"),
+            ("state", "position"),
+            ("position",),
+            ("input_id",),
+            ("idempotency_key",),
+        ):
             index = cur.index(f"{TABLE}_{'_'.join(cols)}_idx")
             cur.execute(f"CREATE INDEX IF NOT EXISTS {index} ON {t} ({', '.join(cols)})")
 
@@ -73,14 +95,14 @@ class LedgerProjection(Projection):
         relevant = [e for e in events if e.topic.startswith("input.")]
         if not relevant:
             return
-        ids = sorted({str(e.data["event"]["data"]["input_id"]).lower() for e in relevant})
-        rows = _load(cur, ids)
-        changed: set[str] = set()
+        keys = {(e.session_id, str(e.data["event"]["data"]["input_id"]).lower()) for e in relevant}
+        rows = _load(cur, keys)
+        changed: set[Key] = set()
         for rec in relevant:
             env = envelope_from_record(rec.data, rec.version)
             ev = env.event
             assert isinstance(ev, InputLifecycleEvent)
-            key = str(ev.input_id)
+            key = (rec.session_id, str(ev.input_id))
             current = rows.get(key)
             prev = current["state"] if current else None
             new = evolve_input(prev, ev, env.timestamp)
@@ -100,19 +122,22 @@ class LedgerProjection(Projection):
             changed.add(key)
         cur.executemany(
             f"INSERT INTO {cur.table(TABLE)} "
-            "(input_id, session_id, kind, state, position, state_since, updated_at, row_json) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (input_id) DO UPDATE SET "
+            "(session_id, input_id, kind, state, position, state_since, updated_at, "
+            "idempotency_key, row_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (session_id, input_id) DO UPDATE SET "
             "state = excluded.state, state_since = excluded.state_since, "
-            "updated_at = excluded.updated_at, row_json = excluded.row_json",
+            "updated_at = excluded.updated_at, idempotency_key = excluded.idempotency_key, "
+            "row_json = excluded.row_json",
             [
                 (
-                    key,
-                    rows[key]["session_id"],
+                    key[0],
+                    key[1],
                     rows[key]["kind"],
                     rows[key]["state"].current_state.value,
                     rows[key]["position"],
                     _sortable(rows[key]["since"]),
                     format_timestamp(rows[key]["state"].updated_at),
+                    rows[key]["state"].idempotency_key,
                     orjson.dumps(to_wire(rows[key]["state"])).decode(),
                 )
                 for key in sorted(changed)
@@ -129,10 +154,15 @@ def _sortable(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _load(cur: Cursor, ids: list[str]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for r in cur.select_in(TABLE, "input_id", ids):
-        out[r["input_id"]] = {
+def _load(cur: Cursor, keys: set[Key]) -> dict[Key, dict[str, Any]]:
+    """The stored rows of ``keys`` (looked up by input id: the same id in another
+    session is rare, so its rows are read and dropped here)."""
+    out: dict[Key, dict[str, Any]] = {}
+    for r in cur.select_in(TABLE, "input_id", sorted({iid for _, iid in keys})):
+        key = (r["session_id"], r["input_id"])
+        if key not in keys:
+            continue
+        out[key] = {
             "session_id": r["session_id"],
             "kind": r["kind"],
             "position": int(r["position"]),
@@ -166,14 +196,35 @@ class LedgerQueries:
     def __init__(self, sql: Sql) -> None:
         self._sql = sql
 
-    def get(self, input_id: uuid.UUID | str) -> LedgerRow | None:
+    def get(self, input_id: uuid.UUID | str, session_id: str | None = None) -> LedgerRow | None:
+        """The row of input ``input_id`` of session ``session_id``; None if there is none.
+
+        Without ``session_id``: the one row with that input id, None if no session holds
+        it, :class:`~meerkat_runtime.errors.AmbiguousInputId` (naming the sessions) if
+        several do; :meth:`find` returns all of them.
+        """
+        key = str(parse_uuid(input_id, "input_id"))
+        if session_id is not None:
+            with self._sql.transaction() as cur:
+                r = cur.execute(
+                    f"SELECT * FROM {cur.table(TABLE)} WHERE session_id = ? AND input_id = ?",
+                    (session_id, key),
+                ).fetchone()
+            return _row(r) if r else None
+        rows = self.find(key)
+        if len(rows) > 1:
+            raise AmbiguousInputId(key, [r.session_id for r in rows])
+        return rows[0] if rows else None
+
+    def find(self, input_id: uuid.UUID | str) -> list[LedgerRow]:
+        """Every row with input id ``input_id`` (one per session holding it), by position."""
         key = str(parse_uuid(input_id, "input_id"))
         with self._sql.transaction() as cur:
-            r = cur.execute(
-                f"SELECT * FROM {cur.table(TABLE)} WHERE input_id = ?",
+            rows = cur.execute(
+                f"SELECT * FROM {cur.table(TABLE)} WHERE input_id = ? ORDER BY position, session_id",
                 (key,),
-            ).fetchone()
-        return _row(r) if r else None
+            ).fetchall()
+        return [_row(r) for r in rows]
 
     def list(
         self,
@@ -183,19 +234,14 @@ class LedgerQueries:
         after: int | None = None,
         *,
         state_since_before: datetime | None = None,
+        input_id: uuid.UUID | str | None = None,
     ) -> list[LedgerRow]:
         """Rows by first acceptance; ``after=row.position`` pages on. ``state_since_before``
-        keeps inputs that entered their current state before that time (e.g. queued for long)."""
+        keeps inputs that entered their current state before that time (e.g. queued for long);
+        ``input_id`` keeps the rows of that input id (one per session holding it)."""
         if limit < 1:
             raise ValueError("limit must be >= 1")
-        where: list[str] = ["1 = 1"]
-        params: list[object] = []
-        if session_id is not None:
-            where.append("session_id = ?")
-            params.append(session_id)
-        if state is not None:
-            where.append("state = ?")
-            params.append(str(state))
+        where, params = _filters(session_id, state, input_id)
         if after is not None:
             where.append("position > ?")
             params.append(int(after))
@@ -206,23 +252,40 @@ class LedgerQueries:
         with self._sql.transaction() as cur:
             rows = cur.execute(
                 f"SELECT * FROM {cur.table(TABLE)} WHERE {' AND '.join(where)} "
-                "ORDER BY position, input_id LIMIT ?",
+                "ORDER BY position, session_id, input_id LIMIT ?",
                 params,
             ).fetchall()
         return [_row(r) for r in rows]
 
-    def count(self, session_id: str | None = None, state: str | None = None) -> int:
-        where: list[str] = ["1 = 1"]
-        params: list[object] = []
-        if session_id is not None:
-            where.append("session_id = ?")
-            params.append(session_id)
-        if state is not None:
-            where.append("state = ?")
-            params.append(str(state))
+    def count(
+        self,
+        session_id: str | None = None,
+        state: str | None = None,
+        *,
+        input_id: uuid.UUID | str | None = None,
+    ) -> int:
+        """How many rows match (each (session, input) counts once)."""
+        where, params = _filters(session_id, state, input_id)
         with self._sql.transaction() as cur:
             r = cur.execute(
                 f"SELECT COUNT(*) AS n FROM {cur.table(TABLE)} WHERE {' AND '.join(where)}",
                 params,
             ).fetchone()
         return int(r["n"]) if r else 0
+
+
+def _filters(
+    session_id: str | None, state: str | None, input_id: uuid.UUID | str | None
+) -> tuple[list[str], list[object]]:
+    where: list[str] = ["1 = 1"]
+    params: list[object] = []
+    if session_id is not None:
+        where.append("session_id = ?")
+        params.append(session_id)
+    if state is not None:
+        where.append("state = ?")
+        params.append(str(state))
+    if input_id is not None:
+        where.append("input_id = ?")
+        params.append(str(parse_uuid(input_id, "input_id")))
+    return where, params

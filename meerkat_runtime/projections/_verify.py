@@ -62,7 +62,7 @@ def verify(
             report.mismatches.append(
                 f"projection {name!r} is behind: at position {offsets.get(name, 0)}, log head {head}"
             )
-    seen_inputs: set[str] = set()
+    seen_inputs: set[tuple[str, str]] = set()
     for sid in store.session_ids():
         report.sessions += 1
         records = store.read_session(sid)
@@ -94,7 +94,11 @@ def verify(
 
 
 def _compare_ledger(
-    report: VerifyReport, sid: str, state: SessionState, ledger: LedgerQueries, seen: set[str]
+    report: VerifyReport,
+    sid: str,
+    state: SessionState,
+    ledger: LedgerQueries,
+    seen: set[tuple[str, str]],
 ) -> None:
     rows = {}
     after = None
@@ -106,7 +110,7 @@ def _compare_ledger(
         after = page[-1].position
     for iid, st in state.inputs.items():
         report.inputs += 1
-        seen.add(str(iid))
+        seen.add((sid, str(iid)))
         row = rows.pop(iid, None)
         if row is None:
             report.mismatches.append(f"session {sid!r}: input {iid} missing from the ledger")

@@ -3,7 +3,8 @@
 A row holds the session's state as its events last recorded it, queued and
 staged counts, the current run, inputs by lifecycle state, the session's last
 sequence and the time of its last event. Per-input lifecycle states are kept
-in a side table so a count moves exactly when an input changes state.
+in a side table (keyed by session and input id: input ids are unique within a
+session only) so a count moves exactly when an input changes state.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ class ViewRow:
 class ViewsProjection(Projection):
     name = "views"
     tables = (TABLE, INPUTS)
+    # 2: the inputs side table is keyed by (session_id, input_id), was input_id alone.
+    schema_version = 2
 
     def create_schema(self, cur: Cursor) -> None:
         t = cur.table(TABLE)
@@ -63,20 +66,21 @@ class ViewsProjection(Projection):
             cur.execute(f"CREATE INDEX IF NOT EXISTS {index} ON {t} ({', '.join(cols)})")
         cur.execute(
             f"CREATE TABLE IF NOT EXISTS {cur.table(INPUTS)} ("
-            "input_id TEXT PRIMARY KEY, session_id TEXT NOT NULL, state TEXT NOT NULL)"
+            "session_id TEXT NOT NULL, input_id TEXT NOT NULL, state TEXT NOT NULL, "
+            "PRIMARY KEY (session_id, input_id))"
         )
+        index = cur.index(f"{INPUTS}_input_id_idx")
+        cur.execute(f"CREATE INDEX IF NOT EXISTS {index} ON {cur.table(INPUTS)} (input_id)")
 
     def apply(self, cur: Cursor, events: Sequence[RecordedEvent]) -> None:
         sessions = _load_sessions(cur, sorted({e.session_id for e in events}))
-        input_ids = sorted(
-            {
-                str(e.data["event"]["data"]["input_id"]).lower()
-                for e in events
-                if e.topic.startswith("input.")
-            }
-        )
-        inputs, owners = _load_inputs(cur, input_ids)
-        changed_inputs: set[str] = set()
+        input_keys = {
+            (e.session_id, str(e.data["event"]["data"]["input_id"]).lower())
+            for e in events
+            if e.topic.startswith("input.")
+        }
+        inputs = _load_inputs(cur, input_keys)
+        changed_inputs: set[tuple[str, str]] = set()
         for rec in events:
             # Read the stored wire dicts directly: a view needs a handful of fields,
             # and a full envelope decode cost ~5x more than the whole update.
@@ -101,7 +105,7 @@ class ViewsProjection(Projection):
                 elif view["current_run_id"] == run_id:
                     view["current_run_id"] = None
             elif category == "input_lifecycle":
-                key = str(parse_uuid(data["input_id"]))
+                key = (rec.session_id, str(parse_uuid(data["input_id"])))
                 before = inputs.get(key)
                 after = _next_phase(data)
                 if after is not None and after != before:
@@ -113,11 +117,10 @@ class ViewsProjection(Projection):
                     counts[after] = counts.get(after, 0) + 1
                     inputs[key] = after
                     changed_inputs.add(key)
-                    owners[key] = rec.session_id
         cur.executemany(
-            f"INSERT INTO {cur.table(INPUTS)} (input_id, session_id, state) VALUES (?, ?, ?) "
-            "ON CONFLICT (input_id) DO UPDATE SET state = excluded.state",
-            [(k, owners[k], inputs[k]) for k in sorted(changed_inputs)],
+            f"INSERT INTO {cur.table(INPUTS)} (session_id, input_id, state) VALUES (?, ?, ?) "
+            "ON CONFLICT (session_id, input_id) DO UPDATE SET state = excluded.state",
+            [(sid, iid, inputs[(sid, iid)]) for sid, iid in sorted(changed_inputs)],
         )
         cur.executemany(
             f"INSERT INTO {cur.table(TABLE)} (session_id, state, queued, staged, current_run_id, "
@@ -186,14 +189,14 @@ def _load_sessions(cur: Cursor, ids: list[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _load_inputs(cur: Cursor, ids: list[str]) -> tuple[dict[str, str], dict[str, str]]:
-    """Phase and owning session of each known input."""
-    out: dict[str, str] = {}
-    owners: dict[str, str] = {}
-    for r in cur.select_in(INPUTS, "input_id", ids):
-        out[r["input_id"]] = r["state"]
-        owners[r["input_id"]] = r["session_id"]
-    return out, owners
+def _load_inputs(cur: Cursor, keys: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """Phase of each known input of ``keys`` ((session id, input id))."""
+    out: dict[tuple[str, str], str] = {}
+    for r in cur.select_in(INPUTS, "input_id", sorted({iid for _, iid in keys})):
+        key = (r["session_id"], r["input_id"])
+        if key in keys:
+            out[key] = r["state"]
+    return out
 
 
 def _view(r: dict[str, Any]) -> ViewRow:
