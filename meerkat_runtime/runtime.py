@@ -39,6 +39,7 @@ from meerkat_runtime.events._typed import checked
 from meerkat_runtime.events.catalogue import (
     EVENT_TOPICS,
     SCHEMA_VERSIONS,
+    UPCASTERS,
     check_record,
     envelope_from_record,
 )
@@ -97,7 +98,7 @@ def event_codec() -> EventCodec:
     event that would not decode back (so none can ever poison a session's log)."""
     codec = EventCodec(check=check_record)
     for topic in EVENT_TOPICS:
-        codec.register(topic, SCHEMA_VERSIONS[topic])
+        codec.register(topic, SCHEMA_VERSIONS[topic], UPCASTERS[topic])
     return codec
 
 

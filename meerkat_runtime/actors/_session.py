@@ -54,7 +54,11 @@ from meerkat_runtime.errors import (
 )
 from meerkat_runtime.events._codec import _check_json
 from meerkat_runtime.events.catalogue import envelope_from_record, envelope_to_record
-from meerkat_runtime.events.completion import CompletionOutcome
+from meerkat_runtime.events.completion import (
+    CompletionOutcome,
+    TurnTerminalCauseKind,
+    TurnTerminalOutcome,
+)
 from meerkat_runtime.events.ids import uuid7
 from meerkat_runtime.events.input_state import InputState
 from meerkat_runtime.events.inputs import Input
@@ -378,7 +382,11 @@ class SessionActor(pykka.ThreadingActor):
             return
         if st.run is not None and st.run.run_id not in self.svc.active_runs:
             # Our own run, but its worker is gone (e.g. the actor restarted mid-run).
-            error = RunError(kind="interrupted", detail="the run's worker is gone")
+            error = RunError(
+                kind=TurnTerminalCauseKind.RUNTIME_APPLY_FAILURE,
+                outcome=TurnTerminalOutcome.FAILED,
+                detail="interrupted: the run's worker is gone",
+            )
             self._commit(FailRun(run_id=st.run.run_id, error=error))
 
     def _invalidate(self) -> None:
@@ -790,14 +798,24 @@ class SessionActor(pykka.ThreadingActor):
             try:
                 output = _check_json(result.output, "output")
             except InvalidInput as exc:
-                error = RunError(kind="invalid_output", detail=str(exc))
+                error = RunError(
+                    kind=TurnTerminalCauseKind.RUNTIME_APPLY_FAILURE,
+                    outcome=TurnTerminalOutcome.FAILED,
+                    detail=f"invalid output: {exc}",
+                )
                 command = FailRun(run_id=run_id, error=error)
             else:
                 command = CompleteRun(run_id=run_id, output=output)
         elif result.status is RunStatus.CANCELLED:
             command = CancelRun(run_id=run_id, rollback=True)
         else:
-            error = RunError(kind="executor_failed", detail=result.error, retryable=True)
+            # Rust keeps a failure's human-readable text in ``detail``.
+            error = RunError(
+                kind=TurnTerminalCauseKind.RUNTIME_APPLY_FAILURE,
+                outcome=TurnTerminalOutcome.FAILED,
+                detail=result.error,
+                retryable=True,
+            )
             command = FailRun(run_id=run_id, error=error)
         try:
             self._commit(command)
@@ -821,7 +839,13 @@ class SessionActor(pykka.ThreadingActor):
             return
         self.svc.active_runs.discard(run_id)
         detail = f"the executor did not finish within {self.svc.run_timeout} s"
-        self._commit(FailRun(run_id=run_id, error=RunError(kind="timeout", detail=detail)))
+        error = RunError(
+            kind=TurnTerminalCauseKind.TIME_BUDGET_EXCEEDED,
+            outcome=TurnTerminalOutcome.TIME_BUDGET_EXCEEDED,
+            detail=detail,
+            retryable=True,
+        )
+        self._commit(FailRun(run_id=run_id, error=error))
         self._schedule_retry()
 
     def _schedule_retry(self) -> None:

@@ -9,15 +9,20 @@ envelope's wire form; its sequence is the stored version.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from meerkat_runtime.errors import InvalidInput
 from meerkat_runtime.events._codec import from_wire, to_wire
 from meerkat_runtime.events.runtime_event import RuntimeEventEnvelope
+from meerkat_runtime.events.upcast import EVENT_UPCASTERS
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 
 __all__ = [
     "EVENT_TOPICS",
     "SCHEMA_VERSIONS",
+    "UPCASTERS",
     "check_record",
     "envelope_from_record",
     "envelope_to_record",
@@ -47,8 +52,17 @@ EVENT_TOPICS: tuple[str, ...] = (
     "runtime.projection_emitted",
 )
 
-#: The current schema version of each topic's payload (bump with an upcaster when a shape changes).
-SCHEMA_VERSIONS: dict[str, int] = dict.fromkeys(EVENT_TOPICS, 1)
+#: The current schema version of each topic's payload (bump with an upcaster when a shape changes):
+#: ``input.accepted`` 2 (Rust's key names in ``runtime_semantics``), ``run.failed`` 2 (Rust's
+#: error kinds), every other topic 1.
+SCHEMA_VERSIONS: dict[str, int] = {
+    topic: 1 + len(EVENT_UPCASTERS.get(topic, {})) for topic in EVENT_TOPICS
+}
+
+#: The upcasters of each topic, by old schema version (see ``meerkat_runtime.events.upcast``).
+UPCASTERS: dict[str, dict[int, Upcaster]] = {
+    topic: dict(EVENT_UPCASTERS.get(topic, {})) for topic in EVENT_TOPICS
+}
 
 
 def envelope_to_record(envelope: RuntimeEventEnvelope) -> tuple[str, dict[str, Any]]:

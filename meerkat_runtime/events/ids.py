@@ -23,12 +23,15 @@ __all__ = [
     "CausationId",
     "ConversationId",
     "CorrelationId",
+    "EventCodeId",
     "IdempotencyKey",
     "InputId",
     "LogicalRuntimeId",
     "PolicyVersion",
+    "ProjectionRuleId",
     "RunId",
     "RuntimeEventId",
+    "SchemaId",
     "SessionId",
     "SupersessionKey",
     "parse_uuid",
@@ -47,7 +50,12 @@ CorrelationId = NewType("CorrelationId", uuid.UUID)
 LogicalRuntimeId = NewType("LogicalRuntimeId", str)
 IdempotencyKey = NewType("IdempotencyKey", str)
 SupersessionKey = NewType("SupersessionKey", str)
+#: An unsigned 64-bit integer on the wire (negative, fractional or quoted values are refused).
 PolicyVersion = NewType("PolicyVersion", int)
+#: A dotted event code such as ``input.accepted``.
+EventCodeId = NewType("EventCodeId", str)
+SchemaId = NewType("SchemaId", str)
+ProjectionRuleId = NewType("ProjectionRuleId", str)
 # Session ids are opaque strings of 1 to 256 printable characters.
 SessionId = NewType("SessionId", str)
 

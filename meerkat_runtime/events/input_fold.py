@@ -8,6 +8,7 @@ checks what can still differ: missed, doubled or reordered events.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -17,12 +18,16 @@ from meerkat_runtime.events.completion import (
     CompletedWithoutResult,
     CompletionOutcome,
     RuntimeTerminated,
+    TurnErrorMetadata,
+    TurnTerminalCauseKind,
+    TurnTerminalOutcome,
 )
 from meerkat_runtime.events.input_state import (
     AbandonedOutcome,
     AbandonKind,
     CoalescedOutcome,
     ConsumedOutcome,
+    InputAbandonReason,
     InputLifecycleState,
     InputState,
     SupersededOutcome,
@@ -46,8 +51,11 @@ from meerkat_runtime.events.runtime_event import (
 __all__ = [
     "REASON_RECEIPT_FOUND",
     "REASON_RECOVERY",
+    "abandon_completion",
+    "coalesced_completion",
     "evolve_input",
     "needs_admission_sequence",
+    "superseded_completion",
 ]
 
 L = InputLifecycleState
@@ -133,46 +141,77 @@ def _consumed(prev: InputState, ev: InputConsumed, at: datetime, seq: int | None
     return prev.transition(L.CONSUMED, at, "RunCompleted", terminal_outcome=ConsumedOutcome())
 
 
+def abandon_completion(reason: InputAbandonReason) -> CompletionOutcome:
+    """What a waiter on an input abandoned for ``reason`` receives.
+
+    Stop, reset, destroy and retire end the runtime under the input: a
+    ``runtime_terminated`` outcome whose error is a terminal ``fatal_failure``
+    (as Rust builds it). Exhausted attempts are a terminal ``retry_exhausted``;
+    a cancelled input an ``unknown`` cause with outcome ``cancelled``.
+    """
+    if reason.kind in _TERMINATING:
+        detail = f"runtime {reason.kind.value}"
+        return RuntimeTerminated(
+            reason=reason.kind.value,
+            error=TurnErrorMetadata(
+                kind=TurnTerminalCauseKind.FATAL_FAILURE,
+                terminal=True,
+                outcome=TurnTerminalOutcome.FAILED,
+                detail=detail,
+            ),
+        )
+    if reason.kind is AbandonKind.MAX_ATTEMPTS_EXHAUSTED:
+        kind, outcome = TurnTerminalCauseKind.RETRY_EXHAUSTED, TurnTerminalOutcome.FAILED
+    else:
+        kind, outcome = TurnTerminalCauseKind.UNKNOWN, TurnTerminalOutcome.CANCELLED
+    text = str(reason)
+    error = TurnErrorMetadata(kind=kind, terminal=True, outcome=outcome, detail=text)
+    return Abandoned(reason=text, error=error)
+
+
+def _replaced(msg: str) -> CompletionOutcome:
+    error = TurnErrorMetadata(kind=TurnTerminalCauseKind.UNKNOWN, terminal=True, detail=msg)
+    return Abandoned(reason=msg, error=error)
+
+
+def superseded_completion(superseded_by: uuid.UUID) -> CompletionOutcome:
+    """What a waiter on an input superseded by a newer one receives."""
+    return _replaced(f"superseded by {superseded_by}")
+
+
+def coalesced_completion(aggregate_id: uuid.UUID) -> CompletionOutcome:
+    """What a waiter on an input coalesced into a newer one receives."""
+    return _replaced(f"coalesced into {aggregate_id}")
+
+
 def _abandoned(prev: InputState, ev: InputAbandoned, at: datetime, seq: int | None) -> InputState:
     reason = ev.reason
-    completion: CompletionOutcome
-    if reason.kind in _TERMINATING:
-        completion = RuntimeTerminated(
-            reason=reason.kind.value,
-            error={"kind": "runtime_terminated", "message": f"runtime {reason.kind.value}"},
-        )
-    else:
-        completion = Abandoned(
-            reason=str(reason), error={"kind": "input_abandoned", "message": str(reason)}
-        )
     return prev.transition(
         L.ABANDONED,
         at,
         f"Abandon({reason})",
         terminal_outcome=AbandonedOutcome(reason=reason),
-        terminal_completion=completion,
+        terminal_completion=abandon_completion(reason),
     )
 
 
 def _superseded(prev: InputState, ev: InputSuperseded, at: datetime, seq: int | None) -> InputState:
-    msg = f"superseded by {ev.superseded_by}"
     return prev.transition(
         L.SUPERSEDED,
         at,
         f"Supersede({ev.superseded_by})",
         terminal_outcome=SupersededOutcome(superseded_by=ev.superseded_by),
-        terminal_completion=Abandoned(reason=msg, error={"kind": "superseded", "message": msg}),
+        terminal_completion=superseded_completion(ev.superseded_by),
     )
 
 
 def _coalesced(prev: InputState, ev: InputCoalesced, at: datetime, seq: int | None) -> InputState:
-    msg = f"coalesced into {ev.aggregate_id}"
     return prev.transition(
         L.COALESCED,
         at,
         f"Coalesce({ev.aggregate_id})",
         terminal_outcome=CoalescedOutcome(aggregate_id=ev.aggregate_id),
-        terminal_completion=Abandoned(reason=msg, error={"kind": "coalesced", "message": msg}),
+        terminal_completion=coalesced_completion(ev.aggregate_id),
     )
 
 

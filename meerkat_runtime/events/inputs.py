@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, NewType
 
 from meerkat_runtime.errors import InvalidInput
 from meerkat_runtime.events._codec import Custom, JsonValue, check_text, join_path, tagged, wfield
@@ -44,6 +44,7 @@ __all__ = [
     "InputKind",
     "InputOrigin",
     "InputVisibility",
+    "KindId",
     "OperationCancelled",
     "OperationCompleted",
     "OperationEvent",
@@ -84,6 +85,10 @@ class InputKind(StrEnum):
     EXTERNAL_EVENT = "external_event"
     CONTINUATION = "continuation"
     OPERATION = "operation"
+
+
+#: An input kind used as an identifier (``KindId`` in the spec): written as the kind string.
+KindId = NewType("KindId", InputKind)
 
 
 class InputDurability(StrEnum):

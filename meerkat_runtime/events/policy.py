@@ -34,6 +34,7 @@ __all__ = [
     "ConsumePoint",
     "DefaultPolicyTable",
     "DrainPolicy",
+    "PeerResponseTerminalApplyIntent",
     "PeerTerminalApplyIntent",
     "PolicyDecision",
     "PolicySnapshot",
@@ -96,6 +97,10 @@ class PeerTerminalApplyIntent(StrEnum):
     APPEND_CONTENT_AND_RUN = "append_content_and_run"
 
 
+#: The spec's (Rust's) name of :class:`PeerTerminalApplyIntent`.
+PeerResponseTerminalApplyIntent = PeerTerminalApplyIntent
+
+
 class PostAdmissionSignal(StrEnum):
     """What accepting an input asks of the loop, weakest first; the strongest pending one wins."""
 
@@ -135,12 +140,17 @@ class PolicySnapshot:
 
 @dataclass(frozen=True, slots=True)
 class RuntimeSemantics:
-    """Run-side facts of an admitted input: where it applies and what kind of turn it makes."""
+    """Run-side facts of an admitted input: where it applies and what kind of turn it makes.
 
-    boundary: RunApplyBoundary | None = wfield(default=None, omit="none")
-    execution_kind: RuntimeExecutionKind | None = wfield(default=None, omit="none")
-    handling_mode: HandlingMode | None = wfield(default=None, omit="none")
-    peer_terminal_apply_intent: PeerTerminalApplyIntent | None = wfield(default=None, omit="none")
+    Rust's ``RuntimeInputSemantics``: ``boundary`` and ``execution_kind`` are
+    required; the two optional fields are written as ``null`` when absent (no
+    skip attribute); ``live_interrupt_required`` defaults to false on read.
+    """
+
+    boundary: RunApplyBoundary
+    execution_kind: RuntimeExecutionKind
+    execution_handling_mode: HandlingMode | None = None
+    peer_response_terminal_apply_intent: PeerTerminalApplyIntent | None = None
     live_interrupt_required: bool = False
 
 
@@ -226,12 +236,12 @@ def _row(
     )
     semantics = (
         None
-        if boundary is None
+        if boundary is None or kind is None
         else RuntimeSemantics(
             boundary=boundary,
             execution_kind=kind,
-            handling_mode=handling_mode_for(decision),
-            peer_terminal_apply_intent=intent,
+            execution_handling_mode=handling_mode_for(decision),
+            peer_response_terminal_apply_intent=intent,
         )
     )
     return decision, semantics
@@ -310,13 +320,15 @@ class DefaultPolicyTable:
             decision = replace(decision, **changes)
             if semantics is not None:
                 semantics = replace(
-                    semantics, boundary=boundary, handling_mode=handling_mode_for(decision)
+                    semantics,
+                    boundary=boundary,
+                    execution_handling_mode=handling_mode_for(decision),
                 )
             steer = lane is HandlingMode.STEER
         elif lane is HandlingMode.STEER and row is _Row.PEER_TERMINAL:
             decision = replace(decision, **PEER_TERMINAL_STEER[idle])
             if semantics is not None:
-                semantics = replace(semantics, handling_mode=HandlingMode.STEER)
+                semantics = replace(semantics, execution_handling_mode=HandlingMode.STEER)
             steer = True
         signal = (
             PostAdmissionSignal.REQUEST_IMMEDIATE_PROCESSING

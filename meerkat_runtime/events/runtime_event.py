@@ -29,6 +29,7 @@ from meerkat_runtime.events._codec import (
     to_wire,
     wfield,
 )
+from meerkat_runtime.events.completion import TurnErrorMetadata
 from meerkat_runtime.events.input_state import InputAbandonReason, InputLifecycleState
 from meerkat_runtime.events.inputs import Input
 from meerkat_runtime.events.policy import PolicySnapshot, RuntimeSemantics
@@ -178,17 +179,9 @@ class InputStateTransitioned(InputLifecycleEvent):
 # ---------------------------------------------------------------- runs
 
 
-@dataclass(frozen=True, slots=True)
-class RunError:
-    """Why a run failed; ``terminal`` (non-recoverable) is always written."""
-
-    kind: str
-    terminal: bool = False
-    outcome: str | None = wfield(default=None, omit="none")
-    detail: str | None = wfield(default=None, omit="none")
-    provider: str | None = wfield(default=None, omit="none")
-    model: str | None = wfield(default=None, omit="none")
-    retryable: bool | None = wfield(default=None, omit="none")
+#: The error of ``run.failed``: the spec's (and Rust's) ``TurnErrorMetadata`` under the
+#: name this package has always used.
+RunError = TurnErrorMetadata
 
 
 @dataclass(frozen=True, slots=True)

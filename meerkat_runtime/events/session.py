@@ -54,6 +54,8 @@ from meerkat_runtime.events.completion import (
     Completed,
     CompletedWithoutResult,
     CompletionOutcome,
+    TurnTerminalCauseKind,
+    TurnTerminalOutcome,
 )
 from meerkat_runtime.events.ids import parse_uuid
 from meerkat_runtime.events.input_fold import (
@@ -151,6 +153,7 @@ from meerkat_runtime.events.runtime_event import (
 )
 from meerkat_runtime.events.runtime_state import RuntimeState, check_transition
 from meerkat_runtime.events.timefmt import format_timestamp, parse_timestamp
+from meerkat_runtime.events.upcast import input_state_from_stored
 
 __all__ = [
     "Accept",
@@ -875,7 +878,11 @@ def _decide_recover(state: SessionState, cmd: Recover, b: _Builder) -> Decision:
             b,
             RunFailed(
                 run_id=run.run_id,
-                error=RunError(kind="interrupted", detail="the process ended during the run"),
+                error=RunError(
+                    kind=TurnTerminalCauseKind.RUNTIME_APPLY_FAILURE,
+                    outcome=TurnTerminalOutcome.FAILED,
+                    detail="interrupted: the process ended during the run",
+                ),
             ),
         )
         details.append(f"run {run.run_id} closed as interrupted")
@@ -1055,7 +1062,7 @@ def _ev_run_failed(state: SessionState, ev: RunFailed, at: datetime) -> None:
     run = _finish_run(state, ev.run_id)
     if run is None:
         return
-    err = to_wire(ev.error)
+    err = ev.error
     for iid in run.input_ids:
         st = state.inputs[iid]
         if st.current_state is L.CONSUMED and st.terminal_completion is None:
@@ -1172,7 +1179,7 @@ def state_from_snapshot(data: dict[str, Any]) -> SessionState:
         inputs = {}
         idem: dict[str, uuid.UUID] = {}
         for n, row in enumerate(data["inputs"]):
-            st = from_wire(InputState, row, f"inputs[{n}]")
+            st = input_state_from_stored(row, f"inputs[{n}]")
             inputs[st.input_id] = st
             if st.idempotency_key is not None:
                 idem.setdefault(st.idempotency_key, st.input_id)

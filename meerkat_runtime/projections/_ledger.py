@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from meerkat_runtime.errors import AmbiguousInputId
-from meerkat_runtime.events._codec import from_wire, to_wire
+from meerkat_runtime.events._codec import to_wire
 from meerkat_runtime.events.catalogue import envelope_from_record
 from meerkat_runtime.events.ids import parse_uuid
 from meerkat_runtime.events.input_fold import evolve_input
@@ -35,6 +35,7 @@ from meerkat_runtime.events.input_state import (
 )
 from meerkat_runtime.events.runtime_event import InputAccepted, InputLifecycleEvent
 from meerkat_runtime.events.timefmt import format_timestamp, parse_timestamp
+from meerkat_runtime.events.upcast import input_state_from_stored
 from meerkat_runtime.projections._framework import Projection
 from meerkat_runtime.projections._sql import Cursor, Sql
 from meerkat_runtime.store import RecordedEvent
@@ -167,13 +168,13 @@ def _load(cur: Cursor, keys: set[Key]) -> dict[Key, dict[str, Any]]:
             "kind": r["kind"],
             "position": int(r["position"]),
             "since": parse_timestamp(r["state_since"]),
-            "state": from_wire(InputState, orjson.loads(r["row_json"])),
+            "state": input_state_from_stored(orjson.loads(r["row_json"])),
         }
     return out
 
 
 def _row(r: dict[str, Any]) -> LedgerRow:
-    st = from_wire(InputState, orjson.loads(r["row_json"]))
+    st = input_state_from_stored(orjson.loads(r["row_json"]))
     return LedgerRow(
         input_id=st.input_id,
         session_id=r["session_id"],

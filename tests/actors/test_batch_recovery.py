@@ -17,6 +17,7 @@ import pytest
 from meerkat_runtime import EchoExecutor, Runtime
 from meerkat_runtime.actors import _recovery
 from meerkat_runtime.events.catalogue import envelope_to_record
+from meerkat_runtime.events.completion import TurnTerminalCauseKind
 from meerkat_runtime.events.ids import uuid7
 from meerkat_runtime.events.reports import RecoveryReport
 from meerkat_runtime.events.runtime_event import RunError
@@ -82,7 +83,12 @@ def _staged_three_times(st: SessionState, step: Callable[[Any], None]) -> None:
     for _ in range(2):
         run = uuid7()
         step(StartRun(run_id=run))
-        step(FailRun(run_id=run, error=RunError(kind="executor", detail="boom")))
+        step(
+            FailRun(
+                run_id=run,
+                error=RunError(kind=TurnTerminalCauseKind.RUNTIME_APPLY_FAILURE, detail="boom"),
+            )
+        )
     step(StartRun(run_id=uuid7()))
 
 

@@ -161,7 +161,7 @@ def test_run_timeout_fails_the_run_and_abandons_after_three_attempts(store: Any)
             assert st is not None and st.current_state is L.ABANDONED
             assert abandon_reason(st) == InputAbandonReason.max_attempts_exhausted(3)
             failures = run_failures(s)
-            assert [f.error.kind for f in failures] == ["timeout"] * 3
+            assert [f.error.kind for f in failures] == ["time_budget_exceeded"] * 3
             # the actor lives on and runs the next input
             nxt = s.accept(prompt("fine"))
             assert nxt.completion is not None

@@ -99,7 +99,6 @@ from meerkat_runtime.events import (
     RunApplyBoundary,
     RunCancelled,
     RunCompleted,
-    RunError,
     RunFailed,
     RunStarted,
     RuntimeCreated,
@@ -122,6 +121,9 @@ from meerkat_runtime.events import (
     SupersededOutcome,
     SystemOrigin,
     TextRenderable,
+    TurnErrorMetadata,
+    TurnTerminalCauseKind,
+    TurnTerminalOutcome,
     TurnToolOverlay,
     WakeMode,
 )
@@ -342,10 +344,10 @@ policy_decisions = st.builds(
 policy_snapshots = st.builds(PolicySnapshot, version=u64, decision=policy_decisions)
 runtime_semantics = st.builds(
     RuntimeSemantics,
-    boundary=optional(st.sampled_from(RunApplyBoundary)),
-    execution_kind=optional(st.sampled_from(RuntimeExecutionKind)),
-    handling_mode=optional(st.sampled_from(HandlingMode)),
-    peer_terminal_apply_intent=optional(st.sampled_from(PeerTerminalApplyIntent)),
+    boundary=st.sampled_from(RunApplyBoundary),
+    execution_kind=st.sampled_from(RuntimeExecutionKind),
+    execution_handling_mode=optional(st.sampled_from(HandlingMode)),
+    peer_response_terminal_apply_intent=optional(st.sampled_from(PeerTerminalApplyIntent)),
     live_interrupt_required=st.booleans(),
 )
 
@@ -378,6 +380,16 @@ reconstruction_sources = st.one_of(
     st.builds(ProjectionSource, rule_id=text, source_event_id=text),
     st.builds(CoalescingSource, source_input_ids=st.lists(uuids, max_size=3).map(tuple)),
 )
+run_errors = st.builds(
+    TurnErrorMetadata,
+    kind=st.sampled_from(TurnTerminalCauseKind),
+    terminal=st.booleans(),
+    outcome=optional(st.sampled_from(TurnTerminalOutcome)),
+    detail=optional(text),
+    provider=optional(text),
+    model=optional(text),
+    retryable=optional(st.booleans()),
+)
 completion_outcomes = st.one_of(
     st.builds(Completed, run_id=uuids, output=json_values),
     st.just(CompletedWithoutResult()),
@@ -386,10 +398,10 @@ completion_outcomes = st.one_of(
         CallbackBatchPending, pending_tool_calls=st.lists(json_values, max_size=2).map(tuple)
     ),
     st.just(Cancelled()),
-    st.builds(Abandoned, reason=text, error=json_values),
-    st.builds(AbandonedWithError, reason=text, error=json_values),
-    st.builds(CompletedWithFinalizationFailure, error=json_values),
-    st.builds(RuntimeTerminated, reason=text, error=json_values),
+    st.builds(Abandoned, reason=text, error=run_errors),
+    st.builds(AbandonedWithError, reason=text, error=run_errors),
+    st.builds(CompletedWithFinalizationFailure, error=run_errors),
+    st.builds(RuntimeTerminated, reason=text, error=run_errors),
 )
 input_states = st.builds(
     InputState,
@@ -419,16 +431,6 @@ input_states = st.builds(
 
 # ---------------------------------------------------------------- runtime events
 
-run_errors = st.builds(
-    RunError,
-    kind=text,
-    terminal=st.booleans(),
-    outcome=optional(text),
-    detail=optional(text),
-    provider=optional(text),
-    model=optional(text),
-    retryable=optional(st.booleans()),
-)
 input_events = st.one_of(
     st.builds(
         InputAccepted,

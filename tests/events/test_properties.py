@@ -74,6 +74,7 @@ from meerkat_runtime.events import (
     StartRun,
     Stop,
     SystemOrigin,
+    TurnTerminalCauseKind,
     decide,
     execute,
     fold,
@@ -226,7 +227,10 @@ class Session:
             )
         if name == "fail":
             terminal = data.draw(st.booleans(), label="terminal")
-            return FailRun(self.run_id_for(data), RunError(kind="e", terminal=terminal))
+            return FailRun(
+                self.run_id_for(data),
+                RunError(kind=TurnTerminalCauseKind.UNKNOWN, terminal=terminal),
+            )
         if name == "cancel":
             return CancelRun(
                 self.run_id_for(data), rollback=data.draw(st.booleans(), label="rollback")

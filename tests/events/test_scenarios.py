@@ -124,6 +124,7 @@ from meerkat_runtime.events import (
     wants_run,
     wire,
 )
+from meerkat_runtime.events.completion import TurnTerminalCauseKind
 from meerkat_runtime.events.policy import PeerTerminalApplyIntent
 from meerkat_runtime.events.runtime_event import (
     InputQueued,
@@ -239,7 +240,7 @@ def test_scenario_03_idle_accept_peer_terminal_wakes() -> None:
     assert d.phase_of(t.header.id) == "queued"
     assert reply.plan.decision.wake_mode is WakeMode.WAKE_IF_IDLE
     assert (
-        reply.plan.semantics.peer_terminal_apply_intent
+        reply.plan.semantics.peer_response_terminal_apply_intent
         is PeerTerminalApplyIntent.APPEND_CONTENT_AND_RUN
     )
     assert d.state.queue.input_ids() == [t.header.id]
@@ -803,7 +804,7 @@ def test_scenario_29_third_failed_attempt_abandons() -> None:
     d = Driver()
     p = prompt()
     d.accept(p)
-    err = RunError(kind="provider_error", terminal=False)
+    err = RunError(kind=TurnTerminalCauseKind.LLM_FAILURE, terminal=False)
     for attempt in (1, 2):
         run_id = d.start()
         assert d.state.inputs[p.header.id].attempt_count == attempt
@@ -831,7 +832,7 @@ def test_scenario_30_failed_run_requeues_with_history_reason() -> None:
     p = prompt()
     d.accept(p)
     run_id = d.start()
-    d.run(FailRun(run_id, RunError(kind="timeout")))
+    d.run(FailRun(run_id, RunError(kind=TurnTerminalCauseKind.TIME_BUDGET_EXCEEDED)))
     st = d.state.inputs[p.header.id]
     assert st.current_state is L.QUEUED
     assert st.history[-1].reason == "ResolveStagedRollback"
@@ -851,7 +852,11 @@ def test_steer_input_back_in_its_queue_wakes_the_session_again(how: str) -> None
     run_id = d.start()
     assert not wants_run(d.state)
     if how == "failed run":
-        d.run(FailRun(run_id, RunError(kind="executor_failed", retryable=True)))
+        d.run(
+            FailRun(
+                run_id, RunError(kind=TurnTerminalCauseKind.RUNTIME_APPLY_FAILURE, retryable=True)
+            )
+        )
     else:
         d.state = fold(d.log, session_id=SESSION)
         d.run(Recover(cold=True))
@@ -868,7 +873,9 @@ def test_steer_input_that_never_wakes_stays_asleep_after_a_failed_run() -> None:
     assert not wants_run(d.state)
     d.run(Retire(loop_attached=True))  # a retired session drains even sleepers
     run_id = d.start()
-    d.run(FailRun(run_id, RunError(kind="executor_failed", retryable=True)))
+    d.run(
+        FailRun(run_id, RunError(kind=TurnTerminalCauseKind.RUNTIME_APPLY_FAILURE, retryable=True))
+    )
     assert d.state.steer_queue.input_ids() == [sleeper.header.id]
     assert not d.state.wake_pending
 
@@ -1356,7 +1363,7 @@ def test_late_results_of_a_finished_run_are_ignored() -> None:
     before = d.snapshot()
     for command in (
         CompleteRun(run_id),
-        FailRun(run_id, RunError("x")),
+        FailRun(run_id, RunError(TurnTerminalCauseKind.UNKNOWN)),
         CancelRun(run_id),
         CompleteRun(next_run_id()),
     ):
@@ -1369,7 +1376,7 @@ def test_non_recoverable_failure_consumes_contributors() -> None:
     p = prompt()
     d.accept(p)
     run_id = d.start()
-    d.run(FailRun(run_id, RunError(kind="fatal", terminal=True)))
+    d.run(FailRun(run_id, RunError(kind=TurnTerminalCauseKind.FATAL_FAILURE, terminal=True)))
     st = d.state.inputs[p.header.id]
     assert st.current_state is L.CONSUMED
     assert [h.to for h in st.history[-2:]] == [L.APPLIED_PENDING_CONSUMPTION, L.CONSUMED]
@@ -1385,7 +1392,7 @@ def test_failure_after_boundary_consumes_applied_inputs() -> None:
     d.accept(p)
     run_id = d.start()
     d.boundary(run_id)
-    d.run(FailRun(run_id, RunError(kind="late")))
+    d.run(FailRun(run_id, RunError(kind=TurnTerminalCauseKind.UNKNOWN)))
     assert d.phase_of(p.header.id) == "consumed"
 
 
@@ -1445,8 +1452,8 @@ def _row_of(plan: Any) -> Row:
         boundary=sem.boundary.value if sem and sem.boundary else None,
         exec_kind=sem.execution_kind.value if sem and sem.execution_kind else None,
         signal=plan.signal.value,
-        intent=sem.peer_terminal_apply_intent.value
-        if sem and sem.peer_terminal_apply_intent
+        intent=sem.peer_response_terminal_apply_intent.value
+        if sem and sem.peer_response_terminal_apply_intent
         else None,
     )
 
@@ -1666,8 +1673,8 @@ def test_policy_overrides_6_2_resolve(
     lane = "steer" if expected.routing in ("steer", "immediate") else "queue"
     assert plan.lane.value == lane
     if plan.semantics is not None:
-        assert plan.semantics.handling_mode is not None
-        assert plan.semantics.handling_mode.value == lane
+        assert plan.semantics.execution_handling_mode is not None
+        assert plan.semantics.execution_handling_mode.value == lane
 
 
 @pytest.mark.parametrize("idle", [True, False])

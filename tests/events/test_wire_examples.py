@@ -76,6 +76,9 @@ from meerkat_runtime.events import (
     SpecificScope,
     StagedRunInput,
     TextRenderable,
+    TurnErrorMetadata,
+    TurnTerminalCauseKind,
+    TurnTerminalOutcome,
     TurnToolOverlay,
     wire,
 )
@@ -314,7 +317,8 @@ STORED_ROW_EXAMPLE = {
     "runtime_semantics": {
         "boundary": "run_start",
         "execution_kind": "content_turn",
-        "handling_mode": "queue",
+        "execution_handling_mode": "queue",
+        "peer_response_terminal_apply_intent": None,
         "live_interrupt_required": False,
     },
     "terminal_outcome": {"outcome_type": "consumed"},
@@ -477,7 +481,12 @@ COMPLETION_EXAMPLES: list[dict[str, Any]] = [
     {
         "completion_type": "runtime_terminated",
         "reason": "runtime stopped",
-        "error": {"kind": "runtime_terminated", "message": "runtime stopped"},
+        "error": {
+            "kind": "fatal_failure",
+            "terminal": True,
+            "outcome": "failed",
+            "detail": "runtime stopped",
+        },
     },
     {"completion_type": "completed", "run_id": U2},
     {"completion_type": "completed", "run_id": U2, "output": {"text": "done"}},
@@ -496,9 +505,20 @@ COMPLETION_EXAMPLES: list[dict[str, Any]] = [
     },
     {"completion_type": "callback_batch_pending", "pending_tool_calls": [{"id": "a"}, {"id": "b"}]},
     {"completion_type": "cancelled"},
-    {"completion_type": "abandoned", "reason": "retired", "error": {"kind": "x"}},
-    {"completion_type": "abandoned_with_error", "reason": "run failed", "error": {"kind": "llm"}},
-    {"completion_type": "completed_with_finalization_failure", "error": "boom"},
+    {
+        "completion_type": "abandoned",
+        "reason": "retired",
+        "error": {"kind": "unknown", "terminal": False},
+    },
+    {
+        "completion_type": "abandoned_with_error",
+        "reason": "run failed",
+        "error": {"kind": "llm_failure", "terminal": False},
+    },
+    {
+        "completion_type": "completed_with_finalization_failure",
+        "error": {"kind": "runtime_apply_failure", "terminal": True, "detail": "commit failed"},
+    },
 ]
 
 
@@ -512,7 +532,12 @@ def test_section_10_runtime_terminated_decodes_reason_and_error() -> None:
     obj = wire.decode(CompletionOutcome, COMPLETION_EXAMPLES[0])
     assert obj == RuntimeTerminated(
         reason="runtime stopped",
-        error={"kind": "runtime_terminated", "message": "runtime stopped"},
+        error=TurnErrorMetadata(
+            kind=TurnTerminalCauseKind.FATAL_FAILURE,
+            terminal=True,
+            outcome=TurnTerminalOutcome.FAILED,
+            detail="runtime stopped",
+        ),
     )
 
 
@@ -608,9 +633,9 @@ RUN_EVENT_EXAMPLES = [
             "code": "failed",
             "run_id": U2,
             "error": {
-                "kind": "provider_error",
+                "kind": "llm_failure",
                 "terminal": True,
-                "outcome": "error",
+                "outcome": "failed",
                 "detail": "rate limited",
                 "provider": "anthropic",
                 "model": "claude",
@@ -620,7 +645,11 @@ RUN_EVENT_EXAMPLES = [
         "run.failed",
     ),
     (
-        {"code": "failed", "run_id": U2, "error": {"kind": "timeout", "terminal": False}},
+        {
+            "code": "failed",
+            "run_id": U2,
+            "error": {"kind": "time_budget_exceeded", "terminal": False},
+        },
         "run.failed",
     ),
     ({"code": "cancelled", "run_id": U2}, "run.cancelled"),
@@ -679,15 +708,13 @@ def test_decoding_an_event_class_reads_the_adjacently_tagged_form() -> None:
 
 
 def test_1_1_run_failed_error_terminal_defaults_false_and_is_always_written() -> None:
-    data = {"code": "failed", "run_id": U2, "error": {"kind": "timeout"}}
+    data = {"code": "failed", "run_id": U2, "error": {"kind": "unknown"}}
     obj = wire.decode(RuntimeEvent, {"category": "run_lifecycle", "data": data})
     assert isinstance(obj, RunFailed)
-    assert obj.error == RunError(kind="timeout", terminal=False)
-    assert json.loads(wire.encode(obj))["data"]["error"] == {"kind": "timeout", "terminal": False}
-    assert json.loads(wire.encode(RunError(kind="k", terminal=True))) == {
-        "kind": "k",
-        "terminal": True,
-    }
+    assert obj.error == RunError(kind=TurnTerminalCauseKind.UNKNOWN, terminal=False)
+    assert json.loads(wire.encode(obj.error)) == {"kind": "unknown", "terminal": False}
+    error = RunError(kind=TurnTerminalCauseKind.FATAL_FAILURE, terminal=True)
+    assert json.loads(wire.encode(error)) == {"kind": "fatal_failure", "terminal": True}
 
 
 def test_1_1_tool_overlays_write_nulls() -> None:
@@ -1036,7 +1063,7 @@ NULL_REFUSED = [
     (RetireReport, {"inputs_abandoned": 0, "inputs_pending_drain": None}, "inputs_pending_drain"),
     (RecoveryReport, {**_RECOVERY, "details": None}, "details"),
     (RunPrimitive, {**_STAGED, "appends": None}, "appends"),
-    (RunError, {"kind": "k", "terminal": None}, "terminal"),
+    (RunError, {"kind": "unknown", "terminal": None}, "terminal"),
     (Input, {**PROMPT_EXAMPLE, "typed_turn_appends": None}, "typed_turn_appends"),
     (
         Input,
@@ -1048,7 +1075,7 @@ NULL_REFUSED = [
         RuntimeEventEnvelope,
         {**ENVELOPE_EXAMPLE, "event": {"category": "run_lifecycle",
                                        "data": {"code": "failed", "run_id": U2,
-                                                "error": {"kind": "x", "terminal": None}}}},
+                                                "error": {"kind": "unknown", "terminal": None}}}},
         "event.data.error.terminal",
     ),
 ]  # fmt: skip
@@ -1099,7 +1126,7 @@ NULL_ACCEPTED = [
     (Input, {**_CONT, "turn_append": None}, ("turn_append",)),
     (RunPrimitive, {**_STAGED, "turn_metadata": None}, ("turn_metadata",)),
     (RuntimeTurnMetadata, {"model": None, "handling_mode": None, "execution_kind": None}, ("model",)),
-    (RunError, {"kind": "k", "terminal": False, "detail": None, "retryable": None}, ("detail",)),
+    (RunError, {"kind": "unknown", "terminal": False, "detail": None, "retryable": None}, ("detail",)),
     (RuntimeEventEnvelope, {**ENVELOPE_EXAMPLE, "causation_id": None}, ("causation_id",)),
     (InputState, {**STORED_ROW_EXAMPLE, "last_run_id": None, "policy": None}, ("last_run_id",)),
 ]  # fmt: skip
