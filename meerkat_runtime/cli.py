@@ -547,7 +547,8 @@ def verify(store: str = StoreOpt, json_out: bool = JsonOpt) -> None:
     with _open_runtime(store) as rt:
         report = rt.verify()
     if json_out:
-        _print_json({"ok": report.ok, **report.__dict__})
+        diffs = [_fields(d) for d in report.diffs]
+        _print_json({"ok": report.ok, **report.__dict__, "diffs": diffs})
     else:
         verdict = (
             "[green]ok[/green]" if report.ok else f"[red]{len(report.mismatches)} mismatches[/red]"
@@ -555,6 +556,12 @@ def verify(store: str = StoreOpt, json_out: bool = JsonOpt) -> None:
         console.print(
             f"verify: {verdict} ({report.sessions} sessions, {report.inputs} inputs, {report.events} events)"
         )
+        compared = ", ".join(
+            f"{name} at position {pos} (lag {report.lag.get(name, 0)})"
+            for name, pos in report.positions.items()
+        )
+        if compared:
+            console.print(f"  compared: {compared}", highlight=False)
         for line in report.mismatches:
             console.print(f"  [red]-[/red] {escape(line)}", highlight=False)
         for line in report.notes:

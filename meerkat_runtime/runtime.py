@@ -463,7 +463,8 @@ class Runtime:
         return reports
 
     def verify(self) -> VerifyReport:
-        """Refold every session and compare with the read models (wait for them first)."""
+        """Refold every session and compare with the read models, each at the log position it
+        has reached: safe while the runtime writes; how far each lags is ``report.lag``."""
         return verify(self.store, projection_names=tuple(p.name for p in self.projections.status()))
 
     def cluster(self) -> ClusterView:

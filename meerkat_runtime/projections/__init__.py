@@ -10,7 +10,7 @@ from meerkat_runtime.projections._framework import (
 )
 from meerkat_runtime.projections._ledger import LedgerProjection, LedgerQueries, LedgerRow
 from meerkat_runtime.projections._sql import Cursor, Sql
-from meerkat_runtime.projections._verify import VerifyReport, verify
+from meerkat_runtime.projections._verify import Mismatch, VerifyReport, verify
 from meerkat_runtime.projections._views import ViewQueries, ViewRow, ViewsProjection
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "LedgerProjection",
     "LedgerQueries",
     "LedgerRow",
+    "Mismatch",
     "Projection",
     "ProjectionRunner",
     "ProjectionSet",

@@ -65,9 +65,20 @@ class Sql:
     def transaction(self) -> Iterator[Cursor]:
         """A transaction on the read models; a database that is unavailable raises
         :class:`StoreError` (naming the store, password masked), not a driver error."""
+        with self._unavailable_as_store_error(), self.store.transaction() as cur:
+            yield Cursor(self, cur)
+
+    @contextmanager
+    def read_transaction(self) -> Iterator[Cursor]:
+        """A read-only transaction in which every statement sees one consistent snapshot
+        (:meth:`EventStore.read_transaction`); errors as :meth:`transaction`."""
+        with self._unavailable_as_store_error(), self.store.read_transaction() as cur:
+            yield Cursor(self, cur)
+
+    @contextmanager
+    def _unavailable_as_store_error(self) -> Iterator[None]:
         try:
-            with self.store.transaction() as cur:
-                yield Cursor(self, cur)
+            yield
         except _UNAVAILABLE as exc:
             detail = self.store._scrub(str(exc))
             error = StoreError(

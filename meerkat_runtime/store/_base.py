@@ -566,6 +566,17 @@ class EventStore(ABC):
         lives as long as the store's data.
         """
 
+    def read_transaction(self) -> AbstractContextManager[SQLCursor]:
+        """Open a read-only transaction that sees one consistent state of the database.
+
+        Every statement in it reads the same committed state (a snapshot), so a
+        read model's offset and its rows read together agree with each other even
+        while writers go on; nothing written in it is kept. For ``verify``.
+        Backends read a snapshot without blocking writers where they can; the
+        default is :meth:`transaction` (``memory://``: consistent under its lock).
+        """
+        return self.transaction()
+
     def table_name(self, name: str) -> str:
         """Return ``name`` quoted (and schema-qualified on PostgreSQL) for use in SQL."""
         return _quote_identifier(name)

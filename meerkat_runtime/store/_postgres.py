@@ -561,6 +561,14 @@ class PostgresEventStore(EventStore):
         with self.datastore.transaction(commit=True) as cur:
             yield cur
 
+    @contextmanager
+    def read_transaction(self) -> Iterator[SQLCursor]:
+        """Yield a cursor in a ``REPEATABLE READ, READ ONLY`` transaction (see base): every
+        statement sees the snapshot taken at the first one, and no writer waits for it."""
+        with self.datastore.transaction(commit=False) as cur:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield cur
+
     def table_name(self, name: str) -> str:
         """Return ``"schema"."name"``, quoted, for use in SQL."""
         return (

@@ -244,6 +244,26 @@ class SQLiteEventStore(EventStore):
         with self._write() as c:
             yield c
 
+    @contextmanager
+    def read_transaction(self) -> Iterator[SQLCursor]:
+        """Yield a cursor in a read-only snapshot of the file (see base).
+
+        A deferred ``BEGIN``: in WAL mode the first read fixes the snapshot for the
+        rest of the transaction, and writers (this store's and other processes')
+        carry on meanwhile. Always rolled back.
+        """
+        with self.datastore.get_connection(commit=False) as conn:
+            raw = conn._sqlite_conn
+            cursor = raw.cursor()
+            try:
+                cursor.execute("BEGIN")
+                try:
+                    yield SQLiteCursor(cursor)
+                finally:
+                    raw.rollback()
+            finally:
+                cursor.close()
+
     def _close_backend(self) -> None:
         self.datastore.close()
 

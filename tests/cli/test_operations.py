@@ -49,15 +49,21 @@ def test_verify_reports_a_tampered_read_model(populated: Populated, store_copy: 
     assert "verify: 2 mismatches" in result.stdout
     lines = result.stdout.splitlines()
     assert any(
-        "session 'queued-one': view queued is 99, the log says 3" in line for line in lines
+        "session 'queued-one': views queued: expected 3, found 99" in line for line in lines
     ), lines
-    assert any(f"input {victim} missing from the ledger" in line for line in lines), lines
+    assert any(
+        f"session 'beta' input {victim}: ledger row: expected a consumed input, found no row"
+        in line
+        for line in lines
+    ), lines
 
     result = cli("verify", "--store", store_copy, "--json")
     assert result.exit_code == 1
     report = json.loads(result.stdout)
     assert report["ok"] is False
     assert len(report["mismatches"]) == 2
+    assert {"model": "views", "where": "session 'queued-one'", "field": "queued",
+            "expected": "3", "found": "99"} in report["diffs"]  # fmt: skip
 
 
 def test_rebuild_projections_restores_tampered_read_models(
