@@ -242,7 +242,17 @@ class LedgerQueries:
         ``input_id`` keeps the rows of that input id (one per session holding it)."""
         if limit < 1:
             raise ValueError("limit must be >= 1")
-        where, params = _filters(session_id, state, input_id)
+        where: list[str] = ["1 = 1"]
+        params: list[object] = []
+        if session_id is not None:
+            where.append("session_id = ?")
+            params.append(session_id)
+        if state is not None:
+            where.append("state = ?")
+            params.append(str(state))
+        if input_id is not None:
+            where.append("input_id = ?")
+            params.append(str(parse_uuid(input_id, "input_id")))
         if after is not None:
             where.append("position > ?")
             params.append(int(after))
@@ -266,27 +276,20 @@ class LedgerQueries:
         input_id: uuid.UUID | str | None = None,
     ) -> int:
         """How many rows match (each (session, input) counts once)."""
-        where, params = _filters(session_id, state, input_id)
+        where: list[str] = ["1 = 1"]
+        params: list[object] = []
+        if session_id is not None:
+            where.append("session_id = ?")
+            params.append(session_id)
+        if state is not None:
+            where.append("state = ?")
+            params.append(str(state))
+        if input_id is not None:
+            where.append("input_id = ?")
+            params.append(str(parse_uuid(input_id, "input_id")))
         with self._sql.transaction() as cur:
             r = cur.execute(
                 f"SELECT COUNT(*) AS n FROM {cur.table(TABLE)} WHERE {' AND '.join(where)}",
                 params,
             ).fetchone()
         return int(r["n"]) if r else 0
-
-
-def _filters(
-    session_id: str | None, state: str | None, input_id: uuid.UUID | str | None
-) -> tuple[list[str], list[object]]:
-    where: list[str] = ["1 = 1"]
-    params: list[object] = []
-    if session_id is not None:
-        where.append("session_id = ?")
-        params.append(session_id)
-    if state is not None:
-        where.append("state = ?")
-        params.append(str(state))
-    if input_id is not None:
-        where.append("input_id = ?")
-        params.append(str(parse_uuid(input_id, "input_id")))
-    return where, params
