@@ -24,6 +24,7 @@ from meerkat_runtime.errors import (
     RuntimeStateTransitionError,
     SessionOwnedElsewhere,
     StoreError,
+    UndecodableEvent,
 )
 from meerkat_runtime.events import (
     INPUT_TRANSITIONS,
@@ -419,6 +420,7 @@ __all__ = [
     "TurnTerminalCauseKind",
     "TurnTerminalOutcome",
     "TurnToolOverlay",
+    "UndecodableEvent",
     "WakeMode",
     "check_supersession",
     "check_transition",

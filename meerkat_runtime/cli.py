@@ -33,7 +33,7 @@ from rich.table import Table
 
 from meerkat_runtime.errors import InvalidInput, MeerkatRuntimeError, StoreError, mask_url
 from meerkat_runtime.events import wire
-from meerkat_runtime.events.catalogue import envelope_from_record, envelope_to_record
+from meerkat_runtime.events.catalogue import decode_recorded, envelope_to_record
 from meerkat_runtime.events.ids import validate_session_id
 from meerkat_runtime.events.input_state import InputLifecycleState
 from meerkat_runtime.events.runtime_event import RuntimeEventEnvelope
@@ -163,7 +163,7 @@ def _fold(store: EventStore, session_id: str) -> tuple[SessionState, list[Runtim
     state = SessionState(session_id=session_id)
     envelopes = []
     for rec in records:
-        env = envelope_from_record(rec.data, rec.version)
+        env = decode_recorded(rec)
         evolve(state, env)
         envelopes.append(env)
     return state, envelopes
@@ -442,7 +442,7 @@ def events(
                 cursor = rec.version
                 if event_type and rec.topic not in event_type:
                     continue
-                shown.append(envelope_from_record(rec.data, rec.version))
+                shown.append(decode_recorded(rec))
                 if len(shown) >= limit:
                     break
     if json_out:
@@ -766,6 +766,12 @@ def health(
             problems.append(f"projection {s.name} lags {s.lag} events (> {max_lag})")
     if skipped:
         problems.append(f"{len(skipped)} projection event(s) skipped")
+        # Name each bad event once (a held-back session's later events repeat it).
+        for sid, first in {s.session_id: s for s in reversed(skipped)}.items():
+            problems.append(
+                f"projection {first.projection} skipped session {sid!r} at log position "
+                f"{first.position}: {first.error}"
+            )
     signals = {
         "healthy": not problems,
         "queued_inputs": queued,

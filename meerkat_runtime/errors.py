@@ -25,6 +25,7 @@ __all__ = [
     "RuntimeStateTransitionError",
     "SessionOwnedElsewhere",
     "StoreError",
+    "UndecodableEvent",
     "mask_url",
 ]
 
@@ -82,6 +83,32 @@ class LeaseUnavailable(StoreError):
         self.owner = owner
         holder = f"held by {owner!r}" if owner else "no longer held by this node"
         super().__init__(f"lease {name!r} is {holder}")
+
+
+class UndecodableEvent(MeerkatRuntimeError):
+    """A stored event cannot be read back (written by an older version, or edited by hand).
+
+    Only its session is affected: loading that session (and any call on it) raises
+    this error, naming ``session_id``, the event's ``version`` in the session, its
+    ``position`` in the store-wide log (0 when unknown), its ``topic`` and the
+    ``detail`` of what is wrong; other sessions, the read models and the read
+    commands go on (see the projections' failure strategies). Not a
+    :class:`StoreError`: retrying cannot help, the event must be repaired or removed.
+    """
+
+    def __init__(
+        self, session_id: str, version: int, position: int, topic: str, detail: str
+    ) -> None:
+        self.session_id = session_id
+        self.version = version
+        self.position = position
+        self.topic = topic
+        self.detail = detail
+        where = f"log position {position}, " if position else ""
+        super().__init__(
+            f"session {session_id!r}: event {version} ({where}topic {topic!r}) "
+            f"cannot be read: {detail}"
+        )
 
 
 class RuntimeStateTransitionError(MeerkatRuntimeError):

@@ -33,7 +33,7 @@ from meerkat_runtime.actors import (
 )
 from meerkat_runtime.actors._recovery import recover_batch
 from meerkat_runtime.cluster import ClusterView, Membership, default_node_id
-from meerkat_runtime.errors import InvalidInput, MeerkatRuntimeError
+from meerkat_runtime.errors import InvalidInput, MeerkatRuntimeError, UndecodableEvent
 from meerkat_runtime.events import wire
 from meerkat_runtime.events._typed import checked
 from meerkat_runtime.events.catalogue import (
@@ -41,7 +41,7 @@ from meerkat_runtime.events.catalogue import (
     SCHEMA_VERSIONS,
     UPCASTERS,
     check_record,
-    envelope_from_record,
+    decode_recorded,
 )
 from meerkat_runtime.events.ids import parse_uuid, uuid7, validate_session_id
 from meerkat_runtime.events.input_state import InputState
@@ -292,7 +292,7 @@ class Session:
         while True:
             page = store.read_session(self.id, after_version=cursor, limit=500)
             for rec in page:
-                yield envelope_from_record(rec.data, rec.version)
+                yield decode_recorded(rec)
             if len(page) < 500:
                 return
             cursor = page[-1].version
@@ -428,7 +428,11 @@ class Runtime:
         return self.store.session_ids()
 
     def recover(self) -> list[RecoveryReport]:
-        """Apply the recovery rules to every session that is not destroyed; one report each."""
+        """Apply the recovery rules to every session that is not destroyed; one report each.
+
+        A session whose log holds an event that cannot be read is left out (logged as
+        an error naming it and the event); calls on it raise :class:`UndecodableEvent`.
+        """
         return list(self.recover_by_session().values())
 
     def recover_by_session(self) -> dict[str, RecoveryReport]:
@@ -450,7 +454,12 @@ class Runtime:
         reports: dict[str, RecoveryReport] = {}
 
         def settle(sid: str, fut: Future[RecoveryReport | None]) -> None:
-            report = fut.result()
+            try:
+                report = fut.result()
+            except UndecodableEvent as exc:
+                # One unreadable session does not stop the recovery of the others.
+                log.error("session %s not recovered: %s", sid, exc)
+                return
             if report is not None:
                 reports[sid] = report
 

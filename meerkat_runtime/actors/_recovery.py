@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from meerkat_runtime.actors._session import evolve_touched, restore_snapshot
-from meerkat_runtime.errors import MeerkatRuntimeError
-from meerkat_runtime.events.catalogue import envelope_from_record, envelope_to_record
+from meerkat_runtime.errors import MeerkatRuntimeError, UndecodableEvent
+from meerkat_runtime.events.catalogue import decode_recorded, envelope_to_record
 from meerkat_runtime.events.ids import uuid7
 from meerkat_runtime.events.reports import RecoveryReport
 from meerkat_runtime.events.runtime_event import (
@@ -153,8 +153,13 @@ def _load(services: Services, session_ids: list[str]) -> dict[str, _Loaded]:
     tails = store.read_sessions({sid: item.state.version for sid, item in loaded.items()})
     for sid, records in tails.items():
         item = loaded[sid]
-        for rec in records:
-            evolve(item.state, envelope_from_record(rec.data, rec.version))
+        try:
+            for rec in records:
+                evolve(item.state, decode_recorded(rec))
+        except UndecodableEvent:
+            # Its actor raises the error to whoever asks; the batch goes on without it.
+            del loaded[sid]
+            continue
         if records:
             item.writer = records[-1].writer
     return loaded

@@ -51,9 +51,10 @@ from meerkat_runtime.errors import (
     MeerkatRuntimeError,
     SessionOwnedElsewhere,
     StoreError,
+    UndecodableEvent,
 )
 from meerkat_runtime.events._codec import _check_json
-from meerkat_runtime.events.catalogue import envelope_from_record, envelope_to_record
+from meerkat_runtime.events.catalogue import decode_recorded, envelope_to_record
 from meerkat_runtime.events.completion import (
     CompletionOutcome,
     TurnTerminalCauseKind,
@@ -265,6 +266,8 @@ class SessionActor(pykka.ThreadingActor):
         # Another live node holds the session's lease: its work is that node's to do,
         # so no retry is scheduled here (only a host call tries to load it again).
         self.owned_elsewhere = False
+        # The log holds an event that cannot be read: no retry is scheduled for it.
+        self.unreadable: UndecodableEvent | None = None
         # Pipelined accepts, oldest first; the store's callbacks settle them.
         self._inflight: deque[_InFlight] = deque()
         self._settled = threading.Condition(threading.Lock())
@@ -362,8 +365,15 @@ class SessionActor(pykka.ThreadingActor):
         state, writer = restore_snapshot(self.session_id, store.load_snapshot(self.session_id))
         self.snapshot_version = state.version
         records = store.read_session(self.session_id, after_version=state.version)
-        for rec in records:
-            evolve(state, envelope_from_record(rec.data, rec.version))
+        try:
+            for rec in records:
+                evolve(state, decode_recorded(rec))
+        except UndecodableEvent as exc:
+            # Only this session is affected: every call on it fails with this error (no
+            # automatic retry: the event must be repaired); a host call loads it again.
+            self.unreadable = exc
+            raise
+        self.unreadable = None
         if records:
             writer = records[-1].writer
         self.state = state
@@ -855,6 +865,8 @@ class SessionActor(pykka.ThreadingActor):
             return
         if st is None and self.owned_elsewhere:
             return  # the owner runs the queued work; retrying here would spin on its lease
+        if st is None and self.unreadable is not None:
+            return  # a retry would meet the same unreadable event
         self.retry_scheduled = True
         sid = self.session_id
         registry = self.svc.registry

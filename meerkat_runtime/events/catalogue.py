@@ -10,9 +10,9 @@ envelope's wire form; its sequence is the stored version.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
-from meerkat_runtime.errors import InvalidInput
+from meerkat_runtime.errors import InvalidInput, UndecodableEvent
 from meerkat_runtime.events._codec import from_wire, to_wire
 from meerkat_runtime.events.runtime_event import RuntimeEventEnvelope
 from meerkat_runtime.events.upcast import EVENT_UPCASTERS
@@ -24,6 +24,7 @@ __all__ = [
     "SCHEMA_VERSIONS",
     "UPCASTERS",
     "check_record",
+    "decode_recorded",
     "envelope_from_record",
     "envelope_to_record",
 ]
@@ -75,6 +76,39 @@ def envelope_from_record(data: dict[str, Any], version: int) -> RuntimeEventEnve
     """Rebuild an envelope from its stored payload; ``version`` becomes its ``sequence``."""
     envelope = from_wire(RuntimeEventEnvelope, data)
     object.__setattr__(envelope, "sequence", version)
+    return envelope
+
+
+class StoredRecord(Protocol):
+    """What :func:`decode_recorded` needs of a stored event (a store's ``RecordedEvent``)."""
+
+    @property
+    def session_id(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def position(self) -> int: ...
+    @property
+    def topic(self) -> str: ...
+    @property
+    def data(self) -> dict[str, Any]: ...
+
+
+def decode_recorded(rec: StoredRecord) -> RuntimeEventEnvelope:
+    """The envelope of a stored event; :class:`UndecodableEvent` (naming the session, the
+    version and the log position) when it cannot be read back or is not its topic's event."""
+    try:
+        envelope = envelope_from_record(rec.data, rec.version)
+    except InvalidInput as exc:
+        raise UndecodableEvent(
+            rec.session_id, rec.version, rec.position, rec.topic, str(exc)
+        ) from None
+    code = envelope.event.event_code
+    if code != rec.topic:
+        raise UndecodableEvent(
+            rec.session_id, rec.version, rec.position, rec.topic,
+            f"the payload is a {code!r} event",
+        )  # fmt: skip
     return envelope
 
 

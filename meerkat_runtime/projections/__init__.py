@@ -1,4 +1,11 @@
-"""Projections: read models kept from the event log, exactly once (``rt.ledger``, ``rt.views``)."""
+"""Projections: read models kept from the event log, exactly once (``rt.ledger``, ``rt.views``).
+
+A handler failure follows the projection's :class:`FailureStrategy`. An event that
+cannot be read back (written by an older version, or edited by hand) is never
+retried: by default it is skipped and only its session is held back, so the
+ledger and the views go on for every other session; ``health`` names it and
+``verify`` reports it as a mismatch.
+"""
 
 from meerkat_runtime.projections._framework import (
     FailureStrategy,

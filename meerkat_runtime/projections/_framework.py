@@ -27,6 +27,22 @@ Failure strategies (:class:`FailureStrategy`): ``fail`` stops the projection;
 ``skip`` records the event in the skipped table and moves on; ``retry``
 retries with exponential backoff, then fails; ``retry_then_skip`` retries,
 then skips.
+
+Poison events (design choice): an event that cannot be read back (an older
+version wrote it, or the database was edited by hand; see
+:class:`~meerkat_runtime.errors.UndecodableEvent`) fails the same way on every
+try, so it is never retried, and one bad session should not stop a read model
+for all the others. ``FailureStrategy.unreadable`` decides: ``"skip"`` skips it
+at once and *holds back its session*: that session's later events are
+recorded as skipped too (its rows stay as they were before the bad event,
+rather than being updated from a history with a hole), while every other
+session goes on; ``"fail"`` stops the projection. Left unset, it is ``"fail"``
+for the ``fail`` strategy and ``"skip"`` for the others (``retry`` is meant
+for failures that may pass, which this one cannot). The built-in ledger and
+views use the default (``retry``, so unreadable events are skipped);
+``health`` reports every skipped event with its session and log position, and
+``rebuild`` clears the skipped events and the held-back sessions along with
+the read model.
 """
 
 from __future__ import annotations
@@ -46,7 +62,13 @@ import pykka
 from eventsourcing.persistence import InterfaceError, OperationalError
 
 from meerkat_runtime.cluster import Membership
-from meerkat_runtime.errors import LeaseUnavailable, MeerkatRuntimeError, StoreError
+from meerkat_runtime.errors import (
+    LeaseUnavailable,
+    MeerkatRuntimeError,
+    StoreError,
+    UndecodableEvent,
+)
+from meerkat_runtime.events.catalogue import EVENT_TOPICS, decode_recorded
 from meerkat_runtime.events.timefmt import format_timestamp, utc_now
 from meerkat_runtime.projections._sql import Cursor, Sql
 from meerkat_runtime.store import EventStore, RecordedEvent
@@ -80,18 +102,43 @@ _UNAVAILABLE = (
 
 @dataclass(frozen=True, slots=True)
 class FailureStrategy:
-    """What a projection does when its handler raises on an event."""
+    """What a projection does when its handler raises on an event.
+
+    ``kind``: ``fail`` stops the projection; ``skip`` records the event as skipped
+    and goes on; ``retry`` retries ``retries`` times with exponential backoff,
+    then stops; ``retry_then_skip`` retries, then skips.
+
+    ``unreadable``: what to do with an event that cannot be read back at all
+    (:class:`~meerkat_runtime.errors.UndecodableEvent`), which is never retried:
+    ``"skip"`` records it as skipped and holds back its session (that session's
+    later events are skipped too; every other session goes on), ``"fail"`` stops
+    the projection. Unset, it is ``"fail"`` for kind ``fail`` and ``"skip"``
+    otherwise, so by default one bad session never stops a read model for the
+    others; ``health`` names each skipped event's session and log position.
+    """
 
     kind: Literal["fail", "skip", "retry", "retry_then_skip"] = "retry"
     retries: int = 5
     backoff: float = 0.05
     max_backoff: float = 2.0
+    #: An event that cannot be read back: ``"skip"`` (holding back its session) or
+    #: ``"fail"``; None: ``"fail"`` when ``kind`` is ``"fail"``, else ``"skip"``.
+    unreadable: Literal["skip", "fail"] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("fail", "skip", "retry", "retry_then_skip"):
             raise ValueError(f"unknown failure strategy {self.kind!r}")
         if self.retries < 0 or self.backoff < 0:
             raise ValueError("retries and backoff must be >= 0")
+        if self.unreadable not in (None, "skip", "fail"):
+            raise ValueError(f"unreadable must be 'skip' or 'fail', not {self.unreadable!r}")
+
+    @property
+    def skips_unreadable(self) -> bool:
+        """Whether an event that cannot be read back is skipped (else the projection stops)."""
+        if self.unreadable is not None:
+            return self.unreadable == "skip"
+        return self.kind != "fail"
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +283,8 @@ class ProjectionRunner(pykka.ThreadingActor):
         self.error: str | None = None
         self.paused = False
         self.started = False
+        # Sessions whose events this projection holds back after an unreadable one.
+        self.held: dict[str, str] = {}
 
     def _start(self) -> bool:
         """Create the schema and read the offset; on failure report ``retrying`` and try at next poll."""
@@ -263,7 +312,15 @@ class ProjectionRunner(pykka.ThreadingActor):
             row = cur.execute(
                 f"SELECT position FROM {cur.table(OFFSETS)} WHERE name = ?", (self.projection.name,)
             ).fetchone()
+            held = cur.execute(
+                f"SELECT session_id, error FROM {cur.table(SKIPPED)} "
+                "WHERE name = ? AND error LIKE ? ORDER BY position",
+                (self.projection.name, f"{_UNREADABLE}%"),
+            ).fetchall()
         self.position = int(row["position"]) if row else 0
+        self.held = {}
+        for r in held:  # the first of a session is the unreadable event itself
+            self.held.setdefault(r["session_id"], r["error"].removeprefix(_UNREADABLE).strip())
         self.owner._progress(self.projection.name, self.position, self.status, self.error)
 
     def _leader(self) -> bool:
@@ -364,15 +421,19 @@ class ProjectionRunner(pykka.ThreadingActor):
             ).fetchall()
             if not moved:
                 raise _OffsetMoved
+            skips = [] if skipped is None else [skipped]
             if skipped is None:
-                self.projection.apply(cur, events)
-            else:
-                cur.execute(
-                    f"INSERT INTO {cur.table(SKIPPED)} "
-                    "(name, position, session_id, topic, error, skipped_at) VALUES (?, ?, ?, ?, ?, ?)",
-                    (name, skipped.position, skipped.session_id, skipped.topic, skipped.error,
-                     skipped.skipped_at),
-                )  # fmt: skip
+                held = self.held
+                if held:
+                    skips = [self._held_back(e) for e in events if e.session_id in held]
+                    events = [e for e in events if e.session_id not in held]
+                if events:
+                    self.projection.apply(cur, events)
+            cur.executemany(
+                f"INSERT INTO {cur.table(SKIPPED)} "
+                "(name, position, session_id, topic, error, skipped_at) VALUES (?, ?, ?, ?, ?, ?)",
+                [(name, k.position, k.session_id, k.topic, k.error, k.skipped_at) for k in skips],
+            )
         self.position = new_position
         self.owner._progress(name, new_position, self.status, self.error)
 
@@ -405,9 +466,25 @@ class ProjectionRunner(pykka.ThreadingActor):
                 if self.position < event.position:
                     return  # not applied nor skipped (failed, or closing): never go past it
 
+    def _held_back(self, event: RecordedEvent) -> SkippedEvent:
+        """The skipped record of an event of a held-back session."""
+        return SkippedEvent(
+            projection=self.projection.name,
+            position=event.position,
+            session_id=event.session_id,
+            topic=event.topic,
+            error=f"{_UNREADABLE} held back after an unreadable event: "
+            f"{self.held[event.session_id]}",
+            skipped_at=format_timestamp(utc_now()),
+        )
+
     def _on_event_failure(self, event: RecordedEvent, exc: Exception) -> None:
         strategy = self.projection.failure_strategy
         name = self.projection.name
+        unreadable = _unreadable(event, exc)
+        if unreadable is not None:
+            self._on_unreadable(event, unreadable)
+            return
         error = f"{type(exc).__name__}: {exc}"
         if strategy.kind in ("retry", "retry_then_skip"):
             delay = strategy.backoff
@@ -456,6 +533,52 @@ class ProjectionRunner(pykka.ThreadingActor):
         self.status, self.error = "failed", error
         log.error("projection %s failed at position %d: %s", name, event.position, error)
         self.owner._progress(name, self.position, self.status, self.error)
+
+    def _on_unreadable(self, event: RecordedEvent, exc: UndecodableEvent) -> None:
+        """A poison event: never retried; skipped with its session held back, or a stop."""
+        name = self.projection.name
+        error = f"{_UNREADABLE} {exc}"
+        if self.projection.failure_strategy.skips_unreadable:
+            log.error("projection %s: skipping unreadable event, holding back %s", name, exc)
+            skipped = SkippedEvent(
+                projection=name,
+                position=event.position,
+                session_id=event.session_id,
+                topic=event.topic,
+                error=error,
+                skipped_at=format_timestamp(utc_now()),
+            )
+            try:
+                self._commit([event], skipped=skipped)
+            except _OffsetMoved:
+                self._reload_offset()
+                return
+            except Exception as exc2:
+                error = f"could not record skipped event: {exc2}"
+            else:
+                self.held.setdefault(event.session_id, str(exc))
+                self.status, self.error = "running", None
+                return
+        self.status, self.error = "failed", error
+        log.error("projection %s failed at position %d: %s", name, event.position, error)
+        self.owner._progress(name, self.position, self.status, self.error)
+
+
+#: How the skipped table marks an unreadable event (and the events held back after it).
+_UNREADABLE = "UndecodableEvent:"
+
+
+def _unreadable(event: RecordedEvent, exc: Exception) -> UndecodableEvent | None:
+    """The event's own defect when it cannot be read back, whatever its handler raised."""
+    if isinstance(exc, UndecodableEvent):
+        return exc
+    if event.topic not in EVENT_TOPICS:
+        return None  # not a runtime event: the projection knows its own format
+    try:
+        decode_recorded(event)
+    except UndecodableEvent as defect:
+        return defect
+    return None
 
 
 class ProjectionSet:

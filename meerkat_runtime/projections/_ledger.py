@@ -25,7 +25,7 @@ import orjson
 
 from meerkat_runtime.errors import AmbiguousInputId
 from meerkat_runtime.events._codec import to_wire
-from meerkat_runtime.events.catalogue import envelope_from_record
+from meerkat_runtime.events.catalogue import decode_recorded
 from meerkat_runtime.events.ids import parse_uuid
 from meerkat_runtime.events.input_fold import evolve_input
 from meerkat_runtime.events.input_state import (
@@ -96,13 +96,15 @@ class LedgerProjection(Projection):
         relevant = [e for e in events if e.topic.startswith("input.")]
         if not relevant:
             return
-        keys = {(e.session_id, str(e.data["event"]["data"]["input_id"]).lower()) for e in relevant}
-        rows = _load(cur, keys)
-        changed: set[Key] = set()
+        # Decoded first: an event that cannot be read fails as UndecodableEvent, naming it.
+        decoded = []
         for rec in relevant:
-            env = envelope_from_record(rec.data, rec.version)
-            ev = env.event
-            assert isinstance(ev, InputLifecycleEvent)
+            env = decode_recorded(rec)
+            assert isinstance(env.event, InputLifecycleEvent)
+            decoded.append((rec, env, env.event))
+        rows = _load(cur, {(rec.session_id, str(ev.input_id)) for rec, _, ev in decoded})
+        changed: set[Key] = set()
+        for rec, env, ev in decoded:
             key = (rec.session_id, str(ev.input_id))
             current = rows.get(key)
             prev = current["state"] if current else None

@@ -16,6 +16,9 @@ positions commit in order), so events written meanwhile never show as
 differences. How far each read model is behind the head of the log is reported
 as ``lag``, which is not a mismatch (``health`` judges lag).
 
+An event that cannot be read back is a ``log`` mismatch naming its session,
+version and log position; that session's rows are not compared.
+
 Each difference is a :class:`Mismatch`: where, which field, what the log says
 (``expected``) and what the read model holds (``found``), values shown briefly
 (a history shows its first differing entry, not the whole tuple).
@@ -35,7 +38,8 @@ from typing import Any
 import orjson
 
 from meerkat_runtime.events import wire
-from meerkat_runtime.events.catalogue import envelope_from_record
+from meerkat_runtime.errors import UndecodableEvent
+from meerkat_runtime.events.catalogue import decode_recorded
 from meerkat_runtime.events.runtime_state import RuntimeState
 from meerkat_runtime.events.session import SessionState, evolve
 from meerkat_runtime.events.timefmt import format_timestamp
@@ -146,23 +150,32 @@ def verify(
         try:
             for name, snap in checkpoints:
                 while pending is not None and pending.position <= snap.position:
-                    evolve(state, envelope_from_record(pending.data, pending.version))
+                    evolve(state, decode_recorded(pending))
                     pending = next(rest, None)
                 if name == "ledger":
                     _compare_ledger(report, sid, state, snap.ledger)
                 else:
                     _compare_view(report, sid, state, snap.views.pop(sid, None))
             while pending is not None:  # the whole log must fold, compared or not
-                evolve(state, envelope_from_record(pending.data, pending.version))
+                evolve(state, decode_recorded(pending))
                 pending = next(rest, None)
         except Exception as exc:
+            if isinstance(exc, UndecodableEvent):
+                event = f"event {exc.version} (log position {exc.position}, topic {exc.topic!r})"
+                expected, detail = "an event that can be read", exc.detail
+            else:
+                event, expected, detail = (
+                    f"event {state.version + 1}",
+                    "an event that folds",
+                    str(exc),
+                )
             report.add(
                 Mismatch(
                     "log",
                     f"session {sid!r}",
-                    f"event {state.version + 1}",
-                    "an event that folds",
-                    f"{type(exc).__name__}: {_brief(str(exc))}",
+                    event,
+                    expected,
+                    f"{type(exc).__name__}: {_brief(detail)}",
                 )
             )
             # Not compared: its rows are not "rows without an input" either.
