@@ -156,8 +156,10 @@ def coerce_input(data: Any, max_bytes: int = 1024 * 1024) -> Input:
     if isinstance(data, Input):
         # Checked exactly like wire input, and what is accepted is the decoded value:
         # equal to what every later read of the stored events gives back.
-        inp, as_wire = checked(Input, data)
-        _check_size(len(orjson.dumps(as_wire)), max_bytes)
+        inp = checked(Input, data)
+        # The size of what is stored: the decoded value may differ from the object handed
+        # over (a float field given an int too big for JSON integers is read as a float).
+        _check_size(len(wire.encode(inp)), max_bytes)
         return inp
     if isinstance(data, (bytes, bytearray, memoryview, str)):
         raw = bytes(data) if not isinstance(data, str) else data

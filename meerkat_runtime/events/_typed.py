@@ -42,14 +42,13 @@ __all__ = ["checked", "checked_wire"]
 T = TypeVar("T")
 
 
-def checked(cls: type[T], obj: Any) -> tuple[T, Any]:
-    """``obj`` decoded from its own wire form as ``cls``, and that wire form.
+def checked(cls: type[T], obj: Any) -> T:
+    """``obj`` decoded from its own wire form as ``cls``.
 
     Raises :class:`InvalidInput` naming the field when wire input of the same
     shape would be refused.
     """
-    wire = checked_wire(obj)
-    return from_wire(cls, wire), wire
+    return from_wire(cls, checked_wire(obj))
 
 
 def checked_wire(obj: Any) -> Any:
