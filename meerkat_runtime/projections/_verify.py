@@ -37,8 +37,8 @@ from typing import Any
 
 import orjson
 
-from meerkat_runtime.events import wire
 from meerkat_runtime.errors import UndecodableEvent
+from meerkat_runtime.events import wire
 from meerkat_runtime.events.catalogue import decode_recorded
 from meerkat_runtime.events.runtime_state import RuntimeState
 from meerkat_runtime.events.session import SessionState, evolve
