@@ -623,11 +623,16 @@ def rebuild_projections(
 def export(
     session: str = typer.Argument(..., help="Session id."),
     output: Path | None = typer.Option(
-        None, "--output", "-o", help="File to write (default: stdout)."
+        None, "--output", "-o", help="File to write, mode 0600 (default: stdout)."
     ),
     store: str = StoreOpt,
 ) -> None:
-    """A session's events as JSON lines in the wire format."""
+    """A session's events as JSON lines in the wire format.
+
+    The events hold what the store holds (inputs in clear, even from an encrypted store),
+    so ``-o FILE`` is written readable by its owner only (mode 0600, like the database),
+    replacing any file there in one step: never a half-written file.
+    """
     with _open_store(store) as es:
         records = es.read_session(session)
         if not records:
@@ -637,10 +642,30 @@ def export(
         sys.stdout.buffer.write(b"".join(lines))
     else:
         try:
-            output.write_bytes(b"".join(lines))
+            _write_private(output, b"".join(lines))
         except OSError as exc:
-            _fail(f"cannot write {output}: {exc.strerror}")
+            _fail(
+                f"cannot write {output}: {exc.strerror}",
+                "-o takes a file path in an existing, writable directory",
+            )
         err_console.print(escape(f"exported {len(lines)} events of {session} to {output}"))
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` with mode 0600 whatever the umask: into a new file beside
+    it (created 0600, synced), then renamed over ``path``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o600)  # mkstemp makes it 0600 already; say so
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 @app.command("import")

@@ -11,6 +11,12 @@ two sessions may each hold an input with the same id (a host that reuses
 id alone answer for every session that holds it; :meth:`LedgerQueries.get`
 without a session raises :class:`~meerkat_runtime.errors.AmbiguousInputId` when
 that is more than one.
+
+Idempotency keys are secrets a host may derive from user data. When the store
+encrypts its payloads (``cipher_key``), the ledger keeps only a keyed hash of
+each key (``"hmac-sha256:<hex>"``, see ``Serializer.conceal``), never the key in
+clear; ``list(idempotency_key=...)`` hashes the key asked for, so lookups work
+all the same. Without encryption the key is kept as given.
 """
 
 from __future__ import annotations
@@ -47,7 +53,12 @@ TABLE = "meerkat_ledger"
 
 @dataclass(frozen=True, slots=True)
 class LedgerRow:
-    """One input as the ledger sees it."""
+    """One input as the ledger sees it.
+
+    ``idempotency_key`` is the key the input was accepted with, or, when the store is
+    encrypted (``cipher_key``), its keyed hash ``"hmac-sha256:<hex>"`` (the ledger never
+    holds the key in clear then); ``input_state.idempotency_key`` is the same value.
+    """
 
     input_id: uuid.UUID
     session_id: str
@@ -71,7 +82,8 @@ class LedgerProjection(Projection):
     name = "ledger"
     tables = (TABLE,)
     # 2: keyed by (session_id, input_id), was input_id alone; idempotency_key column.
-    schema_version = 2
+    # 3: idempotency keys concealed (keyed hash) when the store is encrypted.
+    schema_version = 3
 
     def create_schema(self, cur: Cursor) -> None:
         t = cur.table(TABLE)
@@ -103,6 +115,7 @@ class LedgerProjection(Projection):
             assert isinstance(env.event, InputLifecycleEvent)
             decoded.append((rec, env, env.event))
         rows = _load(cur, {(rec.session_id, str(ev.input_id)) for rec, _, ev in decoded})
+        conceal = cur.sql.store.serializer.conceal
         changed: set[Key] = set()
         for rec, env, ev in decoded:
             key = (rec.session_id, str(ev.input_id))
@@ -114,7 +127,10 @@ class LedgerProjection(Projection):
             if isinstance(ev, InputAccepted):
                 kind = ev.input.kind.value if ev.input is not None else None
                 current = {"session_id": rec.session_id, "kind": kind, "position": rec.position}
-                new = replace(new, persisted_input=None)  # the log keeps the payload
+                # The log keeps the payload; the key is kept concealed when encrypted
+                # (set once, at acceptance: later steps carry the stored value on).
+                key_kept = None if new.idempotency_key is None else conceal(new.idempotency_key)
+                new = replace(new, persisted_input=None, idempotency_key=key_kept)
             assert current is not None
             since = (
                 env.timestamp
@@ -238,10 +254,13 @@ class LedgerQueries:
         *,
         state_since_before: datetime | None = None,
         input_id: uuid.UUID | str | None = None,
+        idempotency_key: str | None = None,
     ) -> list[LedgerRow]:
         """Rows by first acceptance; ``after=row.position`` pages on. ``state_since_before``
         keeps inputs that entered their current state before that time (e.g. queued for long);
-        ``input_id`` keeps the rows of that input id (one per session holding it)."""
+        ``input_id`` keeps the rows of that input id (one per session holding it);
+        ``idempotency_key`` the inputs accepted with that key (given in clear, also when the
+        store is encrypted and the ledger keeps only its keyed hash)."""
         if limit < 1:
             raise ValueError("limit must be >= 1")
         where: list[str] = ["1 = 1"]
@@ -255,6 +274,9 @@ class LedgerQueries:
         if input_id is not None:
             where.append("input_id = ?")
             params.append(str(parse_uuid(input_id, "input_id")))
+        if idempotency_key is not None:
+            where.append("idempotency_key = ?")
+            params.append(self._sql.store.serializer.conceal(str(idempotency_key)))
         if after is not None:
             where.append("position > ?")
             params.append(int(after))

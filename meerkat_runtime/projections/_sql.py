@@ -98,6 +98,11 @@ class Cursor:
         self._sql = sql
         self._cur = cur
 
+    @property
+    def sql(self) -> Sql:
+        """The :class:`Sql` (and through it the store) this cursor belongs to."""
+        return self._sql
+
     def execute(self, statement: str, params: Sequence[Any] = ()) -> Cursor:
         self._cur.execute(self._sql.q(statement), tuple(params))
         return self

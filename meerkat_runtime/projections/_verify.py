@@ -29,7 +29,7 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -153,7 +153,7 @@ def verify(
                     evolve(state, decode_recorded(pending))
                     pending = next(rest, None)
                 if name == "ledger":
-                    _compare_ledger(report, sid, state, snap.ledger)
+                    _compare_ledger(report, sid, state, snap.ledger, store.serializer.conceal)
                 else:
                     _compare_view(report, sid, state, snap.views.pop(sid, None))
             while pending is not None:  # the whole log must fold, compared or not
@@ -241,9 +241,11 @@ def _compare_ledger(
     sid: str,
     state: SessionState,
     rows: dict[tuple[str, uuid.UUID], LedgerRow],
+    conceal: Callable[[str], str],
 ) -> None:
     """Compare the session's inputs (folded up to the ledger's position) with its rows;
-    compared rows are taken out of ``rows`` (what is left over has no input)."""
+    compared rows are taken out of ``rows`` (what is left over has no input). ``conceal``
+    turns an idempotency key into the form the ledger keeps (hashed when encrypted)."""
     for iid, st in state.inputs.items():
         where = f"session {sid!r} input {iid}"
         row = rows.pop((sid, iid), None)
@@ -263,7 +265,9 @@ def _compare_ledger(
         expected: dict[str, Any] = {
             "kind": st.kind,
             "state": st.current_state.value,
-            "idempotency_key": st.idempotency_key,
+            "idempotency_key": (
+                None if st.idempotency_key is None else conceal(st.idempotency_key)
+            ),
             "run_id": st.last_run_id,
             "terminal_outcome": st.terminal_outcome,
         }

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import binascii
+import hashlib
+import hmac
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +27,11 @@ Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 _DUMPS_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
 SNAPSHOT_FORMAT = 1
+
+#: Domain separation: the key of :meth:`Serializer.conceal` is derived from the cipher key
+#: for this purpose only, so a digest never reveals anything about the AES key itself.
+_CONCEAL_PURPOSE = b"meerkat-runtime/conceal/hmac-sha256/v1"
+CONCEALED_PREFIX = "hmac-sha256:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +184,28 @@ class Serializer:
         self.codec = codec
         self.compressor: Compressor | None = ZlibCompressor() if compress else None
         self.cipher: Cipher | None = _make_cipher(cipher_key) if cipher_key is not None else None
+        self._conceal_key: bytes | None = None
+        if cipher_key is not None:  # valid base64: _make_cipher checked it
+            raw = base64.b64decode(cipher_key)
+            self._conceal_key = hmac.new(raw, _CONCEAL_PURPOSE, hashlib.sha256).digest()
+
+    @property
+    def encrypted(self) -> bool:
+        """Whether payloads are encrypted at rest (a ``cipher_key`` was given)."""
+        return self.cipher is not None
+
+    def conceal(self, value: str) -> str:
+        """``value`` as it may be kept outside the encrypted payloads (read models).
+
+        With encryption on: ``"hmac-sha256:<hex>"``, HMAC-SHA256 of ``value`` under a
+        key derived from the cipher key, so equal values give equal digests (lookups
+        hash the value asked for) but the store never holds the value in clear, and
+        nobody without the key can test guesses. Without encryption: ``value`` itself.
+        """
+        if self._conceal_key is None:
+            return value
+        digest = hmac.new(self._conceal_key, value.encode("utf-8"), hashlib.sha256).hexdigest()
+        return CONCEALED_PREFIX + digest
 
     def encode_event(
         self, topic: str, data: dict[str, Any], writer: str

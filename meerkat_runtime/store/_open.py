@@ -45,6 +45,7 @@ def open_store(
       before committing; 0 takes what is queued and never waits.
     * ``cipher_key`` (None): base64 AES key (16/24/32 bytes) to encrypt
       payloads and snapshots at rest (AES-GCM); topics, ids and versions stay clear.
+      The ledger read model then keeps idempotency keys as keyed hashes only.
     * ``compress`` (False): zlib-compress payloads and snapshots.
     * ``pool_size`` (5): connections kept open (SQL backends).
     * ``lock_timeout`` (10 s): how long a writer waits for a database lock.
