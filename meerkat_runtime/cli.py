@@ -1,11 +1,22 @@
 """The ``meerkat-runtime`` command line (operator guide: docs/guides/operator.md).
 
-Every command takes ``--store URL`` (default: the embedded SQLite file) and
-``--json``. Inspection (``sessions``, ``inspect``, ``events``, ``export``)
-folds the log directly and never starts a session actor, so looking never
-changes or runs anything; ``ledger``, ``views``, ``verify`` and ``health``
-open a runtime without an executor to bring the read models up to date first.
-Errors are one line plus a hint, never a traceback.
+Every command takes ``--store URL`` (default: ``$MEERKAT_STORE``, else the
+embedded SQLite file; the variable keeps a password out of ``ps``) and
+``--json``. Read commands (``sessions``, ``inspect``, ``events``, ``export``,
+``ledger``, ``views``, ``verify``, ``health``, ``cluster``) open the store
+read-only: they never create or change anything, work on a read-only file or
+a backup copy, and say "not a meerkat-runtime store" where there is none.
+Those that read the ledger or views bring them up to date in memory (seeded
+from the stored read models) without writing them back. Writing commands
+(``recover``, ``rebuild-projections``) refuse a database that holds no store;
+``import`` creates one only in an empty database.
+
+Output: tables on a terminal; with output to a pipe or file, tables take the
+width they need, so ids are never truncated. Errors are one ``error:`` line
+plus a ``hint:`` line on stderr, never a traceback (exit 1; usage errors exit
+2). Warnings logged while a command runs are printed after its output as
+``warning:`` lines, and left out when the command fails (set
+``MEERKAT_DEBUG=1`` to see them and tracebacks).
 """
 
 from __future__ import annotations
@@ -13,27 +24,43 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
+from urllib.parse import parse_qsl, quote, unquote
 
 import orjson
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from typer._click import exceptions as click  # the click that typer bundles
+from typer.core import TyperGroup
 
-from meerkat_runtime.errors import InvalidInput, MeerkatRuntimeError, StoreError, mask_url
+from meerkat_runtime.errors import (
+    InvalidInput,
+    MeerkatRuntimeError,
+    StoreError,
+    mask_url,
+    split_userinfo,
+)
 from meerkat_runtime.events import wire
-from meerkat_runtime.events.catalogue import decode_recorded, envelope_to_record
+from meerkat_runtime.events.catalogue import (
+    EVENT_TOPICS,
+    decode_recorded,
+    envelope_to_record,
+)
 from meerkat_runtime.events.ids import validate_session_id
 from meerkat_runtime.events.input_state import InputLifecycleState
 from meerkat_runtime.events.runtime_event import RuntimeEventEnvelope
@@ -43,20 +70,69 @@ from meerkat_runtime.events.timefmt import format_timestamp, utc_now
 from meerkat_runtime.runtime import DEFAULT_STORE_URL, Runtime, event_codec
 from meerkat_runtime.store import EventStore, NewEvent, open_store
 
+STORE_ENV = "MEERKAT_STORE"
+"""Environment variable read for ``--store`` when the option is not given."""
+
+
+class _Group(TyperGroup):
+    """Usage errors as one ``error:`` line and a ``hint:`` line (exit 2), not a boxed panel."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        try:
+            code = super().main(
+                args=args,
+                prog_name=prog_name,
+                complete_var=complete_var,
+                standalone_mode=False,
+                windows_expand_args=windows_expand_args,
+                **extra,
+            )
+        except click.NoArgsIsHelpError:
+            code = 2  # the help is printed already
+        except click.UsageError as exc:
+            ctx = exc.ctx
+            command = ctx.command_path if ctx is not None else "meerkat-runtime"
+            usage = ctx.get_usage().strip() if ctx is not None else ""
+            _print_error("error", exc.format_message(), f"{usage}; see `{command} --help`")
+            code = 2
+        except click.ClickException as exc:
+            _print_error("error", exc.format_message(), "see `meerkat-runtime --help`")
+            code = exc.exit_code
+        except typer.Abort:
+            _print_error("error", "aborted", "the command was interrupted")
+            code = 1
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
     name="meerkat-runtime",
     help="Operate an event-sourced meerkat runtime: run the demo, inspect, verify and recover stores.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=_Group,
 )
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 StoreOpt = typer.Option(
-    DEFAULT_STORE_URL, "--store", help="Store URL (sqlite:///path.db, postgresql://..., memory://)."
+    DEFAULT_STORE_URL,
+    "--store",
+    envvar=STORE_ENV,
+    show_envvar=True,
+    help="Store URL (sqlite:///path.db, sqlite:///path.db?mode=ro, postgresql://..., memory://).",
 )
 JsonOpt = typer.Option(False, "--json", help="Machine-readable JSON output.")
 
@@ -86,39 +162,124 @@ def _hint_for(exc: Exception) -> str:
 
 
 def command(fn: F) -> F:
-    """Run a command body with readable one-line errors (exit 1) instead of tracebacks."""
+    """Run a command body with readable one-line errors (exit 1) instead of tracebacks.
+
+    Log records of WARNING and above are held while the command runs and printed
+    after its output (not before an error line, and not at all if it fails).
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except (typer.Exit, typer.Abort):  # RuntimeErrors: a deliberate exit code, not a crash
-            raise
-        except CliError as exc:
-            _print_error("error", str(exc), exc.hint)
-            raise typer.Exit(exc.code) from None
-        except (MeerkatRuntimeError, TimeoutError, ValueError) as exc:
-            _print_error("error", str(exc), _hint_for(exc))
-            raise typer.Exit(1) from None
-        except Exception as exc:
-            if os.environ.get("MEERKAT_DEBUG"):
+        _secrets[:] = _store_secrets(kwargs.get("store"))
+        with _held_warnings() as held:
+            try:
+                result = fn(*args, **kwargs)
+            except typer.Exit as exc:  # a deliberate exit code, not a crash
+                if exc.exit_code == 0:
+                    _print_warnings(held)
                 raise
-            _print_error(
-                "internal error",
-                f"{type(exc).__name__}: {exc}",
-                "set MEERKAT_DEBUG=1 to see the traceback",
-            )
-            raise typer.Exit(2) from None
+            except typer.Abort:
+                raise
+            except CliError as exc:
+                _print_error("error", str(exc), exc.hint)
+                raise typer.Exit(exc.code) from None
+            except (MeerkatRuntimeError, TimeoutError, ValueError, TypeError) as exc:
+                _print_error("error", str(exc), _hint_for(exc))
+                raise typer.Exit(1) from None
+            except Exception as exc:
+                if os.environ.get("MEERKAT_DEBUG"):
+                    raise
+                _print_error(
+                    "internal error",
+                    f"{type(exc).__name__}: {exc}",
+                    "set MEERKAT_DEBUG=1 to see the traceback",
+                )
+                raise typer.Exit(2) from None
+            _print_warnings(held)
+            return result
 
     return wrapper  # type: ignore[return-value]
 
 
+_secrets: list[str] = []
+"""The secrets of the store URL of the running command: scrubbed from everything printed."""
+
+
+def _store_secrets(url: Any) -> list[str]:
+    """The password of ``url`` as written, decoded and re-encoded, and secret parameters."""
+    if not isinstance(url, str) or "://" not in url:
+        return []
+    found: list[str] = []
+    parts = split_userinfo(url.split("://", 1)[1])
+    if parts is not None and parts[1]:
+        raw = parts[1]
+        found += [raw, unquote(raw), quote(unquote(raw), safe="")]
+    for key, value in parse_qsl(url.partition("?")[2], keep_blank_values=True):
+        if any(w in key.lower() for w in ("password", "secret", "key")) and value:
+            found += [value, quote(value, safe="")]
+    return sorted({f for f in found if f}, key=len, reverse=True)
+
+
+def _scrub(text: str) -> str:
+    for secret in _secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+class _Held(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextlib.contextmanager
+def _held_warnings() -> Iterator[_Held]:
+    """Hold the log records of WARNING and above emitted while the command runs.
+
+    With ``MEERKAT_DEBUG`` set, Python's usual handling (printed at once) is kept.
+    """
+    held = _Held()
+    root = logging.getLogger()
+    if os.environ.get("MEERKAT_DEBUG"):
+        yield held
+        return
+    root.addHandler(held)
+    try:
+        yield held
+    finally:
+        root.removeHandler(held)
+
+
+def _print_warnings(held: _Held) -> None:
+    seen: set[str] = set()
+    for record in held.records:
+        text = " ".join(_scrub(mask_url(record.getMessage())).split())
+        if text not in seen:
+            seen.add(text)
+            err_console.print(f"[yellow]warning:[/yellow] {escape(text)}", highlight=False)
+
+
 def _print_error(label: str, message: str, hint: str) -> None:
-    """One ``error:`` line (password masked, whitespace folded, never wrapped) and a hint line."""
-    text = " ".join(mask_url(message).split())
+    """One ``error:`` line (store password scrubbed, whitespace folded, never wrapped) and a
+    hint line. The store's own secrets are scrubbed rather than every URL masked, so a
+    message quoting the URL format (``postgresql://user:pass@host:port/db``) reads as written."""
+    text = " ".join(_scrub(message).split())
     err_console.print(f"[red]{label}:[/red] {escape(text)}", highlight=False, soft_wrap=True)
     if hint:
+        hint = " ".join(_scrub(hint).split())
         err_console.print(f"[dim]hint:[/dim] {escape(hint)}", highlight=False, soft_wrap=True)
+
+
+def _print_table(table: Table) -> None:
+    """Print a table; to a pipe or file at the width it needs, so no id is ever truncated."""
+    if console.is_terminal:
+        console.print(table)
+        return
+    needed = Measurement.get(console, console.options.update(width=1_000_000), table).maximum
+    console.print(table, width=max(console.width, needed))
 
 
 @app.callback()
@@ -129,31 +290,27 @@ def _root() -> None:
 # ---------------------------------------------------------------- helpers
 
 
-def _check_exists(url: str) -> None:
-    """Refuse to inspect a SQLite file that does not exist (opening would create it)."""
-    if url[: len("sqlite:///")].lower() == "sqlite:///":
-        path = Path(url[len("sqlite:///") :])
-        if not path.exists():
-            _fail(
-                f"no store at {url}: {path} does not exist",
-                "pass --store with an existing database",
-            )
-
-
 def _open_store(url: str) -> EventStore:
-    _check_exists(url)
-    return open_store(url, codec=event_codec())
+    """The store, read-only: looking creates and changes nothing."""
+    return open_store(url, codec=event_codec(), read_only=True)
 
 
-def _open_runtime(url: str, wait: float = 60.0) -> Runtime:
-    _check_exists(url)
-    rt = Runtime.open(url)
+def _open_runtime(url: str, wait: float | None = 60.0) -> Runtime:
+    """A runtime on the store opened read-only, its read models (kept in memory, seeded
+    from the stored ones) caught up with the log; ``wait=None`` does not wait."""
+    rt = Runtime.open(url, read_only=True)
     try:
-        rt.projections.wait_caught_up(wait)
+        if wait is not None:
+            rt.projections.wait_caught_up(wait)
     except BaseException:
         rt.close()
         raise
     return rt
+
+
+def _open_for_writing(url: str) -> Runtime:
+    """A runtime for a writing command: on an existing store only, never creating one."""
+    return Runtime.open(url, create_schema="never")
 
 
 def _fold(store: EventStore, session_id: str) -> tuple[SessionState, list[RuntimeEventEnvelope]]:
@@ -224,13 +381,39 @@ def demo(
     ),
     threads: int = typer.Option(8, min=1, help="Host threads sending inputs."),
     seed: int = typer.Option(7, help="Workload seed."),
+    keep: bool = typer.Option(
+        False, "--keep", help="Keep the fresh SQLite file (removed at the end by default)."
+    ),
     json_out: bool = JsonOpt,
 ) -> None:
-    """The main job: a realistic workload with a kill -9 and recovery midway, then verify."""
+    """The main job: a realistic workload with a kill -9 and recovery midway, then verify.
+
+    Without --store it runs on a fresh SQLite file in a temporary directory, removed
+    when the demo ends unless --keep is given (its path is then printed).
+    """
+    if store is not None:
+        _demo(store, sessions, inputs, threads, seed, json_out, None)
+        return
+    scratch = Path(tempfile.mkdtemp(prefix="meerkat-demo-"))
+    try:
+        _demo(f"sqlite:///{scratch / 'demo.db'}", sessions, inputs, threads, seed, json_out,
+              scratch if keep else None)  # fmt: skip
+    finally:
+        if not keep:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _demo(
+    store: str,
+    sessions: int,
+    inputs: int,
+    threads: int,
+    seed: int,
+    json_out: bool,
+    kept: Path | None,
+) -> None:
     from meerkat_runtime.demo import DemoConfig, run_demo
 
-    if store is None:
-        store = f"sqlite:///{Path(tempfile.mkdtemp(prefix='meerkat-demo-')) / 'demo.db'}"
     try:
         config = DemoConfig(
             store=store, sessions=sessions, inputs=inputs, threads=threads, seed=seed
@@ -261,9 +444,13 @@ def demo(
     survived = result.acked_found_after_recovery == result.acked_before_kill
     ok = result.verify_ok and survived and result.stuck == 0
     if json_out:
-        _print_json({**result.__dict__, "store": mask_url(store), "ok": ok})
+        _print_json(
+            {**result.__dict__, "store": mask_url(store), "kept": kept is not None, "ok": ok}
+        )
     else:
         _demo_tables(result, survived)
+        if kept is not None:
+            console.print(f"store kept at {escape(str(kept / 'demo.db'))}")
     if not ok:
         raise typer.Exit(1)
 
@@ -274,13 +461,13 @@ def _demo_tables(r: Any, survived: bool) -> None:
     t.add_column("inputs", justify="right")
     for state, n in sorted(r.inputs_by_state.items()):
         t.add_row(state, str(n))
-    console.print(t)
+    _print_table(t)
     t = Table(title="sessions by state (views)")
     t.add_column("state")
     t.add_column("sessions", justify="right")
     for state, n in sorted(r.sessions_by_state.items()):
         t.add_row(state, str(n))
-    console.print(t)
+    _print_table(t)
     t = Table(title="summary")
     t.add_column("measure")
     t.add_column("value", justify="right")
@@ -302,7 +489,7 @@ def _demo_tables(r: Any, survived: bool) -> None:
     ]  # fmt: skip
     for k, v in rows:
         t.add_row(k, v)
-    console.print(t)
+    _print_table(t)
     for line in r.verify_mismatches:
         console.print(f"[red]mismatch:[/red] {escape(line)}")
 
@@ -330,19 +517,42 @@ def _demo_child(
 @app.command()
 @command
 def sessions(store: str = StoreOpt, json_out: bool = JsonOpt) -> None:
-    """List sessions with their state (from the views read model)."""
+    """List sessions with their state (from the views read model).
+
+    ``state`` is the session's phase, as ``inspect`` shows it: ``idle`` for a session
+    whose events last recorded ``attached`` (idle with an executor bound; whether that
+    runtime still runs is not in the log), which ``attached`` then says.
+    """
     with _open_runtime(store) as rt:
-        rows = list(_all(rt.views.list))
+        rows = [_session_row(r) for r in _all(rt.views.list)]
     if json_out:
-        _print_json([_fields(r) for r in rows])
+        _print_json(rows)
         return
     t = Table(title=f"{len(rows)} sessions")
-    for col in ("session", "state", "queued", "staged", "run", "events", "updated"):
+    for col in ("session", "state", "attached", "queued", "staged", "run", "events", "updated"):
         t.add_column(col)
     for r in rows:
-        _add_row(t, r.session_id, r.state, str(r.queued), str(r.staged), str(r.current_run_id or "-"),
-                    str(r.last_sequence), _ts(r.updated_at))  # fmt: skip
-    console.print(t)
+        _add_row(t, r["session_id"], r["state"], "yes" if r["attached"] else "no", str(r["queued"]),
+                 str(r["staged"]), str(r["current_run_id"] or "-"), str(r["last_sequence"]),
+                 _ts(r["updated_at"]))  # fmt: skip
+    _print_table(t)
+
+
+def _session_row(view: Any) -> dict[str, Any]:
+    row = _fields(view)
+    row["attached"] = view.state == RuntimeState.ATTACHED.value
+    if row["attached"]:
+        row["state"] = RuntimeState.IDLE.value
+    return row
+
+
+def _last_recorded_attached(envelopes: list[RuntimeEventEnvelope]) -> bool:
+    """Whether the session's last recorded state change was to ``attached``."""
+    for env in reversed(envelopes):
+        data = wire.to_json_value(env.event)
+        if data.get("category") == "runtime_state_change":
+            return bool(data.get("data", {}).get("to") == RuntimeState.ATTACHED.value)
+    return False
 
 
 def _check_state(value: str | None, states: type[StrEnum], what: str) -> None:
@@ -370,13 +580,18 @@ def inspect(
     store: str = StoreOpt,
     json_out: bool = JsonOpt,
 ) -> None:
-    """A session's state, queues, staged inputs, current run and recent events (read-only fold)."""
+    """A session's state, queues, staged inputs, current run and recent events (read-only fold).
+
+    ``state`` is the session's phase, as ``sessions`` shows it; ``attached`` says whether
+    its last recorded state change bound an executor (observed as ``attached``).
+    """
     with _open_store(store) as es:
         state, envelopes = _fold(es, session)
     run = state.run
     info = {
         "session_id": session,
         "state": state.phase.value,
+        "attached": _last_recorded_attached(envelopes),
         "version": state.version,
         "queue": [str(i) for i in state.queue],
         "steer_queue": [str(i) for i in state.steer_queue],
@@ -406,7 +621,7 @@ def inspect(
             if k not in ("code", "input", "policy", "primitive", "runtime_semantics")
         )
         _add_row(t, str(env.sequence), _ts(env.timestamp), env.event.event_code, detail[:90])  # fmt: skip
-    console.print(t)
+    _print_table(t)
 
 
 def _counts(state: SessionState) -> dict[str, int]:
@@ -429,6 +644,13 @@ def events(
     json_out: bool = JsonOpt,
 ) -> None:
     """A session's events, paged, optionally filtered by event code."""
+    unknown = sorted(set(event_type) - set(EVENT_TOPICS))
+    if unknown:
+        _fail(
+            f"unknown event type(s) {', '.join(map(repr, unknown))} for --type",
+            f"use event codes such as {', '.join(sorted(EVENT_TOPICS)[:6])}, ... "
+            f"(all: {', '.join(sorted(EVENT_TOPICS))})",
+        )
     with _open_store(store) as es:
         if es.session_version(session) == 0:
             _fail(f"unknown session {session!r}", "list sessions with `meerkat-runtime sessions`")
@@ -460,7 +682,7 @@ def events(
             env.event.event_code,
             orjson.dumps(data).decode()[:100],
         )
-    console.print(t)
+    _print_table(t)
     if shown and len(shown) == limit:
         console.print(f"[dim]next page: --after {shown[-1].sequence}[/dim]")
 
@@ -476,7 +698,7 @@ def ledger(
         help="Only this input id (one row per session holding it: ids are unique per session).",
     ),
     queued_longer_than: float | None = typer.Option(
-        None, "--queued-longer-than", help="Only inputs queued for more than N seconds."
+        None, "--queued-longer-than", min=0, help="Only inputs queued for more than N seconds."
     ),
     limit: int = typer.Option(100, min=1),
     after: int | None = typer.Option(None, help="Page after this position."),
@@ -509,7 +731,7 @@ def ledger(
     for r in rows:
         _add_row(t, str(r.position), str(r.input_id), r.session_id, r.kind or "-", r.state, _ts(r.state_since),
                     str(r.run_id or "-"), str(len(r.history)))  # fmt: skip
-    console.print(t)
+    _print_table(t)
 
 
 @app.command()
@@ -534,7 +756,7 @@ def views(
     for r in rows:
         _add_row(t, str(r.position), r.session_id, r.state, str(r.queued), str(r.staged),
                     str(r.current_run_id or "-"), orjson.dumps(r.counts).decode(), str(r.last_sequence))  # fmt: skip
-    console.print(t)
+    _print_table(t)
 
 
 # ---------------------------------------------------------------- operations
@@ -574,8 +796,7 @@ def verify(store: str = StoreOpt, json_out: bool = JsonOpt) -> None:
 @command
 def recover(store: str = StoreOpt, json_out: bool = JsonOpt) -> None:
     """Apply the recovery rules to every session (no executor: nothing runs)."""
-    _check_exists(store)
-    with Runtime.open(store) as rt:
+    with _open_for_writing(store) as rt:
         ids = [s for s in rt.sessions()]
         by_session = rt.recover_by_session()
     reports = list(by_session.values())
@@ -602,8 +823,9 @@ def rebuild_projections(
 ) -> None:
     """Drop read models and replay them from the log."""
     t0 = time.perf_counter()
-    _check_exists(store)
-    with Runtime.open(store) as rt:  # no catching up first: a failed projection is why we are here
+    with _open_for_writing(
+        store
+    ) as rt:  # no catching up first: a failed projection is why we are here
         rt.projections.rebuild(name)
         rt.projections.wait_caught_up(600)
         status = rt.projections.status()
@@ -626,8 +848,13 @@ def export(
         None, "--output", "-o", help="File to write, mode 0600 (default: stdout)."
     ),
     store: str = StoreOpt,
+    json_out: bool = typer.Option(
+        False,
+        "--json",
+        help="One JSON document: the events as an array (to stdout), or a summary with -o.",
+    ),
 ) -> None:
-    """A session's events as JSON lines in the wire format.
+    """A session's events as JSON lines in the wire format (what `import` reads).
 
     The events hold what the store holds (inputs in clear, even from an encrypted store),
     so ``-o FILE`` is written readable by its owner only (mode 0600, like the database),
@@ -639,15 +866,21 @@ def export(
             _fail(f"unknown session {session!r}", "list sessions with `meerkat-runtime sessions`")
         lines = [orjson.dumps(r.data) + b"\n" for r in records]
     if output is None:
-        sys.stdout.buffer.write(b"".join(lines))
+        if json_out:
+            _print_json([r.data for r in records])
+        else:
+            sys.stdout.buffer.write(b"".join(lines))
+        return
+    try:
+        _write_private(output, b"".join(lines))
+    except OSError as exc:
+        _fail(
+            f"cannot write {output}: {exc.strerror}",
+            "-o takes a file path in an existing, writable directory",
+        )
+    if json_out:
+        _print_json({"session_id": session, "events": len(lines), "output": str(output)})
     else:
-        try:
-            _write_private(output, b"".join(lines))
-        except OSError as exc:
-            _fail(
-                f"cannot write {output}: {exc.strerror}",
-                "-o takes a file path in an existing, writable directory",
-            )
         err_console.print(escape(f"exported {len(lines)} events of {session} to {output}"))
 
 
@@ -751,19 +984,18 @@ HEALTH_CATCH_UP = 10.0
 @command
 def health(
     max_queue_age: float = typer.Option(
-        300.0, help="Unhealthy when an input has been queued longer (s)."
+        300.0, min=0, help="Unhealthy when an input has been queued longer (s)."
     ),
     max_run_age: float = typer.Option(
-        600.0, help="Unhealthy when a session has been running longer (s)."
+        600.0, min=0, help="Unhealthy when a session has been running longer (s)."
     ),
-    max_lag: int = typer.Option(1000, help="Unhealthy when a projection lags more events."),
+    max_lag: int = typer.Option(1000, min=0, help="Unhealthy when a projection lags more events."),
     store: str = StoreOpt,
     json_out: bool = JsonOpt,
 ) -> None:
     """Liveness signals: oldest queued input, stuck runs, projection lag and skipped events."""
     now = utc_now()
-    _check_exists(store)
-    with Runtime.open(store) as rt:
+    with _open_runtime(store, wait=None) as rt:
         # a failed or lagging projection is one of the signals reported below
         with contextlib.suppress(TimeoutError, MeerkatRuntimeError):
             rt.projections.wait_caught_up(HEALTH_CATCH_UP)
@@ -875,7 +1107,7 @@ def cluster(store: str = StoreOpt, json_out: bool = JsonOpt) -> None:
     for n in nodes:
         _add_row(t, n["node_id"], "yes" if n["alive"] else "no", f"{n['heartbeat_age_seconds']:.1f}s",
                  f"{n['lease_ttl']:g}s", str(n["leases_held"]), _ts(n["started_at"]))  # fmt: skip
-    console.print(t)
+    _print_table(t)
     live = sum(x["live"] for x in sessions)
     t = Table(title=f"session leases: {live} live of {len(sessions)}")
     for col in ("session", "owner", "token", "expires", "live"):
@@ -883,14 +1115,14 @@ def cluster(store: str = StoreOpt, json_out: bool = JsonOpt) -> None:
     for x in sessions:
         _add_row(t, x["session_id"], x["owner"], str(x["token"]), _ts(x["expires_at"]),
                  "yes" if x["live"] else "no (free)")  # fmt: skip
-    console.print(t)
+    _print_table(t)
     t = Table(title="projection owners")
     for col in ("projection", "owner", "token", "expires", "live"):
         t.add_column(col)
     for x in projections:
         _add_row(t, x["name"], x["owner"] if x["live"] else "-", str(x["token"]),
                  _ts(x["expires_at"]), "yes" if x["live"] else "no (free)")  # fmt: skip
-    console.print(t)
+    _print_table(t)
 
 
 @app.command()
@@ -899,6 +1131,11 @@ def bench(
     names: list[str] | None = typer.Argument(None, help="Benchmarks to run (default: all)."),
     extra: list[str] = typer.Option(
         [], "--arg", help="Extra argument passed to each benchmark script."
+    ),
+    json_out: bool = typer.Option(
+        False,
+        "--json",
+        help="One JSON document with every benchmark's results (their tables go to stderr).",
     ),
 ) -> None:
     """Run the benchmark scripts in benchmarks/ (each prints a table and writes JSON)."""
@@ -910,11 +1147,34 @@ def bench(
     for name in chosen:
         if name not in available:
             _fail(f"unknown benchmark {name!r}", f"available: {', '.join(available)}")
+    if json_out:
+        _bench_json(chosen, available, extra)
+        return
     for name in chosen:
         console.rule(f"benchmark: {name}")
         code = subprocess.call([sys.executable, str(available[name]), *extra])
         if code != 0:
             _fail(f"benchmark {name} failed with exit code {code}")
+
+
+def _bench_json(chosen: list[str], available: dict[str, Path], extra: list[str]) -> None:
+    """Run each benchmark writing its JSON to a scratch file, its table to stderr; print all."""
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="meerkat-bench-") as scratch:
+        for name in chosen:
+            out = Path(scratch) / f"{name}.json"
+            code = subprocess.call(
+                [sys.executable, str(available[name]), *extra, "--json", str(out)],
+                stdout=sys.stderr,
+            )
+            if code != 0:
+                _fail(f"benchmark {name} failed with exit code {code}")
+            try:
+                result = orjson.loads(out.read_bytes())
+            except (OSError, orjson.JSONDecodeError) as exc:
+                _fail(f"benchmark {name} wrote no readable JSON: {exc}")
+            results.append({"name": name, "result": result})
+    _print_json(results)
 
 
 def main() -> None:

@@ -27,6 +27,7 @@ __all__ = [
     "StoreError",
     "UndecodableEvent",
     "mask_url",
+    "split_userinfo",
 ]
 
 
@@ -56,6 +57,14 @@ class ConcurrencyConflict(StoreError):
 
     ``session_id`` is the session, ``expected_version`` the version the writer
     folded, ``actual_version`` the version found in the store when known.
+
+    What a host sees: a session actor that meets a conflict reloads the session
+    from the store and decides the call once more, so ``accept`` or a lifecycle
+    command raises this only when another writer (another process on the same
+    store) appended to that session again in between. Nothing of the call was
+    written and the session has been reloaded, so retrying it is safe (for
+    ``accept``, with the same idempotency key it deduplicates). A subclass of
+    :class:`StoreError`.
     """
 
     def __init__(
@@ -174,11 +183,53 @@ class SessionOwnedElsewhere(MeerkatRuntimeError):
         super().__init__(f"session {session_id!r} is owned by node {owner!r}")
 
 
-_PASSWORD_IN_URL = re.compile(r"(?P<prefix>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@]*:)(?P<pw>[^@/]*)@")
-_PASSWORD_PARAM = re.compile(r"(?P<k>password=)(?P<pw>[^&\s]+)", re.IGNORECASE)
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+# Connection-string keywords whose values are secrets (libpq's password, sslpassword,
+# oauth_client_secret, scram keys), whether in a URL query or a key=value DSN.
+_SECRET_PARAM = re.compile(
+    r"(?P<k>\b[a-z_]*(?:password|secret|scram_client_key|scram_server_key)=)(?P<pw>[^&\s'\"]+)",
+    re.IGNORECASE,
+)
 
 
-def mask_url(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***``."""
-    masked = _PASSWORD_IN_URL.sub(lambda m: f"{m['prefix']}***@", url)
-    return _PASSWORD_PARAM.sub(lambda m: f"{m['k']}***", masked)
+def split_userinfo(rest: str) -> tuple[str, str | None, str] | None:
+    """Split the part of a URL after ``scheme://`` into (user, password, host part), as written.
+
+    The user information ends at the last ``@`` before the query (the last ``@`` at
+    all when the query has none before it), so a password may hold raw ``/``,
+    ``@``, ``:``, ``#``, ``?`` or ``%`` as well as percent-escapes: masking errs on
+    the side of hiding more. None when there is no ``@`` (no user information).
+    """
+    query = rest.find("?")
+    at = rest.rfind("@", 0, query) if query >= 0 else -1
+    if at < 0:
+        at = rest.rfind("@")
+    if at < 0:
+        return None
+    userinfo = rest[:at]
+    user, colon, password = userinfo.partition(":")
+    return user, (password if colon else None), rest[at + 1 :]
+
+
+def mask_url(text: str) -> str:
+    """Return ``text`` (a URL, or a message holding URLs) with every password replaced by ``***``.
+
+    Each ``scheme://...`` up to the next whitespace is parsed with
+    :func:`split_userinfo`; ``password=``-like connection parameters are masked too.
+    """
+    out: list[str] = []
+    pos = 0
+    for match in _SCHEME.finditer(text):
+        if match.start() < pos:
+            continue
+        start = match.end()
+        end = start
+        while end < len(text) and not text[end].isspace():
+            end += 1
+        parts = split_userinfo(text[start:end])
+        if parts is not None and parts[1] is not None:
+            user, _, host = parts
+            out.append(text[pos:start] + f"{user}:***@")
+            pos = end - len(host)
+    out.append(text[pos:])
+    return _SECRET_PARAM.sub(lambda m: f"{m['k']}***", "".join(out))

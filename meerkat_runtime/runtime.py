@@ -71,6 +71,7 @@ from meerkat_runtime.projections import (
     LedgerProjection,
     LedgerQueries,
     ProjectionSet,
+    ScratchSql,
     Sql,
     VerifyReport,
     ViewQueries,
@@ -115,7 +116,9 @@ class RuntimeOptions:
     * ``recovery_timeout`` (10 s): how long a session retries reloading after a store failure
       while its later commands wait.
     * ``close_timeout`` (10 s): how long ``close()`` lets runs in flight finish.
-    * ``max_input_bytes`` (1 MiB): larger JSON input documents are refused as ``InvalidInput``.
+    * ``max_input_bytes`` (1 MiB = 1048576): the largest input ``accept`` takes, measured
+      as its JSON document (the text given, a dict's or a typed input's JSON encoding);
+      a larger one raises ``InvalidInput`` naming the limit, and nothing is written.
     """
 
     executor_threads: int = 8
@@ -288,7 +291,15 @@ class Session:
         return report
 
     def events(self, after: int = 0) -> Iterator[RuntimeEventEnvelope]:
-        """The session's durable events with ``sequence > after``, in order (does not wait)."""
+        """The session's durable events with ``sequence > after``, in order (does not wait).
+
+        ``after`` must be an int >= 0 (``InvalidInput`` otherwise, at the call).
+        """
+        if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+            raise InvalidInput(f"must be an int >= 0, got {after!r:.40}", "after")
+        return self._events(after)
+
+    def _events(self, after: int) -> Iterator[RuntimeEventEnvelope]:
         store = self._rt.store
         cursor = after
         while True:
@@ -338,7 +349,14 @@ class Runtime:
             recovery_timeout=options.recovery_timeout,
         )
         self.membership: Membership | None = None
-        if store.supports_leases:
+        if store.read_only:
+            if executor is not None:
+                raise ValueError(
+                    f"a read-only store ({store.url}) cannot run inputs: pass no executor"
+                )
+            if node_id is not None:
+                raise ValueError("a runtime on a read-only store joins no cluster: pass no node_id")
+        elif store.supports_leases:
             self.membership = Membership(
                 store, node_id or default_node_id(), lease_ttl, on_lost=self._lease_lost
             )
@@ -346,7 +364,10 @@ class Runtime:
         elif node_id is not None:
             raise ValueError(f"node_id needs a shared store (PostgreSQL), not {store.url}")
         self._services.membership = self.membership
-        sql = Sql(store)
+        # A read-only store keeps its read models in memory (ScratchSql), seeded from the
+        # stored ones: looking at a store never writes to it.
+        sql = ScratchSql(store) if store.read_only else Sql(store)
+        self._sql = sql
         self.ledger = LedgerQueries(sql)
         """Input ledger queries (``get``, ``list``, ``count``)."""
         self.views = ViewQueries(sql)
@@ -356,6 +377,7 @@ class Runtime:
             [LedgerProjection(), ViewsProjection()] if projections else [],
             schedule_every=scheduler.every,
             membership=self.membership,
+            sql=sql,
         )
         """The projections: ``wait_caught_up``, ``rebuild``, ``status``, ``skipped``."""
         self._registry = SessionRegistry(
@@ -381,10 +403,30 @@ class Runtime:
 
         Sessions already in the store recover lazily on first use, or all at
         once with ``recover="eager"``. See :class:`RuntimeOptions` for runtime
-        options; the rest are store options (``open_store``).
+        options; the rest are store options (``open_store``), among them:
+
+        * ``create_schema``: ``"auto"`` (default) creates the store's tables in an
+          empty database or completes an existing store's, and raises
+          :class:`StoreError` for a database that holds other tables but no store;
+          ``"force"`` adds the tables there anyway; ``"never"`` needs an existing store.
+        * ``read_only=True`` (or ``sqlite:///x.db?mode=ro``): nothing is created or
+          written. Queries (``ledger``, ``views``, ``verify``, ``session.state()`` of a
+          session that needs no recovery) work on read models kept in memory,
+          seeded from the stored ones and brought up to date from the log; anything
+          that writes raises :class:`StoreError`. No executor, no cluster membership.
+
+        ``executor`` that is neither callable nor has a ``run`` method raises
+        ``TypeError`` here, not at the first run.
         """
         if recover not in ("lazy", "eager"):
             raise ValueError("recover must be 'lazy' or 'eager'")
+        if executor is not None and not (
+            callable(getattr(executor, "run", None)) or callable(executor)
+        ):
+            raise TypeError(
+                f"executor must be an object with a run(request) method or a callable "
+                f"taking a RunRequest, got {type(executor).__name__} {executor!r:.60}"
+            )
         rt_options, store_options = RuntimeOptions.split(options)
         if isinstance(store, EventStore):
             if store_options:
@@ -476,7 +518,11 @@ class Runtime:
     def verify(self) -> VerifyReport:
         """Refold every session and compare with the read models, each at the log position it
         has reached: safe while the runtime writes; how far each lags is ``report.lag``."""
-        return verify(self.store, projection_names=tuple(p.name for p in self.projections.status()))
+        return verify(
+            self.store,
+            projection_names=tuple(p.name for p in self.projections.status()),
+            sql=self._sql,
+        )
 
     def cluster(self) -> ClusterView:
         """Nodes, session leases and projection owners of a shared (PostgreSQL) store."""
@@ -506,6 +552,8 @@ class Runtime:
         self._services.pool.shutdown(wait=False, cancel_futures=True)
         self.completions.close()
         self.projections.close()
+        if isinstance(self._sql, ScratchSql):
+            self._sql.close()
         if self.membership is not None:
             self.membership.close()
         if self._owns_store:

@@ -16,7 +16,7 @@ from meerkat_runtime.projections._framework import (
     SkippedEvent,
 )
 from meerkat_runtime.projections._ledger import LedgerProjection, LedgerQueries, LedgerRow
-from meerkat_runtime.projections._sql import Cursor, Sql
+from meerkat_runtime.projections._sql import Cursor, ScratchSql, Sql
 from meerkat_runtime.projections._verify import Mismatch, VerifyReport, verify
 from meerkat_runtime.projections._views import ViewQueries, ViewRow, ViewsProjection
 
@@ -31,6 +31,7 @@ __all__ = [
     "ProjectionRunner",
     "ProjectionSet",
     "ProjectionStatus",
+    "ScratchSql",
     "SkippedEvent",
     "Sql",
     "VerifyReport",

@@ -70,7 +70,7 @@ from meerkat_runtime.errors import (
 )
 from meerkat_runtime.events.catalogue import EVENT_TOPICS, decode_recorded
 from meerkat_runtime.events.timefmt import format_timestamp, utc_now
-from meerkat_runtime.projections._sql import Cursor, Sql
+from meerkat_runtime.projections._sql import Cursor, ScratchSql, Sql
 from meerkat_runtime.store import EventStore, RecordedEvent
 
 __all__ = [
@@ -193,7 +193,7 @@ def _lock_ddl(sql: Sql, cur: Cursor) -> None:
     """On PostgreSQL, serialise schema creation with other processes until the commit:
     concurrent ``CREATE TABLE IF NOT EXISTS`` of one table can still fail there
     (duplicate key in ``pg_type``), e.g. when several nodes start on a fresh schema."""
-    if sql.store.dialect == "postgresql":
+    if sql.dialect == "postgresql":
         key = zlib.crc32(f"meerkat_runtime.projections:{cur.table(OFFSETS)}".encode())
         cur.execute("SELECT pg_advisory_xact_lock(?)", (key,))
 
@@ -594,10 +594,11 @@ class ProjectionSet:
         pages_per_message: int = 20,
         schedule_every: Callable[[float, Callable[[], None]], None] | None = None,
         membership: Membership | None = None,
+        sql: Sql | None = None,
     ) -> None:
         self.store = store
         self.membership = membership
-        self.sql = Sql(store)
+        self.sql = sql if sql is not None else Sql(store)
         self.projections = {p.name: p for p in projections}
         self.page_size = page_size
         self.pages_per_message = pages_per_message
@@ -617,6 +618,8 @@ class ProjectionSet:
                 prepare_projection(self.sql, p)
             except Exception as exc:
                 log.warning("projection %s: schema not created yet: %s", p.name, exc)
+            if isinstance(self.sql, ScratchSql):
+                self._seed(p)
             self._runners[p.name] = ProjectionRunner.start(p, self.sql, self)
         store.add_listener(lambda _position: self.poke())
         # Other processes' commits: LISTEN/NOTIFY on PostgreSQL (polling stays the fallback).
@@ -629,6 +632,39 @@ class ProjectionSet:
             )
             self._poller.start()
         self.poke()
+
+    def _seed(self, projection: Projection) -> None:
+        """Start a private read model from the rows the store holds (read-only stores):
+        its runner then applies only the events after the stored offset. Rows that
+        cannot be copied (tables missing, of another release) mean replaying from 0."""
+        assert isinstance(self.sql, ScratchSql)
+        stored = Sql(self.store)
+        try:
+            with stored.transaction() as cur:
+                row = cur.execute(
+                    f"SELECT position FROM {cur.table(OFFSETS)} WHERE name = ?", (projection.name,)
+                ).fetchone()
+        except Exception:
+            row = None
+        if row is None or not self.sql.copy_rows(stored, projection.tables):
+            return
+        with self.sql.transaction() as cur:
+            cur.execute(
+                f"INSERT INTO {cur.table(OFFSETS)} (name, position) VALUES (?, ?)",
+                (projection.name, int(row["position"])),
+            )
+        with contextlib.suppress(Exception):
+            with stored.transaction() as cur:
+                skipped = cur.execute(
+                    f"SELECT * FROM {cur.table(SKIPPED)} WHERE name = ?", (projection.name,)
+                ).fetchall()
+            with self.sql.transaction() as cur:
+                cur.executemany(
+                    f"INSERT INTO {cur.table(SKIPPED)} "
+                    "(name, position, session_id, topic, error, skipped_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    [[r["name"], r["position"], r["session_id"], r["topic"], r["error"],
+                      r["skipped_at"]] for r in skipped],
+                )  # fmt: skip
 
     # ------------------------------------------------------------ runner callbacks
 

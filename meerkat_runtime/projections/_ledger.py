@@ -35,6 +35,7 @@ from meerkat_runtime.events.catalogue import decode_recorded
 from meerkat_runtime.events.ids import parse_uuid
 from meerkat_runtime.events.input_fold import evolve_input
 from meerkat_runtime.events.input_state import (
+    InputLifecycleState,
     InputState,
     InputStateHistoryEntry,
     InputTerminalOutcome,
@@ -43,7 +44,7 @@ from meerkat_runtime.events.runtime_event import InputAccepted, InputLifecycleEv
 from meerkat_runtime.events.timefmt import format_timestamp, parse_timestamp
 from meerkat_runtime.events.upcast import input_state_from_stored
 from meerkat_runtime.projections._framework import Projection
-from meerkat_runtime.projections._sql import Cursor, Sql
+from meerkat_runtime.projections._sql import Cursor, Sql, check_choice
 from meerkat_runtime.store import RecordedEvent
 
 __all__ = ["LedgerProjection", "LedgerQueries", "LedgerRow"]
@@ -260,7 +261,9 @@ class LedgerQueries:
         keeps inputs that entered their current state before that time (e.g. queued for long);
         ``input_id`` keeps the rows of that input id (one per session holding it);
         ``idempotency_key`` the inputs accepted with that key (given in clear, also when the
-        store is encrypted and the ledger keeps only its keyed hash)."""
+        store is encrypted and the ledger keeps only its keyed hash). An unknown ``state``
+        raises :class:`InvalidInput` (a typo would list nothing)."""
+        state = check_choice(state, InputLifecycleState, "state")
         if limit < 1:
             raise ValueError("limit must be >= 1")
         where: list[str] = ["1 = 1"]
@@ -300,6 +303,7 @@ class LedgerQueries:
         input_id: uuid.UUID | str | None = None,
     ) -> int:
         """How many rows match (each (session, input) counts once)."""
+        state = check_choice(state, InputLifecycleState, "state")
         where: list[str] = ["1 = 1"]
         params: list[object] = []
         if session_id is not None:

@@ -9,21 +9,37 @@ SQLite (3.24+) and PostgreSQL both speak. Every value is a bound parameter.
 
 from __future__ import annotations
 
+import enum
+import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 from eventsourcing.persistence import InterfaceError, OperationalError
 
-from meerkat_runtime.errors import StoreError
+from meerkat_runtime.errors import InvalidInput, StoreError
 from meerkat_runtime.store import EventStore, SQLCursor
 
 # Driver errors that mean the database cannot be used now (connection lost or refused,
 # pool timeout, lock timeout), as opposed to an error of the statement or the handler.
 _UNAVAILABLE = (OperationalError, InterfaceError, psycopg.OperationalError, psycopg.InterfaceError)
 
-__all__ = ["Sql", "fetch_dicts"]
+__all__ = ["ScratchSql", "Sql", "check_choice", "fetch_dicts"]
+
+
+def check_choice(value: object, choices: type[enum.Enum], field: str) -> str | None:
+    """``value`` as a str if it names one of ``choices`` (None passes); else ``InvalidInput``.
+
+    A query filter that no row can match is a typo, not an empty answer.
+    """
+    if value is None:
+        return None
+    names = [str(c.value) for c in choices]
+    if str(value) not in names or not isinstance(value, str):
+        raise InvalidInput(f"unknown value {value!r}; use one of: {', '.join(names)}", field)
+    return str(value)
 
 
 def fetch_dicts(cursor: SQLCursor) -> list[dict[str, Any]]:
@@ -46,6 +62,11 @@ class Sql:
     def __init__(self, store: EventStore) -> None:
         self.store = store
         self._format = getattr(store, "paramstyle", "qmark") == "format"
+
+    @property
+    def dialect(self) -> Literal["sqlite", "postgresql"]:
+        """The SQL dialect of :meth:`transaction`'s database."""
+        return self.store.dialect
 
     def table(self, name: str) -> str:
         return self.store.table_name(name)
@@ -87,6 +108,80 @@ class Sql:
             if detail != str(exc):
                 raise error from None  # the cause shows a secret: do not chain it
             raise error from exc
+
+
+class ScratchSql(Sql):
+    """Read models of a read-only store, kept in a private in-memory SQLite database.
+
+    The projections read the log from the store and write here, so a runtime on a
+    read-only store (``read_only=True``: a backup copy, a read-only file, an
+    inspection command) has current read models without writing a byte to the
+    store. :meth:`seed_from` starts them from the rows stored in the store.
+    """
+
+    def __init__(self, store: EventStore) -> None:
+        super().__init__(store)
+        self._format = False
+        self._conn = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+        self._conn.row_factory = sqlite3.Row
+        self._lock = threading.Lock()
+
+    @property
+    def dialect(self) -> Literal["sqlite", "postgresql"]:
+        return "sqlite"
+
+    def table(self, name: str) -> str:
+        return self.index(name)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Cursor]:
+        with self._lock:
+            cur = self._conn.cursor()
+            cur.execute("BEGIN")
+            try:
+                yield Cursor(self, cur)
+            except BaseException:
+                self._conn.rollback()
+                raise
+            finally:
+                if self._conn.in_transaction:
+                    self._conn.commit()
+                cur.close()
+
+    def copy_rows(self, source: Sql, tables: Sequence[str]) -> bool:
+        """Copy every row of ``tables`` from ``source`` (whose tables may be missing or of
+        another release); True when all were copied, else nothing of them is kept."""
+        try:
+            with source.transaction() as src:
+                contents = [
+                    (t, src.execute(f"SELECT * FROM {src.table(t)}").fetchall()) for t in tables
+                ]
+        except Exception:
+            return False
+        try:
+            with self.transaction() as cur:
+                for table, rows in contents:
+                    if rows:
+                        # The same columns in the same order, or this release cannot
+                        # take the rows as they are (ValueError: replay instead).
+                        mine = [c["name"] for c in cur.execute(f"PRAGMA table_info({cur.table(table)})").fetchall()]  # fmt: skip
+                        if list(rows[0]) != mine:
+                            raise ValueError(f"{table}: columns {list(rows[0])}, expected {mine}")
+                        marks = ", ".join("?" * len(mine))
+                        cur.executemany(
+                            f"INSERT INTO {cur.table(table)} VALUES ({marks})",
+                            [[r[c] for c in mine] for r in rows],
+                        )
+        except Exception:
+            with self.transaction() as cur:
+                for table in tables:
+                    cur.execute(f"DELETE FROM {cur.table(table)}")
+            return False
+        return True
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
 
 
 class Cursor:

@@ -119,11 +119,15 @@ class _Snapshot:
 
 
 def verify(
-    store: EventStore, *, projection_names: Sequence[str] = ("ledger", "views")
+    store: EventStore,
+    *,
+    projection_names: Sequence[str] = ("ledger", "views"),
+    sql: Sql | None = None,
 ) -> VerifyReport:
     """Refold every session and compare it with the ledger and the views, each at the
-    log position it has reached (see the module docstring)."""
-    sql = Sql(store)
+    log position it has reached (see the module docstring). The read models are read
+    from ``sql``: the store's own database by default."""
+    sql = sql if sql is not None else Sql(store)
     report = VerifyReport()
     snapshots: dict[str, _Snapshot] = {}
     for name in ("ledger", "views"):

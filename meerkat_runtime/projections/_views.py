@@ -23,7 +23,7 @@ from meerkat_runtime.events.policy import ConsumePoint
 from meerkat_runtime.events.runtime_state import RuntimeState
 from meerkat_runtime.events.timefmt import format_timestamp, parse_timestamp
 from meerkat_runtime.projections._framework import Projection
-from meerkat_runtime.projections._sql import Cursor, Sql
+from meerkat_runtime.projections._sql import Cursor, Sql, check_choice
 from meerkat_runtime.store import RecordedEvent
 
 __all__ = ["ViewQueries", "ViewRow", "ViewsProjection"]
@@ -231,7 +231,9 @@ class ViewQueries:
     def list(
         self, state: str | None = None, limit: int = 100, after: int | None = None
     ) -> list[ViewRow]:
-        """Views by first event; ``after=row.position`` pages on."""
+        """Views by first event; ``after=row.position`` pages on; an unknown ``state``
+        raises :class:`InvalidInput`."""
+        state = check_choice(state, RuntimeState, "state")
         if limit < 1:
             raise ValueError("limit must be >= 1")
         where: list[str] = ["1 = 1"]

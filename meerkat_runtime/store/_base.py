@@ -102,6 +102,8 @@ class StoreOptions:
     pool_size: int = 5
     lock_timeout: float = 10.0
     connect_timeout: float = 5.0
+    read_only: bool = False
+    create_schema: Literal["auto", "force", "never"] = "auto"
 
     @classmethod
     def from_kwargs(cls, options: dict[str, Any]) -> StoreOptions:
@@ -112,7 +114,7 @@ class StoreOptions:
                 f"unknown store option(s) {', '.join(map(repr, unknown))}; "
                 f"known options are {', '.join(sorted(known))}"
             )
-        for name in ("group_commit", "compress"):
+        for name in ("group_commit", "compress", "read_only"):
             if name in options and type(options[name]) is not bool:
                 raise StoreError(f"store option {name!r} must be True or False")
         for name, minimum in (("snapshot_interval", 0), ("max_batch_events", 1), ("pool_size", 1)):
@@ -125,6 +127,12 @@ class StoreOptions:
                 raise StoreError(f"store option {name!r} must be a number of seconds >= 0")
         if options.get("sqlite_synchronous", "full") not in ("full", "normal"):
             raise StoreError("store option 'sqlite_synchronous' must be 'full' or 'normal'")
+        if options.get("create_schema", "auto") not in ("auto", "force", "never"):
+            raise StoreError(
+                "store option 'create_schema' must be 'auto' (create the tables in an empty "
+                "database or one that has them), 'force' (also add them to a database "
+                "holding other tables) or 'never'"
+            )
         if options.get("cipher_key") is not None and not isinstance(options["cipher_key"], str):
             raise StoreError("store option 'cipher_key' must be a str")
         return cls(**options)
@@ -247,6 +255,7 @@ class EventStore(ABC):
     ) -> None:
         self.url = url
         self.incarnation = incarnation
+        self.read_only = options.read_only
         self.snapshot_interval = options.snapshot_interval
         self.codec = codec
         self.serializer = Serializer(
@@ -350,6 +359,7 @@ class EventStore(ABC):
         return self._queue_append(session_id, expected_version, events, fence, None, on_done, after)
 
     def _check_args(self, session_id: str, expected_version: int, fence: Fence | None) -> None:
+        self._check_writable()
         self._check_session_id(session_id)
         if type(expected_version) is not int or expected_version < 0:
             raise StoreError(f"expected_version must be an int >= 0, got {expected_version!r}")
@@ -429,6 +439,7 @@ class EventStore(ABC):
     def save_snapshot(self, session_id: str, version: int, data: dict[str, Any]) -> None:
         """Store ``data`` as the session's state at ``version``; a newer stored one wins."""
         self._check_open()
+        self._check_writable()
         self._check_session_id(session_id)
         if type(version) is not int or version < 1:
             raise StoreError(f"snapshot version must be an int >= 1, got {version!r}")
@@ -1015,6 +1026,10 @@ class EventStore(ABC):
     def _check_open(self) -> None:
         if self._closed:
             raise StoreError(f"store {self.url} is closed")
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise StoreError(f"store {self.url} is open read-only: nothing can be written")
 
     @staticmethod
     def _check_session_id(session_id: str) -> None:

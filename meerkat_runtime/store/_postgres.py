@@ -42,7 +42,9 @@ from meerkat_runtime.store._schema import (
     SCHEMA_TABLE,
     SCHEMA_VERSION,
     SNAPSHOTS_TABLE,
+    foreign_tables_error,
     newer_schema_error,
+    not_a_store_error,
 )
 
 __all__ = ["PostgresEventStore"]
@@ -164,6 +166,7 @@ class PostgresEventStore(EventStore):
         incarnation: str,
         options: StoreOptions,
         secrets: Sequence[str] = (),
+        params: dict[str, str] | None = None,
     ) -> None:
         super().__init__(
             url=url, codec=codec, incarnation=incarnation, options=options, secrets=secrets
@@ -201,6 +204,13 @@ class PostgresEventStore(EventStore):
         ).format(s, snapshots)
 
         connect_timeout = max(2, math.ceil(options.connect_timeout))
+        # libpq parameters from the URL (sslmode, ...); read-only stores ask the server
+        # to refuse every write of their sessions, whatever the code above does.
+        extra: dict[str, Any] = dict(params or {})
+        if options.read_only:
+            extra["options"] = " ".join(
+                filter(None, [extra.get("options", ""), "-c default_transaction_read_only=on"])
+            )
         self._heartbeat_lock = threading.Lock()
         self._heartbeat_conn: psycopg.Connection[Any] | None = None
         self._connect_kwargs: dict[str, Any] = {
@@ -210,6 +220,7 @@ class PostgresEventStore(EventStore):
             "password": password,
             "dbname": dbname,
             "connect_timeout": connect_timeout,
+            **extra,
         }
         # A direct connection first: it fails fast with the server's own
         # reason (refused, bad password), where the pool would only time out.
@@ -221,13 +232,15 @@ class PostgresEventStore(EventStore):
             dbname=dbname,
             connect_timeout=connect_timeout,
             autocommit=True,
+            **extra,
         )
         try:
             # Serialise set-up with other processes opening the same schema:
             # concurrent CREATE ... IF NOT EXISTS can still collide.
             lock_key = zlib.crc32(f"meerkat_runtime.store:{schema}".encode())
-            probe.execute("SELECT pg_advisory_lock(%s)", (lock_key,))
-            self._check_schema(probe)
+            if not options.read_only:
+                probe.execute("SELECT pg_advisory_lock(%s)", (lock_key,))
+            self._check_schema(probe, options)
             self.datastore = PostgresDatastore(
                 dbname,
                 host,
@@ -246,14 +259,17 @@ class PostgresEventStore(EventStore):
                 schema=schema,
                 originator_id_type="text",
             )
+            assert isinstance(self.datastore.pool.kwargs, dict)
+            self.datastore.pool.kwargs.update(extra)
             try:
                 self.events_recorder = _Recorder(self.datastore, events_table_name=EVENTS_TABLE)
                 self.events_recorder.fence_sql = sql.SQL(
                     "SELECT name, owner, token, expires_at > now() AS live FROM {}.{} "
                     "WHERE name = ANY(%s) FOR SHARE"
                 ).format(s, sql.Identifier(LEASES_TABLE))
-                self.events_recorder.create_table()
-                self._create_tables()
+                if not options.read_only:
+                    self.events_recorder.create_table()
+                    self._create_tables()
             except BaseException:
                 self.datastore.close()
                 raise
@@ -261,31 +277,46 @@ class PostgresEventStore(EventStore):
             probe.close()  # also releases the advisory lock
         self._start()
 
-    def _check_schema(self, conn: psycopg.Connection[Any]) -> None:
-        s = sql.Identifier(self.schema)
-        exists = conn.execute(
-            "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)
-        ).fetchone()
-        if exists is None:
-            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(s))
-        conn.execute(
-            sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {}.{} "
-                "(component text PRIMARY KEY, version integer NOT NULL)"
-            ).format(s, sql.Identifier(SCHEMA_TABLE))
-        )
-        row = conn.execute(
-            sql.SQL("SELECT version FROM {}.{} WHERE component = %s").format(
-                s, sql.Identifier(SCHEMA_TABLE)
-            ),
-            (SCHEMA_COMPONENT,),
-        ).fetchone()
-        if row is not None and row[0] > SCHEMA_VERSION:
-            raise newer_schema_error(self.url, row[0])
+    def _check_schema(self, conn: psycopg.Connection[Any], options: StoreOptions) -> None:
+        """Decide, reading only, whether this schema holds a store we may open or create.
+
+        Nothing is created here: the version table is created last (``_create_tables``),
+        so an open that fails halfway leaves no ``meerkat_schema`` behind.
+        """
+        tables = {
+            r[0]
+            for r in conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+                (self.schema,),
+            ).fetchall()
+        }
+        if SCHEMA_TABLE in tables:
+            row = conn.execute(
+                sql.SQL("SELECT version FROM {}.{} WHERE component = %s").format(
+                    sql.Identifier(self.schema), sql.Identifier(SCHEMA_TABLE)
+                ),
+                (SCHEMA_COMPONENT,),
+            ).fetchone()
+            if row is not None and row[0] > SCHEMA_VERSION:
+                raise newer_schema_error(self.url, row[0])
+            if row is not None:
+                return
+        if options.read_only or options.create_schema == "never":
+            raise not_a_store_error(self.url, f"schema {self.schema!r} has no {SCHEMA_TABLE} table")
+        others = sorted(t for t in tables if not t.startswith("meerkat_"))
+        if others and options.create_schema != "force":
+            raise foreign_tables_error(self.url, f"schema {self.schema!r}", others)
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
 
     def _create_tables(self) -> None:
         s = sql.Identifier(self.schema)
         with self.datastore.transaction(commit=True) as cur:
+            cur.execute(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {}.{} "
+                    "(component text PRIMARY KEY, version integer NOT NULL)"
+                ).format(s, sql.Identifier(SCHEMA_TABLE))
+            )
             cur.execute(
                 sql.SQL(
                     "CREATE TABLE IF NOT EXISTS {}.{} (name text PRIMARY KEY, owner text NOT NULL, "

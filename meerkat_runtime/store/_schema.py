@@ -23,3 +23,17 @@ def newer_schema_error(url: str, found: int) -> StoreError:
         f"store {url} was written by a newer meerkat-runtime (schema {found}, this one reads "
         f"up to {SCHEMA_VERSION}); upgrade meerkat-runtime to open it"
     )
+
+
+def not_a_store_error(url: str, why: str) -> StoreError:
+    """The error for opening, without creating, a database that holds no store."""
+    return StoreError(f"{url} is not a meerkat-runtime store ({why})")
+
+
+def foreign_tables_error(url: str, where: str, tables: list[str]) -> StoreError:
+    """The error for creating a store next to another application's tables."""
+    shown = ", ".join(tables[:5]) + (f" and {len(tables) - 5} more" if len(tables) > 5 else "")
+    return StoreError(
+        f"{url} is not a meerkat-runtime store: {where} holds other tables ({shown}); "
+        f"check the URL, or pass create_schema='force' to add meerkat-runtime's tables there"
+    )

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 import os
+import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Final, Literal
+from urllib.parse import quote
 
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.sqlite import (
@@ -23,8 +25,11 @@ from meerkat_runtime.store._codec import EventCodec
 from meerkat_runtime.store._schema import (
     EVENTS_TABLE,
     SCHEMA_COMPONENT,
+    SCHEMA_TABLE,
     SCHEMA_VERSION,
+    foreign_tables_error,
     newer_schema_error,
+    not_a_store_error,
 )
 
 __all__ = ["SQLiteEventStore"]
@@ -36,6 +41,7 @@ _CREATE_SCHEMA_TABLE: Final = (
     "component TEXT PRIMARY KEY, version INTEGER NOT NULL) WITHOUT ROWID"
 )
 _SELECT_SCHEMA_VERSION: Final = "SELECT version FROM meerkat_schema WHERE component = ?"
+_SELECT_TABLES: Final = "SELECT name FROM sqlite_master WHERE type = 'table'"
 _INSERT_SCHEMA_VERSION: Final = (
     "INSERT INTO meerkat_schema (component, version) VALUES (?, ?) "
     "ON CONFLICT (component) DO NOTHING"
@@ -85,11 +91,19 @@ _PRAGMA_SYNCHRONOUS: Final = {
 
 
 class _ConnectionPool(SQLiteConnectionPool):
-    """The library's pool plus a ``synchronous`` setting on every new connection."""
+    """The library's pool plus a ``synchronous`` setting on every new connection.
 
-    def __init__(self, *, synchronous: Literal["full", "normal"], **kwargs: object) -> None:
+    Read-only: connections open the file with ``mode=ro`` and the library's switch
+    to WAL (a write) is skipped.
+    """
+
+    def __init__(
+        self, *, synchronous: Literal["full", "normal"], read_only: bool, **kwargs: object
+    ) -> None:
         self._synchronous_pragma = _PRAGMA_SYNCHRONOUS[synchronous]
         super().__init__(**kwargs)  # type: ignore[arg-type]
+        if read_only:
+            self.is_journal_mode_wal = True
 
     def _create_connection(self) -> SQLiteConnection:
         conn = super()._create_connection()
@@ -116,8 +130,10 @@ class SQLiteEventStore(EventStore):
     ) -> None:
         super().__init__(url=url, codec=codec, incarnation=incarnation, options=options)
         self.path = path
+        self._options = options
+        self._probe()
         pool_options = {
-            "db_name": path,
+            "db_name": read_only_uri(path) if options.read_only else path,
             "lock_timeout": max(1, math.ceil(options.lock_timeout)),
             "pool_size": options.pool_size,
             "max_overflow": 2 * options.pool_size,
@@ -127,7 +143,7 @@ class SQLiteEventStore(EventStore):
         self.datastore = SQLiteDatastore(originator_id_type="text", **pool_options)  # type: ignore[arg-type]
         self.datastore.pool.close()
         self.datastore.pool = _ConnectionPool(
-            synchronous=options.sqlite_synchronous, **pool_options
+            synchronous=options.sqlite_synchronous, read_only=options.read_only, **pool_options
         )
         try:
             self.events_recorder = SQLiteApplicationRecorder(self.datastore, EVENTS_TABLE)
@@ -161,17 +177,51 @@ class SQLiteEventStore(EventStore):
             finally:
                 cursor.close()
 
+    def _probe(self) -> None:
+        """Decide, reading only, whether the file holds a store we may open or create.
+
+        Reads through a read-only connection before the pool's first connection
+        switches the file to WAL, so another application's database is left as it was.
+        """
+        try:
+            conn = sqlite3.connect(read_only_uri(self.path), uri=True)
+            try:
+                tables = {r[0] for r in conn.execute(_SELECT_TABLES)}
+                version = None
+                if SCHEMA_TABLE in tables:
+                    row = conn.execute(_SELECT_SCHEMA_VERSION, (SCHEMA_COMPONENT,)).fetchone()
+                    version = None if row is None else int(row[0])
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as e:
+            raise StoreError(
+                f"cannot open SQLite store {self.url}: not a meerkat-runtime store "
+                f"(not a SQLite database: {e})"
+            ) from None
+        if version is not None and version > SCHEMA_VERSION:
+            raise newer_schema_error(self.url, version)
+        self._has_store = version is not None
+        if self._has_store:
+            return
+        if self._options.read_only or self._options.create_schema == "never":
+            raise not_a_store_error(self.url, f"the file has no {SCHEMA_TABLE} table")
+        others = sorted(t for t in tables if not t.startswith(("meerkat_", "sqlite_")))
+        if others and self._options.create_schema != "force":
+            raise foreign_tables_error(self.url, "the file", others)
+
     def _set_up(self) -> None:
+        if self._options.read_only:
+            return
+        # One transaction: an open that fails leaves no table behind (SQLite DDL is
+        # transactional); the version row says the store is complete.
         with self._write() as c:
             c.execute(_CREATE_SCHEMA_TABLE)
             c.execute(_SELECT_SCHEMA_VERSION, (SCHEMA_COMPONENT,))
             row = c.fetchone()
             if row is not None and row[0] > SCHEMA_VERSION:
                 raise newer_schema_error(self.url, row[0])
-        with self._write() as c:
             for statement in self.events_recorder.create_table_statements:
                 c.execute(statement)
-        with self._write() as c:
             c.execute(_CREATE_SNAPSHOTS_TABLE)
             c.execute(_CREATE_FIRST_EVENTS_INDEX)
             c.execute(_INSERT_SCHEMA_VERSION, (SCHEMA_COMPONENT, SCHEMA_VERSION))
@@ -240,7 +290,12 @@ class SQLiteEventStore(EventStore):
 
     @contextmanager
     def transaction(self) -> Iterator[SQLCursor]:
-        """Yield a cursor in a write transaction on the store's SQLite file (see base)."""
+        """Yield a cursor in a write transaction on the store's SQLite file (see base);
+        on a read-only store, a read transaction (writes fail)."""
+        if self.read_only:
+            with self.datastore.transaction(commit=False) as rc:
+                yield rc
+            return
         with self._write() as c:
             yield c
 
@@ -292,3 +347,8 @@ def create_database_file(path: str, url: str) -> None:
         os.fchmod(fd, 0o600)  # whatever the umask, the events are the owner's only
     finally:
         os.close(fd)
+
+
+def read_only_uri(path: str) -> str:
+    """A ``file:`` URI opening ``path`` read-only (``?``, ``#`` and ``%`` in it escaped)."""
+    return f"file:{quote(path)}?mode=ro"

@@ -83,7 +83,8 @@ def test_sessions_json(populated: Populated) -> None:
     assert [r["session_id"] for r in rows] == populated.sessions
     by_id = {r["session_id"]: r for r in rows}
     for sid, state in VIEW_STATES.items():
-        assert by_id[sid]["state"] == state
+        assert by_id[sid]["state"] == populated.states[sid]  # the phase, as inspect says
+        assert by_id[sid]["attached"] is (state == "attached")
         assert by_id[sid]["queued"] == len(populated.queued.get(sid, []))
         assert by_id[sid]["staged"] == 0
         assert by_id[sid]["current_run_id"] is None
@@ -100,7 +101,18 @@ def test_sessions_table(populated: Populated) -> None:
     lines = result.stdout.splitlines()
     for sid, state in VIEW_STATES.items():
         (line,) = [line for line in lines if f" {sid} " in line]
-        assert f" {state} " in line
+        cells = [c.strip() for c in line.split("│")]
+        assert cells[2:4] == [populated.states[sid], "yes" if state == "attached" else "no"]
+
+
+def test_sessions_and_inspect_agree_on_every_state(populated: Populated) -> None:
+    """One session, one state: ``sessions`` (views) and ``inspect`` (fold) say the same,
+    and both say whether the last recorded state change bound an executor."""
+    rows = {r["session_id"]: r for r in cli_json("sessions", "--store", populated.url)}
+    for sid in populated.sessions:
+        info = cli_json("inspect", sid, "--store", populated.url)
+        assert (rows[sid]["state"], rows[sid]["attached"]) == (info["state"], info["attached"])
+    assert rows["alpha"]["attached"] is True and rows["queued-one"]["attached"] is False
 
 
 # ---------------------------------------------------------------- inspect
