@@ -158,7 +158,9 @@ def _hint_for(exc: Exception) -> str:
         return "check the --store URL and that the database is running and reachable"
     if isinstance(exc, InvalidInput):
         return "see the wire format in the documentation (docs/reference/wire-format.md)"
-    return ""
+    if "projection" in text:
+        return "a read model cannot apply an event of the log; set MEERKAT_DEBUG=1 to see the log"
+    return "set MEERKAT_DEBUG=1 to see the log and the traceback"
 
 
 def command(fn: F) -> F:
@@ -279,7 +281,8 @@ def _print_table(table: Table) -> None:
         console.print(table)
         return
     needed = Measurement.get(console, console.options.update(width=1_000_000), table).maximum
-    console.print(table, width=max(console.width, needed))
+    # A console of its own: print(width=) cannot go beyond the console's width.
+    Console(file=sys.stdout, width=max(console.width, needed), soft_wrap=True).print(table)
 
 
 @app.callback()

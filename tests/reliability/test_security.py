@@ -480,3 +480,93 @@ def test_encrypted_store_keeps_no_plaintext_payload(tmp_path: Path) -> None:
         assert st.persisted_input.content == content
     with pytest.raises(StoreError), Runtime.open(f"sqlite:///{db}", recovery_timeout=0.2) as rt3:
         rt3.session("enc").state()
+
+
+# ---------------------------------------------------------------------- passwords with / @ : % #
+
+# Each password has a distinctive part on both sides of its special character, so a
+# message showing half of it (``***@ssw0rd``) is caught too.
+SPECIAL_PASSWORDS = [
+    ("top/secret-pw", "top/secret-pw"),
+    ("p@ssw0rd-pw", "p@ssw0rd-pw"),
+    ("colon:secret-pw", "colon:secret-pw"),
+    ("hash#secret-pw", "hash#secret-pw"),
+    ("pct%secret-pw", "pct%secret-pw"),
+    ("p@ss/w:rd#x%-pw", "p%40ss%2Fw%3Ard%23x%25-pw"),  # percent-encoded in the URL
+]
+
+
+def _fragments(password: str, in_url: str) -> set[str]:
+    """The password, its URL form, and each piece of it between special characters."""
+    pieces = set(re.split(r"[/@:#%]", password)) | {password, in_url}
+    return {p for p in pieces if len(p) >= 3}
+
+
+@pytest.mark.parametrize(("password", "in_url"), SPECIAL_PASSWORDS)
+def test_special_character_passwords_never_leak_from_the_api(
+    caplog: pytest.LogCaptureFixture, password: str, in_url: str
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    url = f"postgresql://u:{in_url}@127.0.0.1:1/x"
+    with pytest.raises(StoreError) as info:
+        Runtime.open(url, connect_timeout=1.0)
+    text = _all_text(info.value)
+    assert "postgresql://u:***@127.0.0.1:1/x" in str(info.value), str(info.value)
+    for secret in _fragments(password, in_url):
+        assert secret not in text, (secret, text)
+        assert secret not in caplog.text
+
+
+@pytest.mark.parametrize(("password", "in_url"), SPECIAL_PASSWORDS)
+def test_special_character_passwords_never_leak_from_the_cli(password: str, in_url: str) -> None:
+    """A real process: the error line masks the password, however it is written."""
+    url = f"postgresql://u:{in_url}@127.0.0.1:1/x"
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("meerkat-runtime")), "sessions", "--store", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "postgresql://u:***@127.0.0.1:1/x" in done.stderr, done.stderr
+    for secret in _fragments(password, in_url):
+        assert secret not in done.stderr + done.stdout, (secret, done.stderr)
+
+
+def test_mask_url_parses_the_user_information() -> None:
+    from meerkat_runtime.errors import mask_url
+
+    cases = {
+        "postgresql://u:top/secret@h:5432/db": "postgresql://u:***@h:5432/db",
+        "postgresql://u:p@ssw0rd@h/db?schema=s": "postgresql://u:***@h/db?schema=s",
+        "postgresql://u:a#b@h/db": "postgresql://u:***@h/db",
+        "postgresql://u:p%40ss@h/db": "postgresql://u:***@h/db",
+        "store 'postgresql://u:a:b@h/db': refused (password=xyz&a=1)": (
+            "store 'postgresql://u:***@h/db': refused (password=***&a=1)"
+        ),
+        "postgresql://u@h/db": "postgresql://u@h/db",  # no password: nothing to mask
+        "sqlite:///runtime.db": "sqlite:///runtime.db",
+    }
+    for text, masked in cases.items():
+        assert mask_url(text) == masked, text
+
+
+def test_the_url_format_hint_is_printed_as_written() -> None:
+    """Scrubbing the store's password must not mask the documented URL format."""
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("meerkat-runtime")),
+            "sessions",
+            "--store",
+            "mysql://app:my-s3cret@db/x",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "my-s3cret" not in done.stderr
+    assert "postgresql://user:pass@host:port/db" in done.stderr, done.stderr
+    assert "user:***" not in done.stderr, done.stderr

@@ -266,3 +266,133 @@ def test_postgres_concurrent_opens_of_a_fresh_schema(postgres_url: str) -> None:
         store.close()
     assert errors == []
     assert len(stores) == 4
+
+
+# ---------------------------------------------------------------- another application's database
+
+
+def _other_app_db(path: Path) -> Path:
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+    conn.execute("INSERT INTO users (name) VALUES ('ada')")
+    conn.commit()
+    conn.close()
+    return path
+
+
+def _sqlite_state(path: Path) -> tuple[list[str], str, bytes]:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        tables = sorted(r[0] for r in conn.execute("SELECT name FROM sqlite_master"))
+        (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
+    finally:
+        conn.close()
+    return tables, mode, path.read_bytes()
+
+
+def test_sqlite_refuses_to_add_tables_to_another_applications_database(tmp_path: Path) -> None:
+    db = _other_app_db(tmp_path / "otherapp.db")
+    before = _sqlite_state(db)
+    for options in ({}, {"create_schema": "never"}, {"read_only": True}):
+        with pytest.raises(StoreError, match="not a meerkat-runtime store") as error:
+            open_store(f"sqlite:///{db}", codec=make_codec(), **options)
+        assert _sqlite_state(db) == before, options  # no table, no WAL switch, no byte
+    assert "create_schema='force'" in str(error.value) or options
+    with pytest.raises(StoreError, match="create_schema='force'"):
+        open_store(f"sqlite:///{db}", codec=make_codec())
+    with open_store(f"sqlite:///{db}", codec=make_codec(), create_schema="force") as store:
+        store.append("s-1", 0, [EVENT])
+    assert "users" in _sqlite_state(db)[0] and "meerkat_schema" in _sqlite_state(db)[0]
+    with open_store(f"sqlite:///{db}", codec=make_codec()) as store:  # a store now: opens
+        assert store.session_version("s-1") == 1
+
+
+def test_sqlite_creates_its_tables_in_an_empty_file_only_in_one_transaction(
+    tmp_path: Path,
+) -> None:
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()
+    with open_store(f"sqlite:///{empty}", codec=make_codec()) as store:
+        store.append("s-1", 0, [EVENT])
+    with pytest.raises(StoreError, match="create_schema"):
+        open_store(f"sqlite:///{tmp_path / 'x.db'}", codec=make_codec(), create_schema="bad")
+    assert not (tmp_path / "x.db").exists()
+    with pytest.raises(StoreError, match="no store at"):
+        open_store(f"sqlite:///{tmp_path / 'y.db'}", codec=make_codec(), create_schema="never")
+    assert not (tmp_path / "y.db").exists()
+
+
+def test_sqlite_read_only_store_writes_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "runtime.db"
+    with open_store(f"sqlite:///{db}", codec=make_codec()) as store:
+        store.append("s-1", 0, [EVENT])
+    before = db.read_bytes()
+    for url, options in ((f"sqlite:///{db}?mode=ro", {}), (f"sqlite:///{db}", {"read_only": True})):
+        with open_store(url, codec=make_codec(), **options) as store:
+            assert store.read_only
+            assert [e.version for e in store.read_session("s-1")] == [1]
+            with pytest.raises(StoreError, match="read-only"):
+                store.append("s-1", 1, [EVENT])
+            with pytest.raises(StoreError, match="read-only"):
+                store.save_snapshot("s-1", 1, {"x": 1})
+            with (
+                pytest.raises(Exception, match=r"readonly|read-only"),
+                store.transaction() as cur,
+            ):
+                cur.execute("CREATE TABLE sneaky (x INTEGER)")
+    assert db.read_bytes() == before
+    assert not (tmp_path / "runtime.db?mode=ro").exists()  # no part of the file name
+    with pytest.raises(StoreError, match="no store at"):
+        open_store(f"sqlite:///{tmp_path / 'none.db'}?mode=ro", codec=make_codec())
+    assert not list(tmp_path.glob("none.db*"))
+    with pytest.raises(StoreError, match="unknown parameter"):
+        open_store(f"sqlite:///{db}?cache=shared", codec=make_codec())
+
+
+def test_postgres_refuses_a_schema_holding_other_tables(postgres_url: str) -> None:
+    schema = postgres_url.rsplit("schema=", 1)[1]
+    server = postgres_url.rsplit("?", 1)[0] if "?schema=" in postgres_url else postgres_url
+    server = server.replace(f"&schema={schema}", "")
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        conn.execute(sql.SQL("CREATE TABLE {}.users (id int)").format(sql.Identifier(schema)))
+
+    def tables() -> list[str]:
+        with psycopg.connect(server, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+                (schema,),
+            ).fetchall()
+        return sorted(r[0] for r in rows)
+
+    for options in ({}, {"read_only": True}, {"create_schema": "never"}):
+        with pytest.raises(StoreError, match="not a meerkat-runtime store"):
+            open_store(postgres_url, codec=make_codec(), **options)
+        assert tables() == ["users"], options
+    with open_store(postgres_url, codec=make_codec(), create_schema="force") as store:
+        store.append("s-1", 0, [EVENT])
+    with open_store(postgres_url, codec=make_codec(), read_only=True) as store:
+        assert store.session_version("s-1") == 1
+        with pytest.raises(StoreError, match="read-only"):
+            store.append("s-1", 1, [EVENT])
+        with (
+            pytest.raises(Exception, match="read-only transaction"),
+            store.transaction() as cur,
+        ):
+            cur.execute(sql.SQL("CREATE TABLE {}.sneaky (x int)").format(sql.Identifier(schema)))
+    assert "sneaky" not in tables()
+
+
+def test_postgres_url_takes_libpq_parameters(postgres_url: str) -> None:
+    with open_store(
+        postgres_url + "&sslmode=disable&application_name=mr-test", codec=make_codec()
+    ) as store:
+        store.append("s-1", 0, [EVENT])
+        with store.transaction() as cur:
+            cur.execute("SELECT current_setting('application_name') AS name")
+            row = cur.fetchone()
+            assert (row["name"] if isinstance(row, dict) else row[0]) == "mr-test"
+    with pytest.raises(StoreError, match="'sslmod'"):
+        open_store(postgres_url + "&sslmod=disable", codec=make_codec())
+    with pytest.raises(StoreError, match="'password' not allowed"):
+        open_store(postgres_url + "&password=x", codec=make_codec())
