@@ -636,7 +636,7 @@ class ProjectionSet:
     def _seed(self, projection: Projection) -> None:
         """Start a private read model from the rows the store holds (read-only stores):
         its runner then applies only the events after the stored offset. Rows that
-        cannot be copied (tables missing, of another release) mean replaying from 0."""
+        cannot be copied (tables missing, another layout) mean replaying from 0."""
         assert isinstance(self.sql, ScratchSql)
         stored = Sql(self.store)
         try:
@@ -644,14 +644,20 @@ class ProjectionSet:
                 row = cur.execute(
                     f"SELECT position FROM {cur.table(OFFSETS)} WHERE name = ?", (projection.name,)
                 ).fetchone()
+                layout = cur.execute(
+                    f"SELECT version FROM {cur.table(LAYOUTS)} WHERE name = ?", (projection.name,)
+                ).fetchone()
         except Exception:
-            row = None
-        if row is None or not self.sql.copy_rows(stored, projection.tables):
+            row = layout = None
+        have = int(layout["version"]) if layout else 1
+        if row is None or have != projection.schema_version:
+            return
+        if not self.sql.copy_rows(stored, projection.tables):
             return
         with self.sql.transaction() as cur:
             cur.execute(
-                f"INSERT INTO {cur.table(OFFSETS)} (name, position) VALUES (?, ?)",
-                (projection.name, int(row["position"])),
+                f"UPDATE {cur.table(OFFSETS)} SET position = ? WHERE name = ?",
+                (int(row["position"]), projection.name),
             )
         with contextlib.suppress(Exception):
             with stored.transaction() as cur:

@@ -327,7 +327,11 @@ def test_sqlite_read_only_store_writes_nothing(tmp_path: Path) -> None:
     with open_store(f"sqlite:///{db}", codec=make_codec()) as store:
         store.append("s-1", 0, [EVENT])
     before = db.read_bytes()
-    for url, options in ((f"sqlite:///{db}?mode=ro", {}), (f"sqlite:///{db}", {"read_only": True})):
+    cases: list[tuple[str, dict[str, Any]]] = [
+        (f"sqlite:///{db}?mode=ro", {}),
+        (f"sqlite:///{db}", {"read_only": True}),
+    ]
+    for url, options in cases:
         with open_store(url, codec=make_codec(), **options) as store:
             assert store.read_only
             assert [e.version for e in store.read_session("s-1")] == [1]
