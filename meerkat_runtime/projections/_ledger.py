@@ -302,7 +302,8 @@ class LedgerQueries:
         *,
         input_id: uuid.UUID | str | None = None,
     ) -> int:
-        """How many rows match (each (session, input) counts once)."""
+        """How many rows match (each (session, input) counts once); an unknown ``state``
+        raises :class:`InvalidInput`."""
         state = check_choice(state, InputLifecycleState, "state")
         where: list[str] = ["1 = 1"]
         params: list[object] = []
