@@ -116,7 +116,7 @@ class ScratchSql(Sql):
     The projections read the log from the store and write here, so a runtime on a
     read-only store (``read_only=True``: a backup copy, a read-only file, an
     inspection command) has current read models without writing a byte to the
-    store. :meth:`seed_from` starts them from the rows stored in the store.
+    store. :meth:`copy_rows` starts them from the rows stored in the store.
     """
 
     def __init__(self, store: EventStore) -> None:
@@ -147,6 +147,12 @@ class ScratchSql(Sql):
                 if self._conn.in_transaction:
                     self._conn.commit()
                 cur.close()
+
+    @contextmanager
+    def read_transaction(self) -> Iterator[Cursor]:
+        """The private database's transactions are serialised: each is a consistent read."""
+        with self.transaction() as cur:
+            yield cur
 
     def copy_rows(self, source: Sql, tables: Sequence[str]) -> bool:
         """Copy every row of ``tables`` from ``source`` (whose tables may be missing or of
