@@ -297,3 +297,17 @@ def test_a_failed_projection_is_reported_then_rebuilt(store_copy: str) -> None:
     assert result.exit_code == 0, result.output
     assert cli_json("verify", "--store", store_copy)["ok"] is True
     assert cli_json("health", "--max-queue-age", "86400", "--store", store_copy)["healthy"] is True
+
+
+def test_verify_says_where_each_read_model_was_compared(populated: Populated) -> None:
+    result = cli("verify", "--store", populated.url)
+    assert result.exit_code == 0, result.output
+    head = event_count(populated.url)
+    assert (
+        f"  compared: ledger at position {head} (lag 0), views at position {head} (lag 0)"
+        in result.stdout.splitlines()
+    )
+    report = cli_json("verify", "--store", populated.url)
+    assert report["positions"] == {"ledger": head, "views": head}
+    assert report["lag"] == {"ledger": 0, "views": 0}
+    assert report["diffs"] == []
