@@ -428,13 +428,17 @@ def test_password_scrubbed_from_store_errors_that_echo_the_dsn(
                 f"connection to {postgres_server_url} lost (password={password})"
             )
 
+        # A real event (the store refuses one that would not read back before writing).
+        with Runtime.open("memory://") as scratch:
+            scratch.session("s").accept(prompt("to copy"))
+            first = scratch.store.read_session("s")[0]
         monkeypatch.setattr(store, "_select_session", echoing)
         monkeypatch.setattr(store, "_insert", echoing)
         with Runtime.open(store, recovery_timeout=0.2) as rt:
             with pytest.raises(StoreError) as read_error:
                 rt.session("s").state()
             with pytest.raises(StoreError) as write_error:
-                store.append("s", 0, [NewEvent("runtime.projection_emitted", {"x": 1})])
+                store.append("s", 0, [NewEvent(first.topic, first.data)])
             for exc in (read_error.value, write_error.value):
                 assert password not in _all_text(exc)  # message and chained causes
                 assert "***" in str(exc)
