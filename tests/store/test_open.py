@@ -400,3 +400,39 @@ def test_postgres_url_takes_libpq_parameters(postgres_url: str) -> None:
         open_store(postgres_url + "&sslmod=disable", codec=make_codec())
     with pytest.raises(StoreError, match="'password' not allowed"):
         open_store(postgres_url + "&password=x", codec=make_codec())
+
+
+def test_a_failed_sqlite_open_leaves_no_table_behind(tmp_path: Path) -> None:
+    """Creation is one transaction: when a later statement fails (here a view holds the
+    events table's name, so its index cannot be made), not even ``meerkat_schema`` is left."""
+    db = tmp_path / "clash.db"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE VIEW meerkat_events AS SELECT 1 AS x")
+    conn.commit()
+    conn.close()
+    for _ in range(2):
+        with pytest.raises(StoreError):
+            open_store(f"sqlite:///{db}", codec=make_codec())
+        conn = sqlite3.connect(db)
+        names = sorted(r[0] for r in conn.execute("SELECT name FROM sqlite_master"))
+        conn.close()
+        assert names == ["meerkat_events"], names
+
+
+def test_a_failed_postgres_open_leaves_no_version_table(postgres_url: str) -> None:
+    """The version table is written last: an open that fails before (a view holds the
+    events table's name) leaves no ``meerkat_schema`` claiming a store is there."""
+    schema = postgres_url.rsplit("schema=", 1)[1]
+    server = postgres_url.replace(f"?schema={schema}", "").replace(f"&schema={schema}", "")
+    ident = sql.Identifier(schema)
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(ident))
+        conn.execute(sql.SQL("CREATE VIEW {}.meerkat_events AS SELECT 1 AS x").format(ident))
+    with pytest.raises(StoreError):
+        open_store(postgres_url, codec=make_codec())
+    with psycopg.connect(server, autocommit=True) as conn:
+        found = conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+            (schema,),
+        ).fetchall()
+    assert "meerkat_schema" not in {r[0] for r in found}, found
