@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,docs]'
+	$(BIN)/pip install -q -e '.[all,dev,docs]'
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -285,8 +285,24 @@ def _print_table(table: Table) -> None:
     Console(file=sys.stdout, width=max(console.width, needed), soft_wrap=True).print(table)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from meerkat_runtime import __version__
+
+        sys.stdout.write(f"meerkat-runtime {__version__}\n")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_print_version,
+        is_eager=True,
+        help="Print the version and exit.",
+    ),
+) -> None:
     """Operate an event-sourced meerkat runtime."""
 
 
@@ -1056,6 +1072,66 @@ def health(
             console.print(f"  [red]-[/red] {escape(p)}", highlight=False)
     if problems:
         raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------- console
+
+
+@app.command("console")
+@command
+def console_command(
+    store: str = StoreOpt,
+    host: str = typer.Option(
+        "127.0.0.1",
+        "--host",
+        help="Address to listen on. The console has no authentication: keep the default "
+        "(this machine only) unless the network around it is trusted.",
+    ),
+    port: int = typer.Option(8765, "--port", min=0, max=65535, help="Port (0: any free port)."),
+) -> None:
+    """Serve the read-only operator web console (no authentication; binds 127.0.0.1 by default)."""
+    try:
+        from meerkat_runtime.console import _app as console_app
+    except ImportError as exc:
+        _fail(str(exc).split(" (")[0], "pip install 'meerkat-runtime[console]'")
+    try:
+        sock = console_app.bind(host, port)
+    except OSError as exc:
+        _fail(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+            "choose another --port (0 picks a free one) or --host",
+        )
+    with contextlib.closing(sock), _open_runtime(store) as rt:
+
+        def ready(url: str) -> None:
+            console.print(
+                f"[bold]meerkat-runtime console[/bold] at {escape(url)} "
+                f"(store {escape(mask_url(store))})",
+                highlight=False,
+                soft_wrap=True,
+            )
+            console.print(
+                "read-only: it never writes to the store. No authentication: anyone who can "
+                "reach this address can read the store.",
+                highlight=False,
+                soft_wrap=True,
+            )
+            if console_app.is_loopback(host):
+                console.print(
+                    f"listening on {escape(host)}: this machine only (--host changes it). "
+                    "Press Ctrl-C to stop.",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+            else:
+                err_console.print(
+                    f"[red]warning:[/red] listening on {escape(host)}: reachable from the "
+                    "network, without authentication. Press Ctrl-C to stop.",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+
+        console_app.serve(rt, sock, on_ready=ready)
 
 
 # ---------------------------------------------------------------- cluster

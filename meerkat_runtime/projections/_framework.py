@@ -57,7 +57,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import psycopg
 import pykka
 from eventsourcing.persistence import InterfaceError, OperationalError
 
@@ -72,6 +71,7 @@ from meerkat_runtime.events.catalogue import EVENT_TOPICS, decode_recorded
 from meerkat_runtime.events.timefmt import format_timestamp, utc_now
 from meerkat_runtime.projections._sql import Cursor, ScratchSql, Sql
 from meerkat_runtime.store import EventStore, RecordedEvent
+from meerkat_runtime.store._drivers import postgres_driver_errors
 
 __all__ = [
     "FailureStrategy",
@@ -95,8 +95,7 @@ _UNAVAILABLE = (
     StoreError,
     OperationalError,
     InterfaceError,
-    psycopg.OperationalError,
-    psycopg.InterfaceError,
+    *postgres_driver_errors(),
 )
 
 

@@ -16,15 +16,15 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
 
-import psycopg
 from eventsourcing.persistence import InterfaceError, OperationalError
 
 from meerkat_runtime.errors import InvalidInput, StoreError
 from meerkat_runtime.store import EventStore, SQLCursor
+from meerkat_runtime.store._drivers import postgres_driver_errors
 
 # Driver errors that mean the database cannot be used now (connection lost or refused,
 # pool timeout, lock timeout), as opposed to an error of the statement or the handler.
-_UNAVAILABLE = (OperationalError, InterfaceError, psycopg.OperationalError, psycopg.InterfaceError)
+_UNAVAILABLE = (OperationalError, InterfaceError, *postgres_driver_errors())
 
 __all__ = ["ScratchSql", "Sql", "check_choice", "fetch_dicts"]
 

@@ -229,10 +229,16 @@ class ViewQueries:
         return _view(r) if r else None
 
     def list(
-        self, state: str | None = None, limit: int = 100, after: int | None = None
+        self,
+        state: str | None = None,
+        limit: int = 100,
+        after: int | None = None,
+        *,
+        search: str | None = None,
     ) -> list[ViewRow]:
         """Views by first event; ``after=row.position`` pages on; an unknown ``state``
-        raises :class:`InvalidInput`."""
+        raises :class:`InvalidInput`. ``search`` keeps the sessions whose id contains
+        that text (ignoring ASCII case; ``%`` and ``_`` are literal characters)."""
         state = check_choice(state, RuntimeState, "state")
         if limit < 1:
             raise ValueError("limit must be >= 1")
@@ -241,6 +247,10 @@ class ViewQueries:
         if state is not None:
             where.append("state = ?")
             params.append(str(state))
+        if search:
+            escaped = search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            where.append("LOWER(session_id) LIKE ? ESCAPE '\\'")
+            params.append(f"%{escaped}%")
         if after is not None:
             where.append("position > ?")
             params.append(int(after))
@@ -252,3 +262,11 @@ class ViewQueries:
                 params,
             ).fetchall()
         return [_view(r) for r in rows]
+
+    def count_by_state(self) -> dict[str, int]:
+        """How many sessions are in each state (states no session is in are left out)."""
+        with self._sql.transaction() as cur:
+            rows = cur.execute(
+                f"SELECT state, COUNT(*) AS n FROM {cur.table(TABLE)} GROUP BY state ORDER BY state"
+            ).fetchall()
+        return {str(r["state"]): int(r["n"]) for r in rows}

@@ -265,8 +265,15 @@ class Serializer:
 
 
 def _make_cipher(cipher_key: str) -> Cipher:
-    # Imported here so that a store without encryption never needs `cryptography`.
-    from eventsourcing.cryptography import AESCipher
+    # Imported here so that a store without encryption never needs `cryptography`
+    # (the `encryption` extra).
+    try:
+        from eventsourcing.cryptography import AESCipher
+    except ImportError as e:
+        raise StoreError(
+            "option cipher_key needs the cryptography package; install the encryption "
+            f"extra: pip install 'meerkat-runtime[encryption]' ({e})"
+        ) from None
 
     if not isinstance(cipher_key, str):
         raise StoreError("option cipher_key must be a str (base64 of 16, 24 or 32 bytes)")

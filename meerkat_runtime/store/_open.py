@@ -7,14 +7,14 @@ import os
 import re
 import uuid
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote
-
-import psycopg
 
 from meerkat_runtime.errors import StoreError, mask_url, split_userinfo
 from meerkat_runtime.store._base import EventStore, StoreOptions
 from meerkat_runtime.store._codec import EventCodec
+from meerkat_runtime.store._drivers import require_psycopg
 
 __all__ = ["open_store"]
 
@@ -165,13 +165,14 @@ _RESERVED_PARAMS = {
 }
 
 
-def _libpq_keywords() -> set[str]:
+def _libpq_keywords(psycopg: ModuleType) -> set[str]:
     return {o.keyword.decode() for o in psycopg.pq.Conninfo.get_defaults()}
 
 
 def _open_postgres(
     url: str, masked: str, codec: EventCodec, incarnation: str, options: StoreOptions
 ) -> EventStore:
+    psycopg = require_psycopg(masked)  # before _postgres, which needs it to import
     from meerkat_runtime.store._postgres import PostgresEventStore
 
     usage = "use postgresql://user:pass@host:port/db"
@@ -200,7 +201,7 @@ def _open_postgres(
         raise StoreError(f"bad PostgreSQL store URL {masked!r}: {usage}")
     schema = "public"
     params: dict[str, str] = {}
-    known = _libpq_keywords()
+    known = _libpq_keywords(psycopg)
     try:
         pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
     except ValueError:
