@@ -91,7 +91,7 @@ LAYOUTS = "meerkat_projection_layouts"
 # The database itself failing (connection lost, timeout, server restarting), not a
 # handler: no event is at fault, so the failure strategy does not apply; the runner
 # stays alive and the next poll tries again.
-_UNAVAILABLE = (
+_UNAVAILABLE: tuple[type[Exception], ...] = (
     StoreError,
     OperationalError,
     InterfaceError,

@@ -24,7 +24,11 @@ from meerkat_runtime.store._drivers import postgres_driver_errors
 
 # Driver errors that mean the database cannot be used now (connection lost or refused,
 # pool timeout, lock timeout), as opposed to an error of the statement or the handler.
-_UNAVAILABLE = (OperationalError, InterfaceError, *postgres_driver_errors())
+_UNAVAILABLE: tuple[type[Exception], ...] = (
+    OperationalError,
+    InterfaceError,
+    *postgres_driver_errors(),
+)
 
 __all__ = ["ScratchSql", "Sql", "check_choice", "fetch_dicts"]
 
