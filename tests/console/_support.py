@@ -100,9 +100,10 @@ _READY = re.compile(r"console at (http://\S+/)")
 
 
 @contextmanager
-def console_process(store_url: str, *extra: str) -> Iterator[str]:
+def console_process(store_url: str, *extra: str, startup: list[str] | None = None) -> Iterator[str]:
     """``meerkat-runtime console --store URL --port 0`` in a child process; yields its URL
-    (read from its startup message) and stops it (SIGTERM) afterwards."""
+    (read from its startup message, whose lines are appended to ``startup``) and stops
+    it (SIGTERM) afterwards."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "400", "NO_COLOR": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "meerkat_runtime", "console", "--store", store_url,
@@ -122,6 +123,9 @@ def console_process(store_url: str, *extra: str) -> Iterator[str]:
                 break
         else:
             raise AssertionError(f"the console exited {proc.wait()}:\n{''.join(seen)}")
+        if startup is not None:
+            startup.extend(seen)
+            startup.extend(proc.stdout.readline() for _ in range(2))
         yield match.group(1)
     finally:
         proc.terminate()
