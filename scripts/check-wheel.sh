@@ -19,7 +19,6 @@ echo "check-wheel: building the sdist and the wheel"
     echo "check-wheel: python -m build failed" >&2
     exit 1
 }
-rm -rf build meerkat_runtime.egg-info/SOURCES.txt.bak
 wheel=("$WORK"/dist/meerkat_runtime-*.whl)
 sdist=("$WORK"/dist/meerkat_runtime-*.tar.gz)
 [[ -f "${wheel[0]}" && -f "${sdist[0]}" ]] || { echo "check-wheel: no wheel or sdist built" >&2; exit 1; }

@@ -7,12 +7,13 @@ import re
 from urllib.parse import quote, unquote
 
 import pytest
+from cli._support import Populated
 from starlette.testclient import TestClient
 
 from meerkat_runtime import Runtime
 from meerkat_runtime.console import create_app
-from cli._support import Populated
-from console._support import ODD_SESSIONS, UNPROJECTED
+
+from ._support import ODD_SESSIONS, UNPROJECTED
 
 _SESSION_LINK = re.compile(r'<td class="mono"><a href="/sessions/([^"]+)">')
 

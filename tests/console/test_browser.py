@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from cli._support import Populated
-from console._support import console_process, populate_console_store, sqlite_fingerprint
+
+from ._support import console_process, populate_console_store, sqlite_fingerprint
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [

@@ -9,11 +9,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from cli._support import WAIT, Populated, assert_clean_error, cli
 
 import meerkat_runtime
-from cli._support import WAIT, Populated, assert_clean_error, cli
-from console._support import console_process
 from meerkat_runtime.console._app import is_loopback
+
+from ._support import console_process
 
 
 def test_version_prints_the_package_version() -> None:

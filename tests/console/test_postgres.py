@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import re
 
+from cli._support import WAIT
 from starlette.testclient import TestClient
 
-from cli._support import WAIT
 from meerkat_runtime import EchoExecutor, Runtime
 from meerkat_runtime.console import create_app
 

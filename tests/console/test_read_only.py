@@ -8,18 +8,19 @@ import http.client
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
+from cli._support import WAIT, Populated
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from cli._support import WAIT, Populated
-from console._support import (
+from meerkat_runtime import EchoExecutor, Runtime
+from meerkat_runtime.console import create_app
+
+from ._support import (
     console_process,
     populate_console_store,
     postgres_fingerprint,
     sqlite_fingerprint,
 )
-from meerkat_runtime import EchoExecutor, Runtime
-from meerkat_runtime.console import create_app
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "PROPFIND")
 

@@ -24,6 +24,7 @@ def run_without(modules: list[str], code: str, tmp_path: Path) -> subprocess.Com
         capture_output=True,
         text=True,
         timeout=120,
+        check=False,
         cwd=tmp_path,
         env={"PYTHONPATH": str(Path(__file__).resolve().parents[2]), "PATH": "/usr/bin:/bin"},
     )
