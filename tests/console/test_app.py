@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import html
 import re
+import time
+from pathlib import Path
 from urllib.parse import quote, unquote
 
 import pytest
-from cli._support import Populated
+from cli._support import WAIT, Populated
 from starlette.testclient import TestClient
 
-from meerkat_runtime import Runtime
+from meerkat_runtime import EchoExecutor, Runtime
 from meerkat_runtime.console import create_app
 
 from ._support import ODD_SESSIONS, UNPROJECTED
@@ -251,3 +253,32 @@ def test_events_the_stored_read_models_missed_are_shown(
     assert UNPROJECTED in listed_sessions(get_ok(client, "/sessions?q=late"))
     found = get_ok(client, "/inputs?q=late")
     assert re.findall(r'<tr id="input-([0-9a-f-]+)">', found) == console_store.queued[UNPROJECTED]
+
+
+def test_the_console_follows_the_log_as_it_grows(tmp_path: Path) -> None:
+    """Sessions written while the console runs appear on its pages (read models catch up
+    in memory, by polling the store), without the console writing anything."""
+    url = f"sqlite:///{tmp_path / 'live.db'}"
+    first = {"input_type": "prompt", "content": "first"}
+    with Runtime.open(url, executor=EchoExecutor()) as writer:
+        assert writer.session("before").accept(first).kind == "accepted"
+        writer.projections.wait_caught_up(WAIT)
+    with Runtime.open(url, read_only=True) as rt:
+        rt.projections.wait_caught_up(WAIT)
+        client = TestClient(create_app(rt))
+        assert listed_sessions(get_ok(client, "/sessions")) == ["before"]
+        with Runtime.open(url, executor=EchoExecutor()) as writer:
+            later = {
+                "input_type": "prompt",
+                "content": "later",
+                "header": {"idempotency_key": "live-1"},
+            }
+            outcome = writer.session("after").accept(later)
+            assert outcome.completion is not None
+            outcome.completion.wait(WAIT)
+        deadline = time.monotonic() + WAIT
+        while "after" not in listed_sessions(get_ok(client, "/sessions")):
+            assert time.monotonic() < deadline, "the console never showed the new session"
+            time.sleep(0.05)
+        assert listed_sessions(get_ok(client, "/sessions")) == ["before", "after"]
+        assert str(outcome.input_id) in get_ok(client, "/inputs?q=live-1")
