@@ -21,6 +21,7 @@ import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -38,7 +39,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from meerkat_runtime import __version__
 from meerkat_runtime.console import _data
 from meerkat_runtime.errors import InvalidInput, MeerkatRuntimeError, mask_url
-from meerkat_runtime.events.input_state import InputLifecycleState
 from meerkat_runtime.events.runtime_state import RuntimeState
 from meerkat_runtime.events.timefmt import format_timestamp
 from meerkat_runtime.runtime import Runtime
@@ -198,6 +198,13 @@ class _Pages:
         events = _data.session_events(self.rt, session_id, events_after, limit)
         path = f"/sessions/{quote(session_id, safe='')}"
         keep = {"limit": limit if limit != PAGE_SIZE else ""}
+
+        def at(inputs_from: int | None, events_from: int | None, anchor: str) -> str:
+            """This page with the inputs and the events from those cursors."""
+            query = {**keep, "inputs_after": inputs_from, "events_after": events_from or ""}
+            return _link(path, query) + anchor
+
+        more_inputs, more_events = inputs.next_after, events.next_after
         return self.render(
             request,
             "session.html",
@@ -205,17 +212,11 @@ class _Pages:
             view=view,
             inputs=inputs,
             events=events,
-            inputs_next=_link(path, {**keep, "inputs_after": inputs.next_after,
-                                     "events_after": events_after or ""}) + "#inputs"
-            if inputs.next_after is not None else None,
-            inputs_first=_link(path, {**keep, "events_after": events_after or ""}) + "#inputs"
-            if inputs_after is not None else None,
-            events_next=_link(path, {**keep, "inputs_after": inputs_after,
-                                     "events_after": events.next_after}) + "#events"
-            if events.next_after is not None else None,
-            events_first=_link(path, {**keep, "inputs_after": inputs_after}) + "#events"
-            if events_after else None,
-        )  # fmt: skip
+            inputs_next=None if more_inputs is None else at(more_inputs, events_after, "#inputs"),
+            inputs_first=None if inputs_after is None else at(None, events_after, "#inputs"),
+            events_next=None if more_events is None else at(inputs_after, more_events, "#events"),
+            events_first=at(inputs_after, None, "#events") if events_after else None,
+        )
 
     def input(self, request: Request) -> Response:
         input_id = _data.parse_input_id(request.path_params["input_id"])
@@ -266,9 +267,7 @@ def _limit(value: str | None) -> int:
     return int(value)
 
 
-def _choice(
-    value: str | None, choices: type[RuntimeState | InputLifecycleState], field: str
-) -> str | None:
+def _choice(value: str | None, choices: type[StrEnum], field: str) -> str | None:
     if value is None or value == "":
         return None
     names = [c.value for c in choices]
