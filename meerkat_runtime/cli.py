@@ -275,6 +275,13 @@ def _print_error(label: str, message: str, hint: str) -> None:
         err_console.print(f"[dim]hint:[/dim] {escape(hint)}", highlight=False, soft_wrap=True)
 
 
+def _clip(text: str, width: int) -> str:
+    """``text`` cut to ``width`` on a terminal; whole in piped output (it may hold ids)."""
+    if console.is_terminal and len(text) > width:
+        return text[: width - 1] + "…"
+    return text
+
+
 def _print_table(table: Table) -> None:
     """Print a table; to a pipe or file at the width it needs, so no id is ever truncated."""
     if console.is_terminal:
@@ -639,7 +646,7 @@ def inspect(
             for k, v in data.items()
             if k not in ("code", "input", "policy", "primitive", "runtime_semantics")
         )
-        _add_row(t, str(env.sequence), _ts(env.timestamp), env.event.event_code, detail[:90])  # fmt: skip
+        _add_row(t, str(env.sequence), _ts(env.timestamp), env.event.event_code, _clip(detail, 90))  # fmt: skip
     _print_table(t)
 
 
@@ -699,7 +706,7 @@ def events(
             str(env.sequence),
             _ts(env.timestamp),
             env.event.event_code,
-            orjson.dumps(data).decode()[:100],
+            _clip(orjson.dumps(data).decode(), 100),
         )
     _print_table(t)
     if shown and len(shown) == limit:

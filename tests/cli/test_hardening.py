@@ -335,3 +335,13 @@ def test_demo_removes_its_temporary_database_unless_kept(tmp_path: Path) -> None
     assert summary["kept"] is True
     (kept,) = scratch.glob("meerkat-demo-*/demo.db")
     assert summary["store"] == f"sqlite:///{kept}"
+
+
+def test_event_data_is_not_cut_in_piped_output(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'data.db'}"
+    text = "a long prompt " + "y" * 200 + " end-of-prompt"
+    with Runtime.open(url) as rt:
+        rt.session("s").accept(prompt(text))
+    done = run("events", "s", "--store", url, env={"COLUMNS": "40"})
+    assert done.returncode == 0, done.stderr
+    assert "end-of-prompt" in done.stdout, done.stdout
