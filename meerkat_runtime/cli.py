@@ -1095,6 +1095,11 @@ def console_command(
         "(this machine only) unless the network around it is trusted.",
     ),
     port: int = typer.Option(8765, "--port", min=0, max=65535, help="Port (0: any free port)."),
+    json_out: bool = typer.Option(
+        False,
+        "--json",
+        help="When listening, print one JSON line (url, store, loopback) instead of the banner.",
+    ),
 ) -> None:
     """Serve the read-only operator web console (no authentication; binds 127.0.0.1 by default)."""
     try:
@@ -1111,6 +1116,23 @@ def console_command(
     with contextlib.closing(sock), _open_runtime(store) as rt:
 
         def ready(url: str) -> None:
+            if json_out:
+                loopback = console_app.is_loopback(host)
+                sys.stdout.write(
+                    orjson.dumps(
+                        {"url": url, "store": mask_url(store), "loopback": loopback}
+                    ).decode()
+                    + "\n"
+                )
+                sys.stdout.flush()
+                if not loopback:
+                    err_console.print(
+                        f"[red]warning:[/red] listening on {escape(host)}: reachable from the "
+                        "network, without authentication.",
+                        highlight=False,
+                        soft_wrap=True,
+                    )
+                return
             console.print(
                 f"[bold]meerkat-runtime console[/bold] at {escape(url)} "
                 f"(store {escape(mask_url(store))})",

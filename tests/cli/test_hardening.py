@@ -345,3 +345,24 @@ def test_event_data_is_not_cut_in_piped_output(tmp_path: Path) -> None:
     done = run("events", "s", "--store", url, env={"COLUMNS": "40"})
     assert done.returncode == 0, done.stderr
     assert "end-of-prompt" in done.stdout, done.stdout
+
+
+def test_console_json_prints_where_it_listens(populated: Populated) -> None:
+    """The long-running ``console`` keeps the promise too: ``--json`` makes its banner
+    one JSON line (stdout), so a script can read the URL."""
+    env = {k: v for k, v in os.environ.items() if k != "MEERKAT_STORE"} | {"PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [str(SCRIPT), "console", "--store", populated.url, "--port", "0", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        ready = json.loads(proc.stdout.readline())
+        assert ready["url"].startswith("http://127.0.0.1:") and ready["loopback"] is True
+        assert ready["store"] == populated.url
+    finally:
+        proc.terminate()
+        proc.wait(WAIT)
