@@ -173,7 +173,7 @@ def command(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         _secrets[:] = _store_secrets(kwargs.get("store"))
-        with _held_warnings() as held:
+        with _held_warnings(live=getattr(fn, "_live_warnings", False)) as held:
             try:
                 result = fn(*args, **kwargs)
             except typer.Exit as exc:  # a deliberate exit code, not a crash
@@ -229,21 +229,32 @@ def _scrub(text: str) -> str:
 
 
 class _Held(logging.Handler):
-    def __init__(self) -> None:
+    def __init__(self, live: bool) -> None:
         super().__init__(logging.WARNING)
+        self.live = live
         self.records: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
+        if self.live:  # a server: its warnings matter while it runs
+            _print_warning(record)
+        else:
+            self.records.append(record)
+
+
+def live_warnings(fn: F) -> F:
+    """Mark a long-running command (a server): its warnings print as they happen."""
+    fn._live_warnings = True  # type: ignore[attr-defined]
+    return fn
 
 
 @contextlib.contextmanager
-def _held_warnings() -> Iterator[_Held]:
+def _held_warnings(live: bool = False) -> Iterator[_Held]:
     """Hold the log records of WARNING and above emitted while the command runs.
 
-    With ``MEERKAT_DEBUG`` set, Python's usual handling (printed at once) is kept.
+    A command marked :func:`live_warnings` (a server) prints them as they come. With
+    ``MEERKAT_DEBUG`` set, Python's usual handling (printed at once) is kept.
     """
-    held = _Held()
+    held = _Held(live)
     root = logging.getLogger()
     if os.environ.get("MEERKAT_DEBUG"):
         yield held
@@ -253,6 +264,11 @@ def _held_warnings() -> Iterator[_Held]:
         yield held
     finally:
         root.removeHandler(held)
+
+
+def _print_warning(record: logging.LogRecord) -> None:
+    text = " ".join(_scrub(mask_url(record.getMessage())).split())
+    err_console.print(f"[yellow]warning:[/yellow] {escape(text)}", highlight=False)
 
 
 def _print_warnings(held: _Held) -> None:
@@ -1086,6 +1102,7 @@ def health(
 
 @app.command("console")
 @command
+@live_warnings
 def console_command(
     store: str = StoreOpt,
     host: str = typer.Option(

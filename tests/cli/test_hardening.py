@@ -366,3 +366,31 @@ def test_console_json_prints_where_it_listens(populated: Populated) -> None:
     finally:
         proc.terminate()
         proc.wait(WAIT)
+
+
+def test_a_server_command_prints_warnings_as_they_happen(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Commands that finish hold warnings until their output is done; a server (``console``)
+    cannot wait for an end, so its warnings are printed at once."""
+    import logging
+
+    from meerkat_runtime import cli as cli_module
+
+    seen: list[str] = []
+
+    @cli_module.command
+    @cli_module.live_warnings
+    def serve() -> None:
+        logging.getLogger("meerkat_runtime.test").warning("projection %s is retrying", "x")
+        seen.append(capsys.readouterr().err)
+
+    @cli_module.command
+    def finish() -> None:
+        logging.getLogger("meerkat_runtime.test").warning("held until the end")
+        seen.append(capsys.readouterr().err)
+
+    serve()
+    finish()
+    assert "warning: projection x is retrying" in seen[0]
+    assert seen[1] == "" and "warning: held until the end" in capsys.readouterr().err
