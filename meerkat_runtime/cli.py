@@ -67,6 +67,7 @@ from meerkat_runtime.events.runtime_event import RuntimeEventEnvelope
 from meerkat_runtime.events.runtime_state import RuntimeState
 from meerkat_runtime.events.session import SessionState, evolve
 from meerkat_runtime.events.timefmt import format_timestamp, utc_now
+from meerkat_runtime.health import HealthLimits, check_health
 from meerkat_runtime.runtime import DEFAULT_STORE_URL, Runtime, event_codec
 from meerkat_runtime.store import EventStore, NewEvent, open_store
 
@@ -996,21 +997,6 @@ def import_(
         )
 
 
-def _run_started(rt: Runtime, view: Any) -> datetime:
-    """When a running session's current run started: when its inputs were staged for it.
-
-    Not the view's ``updated_at``: that moves on with every later event of the session
-    (inputs queued during the run), so a stuck run that keeps receiving input would hide.
-    """
-    times = []
-    for state in ("staged", "applied", "applied_pending_consumption"):
-        for row in rt.ledger.list(session_id=view.session_id, state=state, limit=1000):
-            staged = [e.timestamp for e in row.history if e.to == "staged"]
-            if row.run_id == view.current_run_id and staged:
-                times.append(staged[-1])
-    return min(times, default=view.updated_at)
-
-
 def _read(file: Path) -> bytes:
     try:
         return file.read_bytes()
@@ -1041,43 +1027,16 @@ def health(
         # a failed or lagging projection is one of the signals reported below
         with contextlib.suppress(TimeoutError, MeerkatRuntimeError):
             rt.projections.wait_caught_up(HEALTH_CATCH_UP)
-        queued_rows = list(_all(rt.ledger.list, state="queued"))
-        stuck = [
-            v
-            for v in _all(rt.views.list, state="running")
-            if (now - _run_started(rt, v)).total_seconds() > max_run_age
-        ]
-        status = rt.projections.status()
-        skipped = rt.projections.skipped()
-    queued = len(queued_rows)
-    oldest_age = max(((now - r.state_since).total_seconds() for r in queued_rows), default=0.0)
-    problems = []
-    if oldest_age > max_queue_age:
-        problems.append(f"an input has been queued for {oldest_age:.0f}s (> {max_queue_age:.0f}s)")
-    if stuck:
-        problems.append(
-            f"{len(stuck)} session(s) running for more than {max_run_age:.0f}s: {', '.join(v.session_id for v in stuck[:5])}"
-        )
-    for s in status:
-        if s.status not in ("running", "standby"):  # standby: another node runs it
-            problems.append(f"projection {s.name} is {s.status}: {s.error}")
-        if s.lag > max_lag:
-            problems.append(f"projection {s.name} lags {s.lag} events (> {max_lag})")
-    if skipped:
-        problems.append(f"{len(skipped)} projection event(s) skipped")
-        # Name each bad event once (a held-back session's later events repeat it).
-        for sid, first in {s.session_id: s for s in reversed(skipped)}.items():
-            problems.append(
-                f"projection {first.projection} skipped session {sid!r} at log position "
-                f"{first.position}: {first.error}"
-            )
+        report = check_health(rt, HealthLimits(max_queue_age, max_run_age, max_lag), now)
+    queued, oldest_age, status = report.queued_inputs, report.oldest_queued_age, report.projections
+    problems = report.problems
     signals = {
         "healthy": not problems,
         "queued_inputs": queued,
         "oldest_queued_age_seconds": round(oldest_age, 3),
-        "stuck_runs": [v.session_id for v in stuck],
+        "stuck_runs": report.stuck_runs,
         "projections": [{"name": s.name, "status": s.status, "position": s.position, "lag": s.lag, "error": s.error} for s in status],
-        "skipped_events": len(skipped),
+        "skipped_events": len(report.skipped),
         "problems": problems,
     }  # fmt: skip
     if json_out:
@@ -1087,10 +1046,12 @@ def health(
             f"health: {'[green]healthy[/green]' if not problems else '[red]unhealthy[/red]'}"
         )
         console.print(f"  queued inputs: {queued}, oldest waiting {oldest_age:.1f}s")
-        console.print(f"  sessions running longer than {max_run_age:.0f}s: {len(stuck)}")
+        console.print(
+            f"  sessions running longer than {max_run_age:.0f}s: {len(report.stuck_runs)}"
+        )
         for s in status:
             console.print(f"  projection {s.name}: {s.status}, position {s.position}, lag {s.lag}")
-        console.print(f"  skipped projection events: {len(skipped)}")
+        console.print(f"  skipped projection events: {len(report.skipped)}")
         for p in problems:
             console.print(f"  [red]-[/red] {escape(p)}", highlight=False)
     if problems:

@@ -41,6 +41,7 @@ from meerkat_runtime.console import _data
 from meerkat_runtime.errors import InvalidInput, MeerkatRuntimeError, mask_url
 from meerkat_runtime.events.runtime_state import RuntimeState
 from meerkat_runtime.events.timefmt import format_timestamp
+from meerkat_runtime.health import HealthLimits, check_health
 from meerkat_runtime.runtime import Runtime
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "create_app", "serve"]
@@ -131,7 +132,7 @@ def _environment() -> jinja2.Environment:
 class _Pages:
     """The route handlers, bound to one runtime."""
 
-    def __init__(self, rt: Runtime, store_label: str, limits: _data.HealthLimits) -> None:
+    def __init__(self, rt: Runtime, store_label: str, limits: HealthLimits) -> None:
         self.rt = rt
         self.store_label = store_label
         self.limits = limits
@@ -161,7 +162,12 @@ class _Pages:
     # ------------------------------------------------------------ pages
 
     def overview(self, request: Request) -> Response:
-        return self.render(request, "overview.html", health=_data.health(self.rt, self.limits))
+        return self.render(
+            request,
+            "overview.html",
+            health=check_health(self.rt, self.limits),
+            sessions_by_state=self.rt.views.count_by_state(),
+        )
 
     def sessions(self, request: Request) -> Response:
         q = request.query_params
@@ -280,7 +286,7 @@ def create_app(
     runtime: Runtime,
     *,
     allowed_hosts: list[str] | None = None,
-    limits: _data.HealthLimits | None = None,
+    limits: HealthLimits | None = None,
 ) -> Starlette:
     """The console for ``runtime`` (open it read-only: ``Runtime.open(url, read_only=True)``).
 
@@ -289,7 +295,7 @@ def create_app(
     passes the loopback names when it binds a loopback address. ``limits``: when
     the front page calls the runtime unhealthy (the CLI ``health`` defaults).
     """
-    pages = _Pages(runtime, runtime.store.url, limits or _data.HealthLimits())
+    pages = _Pages(runtime, runtime.store.url, limits or HealthLimits())
     get = ["GET"]  # Starlette adds HEAD to every GET route
     routes = [
         Route("/", pages.overview, methods=get, name="overview"),

@@ -9,17 +9,15 @@ next page, ``None`` on the last one.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import orjson
 
 from meerkat_runtime.errors import InvalidInput
-from meerkat_runtime.events.input_state import InputLifecycleState
-from meerkat_runtime.events.timefmt import utc_now
-from meerkat_runtime.projections import LedgerRow, ProjectionStatus, SkippedEvent, ViewRow
+from meerkat_runtime.projections import LedgerRow, ViewRow
 from meerkat_runtime.runtime import Runtime
 from meerkat_runtime.store import RecordedEvent
 
@@ -28,12 +26,9 @@ T = TypeVar("T")
 __all__ = [
     "ClusterInfo",
     "EventItem",
-    "Health",
-    "HealthLimits",
     "Page",
     "cluster_info",
     "find_inputs",
-    "health",
     "session_events",
     "session_inputs",
     "sessions",
@@ -134,101 +129,6 @@ def parse_input_id(text: str) -> uuid.UUID:
         return uuid.UUID(text)
     except ValueError:
         raise InvalidInput(f"not an input id (a UUID): {text!r:.80}", "input_id") from None
-
-
-# ---------------------------------------------------------------- health
-
-
-@dataclass(frozen=True, slots=True)
-class HealthLimits:
-    """When ``health`` calls the runtime unhealthy (the CLI's ``health`` defaults)."""
-
-    max_queue_age: float = 300.0
-    """Seconds an input may wait queued."""
-    max_run_age: float = 600.0
-    """Seconds a session may stay running."""
-    max_lag: int = 1000
-    """Events a projection may lag behind the log."""
-
-
-@dataclass(frozen=True, slots=True)
-class Health:
-    """The liveness signals of ``meerkat-runtime health``, for the console's front page."""
-
-    healthy: bool
-    queued_inputs: int
-    oldest_queued_age: float
-    stuck_runs: list[str]
-    projections: list[ProjectionStatus]
-    skipped: list[SkippedEvent]
-    sessions_by_state: dict[str, int]
-    problems: list[str] = field(default_factory=list)
-
-
-def _all(lister: Callable[..., list[Any]], **filters: Any) -> Iterator[Any]:
-    after = None
-    while True:
-        page = lister(limit=1000, after=after, **filters)
-        yield from page
-        if len(page) < 1000:
-            return
-        after = page[-1].position
-
-
-def _run_started(rt: Runtime, view: ViewRow) -> datetime:
-    """When a running session's current run started: when its inputs were staged for it."""
-    times = []
-    for state in (
-        InputLifecycleState.STAGED,
-        InputLifecycleState.APPLIED,
-        InputLifecycleState.APPLIED_PENDING_CONSUMPTION,
-    ):
-        for row in _all(rt.ledger.list, session_id=view.session_id, state=state.value):
-            staged = [e.timestamp for e in row.history if e.to == InputLifecycleState.STAGED]
-            if row.run_id == view.current_run_id and staged:
-                times.append(staged[-1])
-    return min(times, default=view.updated_at)
-
-
-def health(rt: Runtime, limits: HealthLimits = HealthLimits()) -> Health:
-    """Oldest queued input, runs longer than allowed, projection status and lag, skipped events."""
-    now = utc_now()
-    queued = list(_all(rt.ledger.list, state=InputLifecycleState.QUEUED.value))
-    oldest = max(((now - r.state_since).total_seconds() for r in queued), default=0.0)
-    stuck = [
-        v.session_id
-        for v in _all(rt.views.list, state="running")
-        if (now - _run_started(rt, v)).total_seconds() > limits.max_run_age
-    ]
-    status = rt.projections.status()
-    skipped = rt.projections.skipped()
-    problems = []
-    if oldest > limits.max_queue_age:
-        problems.append(
-            f"an input has been queued for {oldest:.0f}s (> {limits.max_queue_age:.0f}s)"
-        )
-    if stuck:
-        problems.append(
-            f"{len(stuck)} session(s) running for more than {limits.max_run_age:.0f}s: "
-            + ", ".join(stuck[:5])
-        )
-    for s in status:
-        if s.status not in ("running", "standby"):  # standby: another node runs it
-            problems.append(f"projection {s.name} is {s.status}: {s.error}")
-        if s.lag > limits.max_lag:
-            problems.append(f"projection {s.name} lags {s.lag} events (> {limits.max_lag})")
-    if skipped:
-        problems.append(f"{len(skipped)} projection event(s) skipped")
-    return Health(
-        healthy=not problems,
-        queued_inputs=len(queued),
-        oldest_queued_age=oldest,
-        stuck_runs=stuck,
-        projections=status,
-        skipped=skipped,
-        sessions_by_state=rt.views.count_by_state(),
-        problems=problems,
-    )
 
 
 # ---------------------------------------------------------------- cluster

@@ -175,7 +175,7 @@ def test_overview_shows_health_and_projections(
 def test_overview_reports_unhealthy_when_an_input_waits_too_long(
     read_only_runtime: Runtime,
 ) -> None:
-    from meerkat_runtime.console._data import HealthLimits
+    from meerkat_runtime.health import HealthLimits
 
     strict = TestClient(create_app(read_only_runtime, limits=HealthLimits(max_queue_age=0.0)))
     page = get_ok(strict, "/")
