@@ -11,7 +11,8 @@ details; the test suite runs the same trials, fewer of them).
     python benchmarks/soak.py --trials 1000                    # SQLite files in a temp dir
     python benchmarks/soak.py --backend postgresql --trials 200 --url postgresql://...
 
-Prints the counts (trials, acked inputs, lost, duplicated, mismatches) and
+Prints the counts (trials, acked inputs, lost, duplicated, mismatches,
+executor calls and duplicate calls outside the documented window) and
 exits 1 if anything was lost or duplicated or any check failed (the failed
 trials' stores are kept for inspection), 0 otherwise.
 """
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"  {totals.trials:5d} trials  {totals.acked:7d} acked  {totals.lost} lost  "
                 f"{totals.duplicated} duplicated  {totals.mismatches} mismatches  "
+                f"{totals.calls} executor calls  {totals.duplicate_calls} duplicate calls  "
                 f"({time.monotonic() - started:.0f} s)",
                 flush=True,
             )
@@ -77,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"soak result: backend={args.backend} trials={totals.trials} acked={totals.acked} "
         f"lost={totals.lost} duplicated={totals.duplicated} mismatches={totals.mismatches} "
+        f"executor_calls={totals.calls} reexecuted_in_window={totals.reexecuted} "
+        f"duplicate_calls_outside_window={totals.duplicate_calls} "
         f"failed_trials={len(totals.failed)} seed={seed} elapsed={elapsed:.0f}s"
     )
     for failure in totals.failed:

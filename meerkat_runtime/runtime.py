@@ -27,6 +27,8 @@ from meerkat_runtime.actors import (
     CompletionHandle,
     CompletionRegistry,
     ExecutorLike,
+    RetryPolicy,
+    RunBoundaryReceipt,
     Scheduler,
     Services,
     SessionRegistry,
@@ -109,7 +111,13 @@ class RuntimeOptions:
 
     * ``executor_threads`` (8): worker threads that run executors.
     * ``run_timeout`` (300 s; None = never): a run still going after this fails with ``timeout``.
-    * ``retry_backoff`` (0.05 s): wait before re-running inputs rolled back by a failed run.
+    * ``retry_backoff`` (0.05 s): the first wait before re-running inputs rolled back by a
+      failed run (``retry.initial_backoff`` when ``retry`` is not given).
+    * ``retry`` (:class:`RetryPolicy`): max attempts, exponential backoff with jitter, max
+      delay. Default: 3 attempts from ``retry_backoff``, doubling, at most 5 s.
+    * ``cancel_grace`` (30 s; None = for ever): how long a session waits, after telling a
+      call of an ended run to cancel, before it may run that call's inputs again while the
+      call is still executing (the at-least-once window, see the executor guide).
     * ``max_live_sessions`` (1000): live actors kept; the least recently used idle one passivates.
     * ``idle_timeout`` (60 s): an actor idle this long passivates.
     * ``max_pending`` (1000): commands waiting for one session before ``accept`` raises ``Overloaded``.
@@ -124,6 +132,8 @@ class RuntimeOptions:
     executor_threads: int = 8
     run_timeout: float | None = 300.0
     retry_backoff: float = 0.05
+    retry: RetryPolicy | None = None
+    cancel_grace: float | None = 30.0
     max_live_sessions: int = 1000
     idle_timeout: float = 60.0
     max_pending: int = 1000
@@ -138,11 +148,22 @@ class RuntimeOptions:
         mine = {k: v for k, v in options.items() if k in names}
         rest = {k: v for k, v in options.items() if k not in names}
         for key, value in mine.items():
-            if key == "run_timeout" and value is None:
+            if key in ("run_timeout", "cancel_grace") and value is None:
+                continue
+            if key == "retry":
+                if value is not None and not isinstance(value, RetryPolicy):
+                    raise ValueError(
+                        f"runtime option 'retry' must be a RetryPolicy, got {type(value).__name__}"
+                    )
+                continue
+            if key == "cancel_grace" and isinstance(value, (int, float)) and value == 0:
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ValueError(f"runtime option {key!r} must be a positive number, got {value!r}")
         return cls(**mine), rest
+
+    def retry_policy(self) -> RetryPolicy:
+        return self.retry or RetryPolicy(initial_backoff=self.retry_backoff)
 
 
 def coerce_input(data: Any, max_bytes: int = 1024 * 1024) -> Input:
@@ -285,6 +306,25 @@ class Session:
         report: StopReport = self._command(Stop())
         return report
 
+    def cancel_run(self, reason: str = "cancelled", run_id: uuid.UUID | str | None = None) -> bool:
+        """Cancel the run in flight (only run ``run_id`` when given): its staged inputs are
+        abandoned (``cancelled``; waiters get ``cancelled``), inputs it applied at a
+        checkpoint are consumed, and the executor's cancel token is signalled with
+        ``reason``. False when there is no such run."""
+        if not isinstance(reason, str) or not reason:
+            raise InvalidInput("cancel_run reason must be a non-empty string", "reason")
+        rid = None if run_id is None else parse_uuid(run_id, "run_id")
+        done: bool = self._call("cancel_run", (reason, rid))
+        return done
+
+    def boundary_receipt(self, run_id: uuid.UUID | str, sequence: int) -> RunBoundaryReceipt | None:
+        """The committed receipt of run ``run_id``'s checkpoint ``sequence`` (from the log)."""
+        rid = parse_uuid(run_id, "run_id")
+        if isinstance(sequence, bool) or not isinstance(sequence, int) or sequence < 1:
+            raise InvalidInput(f"sequence must be an int >= 1, got {sequence!r}", "sequence")
+        receipt: RunBoundaryReceipt | None = self._call("boundary_receipt", (rid, sequence))
+        return receipt
+
     def recover(self) -> RecoveryReport:
         """Re-apply the recovery rules; a stopped session is re-registered (idle or attached)."""
         report: RecoveryReport = self._command(Recover(cold=False, reregister=True))
@@ -345,7 +385,8 @@ class Runtime:
             scheduler=scheduler,
             pool=pool,
             run_timeout=options.run_timeout,
-            retry_backoff=options.retry_backoff,
+            retry=options.retry_policy(),
+            cancel_grace=options.cancel_grace,
             recovery_timeout=options.recovery_timeout,
         )
         self.membership: Membership | None = None
@@ -548,6 +589,10 @@ class Runtime:
             return
         self._closed = True
         self._registry.close(self.options.close_timeout)
+        # Calls still executing belong to runs the log keeps as started (recovery closes
+        # them): tell them to stop, so they do not outlive the runtime for long.
+        self._services.calls.cancel_all("runtime closed")
+        self._services.runner.close()
         self._services.scheduler.stop()
         self._services.pool.shutdown(wait=False, cancel_futures=True)
         self.completions.close()

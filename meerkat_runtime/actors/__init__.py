@@ -2,9 +2,13 @@
 
 from meerkat_runtime.actors._completion import CompletionHandle, CompletionRegistry
 from meerkat_runtime.actors._executor import (
+    CancelToken,
     EchoExecutor,
     Executor,
     ExecutorLike,
+    Interrupt,
+    InterruptQueue,
+    RetryPolicy,
     RunRequest,
     RunResult,
     RunStatus,
@@ -13,15 +17,21 @@ from meerkat_runtime.actors._executor import (
 from meerkat_runtime.actors._registry import Services, SessionRegistry
 from meerkat_runtime.actors._scheduler import Scheduler
 from meerkat_runtime.actors._session import AcceptOutcome, Call, SessionActor
+from meerkat_runtime.events.runtime_event import RunBoundaryReceipt
 
 __all__ = [
     "AcceptOutcome",
     "Call",
+    "CancelToken",
     "CompletionHandle",
     "CompletionRegistry",
     "EchoExecutor",
     "Executor",
     "ExecutorLike",
+    "Interrupt",
+    "InterruptQueue",
+    "RetryPolicy",
+    "RunBoundaryReceipt",
     "RunRequest",
     "RunResult",
     "RunStatus",

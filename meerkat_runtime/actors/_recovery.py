@@ -104,7 +104,12 @@ def _recover_chunk(services: Services, session_ids: list[str]) -> dict[str, Reco
     done: dict[str, RecoveryReport | None] = {}
     pending: list[tuple[str, Decision, Future[list[RecordedEvent]]]] = []
     store = services.store
-    ctx = DecisionContext(now=utc_now(), new_id=uuid7, attached=services.executor is not None)
+    ctx = DecisionContext(
+        now=utc_now(),
+        new_id=uuid7,
+        attached=services.executor is not None,
+        max_attempts=services.retry.max_attempts,
+    )
     for sid, item in loaded.items():
         st = item.state
         if st.phase is RuntimeState.DESTROYED:

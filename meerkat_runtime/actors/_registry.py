@@ -29,8 +29,9 @@ from typing import Any
 
 import pykka
 
+from meerkat_runtime.actors._calls import CallTable
 from meerkat_runtime.actors._completion import CompletionRegistry
-from meerkat_runtime.actors._executor import ExecutorLike
+from meerkat_runtime.actors._executor import AsyncRunner, ExecutorLike, RetryPolicy
 from meerkat_runtime.actors._scheduler import Scheduler
 from meerkat_runtime.actors._session import Call, Reply, SessionActor
 from meerkat_runtime.cluster import Membership
@@ -55,11 +56,14 @@ class Services:
     scheduler: Scheduler
     pool: ThreadPoolExecutor
     run_timeout: float | None = 300.0
-    retry_backoff: float = 0.05
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    cancel_grace: float | None = 30.0
     recovery_timeout: float = 10.0
     backoff_initial: float = 0.05
     backoff_max: float = 2.0
     active_runs: set[uuid.UUID] = field(default_factory=set)
+    calls: CallTable = field(default_factory=CallTable)
+    runner: AsyncRunner = field(default_factory=AsyncRunner)
     closing: bool = False
     listeners: list[EventListener] = field(default_factory=list)
     membership: Membership | None = None

@@ -24,25 +24,44 @@ only durable events: other commands, queries, dedup and reject answers (they
 may point at an input still in flight), snapshots, stopping. So the only
 state ever observed by anyone but the actor itself is durable, acks follow
 durability, and per-session order is the mailbox order.
+
+Runs. The actor starts a run (``run.started``) and hands the executor call to
+the pool or the runtime's event loop; the call's result comes back as a
+``run_done`` message. Every call is fenced by its run id: whenever the log
+ends a run the call has not finished (timeout, stop, destroy, recycle,
+retire, cancel-run, lease loss, recovery), the call's cancel token is
+signalled, its late result is ignored (logged as such), and the session
+starts no new run until it returns or ``cancel_grace`` passed since the
+signal (the at-least-once window, documented in ``_executor``). Checkpoints
+(``request.checkpoint``) and interrupts reach the session as ordinary
+messages and decisions, so deciding stays pure.
 """
 
 from __future__ import annotations
 
 import _thread
 import logging
+import math
 import queue
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pykka
 
 from meerkat_runtime.actors._completion import CompletionHandle
-from meerkat_runtime.actors._executor import RunRequest, RunResult, RunStatus, call_executor
+from meerkat_runtime.actors._executor import (
+    Interrupt,
+    RunRequest,
+    RunResult,
+    RunStatus,
+    start_call,
+)
 from meerkat_runtime.cluster import session_lease
 from meerkat_runtime.errors import (
     ConcurrencyConflict,
@@ -56,6 +75,10 @@ from meerkat_runtime.errors import (
 from meerkat_runtime.events._codec import _check_json
 from meerkat_runtime.events.catalogue import decode_recorded, envelope_to_record
 from meerkat_runtime.events.completion import (
+    CallbackBatchPending,
+    CallbackPending,
+    CompletedWithFinalizationFailure,
+    CompletedWithoutResult,
     CompletionOutcome,
     TurnTerminalCauseKind,
     TurnTerminalOutcome,
@@ -63,12 +86,14 @@ from meerkat_runtime.events.completion import (
 from meerkat_runtime.events.ids import uuid7
 from meerkat_runtime.events.input_state import InputState
 from meerkat_runtime.events.inputs import Input
-from meerkat_runtime.events.policy import AdmissionPlan
+from meerkat_runtime.events.policy import AdmissionPlan, WakeMode
 from meerkat_runtime.events.reports import RecoveryReport, RejectReason
-from meerkat_runtime.events.run_primitive import RunPrimitive
+from meerkat_runtime.events.run_primitive import HandlingMode, RunPrimitive
 from meerkat_runtime.events.runtime_event import (
     InputLifecycleEvent,
+    RunBoundaryReceipt,
     RunCancelled,
+    RunCheckpointed,
     RunCompleted,
     RunError,
     RunFailed,
@@ -78,15 +103,21 @@ from meerkat_runtime.events.runtime_state import RuntimeState
 from meerkat_runtime.events.session import (
     Accept,
     AcceptDecision,
+    ApplyBoundary,
     CancelRun,
     Command,
     CompleteRun,
     Decision,
     DecisionContext,
+    Destroy,
     FailRun,
     Recover,
+    Recycle,
+    Reset,
+    Retire,
     SessionState,
     StartRun,
+    Stop,
     completion_outcome,
     decide,
     evolve,
@@ -326,13 +357,15 @@ class SessionActor(pykka.ThreadingActor):
                 # The run's session moved to another node, which recovers it: stop
                 # waiting for the run here (close() waits for every active run).
                 self.svc.active_runs.discard(call.payload[0])
+                self.svc.calls.finish(self.session_id, call.payload[0])
             raise
         handler = getattr(self, f"_on_{call.kind}")
         return handler(call.payload)
 
     def _busy(self) -> bool:
         st = self.state
-        return st is not None and (st.run is not None or self.retry_scheduled)
+        busy = st is not None and (st.run is not None or self.retry_scheduled)
+        return busy or self.svc.calls.live(self.session_id)
 
     # ------------------------------------------------------------ loading and supervision
 
@@ -398,6 +431,7 @@ class SessionActor(pykka.ThreadingActor):
                 detail="interrupted: the run's worker is gone",
             )
             self._commit(FailRun(run_id=st.run.run_id, error=error))
+        self._fence_calls("the log ended the run")
 
     def _invalidate(self) -> None:
         """Forget the in-memory state: the next message refolds it from the store."""
@@ -416,6 +450,7 @@ class SessionActor(pykka.ThreadingActor):
             raise SessionOwnedElsewhere(self.session_id, exc.owner or "unknown") from None
 
     def _lease_lost(self, exc: LeaseUnavailable) -> SessionOwnedElsewhere:
+        self.svc.calls.cancel(self.session_id, "lease lost")
         if self.svc.membership is not None:
             self.svc.membership.forget(self.lease)
         self._invalidate()
@@ -424,6 +459,7 @@ class SessionActor(pykka.ThreadingActor):
 
     def _on_lease_lost(self, _: Any) -> None:
         """The heartbeat found our lease taken: drop the state; the next call re-acquires or fails."""
+        self.svc.calls.cancel(self.session_id, "lease lost")
         self._invalidate()
         self.owned_elsewhere = True
 
@@ -438,12 +474,19 @@ class SessionActor(pykka.ThreadingActor):
     # ------------------------------------------------------------ deciding and persisting
 
     def _context(self) -> DecisionContext:
-        return DecisionContext(now=utc_now(), new_id=uuid7, attached=self.svc.executor is not None)
+        return DecisionContext(
+            now=utc_now(),
+            new_id=uuid7,
+            attached=self.svc.executor is not None,
+            max_attempts=self.svc.retry.max_attempts,
+        )
 
-    def _commit(self, command: Command) -> Decision:
+    def _commit(self, command: Command, reason: str | None = None) -> Decision:
         """Decide, append atomically, evolve, resolve completions. Raises on refusal.
 
         Blocks until the append is durable (after any pipelined appends in flight).
+        A call whose run the decision ended is told to cancel (``reason``, else one
+        named after the command).
         """
         if self._inflight:
             self._drain()
@@ -483,7 +526,14 @@ class SessionActor(pykka.ThreadingActor):
                 self.svc.completions.resolve(self.session_id, iid, outcome)
         self._maybe_snapshot(st, len(decision.events))
         self.svc.notify_events(self.session_id, decision.events)
+        self._fence_calls(reason or _END_REASONS.get(type(command), "the log ended the run"))
         return decision
+
+    def _fence_calls(self, reason: str) -> None:
+        """Signal every live call of this session whose run the log no longer has."""
+        st = self.state
+        if st is not None and self.svc.calls.live(self.session_id):
+            self.svc.calls.cancel(self.session_id, reason, keep=st.run.run_id if st.run else None)
 
     def _append(self, st: SessionState, events: list[RuntimeEventEnvelope]) -> None:
         new_events = []
@@ -557,7 +607,24 @@ class SessionActor(pykka.ThreadingActor):
                 # it on durable state only.
                 self._drain()
                 self._ensure_loaded()
-        return self._accept_reply(self._commit(Accept(inp)))
+        outcome = self._accept_reply(self._commit(Accept(inp)))
+        self._interrupt(outcome)
+        return outcome
+
+    def _interrupt(self, outcome: AcceptOutcome) -> None:
+        """A durable steer-lane input admitted with ``interrupt_yielding``: poke the live run."""
+        plan = outcome.policy
+        if (
+            outcome.kind != "accepted"
+            or plan is None
+            or plan.decision.wake_mode is not WakeMode.INTERRUPT_YIELDING
+            or plan.lane is not HandlingMode.STEER
+        ):
+            return
+        st = outcome.state
+        if st is None or st.persisted_input is None:
+            return
+        self.svc.calls.deliver(self.session_id, Interrupt(outcome.input_id, st.persisted_input))
 
     def _pipeline(self, call: Call, st: SessionState, expected: int, decision: Decision) -> Any:
         """Evolve now, submit the append, and let its commit callback answer the host."""
@@ -612,6 +679,7 @@ class SessionActor(pykka.ThreadingActor):
             svc.completions.resolve(self.session_id, iid, outcome)
         if svc.listeners:
             svc.notify_events(self.session_id, entry.events)
+        self._interrupt(entry.reply)
         reply = entry.call.reply
         if not reply.done():
             reply.set_result(entry.reply)
@@ -751,7 +819,17 @@ class SessionActor(pykka.ThreadingActor):
             # and the log may hold work to go on with (queued input, a run to close).
             self._schedule_retry()
             return
-        if self._inflight and wants_run(st) and st.run is None:
+        if not wants_run(st) or st.run is not None:
+            return
+        wait = self.svc.calls.wait_before_run(self.session_id, self.svc.cancel_grace)
+        if wait is not None:
+            # A call of an ended run is still executing: no input runs twice at once.
+            # Its run_done (or the grace period's end) brings us back here.
+            if wait != math.inf:
+                svc, sid = self.svc, self.session_id
+                svc.scheduler.call_later(wait, lambda: svc.registry.tell(sid, "touch"))
+            return
+        if self._inflight:
             # Start runs from durable state only: let the accepts in flight settle.
             self._drain()
             st = self.state
@@ -772,22 +850,29 @@ class SessionActor(pykka.ThreadingActor):
 
     def _submit(self, run_id: uuid.UUID, primitive: RunPrimitive) -> None:
         svc = self.svc
+        sid = self.session_id
         request = RunRequest(
-            session_id=self.session_id,
+            session_id=sid,
             run_id=run_id,
             primitive=primitive,
             contributing_input_ids=primitive.primitive_input_ids(),
+            control=_SessionControl(svc, sid),
         )
-        svc.active_runs.add(run_id)
-        sid = self.session_id
         executor = svc.executor
         assert executor is not None
+        svc.active_runs.add(run_id)
+        svc.calls.add(request)
 
-        def work() -> None:
-            result = call_executor(executor, request)
+        def done(result: RunResult) -> None:
             svc.registry.tell(sid, "run_done", (run_id, result))
 
-        svc.pool.submit(work)
+        try:
+            start_call(executor, request, svc.pool, svc.runner, done)
+        except RuntimeError as exc:  # the pool or loop is shut down: closing
+            svc.calls.finish(sid, run_id)
+            svc.active_runs.discard(run_id)
+            log.warning("session %s: run %s not started: %s", sid, run_id, exc)
+            return
         if svc.run_timeout is not None:
             svc.scheduler.call_later(
                 svc.run_timeout, lambda: svc.registry.tell(sid, "run_timeout", run_id)
@@ -799,34 +884,19 @@ class SessionActor(pykka.ThreadingActor):
         run_id, result = payload[0], payload[1]
         redeliveries = payload[2] if len(payload) > 2 else 0
         self.svc.active_runs.discard(run_id)
+        self.svc.calls.finish(self.session_id, run_id)
         st = self.state
         assert st is not None
         if st.run is None or st.run.run_id != run_id:
-            return  # late result of a run that already ended (timeout, stop, ...)
-        command: Command
-        if result.status is RunStatus.COMPLETED:
-            try:
-                output = _check_json(result.output, "output")
-            except InvalidInput as exc:
-                error = RunError(
-                    kind=TurnTerminalCauseKind.RUNTIME_APPLY_FAILURE,
-                    outcome=TurnTerminalOutcome.FAILED,
-                    detail=f"invalid output: {exc}",
-                )
-                command = FailRun(run_id=run_id, error=error)
-            else:
-                command = CompleteRun(run_id=run_id, output=output)
-        elif result.status is RunStatus.CANCELLED:
-            command = CancelRun(run_id=run_id, rollback=True)
-        else:
-            # Rust keeps a failure's human-readable text in ``detail``.
-            error = RunError(
-                kind=TurnTerminalCauseKind.RUNTIME_APPLY_FAILURE,
-                outcome=TurnTerminalOutcome.FAILED,
-                detail=result.error,
-                retryable=True,
+            # Fenced: the log ended this run (timeout, stop, cancel, ...) before it returned.
+            log.warning(
+                "session %s: late result of run %s ignored (%s): the run had already ended",
+                self.session_id,
+                run_id,
+                result.status.value if isinstance(result.status, RunStatus) else result.status,
             )
-            command = FailRun(run_id=run_id, error=error)
+            return
+        command = _command_for(run_id, result)
         try:
             self._commit(command)
         except StoreError:
@@ -855,8 +925,61 @@ class SessionActor(pykka.ThreadingActor):
             detail=detail,
             retryable=True,
         )
-        self._commit(FailRun(run_id=run_id, error=error))
+        self._commit(FailRun(run_id=run_id, error=error), reason="timeout")
         self._schedule_retry()
+
+    def _on_cancel_run(self, payload: tuple[str, uuid.UUID | None]) -> bool:
+        """``session.cancel_run``: end the current run (only ``run_id`` when given)."""
+        reason, run_id = payload
+        st = self.state
+        assert st is not None
+        run = st.run
+        if run is None or (run_id is not None and run.run_id != run_id):
+            return False
+        self.svc.active_runs.discard(run.run_id)
+        self._commit(CancelRun(run_id=run.run_id), reason=reason)
+        log.info("session %s: run %s cancelled: %s", self.session_id, run.run_id, reason)
+        self._schedule_retry()
+        return True
+
+    def _on_checkpoint(
+        self, payload: tuple[uuid.UUID, tuple[uuid.UUID, ...], str | None, int]
+    ) -> RunBoundaryReceipt | None:
+        run_id, absorbed, digest, count = payload
+        st = self.state
+        assert st is not None
+        if st.run is None or st.run.run_id != run_id:
+            return None  # fenced: the run already ended
+        command = ApplyBoundary(
+            run_id=run_id, absorbed=absorbed, conversation_digest=digest, message_count=count
+        )
+        receipt: RunBoundaryReceipt | None = self._commit(command).reply
+        return receipt
+
+    def _on_boundary_receipt(self, key: tuple[uuid.UUID, int]) -> RunBoundaryReceipt | None:
+        run_id, sequence = key
+        if self._inflight:
+            self._drain()
+        for env in self._read_log():
+            ev = env.event
+            if (
+                isinstance(ev, RunCheckpointed)
+                and ev.run_id == run_id
+                and ev.receipt.sequence == sequence
+            ):
+                return ev.receipt
+        return None
+
+    def _read_log(self) -> Iterator[RuntimeEventEnvelope]:
+        store = self.svc.store
+        cursor = 0
+        while True:
+            page = store.read_session(self.session_id, after_version=cursor, limit=500)
+            for rec in page:
+                yield decode_recorded(rec)
+            if len(page) < 500:
+                return
+            cursor = page[-1].version
 
     def _schedule_retry(self) -> None:
         """Send ourselves a ``retry`` after the backoff; also when the state was dropped."""
@@ -867,15 +990,109 @@ class SessionActor(pykka.ThreadingActor):
             return  # the owner runs the queued work; retrying here would spin on its lease
         if st is None and self.unreadable is not None:
             return  # a retry would meet the same unreadable event
+        attempts = 0
+        if st is not None:
+            for lane in (st.queue, st.steer_queue):
+                for iid in lane:
+                    attempts = max(attempts, st.inputs[iid].attempt_count)
+        delay = self.svc.retry.delay(attempts)
         self.retry_scheduled = True
         sid = self.session_id
         registry = self.svc.registry
-        self.svc.scheduler.call_later(
-            self.svc.retry_backoff, lambda: registry.tell(sid, "retry", None)
-        )
+        self.svc.scheduler.call_later(delay, lambda: registry.tell(sid, "retry", None))
 
     def _on_retry(self, _: Any) -> None:
         self.retry_scheduled = False
+
+
+_END_REASONS: dict[type, str] = {
+    Stop: "stopped",
+    Destroy: "destroyed",
+    Recycle: "recycled",
+    Retire: "retired",
+    Reset: "reset",
+    Recover: "recovered",
+    CancelRun: "cancelled",
+}
+
+
+def _command_for(run_id: uuid.UUID, result: RunResult) -> Command:
+    """The decision a run's result asks for (see the result list in ``_executor``)."""
+    status = result.status
+    if status is RunStatus.FAILED:
+        # The executor's text goes to ``detail``; ``kind`` classifies the cause.
+        error = RunError(
+            kind=TurnTerminalCauseKind(result.error_kind or "runtime_apply_failure"),
+            terminal=result.terminal,
+            outcome=TurnTerminalOutcome.FAILED,
+            detail=result.error,
+            retryable=not result.terminal,
+        )
+        return FailRun(run_id=run_id, error=error)
+    if status is RunStatus.CANCELLED:
+        return CancelRun(run_id=run_id, rollback=True)
+    try:
+        output = _check_json(result.output, "output")
+        args = _check_json(result.args, "args")
+        calls = tuple(_check_json(c, "pending_tool_calls") for c in result.pending_tool_calls)
+    except InvalidInput as exc:
+        error = RunError(
+            kind=TurnTerminalCauseKind.RUNTIME_APPLY_FAILURE,
+            outcome=TurnTerminalOutcome.FAILED,
+            detail=f"invalid output: {exc}",
+        )
+        return FailRun(run_id=run_id, error=error)
+    outcome: CompletionOutcome | None = None
+    if status is RunStatus.COMPLETED_WITHOUT_RESULT:
+        outcome = CompletedWithoutResult()
+    elif status is RunStatus.CALLBACK_PENDING:
+        assert result.tool_use_id is not None and result.tool_name is not None
+        outcome = CallbackPending(
+            tool_use_id=result.tool_use_id, tool_name=result.tool_name, args=args
+        )
+    elif status is RunStatus.CALLBACK_BATCH_PENDING:
+        outcome = CallbackBatchPending(pending_tool_calls=calls)
+    elif status is RunStatus.COMPLETED_WITH_FINALIZATION_FAILURE:
+        failure = RunError(
+            kind=TurnTerminalCauseKind(result.error_kind or "runtime_apply_failure"),
+            terminal=True,
+            outcome=TurnTerminalOutcome.COMPLETED,
+            detail=result.error or "finalization failed",
+        )
+        outcome = CompletedWithFinalizationFailure(error=failure)
+    return CompleteRun(run_id=run_id, output=output, outcome=outcome)
+
+
+class _SessionControl:
+    """A request's way back to its session: checkpoints as actor messages."""
+
+    __slots__ = ("sid", "svc")
+
+    def __init__(self, svc: Services, sid: str) -> None:
+        self.svc = svc
+        self.sid = sid
+
+    def checkpoint(
+        self,
+        run_id: uuid.UUID,
+        absorbed: tuple[uuid.UUID, ...],
+        conversation_digest: str | None,
+        message_count: int,
+        timeout: float | None,
+    ) -> RunBoundaryReceipt | None:
+        future = self.checkpoint_future(run_id, absorbed, conversation_digest, message_count)
+        result: RunBoundaryReceipt | None = future.result(timeout)
+        return result
+
+    def checkpoint_future(
+        self,
+        run_id: uuid.UUID,
+        absorbed: tuple[uuid.UUID, ...],
+        conversation_digest: str | None,
+        message_count: int,
+    ) -> Future[RunBoundaryReceipt | None]:
+        payload = (run_id, absorbed, conversation_digest, message_count)
+        return self.svc.registry.send(self.sid, "checkpoint", payload)
 
 
 def evolve_touched(st: SessionState, events: Sequence[RuntimeEventEnvelope]) -> set[uuid.UUID]:

@@ -45,6 +45,7 @@ EVENT_TOPICS: tuple[str, ...] = (
     "run.completed",
     "run.failed",
     "run.cancelled",
+    "run.checkpointed",
     "runtime.state_changed",
     "topology.runtime_created",
     "topology.runtime_retired",

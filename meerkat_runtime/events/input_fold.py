@@ -50,6 +50,7 @@ from meerkat_runtime.events.runtime_event import (
 
 __all__ = [
     "REASON_RECEIPT_FOUND",
+    "REASON_RECEIPT_MISSING",
     "REASON_RECOVERY",
     "abandon_completion",
     "coalesced_completion",
@@ -61,6 +62,7 @@ __all__ = [
 L = InputLifecycleState
 REASON_RECOVERY = "Recovery"
 REASON_RECEIPT_FOUND = "RecoveryReceiptFound"
+REASON_RECEIPT_MISSING = "RecoveryReceiptMissing"
 _TERMINATING = frozenset(
     {AbandonKind.STOPPED, AbandonKind.RESET, AbandonKind.DESTROYED, AbandonKind.RETIRED}
 )
@@ -230,7 +232,7 @@ def _transitioned(
         changes["terminal_completion"] = CompletedWithoutResult()
     elif to is L.APPLIED_PENDING_CONSUMPTION:
         changes["last_boundary_sequence"] = 0
-    recovery = ev.reason in (REASON_RECOVERY, REASON_RECEIPT_FOUND)
+    recovery = ev.reason in (REASON_RECOVERY, REASON_RECEIPT_FOUND, REASON_RECEIPT_MISSING)
     return prev.transition(to, at, ev.reason, recovery=recovery, **changes)
 
 

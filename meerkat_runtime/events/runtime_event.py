@@ -29,11 +29,11 @@ from meerkat_runtime.events._codec import (
     to_wire,
     wfield,
 )
-from meerkat_runtime.events.completion import TurnErrorMetadata
+from meerkat_runtime.events.completion import CompletionOutcome, TurnErrorMetadata
 from meerkat_runtime.events.input_state import InputAbandonReason, InputLifecycleState
 from meerkat_runtime.events.inputs import Input
 from meerkat_runtime.events.policy import PolicySnapshot, RuntimeSemantics
-from meerkat_runtime.events.run_primitive import HandlingMode, RunPrimitive
+from meerkat_runtime.events.run_primitive import HandlingMode, RunApplyBoundary, RunPrimitive
 from meerkat_runtime.events.runtime_state import RuntimeState
 
 __all__ = [
@@ -48,7 +48,9 @@ __all__ = [
     "InputStaged",
     "InputStateTransitioned",
     "InputSuperseded",
+    "RunBoundaryReceipt",
     "RunCancelled",
+    "RunCheckpointed",
     "RunCompleted",
     "RunError",
     "RunFailed",
@@ -208,6 +210,9 @@ class RunCompleted(RunLifecycleEvent):
 
     __tag__: ClassVar[str] = "completed"
     output: JsonValue = wfield(default=None, omit="none")
+    # What waiters receive when it is not ``completed`` with the output
+    # (``completed_without_result``, ``callback_pending``, ...); omitted otherwise.
+    outcome: CompletionOutcome | None = wfield(default=None, omit="none")
 
 
 @tagged
@@ -221,6 +226,33 @@ class RunFailed(RunLifecycleEvent):
 @dataclass(frozen=True, slots=True)
 class RunCancelled(RunLifecycleEvent):
     __tag__: ClassVar[str] = "cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class RunBoundaryReceipt:
+    """The committed record of one run boundary: what a checkpoint made durable."""
+
+    run_id: uuid.UUID
+    boundary: RunApplyBoundary
+    contributing_input_ids: tuple[uuid.UUID, ...] = wfield(default=())
+    conversation_digest: str | None = wfield(default=None, omit="none")
+    message_count: int = wfield(default=0, ge=0)
+    sequence: int = wfield(default=0, ge=0)
+
+
+@tagged
+@dataclass(frozen=True, slots=True)
+class RunCheckpointed(RunLifecycleEvent):
+    """A checkpoint boundary of the run was committed; it carries the boundary receipt.
+
+    Written in the same atomic append as the ``input.applied`` events of that
+    boundary, so an applied input whose receipt is in the log is proven
+    committed (recovery consumes it) and one without is proven not (recovery
+    re-queues it).
+    """
+
+    __tag__: ClassVar[str] = "checkpointed"
+    receipt: RunBoundaryReceipt
 
 
 # ---------------------------------------------------------------- state, topology, projection

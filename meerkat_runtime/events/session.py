@@ -26,9 +26,26 @@ Design choices, with reasons:
   input whose wake mode is ``none`` never starts a run on its own, except in a
   retired session: it accepts nothing that could wake it, so it drains every
   queued input (retire with a loop drains what was queued).
-* **Receipts.** The ``input.applied`` event *is* the committed boundary
-  receipt, so at a cold restart an applied input always has its receipt and
-  becomes ``consumed``; "receipt proven missing" cannot arise in this log.
+* **Receipts.** A checkpoint boundary (:class:`ApplyBoundary`, reported by
+  an executor through ``request.checkpoint``) writes its ``input.applied``
+  events and a ``run.checkpointed`` event carrying the
+  :class:`RunBoundaryReceipt` in one atomic append. At a cold restart an
+  applied input of the interrupted run whose boundary has its receipt in the
+  log is ``consumed`` (not run again); one whose receipt is proven missing
+  (an ``input.applied`` with no ``run.checkpointed`` for its boundary, as a
+  log written before receipts existed may hold) is re-queued. The fold keeps
+  the receipted sequences of the run in flight only; a receipt itself is
+  read back from the log (``session.boundary_receipt``).
+* **Completion outcomes.** ``run.completed`` carries the outcome
+  when it is not ``completed`` with the output (``completed_without_result``,
+  ``callback_pending``, ``callback_batch_pending``,
+  ``completed_with_finalization_failure``); inputs abandoned by a cancel-run
+  resolve as ``cancelled``; a non-recoverable failure consumes its
+  contributors (``abandoned_with_error``); inputs abandoned after their last
+  attempt resolve as ``abandoned`` whose ``error`` is the last failed run's
+  error (made terminal).
+* **Retries.** ``DecisionContext.max_attempts`` (the runtime's retry policy,
+  3 by default) bounds the attempts of a staged input.
 * **Crash loops.** Cold recovery applies the max-attempts rule to staged
   inputs too (the spec re-queues them unconditionally), so an input that kills
   its process three times is abandoned instead of looping forever.
@@ -50,7 +67,9 @@ from meerkat_runtime.errors import (
 from meerkat_runtime.events._codec import from_wire, to_wire
 from meerkat_runtime.events.coalescing import Supersedes, check_supersession
 from meerkat_runtime.events.completion import (
+    Abandoned,
     AbandonedWithError,
+    Cancelled,
     Completed,
     CompletedWithoutResult,
     CompletionOutcome,
@@ -60,6 +79,7 @@ from meerkat_runtime.events.completion import (
 from meerkat_runtime.events.ids import parse_uuid
 from meerkat_runtime.events.input_fold import (
     REASON_RECEIPT_FOUND,
+    REASON_RECEIPT_MISSING,
     REASON_RECOVERY,
     evolve_input,
     needs_admission_sequence,
@@ -137,7 +157,9 @@ from meerkat_runtime.events.runtime_event import (
     InputStaged,
     InputStateTransitioned,
     InputSuperseded,
+    RunBoundaryReceipt,
     RunCancelled,
+    RunCheckpointed,
     RunCompleted,
     RunError,
     RunFailed,
@@ -201,6 +223,8 @@ class RunInfo:
     primitive: RunPrimitive | None = None
     input_ids: list[uuid.UUID] = field(default_factory=list)
     boundary_sequence: int = 0
+    # Boundary sequences of this run whose receipt (run.checkpointed) is in the log.
+    receipts: set[int] = field(default_factory=set)
 
 
 @dataclass(slots=True)
@@ -262,13 +286,23 @@ class StartRun:
 
 @dataclass(frozen=True, slots=True)
 class ApplyBoundary:
+    """A checkpoint boundary of the run: stage the ``absorbed`` steer-lane inputs still
+    queued, apply every staged contributor, and write the boundary receipt (the reply;
+    None when ``run_id`` is not the run in flight)."""
+
     run_id: uuid.UUID
+    absorbed: tuple[uuid.UUID, ...] = ()
+    conversation_digest: str | None = None
+    message_count: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class CompleteRun:
+    """Complete the run; ``outcome`` is what waiters get when it is not ``completed``."""
+
     run_id: uuid.UUID
     output: Any = None
+    outcome: CompletionOutcome | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,6 +377,7 @@ class DecisionContext:
     now: datetime
     new_id: Callable[[], uuid.UUID]
     attached: bool = False
+    max_attempts: int = MAX_STAGE_ATTEMPTS
 
 
 @dataclass(frozen=True, slots=True)
@@ -693,9 +728,26 @@ def _end_run(state: SessionState, run: RunInfo, b: _Builder, event: RuntimeEvent
 def _decide_apply_boundary(state: SessionState, cmd: ApplyBoundary, b: _Builder) -> Decision:
     run = _current_run(state, cmd.run_id)
     if run is None:
-        return b.done(None)
-    _apply_boundary(state, run, b)
-    return b.done(None)
+        return b.done(None)  # a checkpoint of a run that already ended: fenced off
+    staged = _run_inputs(state, run, L.STAGED)
+    for iid in dict.fromkeys(cmd.absorbed):
+        st = state.inputs.get(iid)
+        if st is not None and st.current_state is L.QUEUED and iid in state.steer_queue:
+            b.add(InputStaged(input_id=iid, run_id=run.run_id))
+            staged.append(iid)
+    seq = run.boundary_sequence + 1
+    for iid in staged:
+        b.add(InputApplied(input_id=iid, run_id=run.run_id, boundary_sequence=seq))
+    receipt = RunBoundaryReceipt(
+        run_id=run.run_id,
+        boundary=RunApplyBoundary.RUN_CHECKPOINT,
+        contributing_input_ids=tuple(staged),
+        conversation_digest=cmd.conversation_digest,
+        message_count=cmd.message_count,
+        sequence=seq,
+    )
+    b.add(RunCheckpointed(run_id=run.run_id, receipt=receipt))
+    return b.done(receipt)
 
 
 def _decide_complete(state: SessionState, cmd: CompleteRun, b: _Builder) -> Decision:
@@ -708,14 +760,15 @@ def _decide_complete(state: SessionState, cmd: CompleteRun, b: _Builder) -> Deci
     )
     for iid in applied:
         b.add(InputConsumed(input_id=iid, run_id=run.run_id))
-    _end_run(state, run, b, RunCompleted(run_id=run.run_id, output=cmd.output))
+    event = RunCompleted(run_id=run.run_id, output=cmd.output, outcome=cmd.outcome)
+    _end_run(state, run, b, event)
     return b.done(None)
 
 
 def _rollback(state: SessionState, run: RunInfo, b: _Builder, reason: str) -> None:
     for iid in _run_inputs(state, run, L.STAGED):
         attempts = state.inputs[iid].attempt_count
-        if attempts >= MAX_STAGE_ATTEMPTS:
+        if attempts >= b.ctx.max_attempts:
             why = InputAbandonReason.max_attempts_exhausted(attempts)
             b.add(InputAbandoned(input_id=iid, reason=why))
         else:
@@ -899,7 +952,7 @@ def _decide_recover(state: SessionState, cmd: Recover, b: _Builder) -> Decision:
         if iid in live_run:
             continue  # belongs to the run in flight in this process: left to it
         if phase in (L.ACCEPTED, L.STAGED):
-            if phase is L.STAGED and cmd.cold and st.attempt_count >= MAX_STAGE_ATTEMPTS:
+            if phase is L.STAGED and cmd.cold and st.attempt_count >= b.ctx.max_attempts:
                 why = InputAbandonReason.max_attempts_exhausted(st.attempt_count)
                 b.add(InputAbandoned(input_id=iid, reason=why))
                 recovered -= 1
@@ -913,6 +966,14 @@ def _decide_recover(state: SessionState, cmd: Recover, b: _Builder) -> Decision:
             )
             requeued += 1
         elif cmd.cold and phase in (L.APPLIED, L.APPLIED_PENDING_CONSUMPTION):
+            if _receipt_missing(run, st):
+                b.add(
+                    InputStateTransitioned(
+                        input_id=iid, from_state=phase, to=L.QUEUED, reason=REASON_RECEIPT_MISSING
+                    )
+                )
+                details.append(f"{iid}: boundary receipt missing; re-queued")
+                continue
             b.add(
                 InputStateTransitioned(
                     input_id=iid, from_state=phase, to=L.CONSUMED, reason=REASON_RECEIPT_FOUND
@@ -927,6 +988,18 @@ def _decide_recover(state: SessionState, cmd: Recover, b: _Builder) -> Decision:
         details=tuple(details),
     )
     return b.done(report)
+
+
+def _receipt_missing(run: RunInfo | None, st: InputState) -> bool:
+    """True when the log proves the input's boundary was never receipted.
+
+    Only the run in flight keeps its receipted sequences, so only an input of
+    that run can be proven missing; any other applied input counts as found
+    (its run ended, and every run end consumes what it applied).
+    """
+    if run is None or st.last_run_id != run.run_id:
+        return False
+    return (st.last_boundary_sequence or 0) not in run.receipts
 
 
 _DECIDERS: dict[type, Callable[[SessionState, Any, _Builder], Decision]] = {
@@ -1051,7 +1124,7 @@ def _ev_run_completed(state: SessionState, ev: RunCompleted, at: datetime) -> No
     run = _finish_run(state, ev.run_id)
     if run is None:
         return
-    outcome = Completed(run_id=ev.run_id, output=ev.output)
+    outcome = ev.outcome or Completed(run_id=ev.run_id, output=ev.output)
     for iid in run.input_ids:
         st = state.inputs[iid]
         if st.current_state is L.CONSUMED and st.terminal_completion is None:
@@ -1069,16 +1142,42 @@ def _ev_run_failed(state: SessionState, ev: RunFailed, at: datetime) -> None:
             state.inputs[iid] = replace(
                 st, terminal_completion=AbandonedWithError(reason="run failed", error=err)
             )
+        elif (
+            st.current_state is L.ABANDONED
+            and isinstance(st.terminal_completion, Abandoned)
+            and getattr(st.terminal_outcome, "reason", None) is not None
+            and st.terminal_outcome.reason.kind is AbandonKind.MAX_ATTEMPTS_EXHAUSTED  # type: ignore[union-attr]
+        ):
+            # Abandoned by this failure (its last attempt): the reason says so, and the
+            # error is the failed run's own (now final), not a generic one.
+            last = replace(err, terminal=True, retryable=False)
+            done = replace(st.terminal_completion, error=last)
+            state.inputs[iid] = replace(st, terminal_completion=done)
 
 
 def _ev_run_cancelled(state: SessionState, ev: RunCancelled, at: datetime) -> None:
     run = _finish_run(state, ev.run_id)
     if run is None:
         return
+    cancelled = InputAbandonReason(AbandonKind.CANCELLED)
     for iid in run.input_ids:
         st = state.inputs[iid]
         if st.current_state is L.CONSUMED and st.terminal_completion is None:
             state.inputs[iid] = replace(st, terminal_completion=CompletedWithoutResult())
+        elif (
+            st.current_state is L.ABANDONED
+            and st.terminal_outcome is not None
+            and getattr(st.terminal_outcome, "reason", None) == cancelled
+        ):
+            state.inputs[iid] = replace(st, terminal_completion=Cancelled())
+
+
+def _ev_run_checkpointed(state: SessionState, ev: RunCheckpointed, at: datetime) -> None:
+    run = state.run
+    if run is not None and run.run_id == ev.run_id:
+        seq = ev.receipt.sequence
+        run.receipts.add(seq)
+        run.boundary_sequence = max(run.boundary_sequence, seq)
 
 
 _PERSISTED_PHASE = {
@@ -1114,6 +1213,7 @@ _EVOLVERS: dict[type, Callable[[SessionState, Any, datetime], None]] = {
     RunCompleted: _ev_run_completed,
     RunFailed: _ev_run_failed,
     RunCancelled: _ev_run_cancelled,
+    RunCheckpointed: _ev_run_checkpointed,
     RuntimeStateChangeEvent: _ev_state_changed,
     RuntimeCreated: _ev_created,
     RuntimeRetired: _ev_ignore,
@@ -1161,6 +1261,7 @@ def state_to_snapshot(state: SessionState) -> dict[str, Any]:
             "primitive": to_wire(run.primitive) if run.primitive is not None else None,
             "input_ids": [str(i) for i in run.input_ids],
             "boundary_sequence": run.boundary_sequence,
+            "receipts": sorted(run.receipts),
         },
         "inputs": [to_wire(s) for s in state.inputs.values()],
         "queue": [str(i) for i in state.queue],
@@ -1193,6 +1294,7 @@ def state_from_snapshot(data: dict[str, Any]) -> SessionState:
                 primitive=from_wire(RunPrimitive, prim) if prim is not None else None,
                 input_ids=[parse_uuid(i) for i in run_data["input_ids"]],
                 boundary_sequence=int(run_data["boundary_sequence"]),
+                receipts={int(n) for n in run_data.get("receipts", ())},
             )
         updated = data["updated_at"]
         return SessionState(

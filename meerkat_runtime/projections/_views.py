@@ -32,6 +32,9 @@ TABLE = "meerkat_views"
 INPUTS = "meerkat_view_inputs"
 
 
+_RUN_ENDS = frozenset({"completed", "failed", "cancelled"})
+
+
 @dataclass(frozen=True, slots=True)
 class ViewRow:
     """The public view of one session."""
@@ -102,8 +105,8 @@ class ViewsProjection(Projection):
                 run_id = str(parse_uuid(data["run_id"]))
                 if data["code"] == "started":
                     view["current_run_id"] = run_id
-                elif view["current_run_id"] == run_id:
-                    view["current_run_id"] = None
+                elif data["code"] in _RUN_ENDS and view["current_run_id"] == run_id:
+                    view["current_run_id"] = None  # a checkpoint does not end the run
             elif category == "input_lifecycle":
                 key = (rec.session_id, str(parse_uuid(data["input_id"])))
                 before = inputs.get(key)

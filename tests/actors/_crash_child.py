@@ -14,6 +14,11 @@ flushed, only after the fact is durable (an ``ACK`` line is printed after
   recovery starts a run, then prints ``RUNNING ...``.
 * ``completed``: EchoExecutor; accepts three prompts into ``s-done``, waits for
   their completions, prints ``ACK`` lines and then ``DONE``.
+* ``checkpointed``: an executor that reports a checkpoint boundary and then
+  blocks; accepts two prompts into ``s-ckpt`` and a steer-lane peer message
+  once the run is going (delivered to the run as an interrupt and absorbed by
+  the checkpoint), prints their ACKs, then ``CHECKPOINT <run id> <sequence>
+  <input ids of the receipt>`` once the receipt is durable.
 * ``lifecycle``: executor None; retires, stops and destroys three sessions,
   leaves a queued input in a fourth, prints ``DONE``.
 
@@ -38,6 +43,23 @@ class Blocking:
     def run(self, request: RunRequest) -> RunResult:
         ids = " ".join(str(i) for i in request.contributing_input_ids)
         say("RUNNING", request.run_id, ids)
+        threading.Event().wait()  # until killed
+        raise AssertionError("unreachable")
+
+
+class Checkpointing:
+    """Waits for one interrupt, checkpoints, then blocks until killed."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+
+    def run(self, request: RunRequest) -> RunResult:
+        self.started.set()
+        request.interrupts.get(timeout=60)
+        receipt = request.checkpoint("digest-1", message_count=3)
+        assert receipt is not None
+        ids = " ".join(str(i) for i in receipt.contributing_input_ids)
+        say("CHECKPOINT", request.run_id, receipt.sequence, ids)
         threading.Event().wait()  # until killed
         raise AssertionError("unreachable")
 
@@ -83,6 +105,21 @@ def main(mode: str, url: str) -> None:
             out.completion.wait(30)
             say("ACK", "s-done", out.input_id, "durable")
         say("DONE")
+    elif mode == "checkpointed":
+        executor = Checkpointing()
+        rt = Runtime.open(url, executor=executor)
+        s = rt.session("s-ckpt")
+        for n in range(2):
+            say("ACK", "s-ckpt", s.accept(prompt(f"job{n}")).input_id, "durable")
+        executor.started.wait(30)
+        steer = {
+            "input_type": "peer",
+            "header": {"source": {"type": "peer", "peer_id": "peer-b"}},
+            "convention": {"convention_type": "message"},
+            "content": "steer me",
+            "handling_mode": "steer",
+        }
+        say("ACK", "s-ckpt", s.accept(steer).input_id, "durable")
     elif mode == "lifecycle":
         rt = Runtime.open(url)
         for sid in ("retired", "stopped", "destroyed", "idle"):

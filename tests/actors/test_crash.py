@@ -302,3 +302,33 @@ def test_lifecycle_states_survive_a_kill(url: str) -> None:
         [iid] = [e.event.input_id for e in idle.events() if isinstance(e.event, InputAccepted)]
         h = idle.completion(iid)
         assert h is not None and isinstance(h.wait(WAIT), Completed)
+
+
+def test_kill_during_a_checkpointed_run_recovers_by_the_receipts(url: str) -> None:
+    """Inputs applied at a checkpoint are consumed after a kill -9, not run again;
+    the input that was only queued is run by the next process."""
+    child = Child("checkpointed", url)
+    child.wait_for("ACK", 3)
+    child.wait_for("CHECKPOINT")
+    child.kill()
+    first, queued, steer = (iid for _, iid, _ in child.acks())
+    [words] = [w for w in child.lines if w[0] == "CHECKPOINT"]
+    run_id, sequence = uuid.UUID(words[1]), int(words[2])
+    assert sequence == 1
+    assert [uuid.UUID(i) for i in words[3:]] == [first, steer]
+
+    executor = CountingEcho()
+    with Runtime.open(url, executor=executor) as rt:
+        s = rt.session("s-ckpt")
+        handle = s.completion(queued)
+        assert handle is not None and isinstance(handle.wait(WAIT), Completed)
+        for iid in (first, steer):
+            st = s.input_state(iid)
+            assert st is not None and st.current_state is L.CONSUMED
+            assert [h.reason for h in st.history][-1] == "RecoveryReceiptFound"
+        ran = [i for r in executor.calls for i in r.contributing_input_ids]
+        assert ran == [queued]  # the receipted inputs were not executed again
+        receipt = s.boundary_receipt(run_id, 1)
+        assert receipt is not None
+        assert receipt.conversation_digest == "digest-1" and receipt.message_count == 3
+        assert list(receipt.contributing_input_ids) == [first, steer]

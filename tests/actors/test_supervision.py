@@ -142,7 +142,10 @@ def hang_on(word: str) -> tuple[Any, threading.Event]:
     def executor(request: RunRequest) -> RunResult:
         text = request.primitive.extract_content()
         if text == word:
-            release.wait(60)
+            # Hangs until released, or until the runtime tells this call to stop (a
+            # timed-out run's inputs are never run again while its call still executes).
+            while not (release.is_set() or request.cancel.wait(0.01)):
+                pass
         return RunResult(output={"text": text})
 
     return executor, release

@@ -13,6 +13,7 @@ append after a takeover, even at the right expected version.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 
@@ -147,8 +148,10 @@ class _HeldExecutor:
     def __init__(self) -> None:
         self.started = threading.Event()
         self.gate = threading.Event()
+        self.signalled: queue.Queue[str | None] = queue.Queue()
 
     def run(self, request: RunRequest) -> RunResult:
+        request.cancel.add_callback(lambda token: self.signalled.put(token.reason))
         self.started.set()
         self.gate.wait(30)
         return RunResult(output="late")
@@ -179,6 +182,8 @@ def test_node_that_lost_a_session_mid_run_lets_it_go(
         assert y.session("s").state() is not None
         # node-x's heartbeat notices; then its run ends, too late to be recorded.
         wait_until(lambda: not x.membership.holds(session_lease("s")), what="the loss noticed")  # type: ignore[union-attr]
+        # the run's executor is told (its result could no longer be recorded anyway)
+        assert held.signalled.get(timeout=WAIT) == "lease lost"
         held.gate.set()
         wait_until(lambda: not x._services.active_runs, 10, "node-x to drop the lost run")
         time.sleep(1.0)

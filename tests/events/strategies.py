@@ -97,7 +97,9 @@ from meerkat_runtime.events import (
     RetireReport,
     RoutingDisposition,
     RunApplyBoundary,
+    RunBoundaryReceipt,
     RunCancelled,
+    RunCheckpointed,
     RunCompleted,
     RunFailed,
     RunStarted,
@@ -457,7 +459,22 @@ input_events = st.one_of(
 )
 run_events = st.one_of(
     st.builds(RunStarted, run_id=uuids, primitive=optional(run_primitives)),
-    st.builds(RunCompleted, run_id=uuids, output=json_values),
+    st.builds(
+        RunCompleted, run_id=uuids, output=json_values, outcome=optional(completion_outcomes)
+    ),
+    st.builds(
+        RunCheckpointed,
+        run_id=uuids,
+        receipt=st.builds(
+            RunBoundaryReceipt,
+            run_id=uuids,
+            boundary=st.sampled_from(RunApplyBoundary),
+            contributing_input_ids=st.lists(uuids, max_size=3).map(tuple),
+            conversation_digest=optional(st.text(max_size=20)),
+            message_count=st.integers(min_value=0, max_value=10_000),
+            sequence=st.integers(min_value=0, max_value=10_000),
+        ),
+    ),
     st.builds(RunFailed, run_id=uuids, error=run_errors),
     st.builds(RunCancelled, run_id=uuids),
 )

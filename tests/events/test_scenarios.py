@@ -769,6 +769,26 @@ def test_scenario_26_recover_applied_with_receipt_consumed() -> None:
     assert cold.state.inputs[p.header.id].history[-1].reason == "RecoveryReceiptFound"
 
 
+def test_scenario_26b_recover_applied_with_receipt_proven_missing_requeued() -> None:
+    """Spec 16: an applied input whose boundary has no receipt in the log goes back to
+    queued (recovered, not requeued), e.g. a log written before receipts existed."""
+    d = Driver()
+    p = prompt()
+    d.accept(p)
+    run_id = d.start()
+    d.boundary(run_id)
+    without_receipt = [e for e in d.log if e.event.event_code != "run.checkpointed"]
+    assert len(without_receipt) == len(d.log) - 1
+    cold = Driver()
+    cold.state = fold(without_receipt, session_id=SESSION)
+    decision = cold.run(Recover(cold=True))
+    assert decision.reply.inputs_recovered == 1
+    assert decision.reply.inputs_requeued == 0
+    assert cold.phase_of(p.header.id) == "queued"
+    assert cold.state.inputs[p.header.id].history[-1].reason == "RecoveryReceiptMissing"
+    assert list(cold.state.queue) == [p.header.id]
+
+
 def test_scenario_27_in_process_recover_keeps_applied() -> None:
     d = Driver(attached=True)
     p = prompt()
@@ -1324,7 +1344,9 @@ def test_boundary_then_complete_consumes_in_order() -> None:
     d.accept(p)
     run_id = d.start()
     decision = d.boundary(run_id)
-    assert d.codes(decision) == ["input.applied"]
+    assert d.codes(decision) == ["input.applied", "run.checkpointed"]
+    assert decision.reply.sequence == 1
+    assert decision.reply.contributing_input_ids == (p.header.id,)
     st = d.state.inputs[p.header.id]
     assert [h.to for h in st.history[-2:]] == [L.APPLIED, L.APPLIED_PENDING_CONSUMPTION]
     assert [h.reason for h in st.history[-2:]] == [
@@ -1332,7 +1354,10 @@ def test_boundary_then_complete_consumes_in_order() -> None:
         "MarkAppliedPendingConsumption(boundary_sequence=1)",
     ]
     assert st.last_boundary_sequence == 1
-    assert d.codes(d.boundary(run_id)) == []  # nothing left staged
+    # nothing left staged: a boundary with no new contributor still gets its receipt
+    again = d.boundary(run_id)
+    assert d.codes(again) == ["run.checkpointed"]
+    assert again.reply.sequence == 2 and again.reply.contributing_input_ids == ()
     decision = d.run(CompleteRun(run_id))
     assert d.codes(decision) == ["input.consumed", "run.completed", "runtime.state_changed"]
     assert d.phase_of(p.header.id) == "consumed"

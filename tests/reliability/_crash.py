@@ -29,11 +29,21 @@ processes never interleave)::
     n P sid iid                            child: about to accept iid
     n A sid iid kind durability key existing   child: accept returned
     n C sid iid completion_type            child: iid's completion resolved
+    n X sid run_id iid...                  child: an executor call starts
+    n Y sid run_id                         child: that executor call returns
     n T sid op                             child: about to run a lifecycle op
     n L sid op ok|refused                  child: the op returned
     n E text                               child: unexpected exception
     n END                                  child: workload done (sleeps until killed)
     n EXIT status                          zygote: the child is reaped
+
+Executor calls. Every call is reported (``X`` when it starts, ``Y`` when it
+returns), so the parent counts the calls per input and checks the
+at-least-once window the runtime documents: an input may be executed again
+only after a call whose run did not consume or apply it (a failed, cancelled
+or timed-out run, or one cut short by the kill), and never by two calls at
+once. A call for an input its run (by the log) had already consumed or
+applied, or two overlapping calls, is a duplicate outside the window.
 
 The zygote prints ``EXIT`` after ``waitpid``, so once the parent has read it,
 it has read every line the dead child wrote.
@@ -144,6 +154,22 @@ class _FlakyEcho:
         return EchoExecutor().run(request)
 
 
+class _Reporting:
+    """Wraps the child's executor: reports every call's start and return."""
+
+    def __init__(self, trial: int, inner: Any) -> None:
+        self.trial = trial
+        self.inner = inner
+
+    def run(self, request: Any) -> Any:
+        ids = [str(i) for i in request.contributing_input_ids]
+        _say(self.trial, "X", request.session_id, request.run_id, *ids)
+        try:
+            return self.inner.run(request)
+        finally:
+            _say(self.trial, "Y", request.session_id, request.run_id)
+
+
 def _child(spec: dict[str, Any]) -> None:
     from meerkat_runtime import EchoExecutor, Runtime, RuntimeStateTransitionError
     from meerkat_runtime.events import wire
@@ -153,6 +179,8 @@ def _child(spec: dict[str, Any]) -> None:
     executor: Any = {"none": None, "echo": EchoExecutor(), "flaky": _FlakyEcho(spec["seed"])}[
         spec["executor"]
     ]
+    if executor is not None:
+        executor = _Reporting(trial, executor)
     options: dict[str, Any] = {
         "retry_backoff": 0.005,
         "snapshot_interval": spec["snapshot_interval"],
@@ -454,10 +482,13 @@ class TrialResult:
     lost: list[str] = field(default_factory=list)
     duplicated: list[str] = field(default_factory=list)
     mismatches: list[str] = field(default_factory=list)
+    calls: int = 0  # executor calls (child and drain)
+    reexecuted: int = 0  # inputs executed more than once, inside the documented window
+    duplicate_calls: list[str] = field(default_factory=list)  # outside the window
 
     @property
     def ok(self) -> bool:
-        return not (self.lost or self.duplicated or self.mismatches)
+        return not (self.lost or self.duplicated or self.mismatches or self.duplicate_calls)
 
     def describe(self) -> str:
         s = self.record.spec
@@ -465,9 +496,16 @@ class TrialResult:
             f"trial {s.trial} (seed {s.seed}, executor {s.executor}, threads {s.threads}, "
             f"life {s.life}, snapshots {s.snapshot_interval}, kill {s.kill} {s.kill_at:.3g}): "
             f"{self.acked} acked, {len(self.lost)} lost, {len(self.duplicated)} duplicated, "
-            f"{len(self.mismatches)} mismatches"
+            f"{len(self.mismatches)} mismatches, {self.calls} executor calls, "
+            f"{self.reexecuted} re-executed inside the window, "
+            f"{len(self.duplicate_calls)} duplicate calls outside it"
         )
-        details = [*self.lost[:5], *self.duplicated[:5], *self.mismatches[:10]]
+        details = [
+            *self.lost[:5],
+            *self.duplicated[:5],
+            *self.duplicate_calls[:5],
+            *self.mismatches[:10],
+        ]
         return "\n  ".join([head, *details])
 
 
@@ -535,7 +573,12 @@ def check_trial(record: TrialRecord, *, open_options: dict[str, Any] | None = No
     from meerkat_runtime import EchoExecutor, Runtime
     from meerkat_runtime.events import wire
     from meerkat_runtime.events.catalogue import envelope_from_record
-    from meerkat_runtime.events.runtime_event import InputAccepted, InputDeduplicated
+    from meerkat_runtime.events.runtime_event import (
+        InputAccepted,
+        InputApplied,
+        InputConsumed,
+        InputDeduplicated,
+    )
     from meerkat_runtime.events.session import SessionState, evolve
 
     spec = record.spec
@@ -563,6 +606,7 @@ def check_trial(record: TrialRecord, *, open_options: dict[str, Any] | None = No
         store = rt.store
         rt.recover()
         accepted_in: dict[str, list[str]] = defaultdict(list)  # input id -> sessions
+        committed: dict[str, set[str]] = defaultdict(set)  # input id -> runs that applied it
         dedup_events: set[tuple[str, str, str]] = set()
         folds: dict[str, SessionState] = {}
         for sid in store.session_ids():
@@ -583,6 +627,8 @@ def check_trial(record: TrialRecord, *, open_options: dict[str, Any] | None = No
                         keys[key].append(str(ev.input_id))
                 elif isinstance(ev, InputDeduplicated):
                     dedup_events.add((sid, str(ev.input_id), str(ev.existing_id)))
+                elif isinstance(ev, (InputApplied, InputConsumed)):
+                    committed[str(ev.input_id)].add(str(ev.run_id))
                 evolve(state, env)
             folds[sid] = state
             for key, ids in keys.items():
@@ -659,9 +705,73 @@ def check_trial(record: TrialRecord, *, open_options: dict[str, Any] | None = No
         report = rt.verify()
         mis.extend(f"verify: {m}" for m in report.mismatches)
 
+    calls = _executor_calls(record)
     if spec.drain:
-        _drain(spec, accepted, result, options, EchoExecutor())
+        drain_executor = _CountingEcho(EchoExecutor())
+        _drain(spec, accepted, result, options, drain_executor)
+        calls.extend(drain_executor.calls)
+    _check_calls(result, calls, committed)
     return result
+
+
+@dataclass
+class _Call:
+    run_id: str
+    input_ids: list[str]
+    overlapped: bool = False
+
+
+def _executor_calls(record: TrialRecord) -> list[_Call]:
+    """The child's executor calls in start order; a call started before an earlier
+    call for one of its inputs returned is marked as overlapping."""
+    calls: list[_Call] = []
+    live: dict[str, _Call] = {}  # run id -> call not returned yet
+    for w in record.lines:
+        if not w:
+            continue
+        if w[0] == "X":
+            call = _Call(w[2], w[3:])
+            busy = {i for c in live.values() for i in c.input_ids}
+            call.overlapped = bool(busy & set(call.input_ids))
+            live[call.run_id] = call
+            calls.append(call)
+        elif w[0] == "Y":
+            live.pop(w[2], None)
+    return calls
+
+
+class _CountingEcho:
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.lock = threading.Lock()
+        self.calls: list[_Call] = []
+
+    def run(self, request: Any) -> Any:
+        with self.lock:
+            ids = [str(i) for i in request.contributing_input_ids]
+            self.calls.append(_Call(str(request.run_id), ids))
+        return self.inner.run(request)
+
+
+def _check_calls(result: TrialResult, calls: list[_Call], committed: dict[str, set[str]]) -> None:
+    """The at-least-once window (see the module doc): count calls per input."""
+    result.calls = len(calls)
+    per_input: dict[str, list[_Call]] = defaultdict(list)
+    for call in calls:
+        for iid in call.input_ids:
+            per_input[iid].append(call)
+    for iid, its in per_input.items():
+        if len(its) > 1:
+            result.reexecuted += 1
+        for n, call in enumerate(its):
+            if call.overlapped:
+                result.duplicate_calls.append(
+                    f"input {iid} executed by run {call.run_id} while an earlier call still ran"
+                )
+            if n < len(its) - 1 and call.run_id in committed.get(iid, set()):
+                result.duplicate_calls.append(
+                    f"input {iid} executed again after run {call.run_id} applied or consumed it"
+                )
 
 
 def _drain(
@@ -711,6 +821,9 @@ class CampaignTotals:
     lost: int = 0
     duplicated: int = 0
     mismatches: int = 0
+    calls: int = 0
+    reexecuted: int = 0
+    duplicate_calls: int = 0
     failed: list[str] = field(default_factory=list)
     kinds: Counter[str] = field(default_factory=Counter)
 
@@ -720,6 +833,9 @@ class CampaignTotals:
         self.lost += len(result.lost)
         self.duplicated += len(result.duplicated)
         self.mismatches += len(result.mismatches)
+        self.calls += result.calls
+        self.reexecuted += result.reexecuted
+        self.duplicate_calls += len(result.duplicate_calls)
         self.kinds[f"executor={result.record.spec.executor}"] += 1
         if not result.ok:
             self.failed.append(result.describe())

@@ -9,8 +9,11 @@ recovers and checks: every acknowledged input is in its session's log exactly
 once and in the ledger; every input in the log was presented by the child and
 has its whole accept decision (``input.accepted`` then ``input.queued``, or
 consumed on accept); every state is one the recovery rules allow; every
-completion the child saw is still there; ``verify`` passes. A quarter of the
-trials then reopen with an executor and run every durable input to the end.
+completion the child saw is still there; ``verify`` passes; executor calls
+are counted per input, and none falls outside the runtime's documented
+at-least-once window (no input run again after its run consumed or applied
+it, none run by two calls at once). A share of the trials then reopen with
+an executor and run every durable input to the end.
 
 CI runs 50 trials on SQLite and 20 on PostgreSQL (override with
 ``MEERKAT_CRASH_TRIALS_SQLITE`` / ``MEERKAT_CRASH_TRIALS_POSTGRES``; the seed
@@ -28,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from meerkat_runtime import InputAccepted, Runtime
+from meerkat_runtime import InputAccepted, InputConsumed, Runtime
 from meerkat_runtime.events.catalogue import envelope_to_record
 from meerkat_runtime.events.runtime_event import RuntimeEventEnvelope
 from meerkat_runtime.runtime import event_codec
@@ -113,6 +116,32 @@ def test_the_checker_sees_a_lost_or_duplicated_acknowledgement(
     result = check_trial(record)
     assert any(never in m for m in result.lost), result.describe()
     assert any(moved[2] in m for m in result.duplicated), result.describe()
+
+
+def test_the_checker_sees_a_duplicate_executor_call(zygote: Zygote, tmp_path: Path) -> None:
+    """Executor calls are counted: a forged second call for a consumed input, or an
+    overlapping one, is reported as a duplicate outside the window."""
+    record, url = _one_trial(zygote, tmp_path, 9003)
+    result = check_trial(record)
+    assert result.calls > 0 and not result.duplicate_calls, result.describe()
+    with Runtime.open(url) as rt:
+        consumed_by = {
+            str(e.event.run_id)
+            for sid in rt.sessions()
+            for e in rt.session(sid).events()
+            if isinstance(e.event, InputConsumed)
+        }
+    call = next(w for w in record.words("X") if w[2] in consumed_by)
+    sid, run_id, ids = call[1], call[2], call[3:]
+    assert any(w[0] == "Y" and w[2] == run_id for w in record.lines)
+    again = ["X", sid, str(uuid.uuid4()), *ids]
+    record.lines.extend([again, ["Y", sid, again[2]]])
+    at = record.lines.index(call)
+    record.lines.insert(at + 1, ["X", sid, str(uuid.uuid4()), *ids])  # overlaps the first
+    result = check_trial(record)
+    assert any("applied or consumed" in m for m in result.duplicate_calls), result.describe()
+    assert any("while an earlier call" in m for m in result.duplicate_calls), result.describe()
+    assert not result.ok
 
 
 def test_the_checker_sees_a_torn_accept_decision(zygote: Zygote, tmp_path: Path) -> None:
