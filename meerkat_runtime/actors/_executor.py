@@ -14,7 +14,7 @@ run primitive and the contributing input ids, plus the run's controls:
 
 * ``request.cancel`` -- a :class:`CancelToken`. It is signalled when the log
   ends the run before the executor returned: ``session.cancel_run``,
-  ``stop``, ``destroy``, ``recycle``, ``retire`` without a loop, the run
+  ``stop``, ``destroy``, ``recycle``, the run
   timeout, the session's lease lost to another node, or a recovery that
   closes the run. Poll ``request.cancel.cancelled``, block on
   ``request.cancel.wait(timeout)``, or register ``add_callback(fn)``. An
@@ -34,24 +34,18 @@ run primitive and the contributing input ids, plus the run's controls:
 
 **The result** (:class:`RunResult`) says how the run ended:
 
-================================  ===========================================
-``completed`` (``output``)        contributors consumed; waiters get
-                                  ``completed`` with the output
-``completed_without_result``      consumed; ``completed_without_result``
-``callback_pending``              consumed; ``callback_pending`` (``tool_use_id``,
-                                  ``tool_name``, ``args``)
-``callback_batch_pending``        consumed; ``callback_batch_pending``
-                                  (``pending_tool_calls``)
-``completed_with_finalization_    consumed; ``completed_with_finalization_failure``
-failure``                         (``error``)
-``failed``, ``terminal=True``     consumed (a non-recoverable failure is final);
-                                  waiters get ``abandoned_with_error``
-``failed``                        rolled back and retried per the retry policy;
-                                  after the last attempt ``abandoned`` whose
-                                  ``error.last_error`` is the run's error
-``cancelled``                     rolled back and retried (the executor's own
-                                  cancel)
-================================  ===========================================
+* ``completed`` (``output``): contributors consumed; waiters get
+  ``completed`` with the output.
+* ``completed_without_result``, ``callback_pending`` (``tool_use_id``,
+  ``tool_name``, ``args``), ``callback_batch_pending``
+  (``pending_tool_calls``), ``completed_with_finalization_failure``
+  (``error``): consumed; waiters get the outcome of that name.
+* ``failed`` with ``terminal=True``: consumed (a non-recoverable failure is
+  final); waiters get ``abandoned_with_error``.
+* ``failed``: rolled back and retried per the retry policy; after the last
+  attempt waiters get ``abandoned`` whose ``error`` is the last run's
+  error.
+* ``cancelled`` (the executor's own cancel): rolled back and retried.
 
 Returning ``None`` is ``completed`` with no output; raising is ``failed``
 (not terminal) with the exception's text.
@@ -649,8 +643,12 @@ def start_call(
     def work() -> None:
         try:
             result: object = fn(request)
-        except Exception as exc:
+        except BaseException as exc:
+            # Always report: a call that never reports would hold its session's
+            # inputs until the grace period ends.
             on_done(_failure(exc))
+            if not isinstance(exc, Exception):
+                raise
             return
         if inspect.isawaitable(result):
             awaitable = result

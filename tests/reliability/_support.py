@@ -41,23 +41,60 @@ def prompt(text: str = "hello", **header: Any) -> dict[str, Any]:
 
 
 class FlakyEcho:
-    """Echoes the staged content; fails a share of the runs (``fail_rate``)."""
+    """Echoes the staged content; fails a share of the runs (``fail_rate``).
+
+    Counts its calls per input and remembers, for each call, its run id and
+    whether it started while an earlier call for one of its inputs was still
+    executing (see :func:`duplicate_calls`).
+    """
 
     def __init__(self, fail_rate: float = 0.0, seed: int = 0) -> None:
         self.fail_rate = fail_rate
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
         self.calls: Counter[uuid.UUID] = Counter()  # runs per contributing input
+        self.runs: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)  # input -> run ids
+        self.overlapping: list[tuple[uuid.UUID, uuid.UUID]] = []  # (input, run) started beside
+        self._executing: Counter[uuid.UUID] = Counter()
 
     def run(self, request: RunRequest) -> RunResult:
+        ids = request.contributing_input_ids
         with self.lock:
             fail = self.rng.random() < self.fail_rate
-            for iid in request.contributing_input_ids:
+            for iid in ids:
                 self.calls[iid] += 1
-        if fail:
-            return RunResult(status="failed", error="flaky")
-        content = request.primitive.extract_content()
-        return RunResult(output={"text": content if isinstance(content, str) else list(content)})
+                self.runs[iid].append(request.run_id)
+                if self._executing[iid]:
+                    self.overlapping.append((iid, request.run_id))
+                self._executing[iid] += 1
+        try:
+            if fail:
+                return RunResult(status="failed", error="flaky")
+            content = request.primitive.extract_content()
+            text = content if isinstance(content, str) else list(content)
+            return RunResult(output={"text": text})
+        finally:
+            with self.lock:
+                for iid in ids:
+                    self._executing[iid] -= 1
+
+
+def duplicate_calls(executor: FlakyEcho, store: EventStore) -> list[str]:
+    """Executor calls outside the runtime's documented at-least-once window: a call for
+    an input that an earlier run had already applied or consumed (by the log), or a call
+    that started while an earlier one for the same input was still executing."""
+    committed: dict[uuid.UUID, set[uuid.UUID]] = defaultdict(set)
+    for sid in store.session_ids():
+        for rec in store.read_session(sid):
+            if rec.topic in ("input.applied", "input.consumed"):
+                ev = envelope_from_record(rec.data, rec.version).event
+                committed[ev.input_id].add(ev.run_id)  # type: ignore[attr-defined]
+    out = [f"input {i} executed by run {r} beside an earlier call" for i, r in executor.overlapping]
+    for iid, runs in executor.runs.items():
+        for run_id in runs[:-1]:
+            if run_id in committed[iid]:
+                out.append(f"input {iid} executed again after run {run_id} applied or consumed it")
+    return out
 
 
 @dataclass

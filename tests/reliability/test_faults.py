@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import logging
 import re
+import uuid
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -32,6 +33,7 @@ from ._support import (
     accept_with_retries,
     accepted_in_log,
     check_nothing_lost,
+    duplicate_calls,
     prompt,
     run_threads,
     wait_until,
@@ -99,6 +101,9 @@ def test_random_faults_lose_and_duplicate_nothing(store: EventStore, faults: Fau
         later = rt.session("s-a").accept(prompt("after the storm"))
         assert later.kind == "accepted" and later.completion is not None
         assert isinstance(later.completion.wait(WAIT), Completed)
+        # Executor calls per input: re-runs only inside the documented window.
+        assert sum(executor.calls.values()) > 0
+        assert duplicate_calls(executor, store) == []
     with open_rt(store) as rt2:
         check_nothing_lost(rt2, attempts, allow_max_attempts=True)
 
@@ -224,6 +229,10 @@ def test_the_end_of_a_run_that_cannot_be_recorded_is_delivered_again(
         assert faults.injected("commit") == 4
         assert executor.calls[out.input_id] == 1
         faults.clear()
+        assert duplicate_calls(executor, store) == []
+        # the count is not vacuous: a (forged) later call for the consumed input is caught
+        executor.runs[out.input_id].append(uuid.uuid4())
+        assert len(duplicate_calls(executor, store)) == 1
         rt.projections.wait_caught_up(WAIT)
         assert rt.verify().ok
 
