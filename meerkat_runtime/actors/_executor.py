@@ -221,7 +221,11 @@ class InterruptQueue:
         return item
 
     def get_nowait(self) -> Interrupt:
-        return self.get(timeout=0) if not self._queue.empty() else self._queue.get_nowait()
+        """The next interrupt; ``queue.Empty`` when none is waiting."""
+        item = self._queue.get_nowait()
+        with self._lock:
+            self._taken.append(item.input_id)
+        return item
 
     def drain(self) -> list[Interrupt]:
         """Every interrupt waiting now."""

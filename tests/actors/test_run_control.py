@@ -27,12 +27,15 @@ from meerkat_runtime import (
     CallbackBatchPending,
     CallbackPending,
     Cancelled,
+    CancelToken,
     Completed,
     CompletedWithFinalizationFailure,
     CompletedWithoutResult,
     CompletionOutcome,
     InputAbandonReason,
     InputLifecycleState,
+    Interrupt,
+    InterruptQueue,
     InvalidInput,
     RetryPolicy,
     RunBoundaryReceipt,
@@ -46,6 +49,7 @@ from meerkat_runtime import (
     TurnTerminalCauseKind,
     TurnTerminalOutcome,
 )
+from meerkat_runtime.runtime import coerce_input
 
 from ._support import WAIT, abandon_reason, codes, peer_message, phase, prompt, wait_until
 from .conftest import OpenRuntime
@@ -639,3 +643,27 @@ def test_an_async_executor_checkpoints_without_blocking_its_loop(
     outcome = outcome_of(s, out.input_id)
     assert isinstance(outcome, Completed) and outcome.output == {"sequence": 1}
     assert codes(s.events()).count("run.checkpointed") == 1
+
+
+def test_cancel_token_and_interrupt_queue_semantics() -> None:
+    token = CancelToken()
+    seen: list[str | None] = []
+    token.add_callback(lambda t: seen.append(t.reason))
+    assert not token.wait(0) and token.reason is None
+    assert token.cancel("first") and not token.cancel("second")  # the first reason wins
+    token.add_callback(lambda t: seen.append(t.reason))  # already cancelled: called at once
+    assert token.cancelled and token.wait(0) and seen == ["first", "first"]
+
+    q = InterruptQueue()
+    with pytest.raises(queue.Empty):
+        q.get_nowait()
+    a, b, c = (Interrupt(uuid.uuid4(), coerce_input(prompt(f"p{n}"))) for n in range(3))
+    q.put(a)
+    q.put(b)
+    assert q.get_nowait() == a
+    assert q.take_absorbed() == [a.input_id] and q.take_absorbed() == []
+    got: list[Interrupt] = []
+    q.add_callback(got.append)  # the waiting one first, then each new one
+    q.put(c)
+    assert got == [b, c]
+    assert q.take_absorbed() == [b.input_id, c.input_id]
