@@ -397,8 +397,8 @@ class SessionActor(pykka.ThreadingActor):
         store = self.svc.store
         state, writer = restore_snapshot(self.session_id, store.load_snapshot(self.session_id))
         self.snapshot_version = state.version
-        records = store.read_session(self.session_id, after_version=state.version)
         try:
+            records = store.read_session(self.session_id, after_version=state.version)
             for rec in records:
                 evolve(state, decode_recorded(rec))
         except UndecodableEvent as exc:

@@ -67,6 +67,9 @@ UPCASTERS: dict[str, dict[int, Upcaster]] = {
 }
 
 
+_RUNTIME_TOPICS = frozenset(EVENT_TOPICS)
+
+
 def envelope_to_record(envelope: RuntimeEventEnvelope) -> tuple[str, dict[str, Any]]:
     """The (topic, payload) a store keeps for an envelope."""
     payload: dict[str, Any] = to_wire(envelope)
@@ -117,8 +120,11 @@ def check_record(topic: str, data: dict[str, Any]) -> None:
     """Refuse a stored payload that does not decode back into an envelope of ``topic``.
 
     The runtime's store codec calls it on every event about to be written:
-    :class:`InvalidInput` names what would not read back.
+    :class:`InvalidInput` names what would not read back. Topics that are not runtime
+    events (a tool may register its own in the runtime's codec) are the tool's business.
     """
+    if topic not in _RUNTIME_TOPICS:
+        return
     envelope = from_wire(RuntimeEventEnvelope, data)
     code = envelope.event.event_code
     if code != topic:

@@ -70,7 +70,7 @@ from meerkat_runtime.errors import (
 from meerkat_runtime.events.catalogue import EVENT_TOPICS, decode_recorded
 from meerkat_runtime.events.timefmt import format_timestamp, utc_now
 from meerkat_runtime.projections._sql import Cursor, ScratchSql, Sql
-from meerkat_runtime.store import EventStore, RecordedEvent
+from meerkat_runtime.store import EventStore, RecordedEvent, UnreadableInLog
 from meerkat_runtime.store._drivers import postgres_driver_errors
 
 __all__ = [
@@ -392,9 +392,22 @@ class ProjectionRunner(pykka.ThreadingActor):
     def _catch_up(self) -> None:
         pages = 0
         while pages < self.owner.pages_per_message:
-            events = self.sql.store.read_all(
-                after_position=self.position, limit=self.owner.page_size
-            )
+            try:
+                events = self.sql.store.read_all(
+                    after_position=self.position, limit=self.owner.page_size
+                )
+            except UnreadableInLog as exc:
+                # The store cannot read an event at all: the events before it, then it.
+                if exc.before:
+                    self._process(exc.before)
+                    if self.status == "failed" or self.position < exc.before[-1].position:
+                        return
+                bad = RecordedEvent(exc.session_id, exc.version, exc.position, exc.topic, {}, "")
+                self._on_unreadable(bad, exc)
+                if self.status == "failed":
+                    return
+                pages += 1
+                continue
             if not events:
                 return
             self._process(events)

@@ -145,13 +145,13 @@ def verify(
     checkpoints = sorted(snapshots.items(), key=lambda item: item[1].position)
     for sid in store.session_ids():
         report.sessions += 1
-        records = store.read_session(sid)
-        report.events += len(records)
-        _check_log(report, sid, records)
         state = SessionState(session_id=sid)
-        rest = iter(records)
-        pending: RecordedEvent | None = next(rest, None)
         try:
+            records = store.read_session(sid)  # UndecodableEvent if the store cannot read one
+            report.events += len(records)
+            _check_log(report, sid, records)
+            rest = iter(records)
+            pending: RecordedEvent | None = next(rest, None)
             for name, snap in checkpoints:
                 while pending is not None and pending.position <= snap.position:
                     evolve(state, decode_recorded(pending))

@@ -66,6 +66,7 @@ from meerkat_runtime.store._base import (
     Snapshot,
     SQLCursor,
     StoreOptions,
+    UnreadableInLog,
 )
 from meerkat_runtime.store._codec import EventCodec, Upcaster
 from meerkat_runtime.store._open import open_store
@@ -81,6 +82,7 @@ __all__ = [
     "SQLCursor",
     "Snapshot",
     "StoreOptions",
+    "UnreadableInLog",
     "Upcaster",
     "open_store",
 ]

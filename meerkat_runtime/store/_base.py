@@ -17,8 +17,13 @@ from typing import Any, Final, Literal, ParamSpec, Protocol, Self, TypeVar
 
 from eventsourcing.persistence import ApplicationRecorder, IntegrityError, StoredEvent
 
-from meerkat_runtime.errors import ConcurrencyConflict, LeaseUnavailable, StoreError
-from meerkat_runtime.store._codec import EventCodec, Serializer
+from meerkat_runtime.errors import (
+    ConcurrencyConflict,
+    LeaseUnavailable,
+    StoreError,
+    UndecodableEvent,
+)
+from meerkat_runtime.store._codec import EventCodec, MalformedEvent, Serializer
 
 __all__ = [
     "AppendTicket",
@@ -28,6 +33,7 @@ __all__ = [
     "SQLCursor",
     "Snapshot",
     "StoreOptions",
+    "UnreadableInLog",
 ]
 
 logger = logging.getLogger("meerkat_runtime.store")
@@ -204,6 +210,16 @@ class AppendTicket:
 
 # (position, session id, version, topic, stored bytes): what backends return from reads.
 Row = tuple[int, str, int, str, bytes]
+
+
+class UnreadableInLog(UndecodableEvent):
+    """:meth:`EventStore.read_all` met an event it cannot read: the error names it, and
+    ``before`` holds the events of the page that precede it (readers go on from them)."""
+
+    def __init__(self, cause: UndecodableEvent, before: list[RecordedEvent]) -> None:
+        super().__init__(cause.session_id, cause.version, cause.position, cause.topic, cause.detail)
+        self.before = before
+
 
 _STOP: Final = object()
 _P = ParamSpec("_P")
@@ -418,13 +434,21 @@ class EventStore(ABC):
         """Return up to ``limit`` events of the store-wide log with ``position > after_position``.
 
         In position order; ``topics`` restricts the result to those topics.
-        Positions may have gaps: page with the last position seen.
+        Positions may have gaps: page with the last position seen. An event that
+        cannot be read raises :class:`UnreadableInLog`, which holds the page's
+        events before it (every read of a session raises :class:`UndecodableEvent`).
         """
         self._check_open()
         if type(limit) is not int or limit < 1:
             raise StoreError(f"limit must be an int >= 1, got {limit!r}")
         rows = self._guard("read the log", self._select_all, after_position, limit, list(topics))
-        return [self._decode(row) for row in rows]
+        out: list[RecordedEvent] = []
+        for row in rows:
+            try:
+                out.append(self._decode(row))
+            except UndecodableEvent as e:
+                raise UnreadableInLog(e, out) from None
+        return out
 
     def max_position(self) -> int:
         """Return the highest position in the log; 0 when the store is empty."""
@@ -711,6 +735,8 @@ class EventStore(ABC):
         position, session_id, version, topic, state = row
         try:
             data, writer = self.serializer.decode_event(topic, state)
+        except MalformedEvent as e:
+            raise UndecodableEvent(session_id, version, position, topic, str(e)) from None
         except StoreError as e:
             raise StoreError(
                 f"cannot read event {version} of session {session_id!r} (topic {topic!r}) "

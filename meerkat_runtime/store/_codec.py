@@ -17,7 +17,7 @@ from eventsourcing.utils import Environment
 
 from meerkat_runtime.errors import StoreError
 
-__all__ = ["EventCodec", "Upcaster"]
+__all__ = ["EventCodec", "MalformedEvent", "Upcaster"]
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 """Turns a payload of schema version n into one of version n + 1 (returns the new dict)."""
@@ -32,6 +32,15 @@ SNAPSHOT_FORMAT = 1
 #: for this purpose only, so a digest never reveals anything about the AES key itself.
 _CONCEAL_PURPOSE = b"meerkat-runtime/conceal/hmac-sha256/v1"
 CONCEALED_PREFIX = "hmac-sha256:"
+
+
+class MalformedEvent(StoreError):
+    """Stored bytes that were read (decrypted, decompressed) but are not a readable event:
+    damaged JSON text, not an envelope, or refused by an upcaster. A defect of that one
+    event, not of the store: the store reports it as
+    :class:`~meerkat_runtime.errors.UndecodableEvent`. Bytes that cannot be decrypted or
+    decompressed, or are binary where JSON belongs (encrypted or compressed data read with
+    other options), stay a :class:`StoreError`: the store's configuration, not one event."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,9 +148,15 @@ class EventCodec:
                 f"a newer program: upgrade before reading it"
             )
         for step in range(stored_version, schema.version):
-            data = schema.upcasters[step - 1](data)
+            try:
+                data = schema.upcasters[step - 1](data)
+            except Exception as e:
+                raise MalformedEvent(
+                    f"upcaster {step}->{step + 1} of topic {topic!r} failed on it: "
+                    f"{type(e).__name__}: {e}"
+                ) from e
             if not isinstance(data, dict):
-                raise StoreError(
+                raise MalformedEvent(
                     f"upcaster {step}->{step + 1} of topic {topic!r} returned "
                     f"{type(data).__name__}, not a dict"
                 )
@@ -157,21 +172,35 @@ class EventCodec:
             ) from None
 
 
+def _looks_like_json(raw: bytes) -> bool:
+    """UTF-8 text that starts as an envelope does (ciphertext and zlib streams are not)."""
+    if not raw.startswith(b"{"):
+        return False
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _unwrap(raw: bytes) -> tuple[int, str, dict[str, Any]]:
     try:
         envelope = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
-        raise StoreError(
+        # Damaged JSON text is a defect of this event. Binary bytes are most likely
+        # encrypted or compressed ones read with the wrong options: the store's problem.
+        error = MalformedEvent if _looks_like_json(raw) else StoreError
+        raise error(
             f"stored bytes are not JSON ({e}); if the store is encrypted or compressed, "
             f"open it with the same cipher_key and compress options"
         ) from e
     if not isinstance(envelope, dict):
-        raise StoreError("stored bytes are not an event envelope")
+        raise MalformedEvent("stored bytes are not an event envelope")
     version, writer, data = envelope.get("s"), envelope.get("w"), envelope.get("d")
     if type(version) is not int or version < 1 or not isinstance(writer, str):
-        raise StoreError("stored envelope lacks a valid schema version or writer")
+        raise MalformedEvent("stored envelope lacks a valid schema version or writer")
     if not isinstance(data, dict):
-        raise StoreError("stored envelope has no dict payload")
+        raise MalformedEvent("stored envelope has no dict payload")
     return version, writer, data
 
 

@@ -122,11 +122,13 @@ class Poisoned:
     version: int  # of the bad event in its session
     position: int  # of the bad event in the log
     good_inputs: int
+    detail: str  # what the error says is wrong with it
+    events: dict[str, int]  # per session
 
 
 def _corrupt(store: EventStore, session_id: str, version: int, edit: Any) -> None:
-    """Rewrite one stored event's payload by hand, in the database itself (what an older
-    version or a careless operator may have left)."""
+    """Rewrite one stored event's bytes by hand, in the database itself (what an older
+    version or a careless operator may have left): ``edit(stored bytes) -> new bytes``."""
     mark = "?" if store.paramstyle == "qmark" else "%s"
     table = store.table_name(EVENTS_TABLE)
     with store.transaction() as cur:
@@ -135,39 +137,62 @@ def _corrupt(store: EventStore, session_id: str, version: int, edit: Any) -> Non
             (session_id, version),
         )
         row = cur.fetchone()
-        envelope = orjson.loads(bytes(row["state"]))
-        edit(envelope["d"])
         cur.execute(
             f"UPDATE {table} SET state = {mark} "
             f"WHERE originator_id = {mark} AND originator_version = {mark}",
-            (orjson.dumps(envelope), session_id, version),
+            (edit(bytes(row["state"])), session_id, version),
         )
 
 
-def _null_content(data: dict[str, Any]) -> None:
-    data["event"]["data"]["input"]["content"] = None
+def _null_content(state: bytes) -> bytes:
+    """Valid JSON, but an input the wire refuses (what unchecked typed inputs used to store)."""
+    envelope = orjson.loads(state)
+    envelope["d"]["event"]["data"]["input"]["content"] = None
+    return orjson.dumps(envelope)
 
 
-def _poison(url: str) -> Poisoned:
+def _truncate(state: bytes) -> bytes:
+    """Not even JSON any more: the store itself cannot read it."""
+    return state[: len(state) // 2]
+
+
+CORRUPTIONS = {
+    "content-null": (_null_content, "content: must not be null"),
+    "truncated-bytes": (_truncate, "not JSON"),
+}
+
+
+def _poison(url: str, corruption: str) -> Poisoned:
     """Three sessions with three inputs each, written with projections off; then the second
-    ``input.accepted`` of session ``bad`` gets ``content: null`` by hand."""
+    ``input.accepted`` of session ``bad`` is corrupted by hand."""
+    edit, detail = CORRUPTIONS[corruption]
     with Runtime.open(url, projections=False) as rt:
         for i in range(3):
             for sid in (*GOOD, BAD):
                 assert rt.session(sid).accept(PromptInput(content=f"{sid} {i}")).is_accepted
         accepted = [r for r in rt.store.read_session(BAD) if r.topic == "input.accepted"]
         target = accepted[1]
-        _corrupt(rt.store, BAD, target.version, _null_content)
-    return Poisoned(url, target.version, target.position, good_inputs=3 * len(GOOD))
+        events = {sid: len(rt.store.read_session(sid)) for sid in (*GOOD, BAD)}
+        _corrupt(rt.store, BAD, target.version, edit)
+    return Poisoned(url, target.version, target.position, 3 * len(GOOD), detail, events)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(
+    params=[
+        ("sqlite", "content-null"),
+        ("sqlite", "truncated-bytes"),
+        ("postgres", "content-null"),
+        ("postgres", "truncated-bytes"),
+    ],
+    ids="-".join,
+)
 def poisoned(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Poisoned:
-    if request.param == "sqlite":
+    backend, corruption = request.param
+    if backend == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('poisoned') / 'runtime.db'}"
     else:
         url = request.getfixturevalue("postgres_url")
-    return _poison(url)
+    return _poison(url, corruption)
 
 
 def _names_the_bad_event(text: str, p: Poisoned) -> bool:
@@ -186,7 +211,7 @@ def test_an_unreadable_event_affects_only_its_session(
                 call()
             err = caught.value
             assert (err.session_id, err.version, err.position) == (BAD, p.version, p.position)
-            assert _names_the_bad_event(str(err), p) and "content: must not be null" in str(err)
+            assert _names_the_bad_event(str(err), p) and p.detail in str(err)
         with pytest.raises(UndecodableEvent):
             list(bad.events())
         assert rt.store.max_position() == head  # nothing written for the bad session
@@ -298,7 +323,7 @@ def test_the_failure_strategy_decides_skip_or_stop_for_an_unreadable_event(
     strict = DecodingCounter("strict", FailureStrategy(unreadable="fail"))
     stopper = DecodingCounter("stopper", FailureStrategy("fail"))
     with open_store(p.url, codec=event_codec()) as store:
-        per_session = {sid: len(store.read_session(sid)) for sid in (*GOOD, BAD)}
+        per_session = p.events
         pset = ProjectionSet(store, [lenient, strict, stopper], poll_interval=0.05)
         try:
             with pytest.raises(MeerkatRuntimeError, match="has failed"):
