@@ -27,6 +27,7 @@ import functools
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -48,8 +49,10 @@ from rich.table import Table
 from typer._click import exceptions as click  # the click that typer bundles
 from typer.core import TyperGroup
 
+from meerkat_runtime.cluster import Membership, live_holder, session_lease
 from meerkat_runtime.errors import (
     InvalidInput,
+    LeaseUnavailable,
     MeerkatRuntimeError,
     StoreError,
     mask_url,
@@ -338,6 +341,15 @@ def _open_store(url: str) -> EventStore:
     return open_store(url, codec=event_codec(), read_only=True)
 
 
+def _cli_node_id(command: str) -> str:
+    """The node id of a writing command: its own, never ``$MEERKAT_NODE_ID``.
+
+    A service's node id would let the command take that service's sessions at
+    once (a restarted node takes its leases back): only ``--force`` may.
+    """
+    return f"cli-{command}-{socket.gethostname()}-{os.getpid()}"
+
+
 def _open_runtime(url: str, wait: float | None = 60.0) -> Runtime:
     """A runtime on the store opened read-only, its read models (kept in memory, seeded
     from the stored ones) caught up with the log; ``wait=None`` does not wait."""
@@ -351,9 +363,15 @@ def _open_runtime(url: str, wait: float | None = 60.0) -> Runtime:
     return rt
 
 
-def _open_for_writing(url: str) -> Runtime:
-    """A runtime for a writing command: on an existing store only, never creating one."""
-    return Runtime.open(url, create_schema="never")
+def _open_for_writing(url: str, command: str, force: bool = False) -> Runtime:
+    """A runtime for a writing command: on an existing store only, never creating one.
+
+    It is a node of its own (see :func:`_cli_node_id`) while it runs; ``force`` takes
+    sessions and projections from live processes (``--force``).
+    """
+    return Runtime.open(
+        url, create_schema="never", node_id=_cli_node_id(command), force_takeover=force
+    )
 
 
 def _fold(store: EventStore, session_id: str) -> tuple[SessionState, list[RuntimeEventEnvelope]]:
@@ -835,26 +853,49 @@ def verify(store: str = StoreOpt, json_out: bool = JsonOpt) -> None:
         raise typer.Exit(1)
 
 
+ForceOpt = typer.Option(
+    False,
+    "--force",
+    help="Also take sessions (or projections) a live process owns: that process is fenced "
+    "off, and a run it has in flight may run again.",
+)
+
+
+def _owned_error(what: str, owners: dict[str, str]) -> NoReturn:
+    shown = ", ".join(f"{k} (node {v})" for k, v in list(owners.items())[:5])
+    more = f" and {len(owners) - 5} more" if len(owners) > 5 else ""
+    _fail(
+        f"{len(owners)} {what} owned by a live runtime process, left alone: {shown}{more}",
+        "stop that process first, or pass --force to take them over from it",
+    )
+
+
 @app.command()
 @command
-def recover(store: str = StoreOpt, json_out: bool = JsonOpt) -> None:
-    """Apply the recovery rules to every session (no executor: nothing runs)."""
-    with _open_for_writing(store) as rt:
+def recover(store: str = StoreOpt, force: bool = ForceOpt, json_out: bool = JsonOpt) -> None:
+    """Apply the recovery rules to every session (no executor: nothing runs).
+
+    Sessions owned by a live runtime process are that process's to recover: they are
+    left alone (exit 1) unless ``--force``.
+    """
+    with _open_for_writing(store, "recover", force) as rt:
         ids = [s for s in rt.sessions()]
-        by_session = rt.recover_by_session()
+        by_session, owned = rt.recover_owned()
     reports = list(by_session.values())
     if json_out:
         _print_json([{"session_id": sid, **_fields(r)} for sid, r in by_session.items()])
-        return
-    console.print(
-        f"recovered {len(reports)} of {len(ids)} sessions: "
-        f"{sum(r.inputs_recovered for r in reports)} inputs recovered, "
-        f"{sum(r.inputs_requeued for r in reports)} re-queued, "
-        f"{sum(r.inputs_abandoned for r in reports)} abandoned"
-    )
-    for r in reports:
-        for line in r.details:
-            console.print(f"  {escape(line)}", highlight=False)
+    else:
+        console.print(
+            f"recovered {len(reports)} of {len(ids)} sessions: "
+            f"{sum(r.inputs_recovered for r in reports)} inputs recovered, "
+            f"{sum(r.inputs_requeued for r in reports)} re-queued, "
+            f"{sum(r.inputs_abandoned for r in reports)} abandoned"
+        )
+        for r in reports:
+            for line in r.details:
+                console.print(f"  {escape(line)}", highlight=False)
+    if owned:
+        _owned_error("session(s)", {e.session_id: e.owner for e in owned})
 
 
 @app.command("rebuild-projections")
@@ -862,13 +903,31 @@ def recover(store: str = StoreOpt, json_out: bool = JsonOpt) -> None:
 def rebuild_projections(
     name: str | None = typer.Argument(None, help="ledger or views (default: both)."),
     store: str = StoreOpt,
+    force: bool = ForceOpt,
     json_out: bool = JsonOpt,
 ) -> None:
-    """Drop read models and replay them from the log."""
+    """Drop read models and replay them from the log.
+
+    Refused while a live runtime process runs them (it would go on writing the read
+    models being rebuilt) unless ``--force``, which takes them over from it.
+    """
     t0 = time.perf_counter()
-    with _open_for_writing(
-        store
-    ) as rt:  # no catching up first: a failed projection is why we are here
+    node_id = _cli_node_id("rebuild")
+    with _open_for_writing(store, "rebuild", force) as rt:
+        # no catching up first: a failed projection is why we are here
+        if rt.membership is not None:
+            wanted = [name] if name is not None else [s.name for s in rt.projections.status()]
+            owners = {
+                x.name.removeprefix("projection:"): x.owner
+                for x in rt.store.list_leases("projection:")
+                if x.name.removeprefix("projection:") in wanted
+                and x.owner != node_id
+                and live_holder(x)
+            }
+            if owners and not force:
+                _owned_error("projection(s)", owners)
+            for n in owners:
+                rt.membership.acquire(f"projection:{n}")
         rt.projections.rebuild(name)
         rt.projections.wait_caught_up(600)
         status = rt.projections.status()
@@ -949,9 +1008,14 @@ def _write_private(path: Path, data: bytes) -> None:
 def import_(
     file: Path = typer.Argument(..., help="JSON lines file from `export` (- for stdin)."),
     store: str = StoreOpt,
+    force: bool = ForceOpt,
     json_out: bool = JsonOpt,
 ) -> None:
-    """Import exported sessions into a store: all lines are checked first; nothing is written on error."""
+    """Import exported sessions into a store: all lines are checked first; nothing is written on error.
+
+    Each session is written under its lease: refused if a live runtime process owns
+    one of them, unless ``--force``.
+    """
     raw = sys.stdin.buffer.read() if str(file) == "-" else _read(file)
     by_session: dict[str, list[tuple[int, RuntimeEventEnvelope]]] = {}
     for n, line in enumerate(raw.splitlines(), start=1):
@@ -978,14 +1042,33 @@ def import_(
                     "the file was edited or is incomplete",
                 )
     with open_store(store, codec=event_codec()) as es:
-        for sid, numbered in by_session.items():
-            if es.session_version(sid) != 0:
-                _fail(
-                    f"{file}:{numbered[0][0]}: session {sid!r} already exists in {mask_url(store)}",
-                    "import into another store",
+        membership = None
+        if es.supports_leases:
+            membership = Membership(es, _cli_node_id("import"), 30.0, lambda _: None, force=force)
+        try:
+            owned: dict[str, str] = {}
+            if membership is not None:
+                for sid in by_session:
+                    try:
+                        membership.acquire(session_lease(sid))
+                    except LeaseUnavailable as exc:
+                        owned[sid] = exc.owner or "unknown"
+            if owned:
+                _owned_error("session(s)", owned)
+            for sid, numbered in by_session.items():
+                if es.session_version(sid) != 0:
+                    _fail(
+                        f"{file}:{numbered[0][0]}: session {sid!r} already exists in {mask_url(store)}",
+                        "import into another store",
+                    )
+            for sid, numbered in by_session.items():
+                fence = membership.fence(session_lease(sid)) if membership is not None else None
+                es.append(
+                    sid, 0, [NewEvent(*envelope_to_record(e)) for _, e in numbered], fence=fence
                 )
-        for sid, numbered in by_session.items():
-            es.append(sid, 0, [NewEvent(*envelope_to_record(e)) for _, e in numbered])
+        finally:
+            if membership is not None:
+                membership.close()
     summary = {sid: len(numbered) for sid, numbered in by_session.items()}
     if json_out:
         _print_json({"imported": summary})
@@ -1150,18 +1233,17 @@ NODE_TTL_DEFAULT = 10.0
 @app.command()
 @command
 def cluster(store: str = StoreOpt, json_out: bool = JsonOpt) -> None:
-    """Runtime nodes sharing a PostgreSQL store: heartbeats, session leases, projection owners."""
+    """Runtime processes sharing a store (SQLite file or PostgreSQL): heartbeats, session
+    leases, projection owners."""
     # The store alone, not a Runtime: looking must not make this process a node.
     with _open_store(store) as es:
         if not es.supports_leases:
             _fail(
                 f"no cluster: {mask_url(store)} is not a shared store",
-                "several runtime processes share a postgresql:// store; "
-                "sqlite:// and memory:// have one process",
+                "several runtime processes share a sqlite:/// file or a postgresql:// "
+                "store; memory:// has one process",
             )
-        with es.transaction() as cur:  # the database's clock, which expiries are in
-            cur.execute("SELECT now() AS now")
-            now: datetime = cur.fetchone()["now"]
+        now = es.clock()  # the clock expiries are in (the database server's on PostgreSQL)
         node_rows = es.list_nodes()
         leases = es.list_leases()
     held: dict[str, int] = {}

@@ -27,14 +27,84 @@ from datetime import datetime
 from meerkat_runtime.errors import LeaseUnavailable, StoreError
 from meerkat_runtime.store import EventStore, Fence, Lease, NodeInfo
 
-__all__ = ["ClusterView", "Membership", "default_node_id", "session_lease"]
+__all__ = [
+    "NODE_ID_ENV",
+    "ClusterView",
+    "Membership",
+    "default_node_id",
+    "live_holder",
+    "process_gone",
+    "process_key",
+    "session_lease",
+]
 
 log = logging.getLogger(__name__)
 
 
+NODE_ID_ENV = "MEERKAT_NODE_ID"
+"""Environment variable naming this process's node id (see :func:`default_node_id`)."""
+
+NODE_RETENTION_TTLS = 10.0
+"""A node row whose heartbeat is older than this many of its lease TTLs is deleted."""
+
+
 def default_node_id() -> str:
-    """Host name plus process id."""
-    return f"{socket.gethostname()}-{os.getpid()}"
+    """``$MEERKAT_NODE_ID`` if set, else host name plus process id."""
+    return os.environ.get(NODE_ID_ENV) or f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="ascii") as f:
+            return f.read().strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+def _start_ticks(pid: int) -> str:
+    """When process ``pid`` started (clock ticks since boot), or "" if there is none."""
+    stat = _read(f"/proc/{pid}/stat")
+    # The command name (field 2) may hold spaces and parentheses: split after its end.
+    fields = stat.rpartition(")")[2].split()
+    return fields[19] if len(fields) > 19 else ""
+
+
+def _pid_namespace() -> str:
+    """Boot id and pid namespace: pids mean the same process only where both are equal."""
+    boot = _read("/proc/sys/kernel/random/boot_id")
+    try:
+        ns = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return ""
+    return f"{boot}/{ns}" if boot else ""
+
+
+def process_key() -> str:
+    """This operating-system process: boot id, pid namespace, pid and start time ("" off Linux).
+
+    Recorded with every lease, so another process on the same host (same boot, same
+    pid namespace) can tell for sure that the holder is gone: no process with that
+    pid, or one started at another time (the pid was reused).
+    """
+    where = _pid_namespace()
+    pid = os.getpid()
+    start = _start_ticks(pid)
+    return f"{where}:{pid}:{start}" if where and start else ""
+
+
+def process_gone(key: str) -> bool:
+    """True only if the process ``key`` names is certainly not running (see :func:`process_key`).
+
+    False when it runs or when this process cannot tell (another host, container or
+    boot, or no ``/proc``): then only the lease's expiry frees what it held.
+    """
+    parts = key.rsplit(":", 2)
+    if len(parts) != 3 or not parts[0] or parts[0] != _pid_namespace():
+        return False
+    _, pid, start = parts
+    if not pid.isdigit() or not start:
+        return False
+    return _start_ticks(int(pid)) != start
 
 
 def session_lease(session_id: str) -> str:
@@ -52,8 +122,20 @@ class ClusterView:
     now: datetime | None = None
 
 
+def live_holder(lease: Lease) -> bool:
+    """True if ``lease`` is held by a process that may still be running."""
+    return lease.live and not process_gone(lease.process)
+
+
 class Membership:
-    """This node's leases: acquire, renew by heartbeat, release, and fence appends."""
+    """This node's leases: acquire, renew by heartbeat, release, and fence appends.
+
+    Each process start is a new *incarnation* of its node (the store's writer id): a node that
+    restarts with the same node id takes its leases back at once, with new
+    fencing tokens, so its previous life can no longer write (see the module
+    docstring). ``force`` takes leases from live holders too (operator tools'
+    ``--force``): the holder is fenced off and loses the session.
+    """
 
     def __init__(
         self,
@@ -61,30 +143,68 @@ class Membership:
         node_id: str,
         ttl: float,
         on_lost: Callable[[str], None],
+        *,
+        force: bool = False,
     ) -> None:
         if ttl <= 0:
             raise ValueError("lease_ttl must be > 0")
+        if not isinstance(node_id, str) or not node_id:
+            raise ValueError("node_id must be a non-empty str")
         self.store = store
         self.node_id = node_id
         self.ttl = ttl
+        self.force = force
+        # The store instance's writer id, recorded on every event it appends: a fresh
+        # random id each time a process opens the store.
+        self.incarnation = store.incarnation
+        self.process = process_key()
         self._on_lost = on_lost
         self._lock = threading.Lock()
         self._held: dict[str, tuple[int, object]] = {}  # name -> (token, holder)
         self._closed = False
-        store.heartbeat_node(node_id, self._info())
+        self._beats = 0
+        store.heartbeat_node(node_id, self._info(), incarnation=self.incarnation)
+        self._prune()
 
     def _info(self, **extra: int) -> dict[str, object]:
         """What the nodes table records; ``lease_ttl`` tells a reader (``meerkat-runtime
         cluster``) how old a heartbeat may be before the node counts as dead."""
         return {"pid": os.getpid(), "host": socket.gethostname(), "lease_ttl": self.ttl, **extra}
 
+    def _prune(self) -> None:
+        try:
+            self.store.prune_nodes(NODE_RETENTION_TTLS)
+        except StoreError as exc:
+            log.warning("could not delete the rows of dead nodes: %s", exc)
+
     def acquire(self, name: str, holder: object = None) -> int:
         """Take lease ``name`` (or confirm it) for ``holder`` (e.g. an actor) in this node.
 
-        :class:`LeaseUnavailable` if another live node holds it. A later holder in
+        :class:`LeaseUnavailable` if another live process holds it. A holder known
+        dead (same host, its process gone) is not waited for. A later holder in
         this node replaces an earlier one, whose :meth:`release` then does nothing.
         """
-        token = self.store.acquire_lease(name, self.node_id, self.ttl)
+        store = self.store
+        try:
+            token = store.acquire_lease(
+                name, self.node_id, self.ttl, incarnation=self.incarnation, process=self.process
+            )
+        except LeaseUnavailable:
+            current = next((x for x in store.list_leases(name) if x.name == name), None)
+            if current is None or not (
+                self.force or (current.live and process_gone(current.process))
+            ):
+                raise
+            if current.live and not process_gone(current.process):
+                log.warning("taking lease %s from live node %s (forced)", name, current.owner)
+            token = store.acquire_lease(
+                name,
+                self.node_id,
+                self.ttl,
+                incarnation=self.incarnation,
+                process=self.process,
+                steal=current.token,
+            )
         with self._lock:
             self._held[name] = (token, holder)
         return token
@@ -112,7 +232,7 @@ class Membership:
         if self._closed:
             return
         try:
-            self.store.release_lease(name, self.node_id)
+            self.store.release_lease(name, self.node_id, incarnation=self.incarnation)
         except StoreError as exc:  # it will expire by itself
             log.warning("could not release lease %s: %s", name, exc)
 
@@ -123,8 +243,12 @@ class Membership:
         with self._lock:
             names = list(self._held)
         try:
-            self.store.heartbeat_node(self.node_id, self._info(leases=len(names)))
-            renewed = self.store.renew_leases(names, self.node_id, self.ttl)
+            self.store.heartbeat_node(
+                self.node_id, self._info(leases=len(names)), incarnation=self.incarnation
+            )
+            renewed = self.store.renew_leases(
+                names, self.node_id, self.ttl, incarnation=self.incarnation
+            )
         except StoreError as exc:
             log.warning("lease heartbeat failed (%s); leases may expire", exc)
             return
@@ -140,9 +264,12 @@ class Membership:
             released = [n for n in names if n in renewed and n not in self._held]
         for name in released:
             try:
-                self.store.release_lease(name, self.node_id)
+                self.store.release_lease(name, self.node_id, incarnation=self.incarnation)
             except StoreError as exc:
                 log.warning("could not release lease %s: %s", name, exc)
+        self._beats += 1
+        if self._beats % 30 == 0:  # every 10 TTLs: the dead stay listed about that long
+            self._prune()
 
     def view(self, projection_names: list[str]) -> ClusterView:
         leases = self.store.list_leases()
@@ -158,16 +285,20 @@ class Membership:
         )
 
     def close(self) -> None:
-        """Release every lease (other nodes can take over at once)."""
+        """Release every lease (other nodes can take over at once) and leave the node list."""
         with self._lock:
             names = list(self._held)
             self._held.clear()
             self._closed = True
         for name in names:
             try:
-                self.store.release_lease(name, self.node_id)
+                self.store.release_lease(name, self.node_id, incarnation=self.incarnation)
             except StoreError as exc:
                 log.warning("could not release lease %s: %s", name, exc)
+        try:
+            self.store.remove_node(self.node_id, self.incarnation)
+        except StoreError as exc:
+            log.warning("could not remove node %s from the node list: %s", self.node_id, exc)
 
 
 def lease_owner_error(exc: LeaseUnavailable) -> str:

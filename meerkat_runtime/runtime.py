@@ -35,7 +35,12 @@ from meerkat_runtime.actors import (
 )
 from meerkat_runtime.actors._recovery import recover_batch
 from meerkat_runtime.cluster import ClusterView, Membership, default_node_id
-from meerkat_runtime.errors import InvalidInput, MeerkatRuntimeError, UndecodableEvent
+from meerkat_runtime.errors import (
+    InvalidInput,
+    MeerkatRuntimeError,
+    SessionOwnedElsewhere,
+    UndecodableEvent,
+)
 from meerkat_runtime.events import wire
 from meerkat_runtime.events._typed import checked
 from meerkat_runtime.events.catalogue import (
@@ -367,6 +372,8 @@ class Runtime:
         projections: bool = True,
         node_id: str | None = None,
         lease_ttl: float = 10.0,
+        join_cluster: bool = True,
+        force_takeover: bool = False,
     ) -> None:
         self.store = store
         self.executor = executor
@@ -390,6 +397,9 @@ class Runtime:
             recovery_timeout=options.recovery_timeout,
         )
         self.membership: Membership | None = None
+        # Without leases a runtime may not write sessions another process may own; a
+        # read-only store writes nothing anyway.
+        self.joined = join_cluster or store.read_only or not store.supports_leases
         if store.read_only:
             if executor is not None:
                 raise ValueError(
@@ -397,13 +407,19 @@ class Runtime:
                 )
             if node_id is not None:
                 raise ValueError("a runtime on a read-only store joins no cluster: pass no node_id")
-        elif store.supports_leases:
+        elif store.supports_leases and join_cluster:
             self.membership = Membership(
-                store, node_id or default_node_id(), lease_ttl, on_lost=self._lease_lost
+                store,
+                node_id or default_node_id(),
+                lease_ttl,
+                on_lost=self._lease_lost,
+                force=force_takeover,
             )
             scheduler.every(lease_ttl / 3, self.membership.heartbeat)
-        elif node_id is not None:
-            raise ValueError(f"node_id needs a shared store (PostgreSQL), not {store.url}")
+        elif node_id is not None and not store.supports_leases:
+            raise ValueError(
+                f"node_id needs a shared store (SQLite file or PostgreSQL), not {store.url}"
+            )
         self._services.membership = self.membership
         # A read-only store keeps its read models in memory (ScratchSql), seeded from the
         # stored ones: looking at a store never writes to it.
@@ -438,6 +454,8 @@ class Runtime:
         projections: bool = True,
         node_id: str | None = None,
         lease_ttl: float = 10.0,
+        join_cluster: bool = True,
+        force_takeover: bool = False,
         **options: Any,
     ) -> Runtime:
         """Open a runtime on a store URL (or a store object, which the caller keeps owning).
@@ -455,6 +473,22 @@ class Runtime:
           session that needs no recovery) work on read models kept in memory,
           seeded from the stored ones and brought up to date from the log; anything
           that writes raises :class:`StoreError`. No executor, no cluster membership.
+
+
+        On a SQLite file or PostgreSQL, several processes may share the store:
+        each session has one owner process at a time (``meerkat_runtime.cluster``).
+
+        * ``node_id``: this process's name among them; default ``$MEERKAT_NODE_ID``,
+          else host name and process id. A process that starts with the node id
+          of one that died takes that one's sessions back at once (and fences it
+          off, should it still be alive): give a single service a stable id.
+        * ``lease_ttl`` (10 s): how long a session stays owned by a process that
+          stopped renewing (died without closing, paused, cut off).
+        * ``join_cluster`` (True): False for tools that only read: no node row, no
+          leases, and sessions cannot be used (``MeerkatRuntimeError``).
+        * ``force_takeover`` (False): take sessions from live owners too (operator
+          tools' ``--force``): the owner is fenced off and loses them, and a run it
+          has in flight may run again here.
 
         ``executor`` that is neither callable nor has a ``run`` method raises
         ``TypeError`` here, not at the first run.
@@ -484,6 +518,8 @@ class Runtime:
                 projections=projections,
                 node_id=node_id,
                 lease_ttl=lease_ttl,
+                join_cluster=join_cluster,
+                force_takeover=force_takeover,
             )
         except BaseException:
             if owns:
@@ -502,6 +538,7 @@ class Runtime:
     def session(self, session_id: str) -> Session:
         """A handle on session ``session_id`` (1 to 256 printable characters)."""
         self._check_open()
+        self._check_joined()
         return Session(self, validate_session_id(session_id))
 
     def new_session(self) -> Session:
@@ -521,22 +558,41 @@ class Runtime:
         return list(self.recover_by_session().values())
 
     def recover_by_session(self) -> dict[str, RecoveryReport]:
-        """Like :meth:`recover`, keyed by session id (destroyed sessions are left out)."""
+        """Like :meth:`recover`, keyed by session id (destroyed sessions are left out).
+
+        A session owned by another live process raises :class:`SessionOwnedElsewhere`
+        (see :meth:`recover_owned` to recover the others and list those).
+        """
+        reports, owned = self.recover_owned()
+        if owned:
+            raise owned[0]
+        return reports
+
+    def recover_owned(self) -> tuple[dict[str, RecoveryReport], list[SessionOwnedElsewhere]]:
+        """Recover every session this process may own; list those another live process owns.
+
+        Those are left alone: their owner runs their work (and recovers them when it
+        reloads). ``force_takeover`` takes them instead.
+        """
         self._check_open()
+        self._check_joined()
         order = self.sessions()
         # Passivated sessions recover inline in batches; live ones (and all on a store
         # with leases) through their actors, which own their state and lease.
         batch = recover_batch(self._services, order)
-        reports = self._recover_with_actors(batch.to_actors)
+        reports, owned = self._recover_with_actors(batch.to_actors)
         reports.update(batch.reports)
-        return {sid: reports[sid] for sid in order if sid in reports}
+        return {sid: reports[sid] for sid in order if sid in reports}, owned
 
-    def _recover_with_actors(self, session_ids: list[str]) -> dict[str, RecoveryReport]:
+    def _recover_with_actors(
+        self, session_ids: list[str]
+    ) -> tuple[dict[str, RecoveryReport], list[SessionOwnedElsewhere]]:
         # A bounded window of sessions at a time: each message starts an actor (a
         # thread), and one in flight cannot be passivated to make room.
         window = max(1, self.options.max_live_sessions // 2)
         pending: deque[tuple[str, Future[RecoveryReport | None]]] = deque()
         reports: dict[str, RecoveryReport] = {}
+        owned: list[SessionOwnedElsewhere] = []
 
         def settle(sid: str, fut: Future[RecoveryReport | None]) -> None:
             try:
@@ -544,6 +600,9 @@ class Runtime:
             except UndecodableEvent as exc:
                 # One unreadable session does not stop the recovery of the others.
                 log.error("session %s not recovered: %s", sid, exc)
+                return
+            except SessionOwnedElsewhere as exc:
+                owned.append(exc)
                 return
             if report is not None:
                 reports[sid] = report
@@ -554,7 +613,7 @@ class Runtime:
             pending.append((sid, self._registry.send(sid, "recover_all")))
         for sid, fut in pending:
             settle(sid, fut)
-        return reports
+        return reports, owned
 
     def verify(self) -> VerifyReport:
         """Refold every session and compare with the read models, each at the log position it
@@ -566,8 +625,10 @@ class Runtime:
         )
 
     def cluster(self) -> ClusterView:
-        """Nodes, session leases and projection owners of a shared (PostgreSQL) store."""
+        """Nodes, session leases and projection owners of a shared store (SQLite file, PostgreSQL)."""
         if self.membership is None:
+            if self.store.supports_leases:
+                raise MeerkatRuntimeError("no cluster view: opened with join_cluster=False")
             raise MeerkatRuntimeError(f"no cluster: {self.store.url} is not a shared store")
         return self.membership.view([s.name for s in self.projections.status()])
 
@@ -582,6 +643,13 @@ class Runtime:
     def _check_open(self) -> None:
         if self._closed:
             raise MeerkatRuntimeError("the runtime is closed")
+
+    def _check_joined(self) -> None:
+        if not self.joined:
+            raise MeerkatRuntimeError(
+                "this runtime was opened with join_cluster=False: it holds no leases, "
+                "so it may read the store but not use sessions"
+            )
 
     def close(self) -> None:
         """Stop every actor once in-flight work is durable, and release the store. Idempotent."""

@@ -455,6 +455,7 @@ class SessionActor(pykka.ThreadingActor):
             self.svc.membership.forget(self.lease)
         self._invalidate()
         self.owned_elsewhere = exc.owner is not None  # else expired: free to re-acquire
+        self._lease_gone()
         return SessionOwnedElsewhere(self.session_id, exc.owner or "nobody (lease expired)")
 
     def _on_lease_lost(self, _: Any) -> None:
@@ -462,6 +463,17 @@ class SessionActor(pykka.ThreadingActor):
         self.svc.calls.cancel(self.session_id, "lease lost")
         self._invalidate()
         self.owned_elsewhere = True
+        self._lease_gone()
+
+    def _lease_gone(self) -> None:
+        """This process no longer owns the session (fenced append, or lost at a heartbeat).
+
+        The new owner recovers the session and re-runs the inputs of a run that was
+        in flight here: that is the at-least-once window (``meerkat_runtime.cluster``).
+        Hook for run control: cancel the executor call of a run in flight here, so
+        its side effects stop as early as possible (its outcome can no longer be
+        recorded: every append of this process to the session is fenced off).
+        """
 
     def on_stop(self) -> None:
         try:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, InvalidStateError
 from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Final, Literal, ParamSpec, Protocol, Self, TypeVar
 
@@ -159,13 +159,22 @@ class Fence:
 
 @dataclass(frozen=True, slots=True)
 class Lease:
-    """A lease row: who holds ``name``, with which fencing token, until when."""
+    """A lease row: who holds ``name``, with which fencing token, until when.
+
+    ``owner`` is the node id; ``incarnation`` the holder's process start (a new one
+    each time a node starts, so a restarted node fences its previous life);
+    ``process`` identifies the holder's operating-system process (see
+    ``meerkat_runtime.cluster.process_key``), so a holder on this host that is
+    known dead need not be waited for.
+    """
 
     name: str
     owner: str
     token: int
     expires_at: datetime
     live: bool
+    incarnation: str = ""
+    process: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,7 +390,8 @@ class EventStore(ABC):
             raise StoreError(f"expected_version must be an int >= 0, got {expected_version!r}")
         if fence is not None and not self.supports_leases:
             raise StoreError(
-                f"fenced appends need a store with leases (PostgreSQL), not {self.url}"
+                f"fenced appends need a store with leases (SQLite file or PostgreSQL), "
+                f"not {self.url}"
             )
 
     def _queue_append(
@@ -549,36 +559,69 @@ class EventStore(ABC):
     # -- leases (stores shared by several runtime processes) ----------------------------------
 
     supports_leases: bool = False
-    """True when this store offers leases and fenced appends (PostgreSQL)."""
+    """True when this store offers leases and fenced appends (SQLite files, PostgreSQL)."""
 
-    def acquire_lease(self, name: str, owner: str, ttl: float) -> int:
+    def acquire_lease(
+        self,
+        name: str,
+        owner: str,
+        ttl: float,
+        *,
+        incarnation: str = "",
+        process: str = "",
+        steal: int | None = None,
+    ) -> int:
         """Take or renew lease ``name`` for ``owner`` for ``ttl`` seconds; return its fencing token.
 
-        Succeeds when nobody holds it, ``owner`` holds it, or the holder's lease
-        has expired (the token then increases, fencing the old holder off).
+        Succeeds when nobody holds it, the holder's lease has expired, ``owner``
+        holds it (the same ``incarnation``: a renewal, the token is kept; another
+        incarnation: the node restarted and takes it back at once), or ``steal``
+        is the current token (a takeover decided by the caller: its holder is
+        known dead, or an operator forces it). Whenever the holder changes the
+        token increases, which fences the previous holder's appends off.
         Raises :class:`LeaseUnavailable` naming the live holder otherwise.
         """
-        raise StoreError(f"leases need a shared store (PostgreSQL), not {self.url}")
+        raise StoreError(f"leases need a shared store (SQLite file or PostgreSQL), not {self.url}")
 
-    def renew_leases(self, names: Sequence[str], owner: str, ttl: float) -> set[str]:
-        """Extend the leases ``owner`` still holds among ``names``; return those renewed."""
-        raise StoreError(f"leases need a shared store (PostgreSQL), not {self.url}")
+    def renew_leases(
+        self, names: Sequence[str], owner: str, ttl: float, *, incarnation: str = ""
+    ) -> set[str]:
+        """Extend the leases ``owner`` (this ``incarnation``) still holds among ``names``;
+        return those renewed."""
+        raise StoreError(f"leases need a shared store (SQLite file or PostgreSQL), not {self.url}")
 
-    def release_lease(self, name: str, owner: str) -> None:
-        """Let lease ``name`` expire now if ``owner`` holds it (its token is kept)."""
-        raise StoreError(f"leases need a shared store (PostgreSQL), not {self.url}")
+    def release_lease(self, name: str, owner: str, *, incarnation: str = "") -> None:
+        """Let lease ``name`` expire now if ``owner`` (this ``incarnation``) holds it (its token
+        is kept)."""
+        raise StoreError(f"leases need a shared store (SQLite file or PostgreSQL), not {self.url}")
 
     def list_leases(self, prefix: str = "") -> list[Lease]:
         """Every lease whose name starts with ``prefix``."""
-        raise StoreError(f"leases need a shared store (PostgreSQL), not {self.url}")
+        raise StoreError(f"leases need a shared store (SQLite file or PostgreSQL), not {self.url}")
 
-    def heartbeat_node(self, node_id: str, info: dict[str, Any] | None = None) -> None:
-        """Record that node ``node_id`` (this store's incarnation) is alive now."""
-        raise StoreError(f"nodes need a shared store (PostgreSQL), not {self.url}")
+    def heartbeat_node(
+        self, node_id: str, info: dict[str, Any] | None = None, *, incarnation: str | None = None
+    ) -> None:
+        """Record that node ``node_id`` (incarnation ``incarnation``, default this store's) is
+        alive now."""
+        raise StoreError(f"nodes need a shared store (SQLite file or PostgreSQL), not {self.url}")
+
+    def remove_node(self, node_id: str, incarnation: str | None = None) -> None:
+        """Delete node ``node_id``'s row if it is still ``incarnation``'s (a clean exit)."""
+        raise StoreError(f"nodes need a shared store (SQLite file or PostgreSQL), not {self.url}")
+
+    def prune_nodes(self, retention_ttls: float) -> int:
+        """Delete the rows of nodes whose last heartbeat is older than ``retention_ttls``
+        times their own lease TTL (dead nodes); return how many."""
+        raise StoreError(f"nodes need a shared store (SQLite file or PostgreSQL), not {self.url}")
 
     def list_nodes(self) -> list[NodeInfo]:
-        """Every node that has ever heartbeated, most recent first."""
-        raise StoreError(f"nodes need a shared store (PostgreSQL), not {self.url}")
+        """Every node that heartbeated and was not removed or pruned, most recent first."""
+        raise StoreError(f"nodes need a shared store (SQLite file or PostgreSQL), not {self.url}")
+
+    def clock(self) -> datetime:
+        """The time lease expiries are measured in (the database server's on PostgreSQL)."""
+        return datetime.now(UTC)
 
     def watch_commits(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Call ``callback()`` when another process may have committed events; return a stopper.

@@ -39,7 +39,8 @@ def open_store(
     at the last ``@`` before the query).
 
     ``incarnation`` is the writer id recorded on every appended event (default:
-    a fresh random id). Options:
+    a fresh random id). It also identifies this process start to the leases of
+    a shared store: never give two processes (or two starts) the same one. Options:
 
     * ``snapshot_interval`` (100): callers snapshot every N events; 0 = never.
     * ``sqlite_synchronous`` (``"full"``): ``"normal"`` survives process crashes

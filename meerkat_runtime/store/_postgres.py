@@ -6,9 +6,10 @@ import logging
 import math
 import threading
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, Literal
+from datetime import datetime
+from typing import Any, Literal, cast
 
 import psycopg
 from eventsourcing.persistence import (
@@ -324,6 +325,23 @@ class PostgresEventStore(EventStore):
                     "acquired_at timestamptz NOT NULL DEFAULT now())"
                 ).format(s, sql.Identifier(LEASES_TABLE))
             )
+            # Added in place (older releases ignore them): the holder's process start and
+            # operating-system process, see acquire_lease.
+            # Only when missing: ALTER TABLE locks the table against the appends of
+            # nodes already running, even when there is nothing to add.
+            cur.execute(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_schema = %s AND table_name = %s",
+                (self.schema, LEASES_TABLE),
+            )
+            present = {r["column_name"] for r in cur.fetchall()}
+            for column in ("incarnation", "process"):
+                if column not in present:
+                    cur.execute(
+                        sql.SQL(
+                            "ALTER TABLE {}.{} ADD COLUMN IF NOT EXISTS {} text NOT NULL DEFAULT ''"
+                        ).format(s, sql.Identifier(LEASES_TABLE), sql.Identifier(column))
+                    )
             cur.execute(
                 sql.SQL(
                     "CREATE TABLE IF NOT EXISTS {}.{} (node_id text PRIMARY KEY, "
@@ -448,7 +466,7 @@ class PostgresEventStore(EventStore):
             nodes=sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(NODES_TABLE)),
         )
 
-    def _lease_rows(self, template: str, params: Sequence[Any]) -> list[Any]:
+    def _lease_rows(self, template: str, params: Sequence[Any] | Mapping[str, Any]) -> list[Any]:
         def run() -> list[Any]:
             with self.datastore.get_connection() as conn:
                 return conn.execute(self._lease_sql(template), params, prepare=True).fetchall()
@@ -479,62 +497,112 @@ class PostgresEventStore(EventStore):
 
         return self._guard("renew leases", run)
 
-    def acquire_lease(self, name: str, owner: str, ttl: float) -> int:
+    def acquire_lease(
+        self,
+        name: str,
+        owner: str,
+        ttl: float,
+        *,
+        incarnation: str = "",
+        process: str = "",
+        steal: int | None = None,
+    ) -> int:
         # clock_timestamp(), not now() (the statement's start): an acquire that waited
         # for the row (locked by an append of the holder in flight) must neither grant a
         # lease already partly expired nor judge expiry by the time it started waiting.
         rows = self._lease_rows(
-            "INSERT INTO {leases} AS l (name, owner, token, expires_at) "
-            "VALUES (%s, %s, 1, clock_timestamp() + make_interval(secs => %s)) "
+            "INSERT INTO {leases} AS l (name, owner, incarnation, process, token, expires_at) "
+            "VALUES (%(name)s, %(owner)s, %(inc)s, %(proc)s, 1, "
+            "clock_timestamp() + make_interval(secs => %(ttl)s)) "
             "ON CONFLICT (name) DO UPDATE SET owner = EXCLUDED.owner, "
-            "expires_at = clock_timestamp() + make_interval(secs => %s), "
-            "token = CASE WHEN l.owner = EXCLUDED.owner THEN l.token ELSE l.token + 1 END, "
-            "acquired_at = CASE WHEN l.owner = EXCLUDED.owner THEN l.acquired_at ELSE now() END "
+            "incarnation = EXCLUDED.incarnation, process = EXCLUDED.process, "
+            "expires_at = clock_timestamp() + make_interval(secs => %(ttl)s), "
+            "token = CASE WHEN l.owner = EXCLUDED.owner AND l.incarnation = EXCLUDED.incarnation "
+            "THEN l.token ELSE l.token + 1 END, "
+            "acquired_at = CASE WHEN l.owner = EXCLUDED.owner "
+            "AND l.incarnation = EXCLUDED.incarnation THEN l.acquired_at ELSE now() END "
             "WHERE l.owner = EXCLUDED.owner OR l.expires_at < clock_timestamp() "
+            "OR l.token = %(steal)s "
             "RETURNING token",
-            (name, owner, float(ttl), float(ttl)),
+            {
+                "name": name,
+                "owner": owner,
+                "inc": incarnation,
+                "proc": process,
+                "ttl": float(ttl),
+                "steal": -1 if steal is None else steal,
+            },
         )
         if rows:
             return int(rows[0]["token"])
         holder = self._lease_rows("SELECT owner FROM {leases} WHERE name = %s", (name,))
         raise LeaseUnavailable(name, holder[0]["owner"] if holder else None)
 
-    def renew_leases(self, names: Sequence[str], owner: str, ttl: float) -> set[str]:
+    def renew_leases(
+        self, names: Sequence[str], owner: str, ttl: float, *, incarnation: str = ""
+    ) -> set[str]:
         if not names:
             return set()
         rows = self._heartbeat_rows(
             "UPDATE {leases} SET expires_at = clock_timestamp() + make_interval(secs => %s) "
-            "WHERE owner = %s AND name = ANY(%s) RETURNING name",
-            (float(ttl), owner, list(names)),
+            "WHERE owner = %s AND incarnation = %s AND name = ANY(%s) RETURNING name",
+            (float(ttl), owner, incarnation, list(names)),
         )
         return {r["name"] for r in rows}
 
-    def release_lease(self, name: str, owner: str) -> None:
+    def release_lease(self, name: str, owner: str, *, incarnation: str = "") -> None:
         self._lease_rows(
-            "UPDATE {leases} SET expires_at = now() WHERE name = %s AND owner = %s RETURNING name",
-            (name, owner),
+            "UPDATE {leases} SET expires_at = now() "
+            "WHERE name = %s AND owner = %s AND incarnation = %s RETURNING name",
+            (name, owner, incarnation),
         )
 
     def list_leases(self, prefix: str = "") -> list[Lease]:
         rows = self._lease_rows(
-            "SELECT name, owner, token, expires_at, expires_at > now() AS live FROM {leases} "
-            "WHERE starts_with(name, %s) ORDER BY name",
+            "SELECT name, owner, token, expires_at, expires_at > now() AS live, incarnation, "
+            "process FROM {leases} WHERE starts_with(name, %s) ORDER BY name",
             (prefix,),
         )
         return [
-            Lease(r["name"], r["owner"], int(r["token"]), r["expires_at"], bool(r["live"]))
+            Lease(
+                r["name"],
+                r["owner"],
+                int(r["token"]),
+                r["expires_at"],
+                bool(r["live"]),
+                r["incarnation"],
+                r["process"],
+            )
             for r in rows
         ]
 
-    def heartbeat_node(self, node_id: str, info: dict[str, Any] | None = None) -> None:
+    def heartbeat_node(
+        self, node_id: str, info: dict[str, Any] | None = None, *, incarnation: str | None = None
+    ) -> None:
         self._heartbeat_rows(
             "INSERT INTO {nodes} AS n (node_id, incarnation, started_at, heartbeat_at, info) "
             "VALUES (%s, %s, now(), now(), %s) ON CONFLICT (node_id) DO UPDATE SET "
             "heartbeat_at = now(), info = EXCLUDED.info, incarnation = EXCLUDED.incarnation, "
             "started_at = CASE WHEN n.incarnation = EXCLUDED.incarnation THEN n.started_at "
             "ELSE now() END RETURNING node_id",
-            (node_id, self.incarnation, Jsonb(info or {})),
+            (node_id, incarnation or self.incarnation, Jsonb(info or {})),
         )
+
+    def remove_node(self, node_id: str, incarnation: str | None = None) -> None:
+        self._lease_rows(
+            "DELETE FROM {nodes} WHERE node_id = %s AND incarnation = %s RETURNING node_id",
+            (node_id, incarnation or self.incarnation),
+        )
+
+    def prune_nodes(self, retention_ttls: float) -> int:
+        # A node records its lease TTL in info (Membership); 10 s when it did not.
+        rows = self._heartbeat_rows(
+            "DELETE FROM {nodes} WHERE heartbeat_at < now() - make_interval(secs => %s * "
+            "COALESCE(CASE WHEN jsonb_typeof(info->'lease_ttl') = 'number' "
+            "THEN (info->>'lease_ttl')::float8 END, 10.0)) RETURNING node_id",
+            (float(retention_ttls),),
+        )
+        return len(rows)
 
     def list_nodes(self) -> list[NodeInfo]:
         rows = self._lease_rows(
@@ -548,6 +616,10 @@ class PostgresEventStore(EventStore):
             )
             for r in rows
         ]
+
+    def clock(self) -> datetime:
+        """The database server's ``now()``: lease expiries are in its clock."""
+        return cast(datetime, self._lease_rows("SELECT now() AS now", ())[0]["now"])
 
     def watch_commits(self, callback: Callable[[], None]) -> Callable[[], None]:
         """LISTEN on the events table's channel (every insert transaction NOTIFYs it).

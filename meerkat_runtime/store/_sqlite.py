@@ -5,12 +5,15 @@ from __future__ import annotations
 import math
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Final, Literal
+from datetime import UTC, datetime
+from typing import Any, Final, Literal, TypeVar
 from urllib.parse import quote
 
-from eventsourcing.persistence import StoredEvent
+import orjson
+from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.sqlite import (
     SQLiteApplicationRecorder,
     SQLiteConnection,
@@ -19,11 +22,21 @@ from eventsourcing.sqlite import (
     SQLiteDatastore,
 )
 
-from meerkat_runtime.errors import StoreError
-from meerkat_runtime.store._base import EventStore, Fence, Row, SQLCursor, StoreOptions
+from meerkat_runtime.errors import LeaseUnavailable, StoreError
+from meerkat_runtime.store._base import (
+    EventStore,
+    Fence,
+    Lease,
+    NodeInfo,
+    Row,
+    SQLCursor,
+    StoreOptions,
+)
 from meerkat_runtime.store._codec import EventCodec
 from meerkat_runtime.store._schema import (
     EVENTS_TABLE,
+    LEASES_TABLE,
+    NODES_TABLE,
     SCHEMA_COMPONENT,
     SCHEMA_TABLE,
     SCHEMA_VERSION,
@@ -33,6 +46,8 @@ from meerkat_runtime.store._schema import (
 )
 
 __all__ = ["SQLiteEventStore"]
+
+_T = TypeVar("_T")
 
 # Table names are constants of this module, never input, so the statements
 # below are plain literals; every value travels as a parameter.
@@ -83,6 +98,58 @@ _SELECT_SESSIONS_TAIL: Final = (
 )
 _SELECT_SNAPSHOTS_HEAD: Final = (
     "SELECT session_id, version, state FROM meerkat_snapshots WHERE session_id IN ("
+)
+# Leases and nodes (see meerkat_runtime.cluster): times are Unix seconds of the
+# processes' own clock, which they share (a SQLite file is used on one host).
+_CREATE_LEASES_TABLE: Final = (
+    "CREATE TABLE IF NOT EXISTS meerkat_leases (name TEXT PRIMARY KEY, owner TEXT NOT NULL, "
+    "incarnation TEXT NOT NULL DEFAULT '', process TEXT NOT NULL DEFAULT '', "
+    "token INTEGER NOT NULL, expires_at REAL NOT NULL, acquired_at REAL NOT NULL) WITHOUT ROWID"
+)
+_CREATE_NODES_TABLE: Final = (
+    "CREATE TABLE IF NOT EXISTS meerkat_nodes (node_id TEXT PRIMARY KEY, "
+    "incarnation TEXT NOT NULL, started_at REAL NOT NULL, heartbeat_at REAL NOT NULL, "
+    "info TEXT NOT NULL) WITHOUT ROWID"
+)
+_SELECT_LEASE: Final = (
+    "SELECT owner, incarnation, token, expires_at FROM meerkat_leases WHERE name = ?"
+)
+_INSERT_LEASE: Final = (
+    "INSERT INTO meerkat_leases (name, owner, incarnation, process, token, expires_at, "
+    "acquired_at) VALUES (?, ?, ?, ?, 1, ?, ?)"
+)
+_RENEW_LEASE: Final = "UPDATE meerkat_leases SET expires_at = ? WHERE name = ?"
+_TAKE_LEASE: Final = (
+    "UPDATE meerkat_leases SET owner = ?, incarnation = ?, process = ?, token = token + 1, "
+    "expires_at = ?, acquired_at = ? WHERE name = ? RETURNING token"
+)
+_RENEW_LEASES_HEAD: Final = (
+    "UPDATE meerkat_leases SET expires_at = ? WHERE owner = ? AND incarnation = ? AND name IN ("
+)
+_RELEASE_LEASE: Final = (
+    "UPDATE meerkat_leases SET expires_at = ? WHERE name = ? AND owner = ? AND incarnation = ? "
+    "AND expires_at > ?"
+)
+_LIST_LEASES: Final = (
+    "SELECT name, owner, token, expires_at, incarnation, process FROM meerkat_leases "
+    "WHERE substr(name, 1, ?) = ? ORDER BY name"
+)
+_HEARTBEAT_NODE: Final = (
+    "INSERT INTO meerkat_nodes (node_id, incarnation, started_at, heartbeat_at, info) "
+    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (node_id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, "
+    "info = excluded.info, incarnation = excluded.incarnation, started_at = CASE "
+    "WHEN meerkat_nodes.incarnation = excluded.incarnation THEN meerkat_nodes.started_at "
+    "ELSE excluded.started_at END"
+)
+_REMOVE_NODE: Final = "DELETE FROM meerkat_nodes WHERE node_id = ? AND incarnation = ?"
+_PRUNE_NODES: Final = (
+    "DELETE FROM meerkat_nodes WHERE heartbeat_at < ? - ? * COALESCE(CASE WHEN "
+    "json_type(info, '$.lease_ttl') IN ('integer', 'real') THEN json_extract(info, '$.lease_ttl') "
+    "END, 10.0)"
+)
+_LIST_NODES: Final = (
+    "SELECT node_id, incarnation, started_at, heartbeat_at, info FROM meerkat_nodes "
+    "ORDER BY heartbeat_at DESC"
 )
 _PRAGMA_SYNCHRONOUS: Final = {
     "full": "PRAGMA synchronous = FULL",
@@ -224,10 +291,30 @@ class SQLiteEventStore(EventStore):
                 c.execute(statement)
             c.execute(_CREATE_SNAPSHOTS_TABLE)
             c.execute(_CREATE_FIRST_EVENTS_INDEX)
+            c.execute(_CREATE_LEASES_TABLE)
+            c.execute(_CREATE_NODES_TABLE)
             c.execute(_INSERT_SCHEMA_VERSION, (SCHEMA_COMPONENT, SCHEMA_VERSION))
 
     def _insert(self, stored: Sequence[StoredEvent], fences: Sequence[Fence] = ()) -> list[int]:
-        ids = self.events_recorder.insert_events(stored)
+        if not fences:
+            ids = self.events_recorder.insert_events(stored)
+            assert ids is not None
+            return list(ids)
+        # One write transaction checks the fences and inserts: SQLite runs one writer
+        # at a time on a file, so no takeover (a write too) can commit in between.
+        try:
+            with self._write() as c:
+                now = time.time()
+                for f in fences:
+                    c.execute(_SELECT_LEASE, (f.lease,))
+                    row = c.fetchone()
+                    live = row is not None and row["expires_at"] > now
+                    if not live or row["owner"] != f.owner or row["token"] != f.token:
+                        holder = row["owner"] if live else None
+                        raise LeaseUnavailable(f.lease, holder if holder != f.owner else None)
+                ids = self.events_recorder._insert_events(c, stored)
+        except sqlite3.IntegrityError as e:
+            raise IntegrityError(e) from e
         assert ids is not None
         return list(ids)
 
@@ -288,6 +375,124 @@ class SQLiteEventStore(EventStore):
                     out[r[0]] = (r[1], bytes(r[2]))
         return out
 
+    # -- leases ----------------------------------------------------------------------------
+
+    supports_leases = True
+
+    def _has_table(self, name: str) -> bool:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
+            return c.fetchone() is not None
+
+    def _lease_write(self, what: str, fn: Callable[[SQLiteCursor, float], _T]) -> _T:
+        def run() -> _T:
+            with self._write() as c:
+                return fn(c, time.time())
+
+        return self._guard(what, run)
+
+    def acquire_lease(
+        self,
+        name: str,
+        owner: str,
+        ttl: float,
+        *,
+        incarnation: str = "",
+        process: str = "",
+        steal: int | None = None,
+    ) -> int:
+        def run(c: SQLiteCursor, now: float) -> int:
+            c.execute(_SELECT_LEASE, (name,))
+            row = c.fetchone()
+            if row is None:
+                c.execute(_INSERT_LEASE, (name, owner, incarnation, process, now + ttl, now))
+                return 1
+            if row["owner"] == owner and row["incarnation"] == incarnation:
+                c.execute(_RENEW_LEASE, (now + ttl, name))
+                return int(row["token"])
+            if row["owner"] == owner or row["expires_at"] < now or row["token"] == steal:
+                c.execute(_TAKE_LEASE, (owner, incarnation, process, now + ttl, now, name))
+                return int(c.fetchone()["token"])
+            raise LeaseUnavailable(name, row["owner"])
+
+        return self._lease_write("use leases", run)
+
+    def renew_leases(
+        self, names: Sequence[str], owner: str, ttl: float, *, incarnation: str = ""
+    ) -> set[str]:
+        if not names:
+            return set()
+
+        def run(c: SQLiteCursor, now: float) -> set[str]:
+            renewed: set[str] = set()
+            for start in range(0, len(names), _BATCH_SESSIONS):
+                chunk = list(names[start : start + _BATCH_SESSIONS])
+                placeholders = ", ".join(["?"] * len(chunk))
+                c.execute(
+                    _RENEW_LEASES_HEAD + placeholders + ") RETURNING name",
+                    (now + ttl, owner, incarnation, *chunk),
+                )
+                renewed.update(r[0] for r in c.fetchall())
+            return renewed
+
+        return self._lease_write("renew leases", run)
+
+    def release_lease(self, name: str, owner: str, *, incarnation: str = "") -> None:
+        def run(c: SQLiteCursor, now: float) -> None:
+            c.execute(_RELEASE_LEASE, (now, name, owner, incarnation, now))
+
+        self._lease_write("use leases", run)
+
+    def list_leases(self, prefix: str = "") -> list[Lease]:
+        def run() -> list[Lease]:
+            now = time.time()
+            if not self._has_table(LEASES_TABLE):
+                return []  # a store written before leases came to SQLite, opened read-only
+            with self.datastore.transaction(commit=False) as c:
+                c.execute(_LIST_LEASES, (len(prefix), prefix))
+                return [
+                    Lease(r[0], r[1], int(r[2]), _utc(r[3]), r[3] > now, r[4], r[5])
+                    for r in c.fetchall()
+                ]
+
+        return self._guard("use leases", run)
+
+    def heartbeat_node(
+        self, node_id: str, info: dict[str, Any] | None = None, *, incarnation: str | None = None
+    ) -> None:
+        text = orjson.dumps(info or {}).decode()
+
+        def run(c: SQLiteCursor, now: float) -> None:
+            c.execute(_HEARTBEAT_NODE, (node_id, incarnation or self.incarnation, now, now, text))
+
+        self._lease_write("record a node heartbeat", run)
+
+    def remove_node(self, node_id: str, incarnation: str | None = None) -> None:
+        def run(c: SQLiteCursor, _: float) -> None:
+            c.execute(_REMOVE_NODE, (node_id, incarnation or self.incarnation))
+
+        self._lease_write("remove a node", run)
+
+    def prune_nodes(self, retention_ttls: float) -> int:
+        def run(c: SQLiteCursor, now: float) -> int:
+            c.execute(_PRUNE_NODES, (now, float(retention_ttls)))
+            return int(c.sqlite_cursor.rowcount)
+
+        return self._lease_write("prune dead nodes", run)
+
+    def list_nodes(self) -> list[NodeInfo]:
+        def run() -> list[NodeInfo]:
+            if not self._has_table(NODES_TABLE):
+                return []
+            with self.datastore.transaction(commit=False) as c:
+                c.execute(_LIST_NODES)
+                return [
+                    NodeInfo(r[0], r[1], _utc(r[2]), _utc(r[3]), dict(orjson.loads(r[4])))
+                    for r in c.fetchall()
+                ]
+
+        return self._guard("list nodes", run)
+
     @contextmanager
     def transaction(self) -> Iterator[SQLCursor]:
         """Yield a cursor in a write transaction on the store's SQLite file (see base);
@@ -321,6 +526,10 @@ class SQLiteEventStore(EventStore):
 
     def _close_backend(self) -> None:
         self.datastore.close()
+
+
+def _utc(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
 
 
 def create_database_file(path: str, url: str) -> None:

@@ -3,10 +3,12 @@
 Usage::
 
     python _worker.py STORE_URL NODE_ID LEASE_TTL [--executor echo|none]
-                      [--counting] [--apply-sleep SECONDS] [--page-size N]
+                      [--counting] [--apply-sleep SECONDS] [--page-size N] [--same-host]
 
 Opens ``Runtime.open(STORE_URL, node_id=NODE_ID, lease_ttl=LEASE_TTL)`` on a
-shared PostgreSQL store and prints ``{"ev": "ready", ...}``. Then it reads one
+shared store and prints ``{"ev": "ready", ...}``. Unless ``--same-host``, it
+records no process identity with its leases, as a node on another host would:
+then its leases, once it is killed, are free only when they expire. Then it reads one
 JSON command per line on stdin and writes JSON lines on stdout, each flushed
 at once (so a parent that SIGKILLs this process has seen every line printed
 before the kill). Every command may carry ``"req"``, echoed in its reply.
@@ -46,7 +48,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from meerkat_runtime import EchoExecutor, Runtime, SessionOwnedElsewhere
+from meerkat_runtime import EchoExecutor, Runtime, SessionOwnedElsewhere, cluster
 from meerkat_runtime.errors import LeaseUnavailable, MeerkatRuntimeError
 from meerkat_runtime.events.ids import uuid7
 from meerkat_runtime.projections import Cursor, Projection, ProjectionSet
@@ -263,7 +265,12 @@ def main() -> None:
     parser.add_argument("--apply-sleep", type=float, default=0.0)
     parser.add_argument("--page-size", type=int, default=500)
     parser.add_argument("--pool-size", type=int, default=5)
+    parser.add_argument("--same-host", action="store_true")
     args = parser.parse_args()
+    if not args.same_host:
+        # Act as a node on a host of its own: the others cannot see whether this
+        # process runs, so what it held is free only once its leases have expired.
+        cluster.process_key = lambda: ""
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )

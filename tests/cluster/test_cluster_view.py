@@ -185,9 +185,8 @@ def test_nodes_starting_together_on_a_fresh_schema(postgres_url: str) -> None:
     assert errors == []
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "memory"])
-def test_stores_that_are_not_shared_have_no_cluster(kind: str, tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'one.db'}" if kind == "sqlite" else "memory://"
+def test_a_memory_store_has_no_cluster() -> None:
+    url = "memory://"
     with pytest.raises(ValueError, match="node_id needs a shared store"):
         Runtime.open(url, node_id="node-x")
     with Runtime.open(url) as rt:
@@ -203,8 +202,25 @@ def test_stores_that_are_not_shared_have_no_cluster(kind: str, tmp_path: Path) -
         codec.register("test.happened")
     with open_store(url, codec=codec) as plain, pytest.raises(StoreError, match="fenced appends"):
         plain.append("z", 0, [NewEvent("test.happened", {})], fence=Fence("session:z", "n", 1))
-    if kind == "sqlite":
-        result = cli("cluster", "--store", url)
-        assert result.exit_code == 1
-        assert "Traceback" not in result.output
-        assert "error: no cluster" in result.stderr and "hint:" in result.stderr
+    result = cli("cluster", "--store", url)
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    assert "error: no cluster" in result.stderr and "hint:" in result.stderr
+
+
+def test_a_sqlite_file_has_a_cluster(tmp_path: Path) -> None:
+    """Processes sharing a SQLite file are nodes too: leases, node rows, ``cluster``."""
+    url = f"sqlite:///{tmp_path / 'one.db'}"
+    with Runtime.open(url, node_id="node-s", lease_ttl=TTL) as rt:
+        assert rt.session("s").accept(PROMPT).kind == "accepted"
+        view = rt.cluster()
+        assert [n.node_id for n in view.nodes] == ["node-s"]
+        assert [(x.name, x.owner, x.live) for x in view.leases] == [("session:s", "node-s", True)]
+        out = cli_json("cluster", "--store", url)
+        assert [(n["node_id"], n["alive"], n["leases_held"]) for n in out["nodes"]] == [
+            ("node-s", True, 3)  # the session and both projections
+        ]
+    # A clean close leaves the node list and frees the leases.
+    out = cli_json("cluster", "--store", url)
+    assert out["nodes"] == []
+    assert not any(x["live"] for x in out["sessions"])
