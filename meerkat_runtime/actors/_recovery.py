@@ -11,8 +11,10 @@ recovery writes events, with the version the fold read as the expected
 version. A session that is live in this process, that became live meanwhile
 (the append then conflicts), whose state needs anything but plain recovery
 (its own run in flight, a refused transition, a store failure) goes back to the
-actor path, which handles every case. Stores with leases always use the actor
-path: a session's lease belongs to its actor.
+actor path, which handles every case. On stores with leases the batch takes
+each session's lease for the time of its recovery (fenced appends, released
+after); a session another live process owns goes to the actor path, which
+reports it (:class:`SessionOwnedElsewhere`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from meerkat_runtime.actors._session import evolve_touched, restore_snapshot
+from meerkat_runtime.cluster import Membership, session_lease
 from meerkat_runtime.errors import MeerkatRuntimeError, UndecodableEvent
 from meerkat_runtime.events.catalogue import decode_recorded, envelope_to_record
 from meerkat_runtime.events.ids import uuid7
@@ -79,18 +82,36 @@ def recover_batch(
 ) -> BatchRecovery:
     """Recover ``session_ids`` inline, a batch at a time; see the module docstring."""
     reports: dict[str, RecoveryReport] = {}
-    if services.membership is not None:
-        return BatchRecovery(reports, list(session_ids))
     handled: set[str] = set()
+    membership = services.membership
     for start in range(0, len(session_ids), batch):
         chunk = session_ids[start : start + batch]
         live = set(services.registry.live_ids())
         candidates = [sid for sid in chunk if sid not in live]
-        for sid, report in _recover_chunk(services, candidates).items():
-            handled.add(sid)
-            if report is not None:
-                reports[sid] = report
+        holder = object()
+        if membership is not None:
+            candidates = [sid for sid in candidates if _lease(membership, sid, holder)]
+        try:
+            for sid, report in _recover_chunk(services, candidates).items():
+                handled.add(sid)
+                if report is not None:
+                    reports[sid] = report
+        finally:
+            if membership is not None:
+                for sid in candidates:
+                    membership.release(session_lease(sid), holder)
     return BatchRecovery(reports, [sid for sid in session_ids if sid not in handled])
+
+
+def _lease(membership: Membership, sid: str, holder: object) -> bool:
+    """Take ``sid``'s lease for the batch; False leaves the session to the actor path."""
+    if membership.holds(session_lease(sid)):
+        return False  # an actor here holds it (it became live meanwhile)
+    try:
+        membership.acquire(session_lease(sid), holder)
+    except MeerkatRuntimeError:
+        return False
+    return True
 
 
 def _recover_chunk(services: Services, session_ids: list[str]) -> dict[str, RecoveryReport | None]:
@@ -130,8 +151,13 @@ def _recover_chunk(services: Services, session_ids: list[str]) -> dict[str, Reco
             done[sid] = decision.reply
             _wake_if_wanted(services, sid, st)
             continue
+        fence = None
+        if services.membership is not None:
+            fence = services.membership.fence(session_lease(sid))
+            if fence is None:
+                continue
         try:
-            future = store.append_async(sid, st.version, _new_events(decision.events))
+            future = store.append_async(sid, st.version, _new_events(decision.events), fence=fence)
         except MeerkatRuntimeError:
             continue
         pending.append((sid, decision, future))

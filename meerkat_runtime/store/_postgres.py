@@ -99,8 +99,11 @@ class _Recorder(PostgresApplicationRecorder):
         for f in fences:
             row = rows.get(f.lease)
             if row is None or row["owner"] != f.owner or row["token"] != f.token or not row["live"]:
-                holder = row["owner"] if row is not None and row["live"] else None
-                raise LeaseUnavailable(f.lease, holder if holder != f.owner else None)
+                # Live with another token: another node, or another incarnation of this
+                # node id (a restart) holds it now.
+                raise LeaseUnavailable(
+                    f.lease, row["owner"] if row is not None and row["live"] else None
+                )
 
     def _lock_and_notify(self, curs: Any) -> None:
         """The library's lock timeout, table lock and NOTIFY, in one round trip."""

@@ -310,8 +310,9 @@ class SQLiteEventStore(EventStore):
                     row = c.fetchone()
                     live = row is not None and row["expires_at"] > now
                     if not live or row["owner"] != f.owner or row["token"] != f.token:
-                        holder = row["owner"] if live else None
-                        raise LeaseUnavailable(f.lease, holder if holder != f.owner else None)
+                        # Live with another token: another node, or another incarnation
+                        # of this node id (a restart) holds it now.
+                        raise LeaseUnavailable(f.lease, row["owner"] if live else None)
                 ids = self.events_recorder._insert_events(c, stored)
         except sqlite3.IntegrityError as e:
             raise IntegrityError(e) from e

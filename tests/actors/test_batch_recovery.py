@@ -168,7 +168,9 @@ def comparable(rt: Runtime) -> dict[str, list[tuple[str, dict[str, Any]]]]:
 
 
 def recover_with_actors(rt: Runtime) -> dict[str, RecoveryReport]:
-    return rt._recover_with_actors(rt.sessions())
+    reports, owned = rt._recover_with_actors(rt.sessions())
+    assert owned == []
+    return reports
 
 
 def test_batch_recovery_matches_the_actor_path(two_urls: tuple[str, str]) -> None:
@@ -271,16 +273,28 @@ def test_requeued_work_runs_after_batch_recovery(tmp_path: Path) -> None:
         wait_until(lambda: completed() > completed_before, WAIT, "the re-queued input's run")
 
 
-@pytest.mark.postgres
-@pytest.mark.slow
-def test_a_store_with_leases_recovers_through_the_actors(postgres_url: str) -> None:
-    """Session leases belong to actors: on PostgreSQL every session takes the actor path."""
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def test_batch_recovery_takes_leases_and_leaves_live_owned_sessions_alone(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """On a store with leases the batch holds each session's lease while it recovers it
+    (and lets it go after); a session another live process owns is reported, untouched."""
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'leases.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
     logs = crashed_logs()
-    write(postgres_url, logs)
-    with Runtime.open(postgres_url, projections=False) as rt:
-        got = rt.recover_by_session()
-        assert rt.live_session_count() == len(got) + 2  # the destroyed ones were loaded too
-        log_after = comparable(rt)
-    assert got["mid-run"].inputs_requeued == 1
-    assert "destroyed" not in got and "destroyed+snap" not in got
-    assert log_after != {sid: list(log) for sid, (log, _) in logs.items()}
+    write(url, logs)
+    with Runtime.open(url, projections=False, node_id="other") as other:
+        other.session("completed").state()  # its actor holds the lease now
+        before = other.store.read_session("completed")
+        with Runtime.open(url, projections=False, node_id="me") as rt:
+            got, owned = rt.recover_owned()
+            assert [(e.session_id, e.owner) for e in owned] == [("completed", "other")]
+            assert "completed" not in got and got["mid-run"].inputs_requeued == 1
+            assert "destroyed" not in got and "destroyed+snap" not in got
+            mine = [x for x in rt.store.list_leases("session:") if x.owner == "me"]
+            assert mine and not any(x.live for x in mine)  # taken, then let go
+        assert other.store.read_session("completed") == before

@@ -278,7 +278,7 @@ def main() -> None:
     rt = Runtime.open(
         args.url,
         executor=EchoExecutor() if args.executor == "echo" else None,
-        node_id=args.node_id,
+        node_id=None if args.node_id == "-" else args.node_id,  # "-": the default one
         lease_ttl=args.lease_ttl,
         pool_size=args.pool_size,
     )
@@ -292,7 +292,8 @@ def main() -> None:
             membership=rt.membership,
         )
     worker = Worker(rt, extra)
-    emit(ev="ready", node_id=args.node_id, incarnation=rt.store.incarnation)
+    assert rt.membership is not None
+    emit(ev="ready", node_id=rt.membership.node_id, incarnation=rt.store.incarnation)
     for line in sys.stdin:
         if not line.strip():
             continue
