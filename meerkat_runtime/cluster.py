@@ -1,17 +1,38 @@
 """Cluster membership: leases that give each session one owner process at a time.
 
-Several runtime processes may share one PostgreSQL store. A node holds a
+Several runtime processes may share one store, a SQLite file (processes on one
+machine) or a PostgreSQL database (any number of machines). A node holds a
 lease (``session:<id>``) for every session whose actor it runs; a lease has
-an owner, an expiry and a fencing token, and is renewed by a heartbeat every
+an owner (the node id), the holder's incarnation (its process start) and OS
+process, an expiry and a fencing token, and is renewed by a heartbeat every
 ``ttl / 3`` seconds. Every append carries the node's fence, checked inside
-the append's transaction with the lease row locked, so a node that lost its
-lease (paused past expiry, partitioned) cannot write, even if it does not know
-yet. Optimistic concurrency (expected versions) stays underneath as a second
-guard against forks.
+the append's transaction (PostgreSQL: the lease row locked; SQLite: the
+file's single writer lock), so a node that lost its lease (paused past
+expiry, partitioned, replaced by a restart) cannot write, even if it does not
+know yet. Optimistic concurrency (expected versions) stays underneath as a
+second guard against forks.
 
-A session whose owner died is taken over by whichever node is asked for it
-once the lease has expired: it folds the log and recovers it (its last events
-carry another incarnation, so the cold recovery rules apply).
+A session whose owner died is taken over by whichever node is asked for it:
+at once by a new incarnation of the same node id (a restarted service), at
+once when the holder's process is on this machine and gone
+(:func:`process_gone`), else once the lease has expired. The new owner folds
+the log and recovers it (its last events carry another incarnation, so the
+cold recovery rules apply).
+
+At-least-once window: an executor call runs in the process that owns the
+session, once per input. Only when that process dies, or is fenced off
+(its lease taken over: expiry while paused or cut off, a restart with its node
+id, an operator's ``--force``), while an executor call is in flight, can the
+end of that run not be recorded; the new owner's recovery then re-queues (or
+abandons, per the recovery rules) its inputs and they run again. Nothing else
+runs an input twice: a process never starts a run for a session it does not
+hold, and its appends are fenced.
+
+Running a single service: on SQLite nothing needs setting; on PostgreSQL give
+it a stable node id (``node_id=`` or ``MEERKAT_NODE_ID``) so a restart on
+another machine or container takes its sessions back at once instead of after
+``lease_ttl``. Never run two live processes with one node id: each takes the
+sessions back from the other (safe, but they interrupt each other's runs).
 """
 
 from __future__ import annotations
