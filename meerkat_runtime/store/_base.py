@@ -108,6 +108,7 @@ class StoreOptions:
     pool_size: int = 5
     lock_timeout: float = 10.0
     connect_timeout: float = 5.0
+    store_timeout: float = 30.0
     read_only: bool = False
     create_schema: Literal["auto", "force", "never"] = "auto"
 
@@ -131,6 +132,9 @@ class StoreOptions:
             value = options.get(name, 0.0)
             if type(value) not in (int, float) or not value >= 0:
                 raise StoreError(f"store option {name!r} must be a number of seconds >= 0")
+        value = options.get("store_timeout", 1.0)
+        if type(value) not in (int, float) or not 0 < value < float("inf"):
+            raise StoreError("store option 'store_timeout' must be a number of seconds > 0")
         if options.get("sqlite_synchronous", "full") not in ("full", "normal"):
             raise StoreError("store option 'sqlite_synchronous' must be 'full' or 'normal'")
         if options.get("create_schema", "auto") not in ("auto", "force", "never"):

@@ -58,6 +58,10 @@ def open_store(
     * ``pool_size`` (5): connections kept open (SQL backends).
     * ``lock_timeout`` (10 s): how long a writer waits for a database lock.
     * ``connect_timeout`` (5 s): how long to wait for a PostgreSQL connection.
+    * ``store_timeout`` (30 s): PostgreSQL: the longest one store call (an append,
+      a read) keeps waiting for and retrying a server that is unreachable or
+      refuses connections; then it raises :class:`StoreError` (for an append:
+      nothing of it was written).
     * ``read_only`` (False): open an existing store for reading only: nothing is
       created or changed (SQLite opens the file read-only, so a read-only file or
       a backup copy works; PostgreSQL sessions are read-only). Appends and

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -24,7 +25,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from meerkat_runtime.errors import LeaseUnavailable
+from meerkat_runtime.errors import LeaseUnavailable, StoreError
 from meerkat_runtime.store._base import (
     EventStore,
     Fence,
@@ -52,6 +53,8 @@ __all__ = ["PostgresEventStore"]
 
 logger = logging.getLogger(__name__)
 
+# Wait between two attempts of a store call whose connection was lost or refused.
+_RETRY_WAIT = 0.2
 # Batch reads (recovery): sessions per statement, so one result stays a modest size.
 _BATCH_SESSIONS = 1000
 
@@ -122,8 +125,31 @@ class _Recorder(PostgresApplicationRecorder):
             curs, stored_events, **kwargs
         )
 
-    @retry((InterfaceError, OperationalError), max_attempts=3, wait=0.2)
+    store_timeout: float = 30.0
+    _RETRIES = 3
+
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int]:
+        """Insert, retrying a lost or refused connection up to three times within
+        ``store_timeout`` seconds (each attempt waits at most a third of it for a
+        connection); then :class:`StoreError`, nothing written."""
+        deadline = time.monotonic() + self.store_timeout
+        attempt = 1
+        while True:
+            try:
+                return self._insert_attempt(stored_events, **kwargs)
+            except (InterfaceError, OperationalError) as exc:
+                out_of_time = time.monotonic() + _RETRY_WAIT >= deadline
+                if out_of_time or attempt >= self._RETRIES:
+                    raise StoreError(
+                        f"PostgreSQL did not take the append within store_timeout="
+                        f"{self.store_timeout:g}s ({attempt} attempt(s)): {exc}"
+                    ) from exc
+                attempt += 1
+                time.sleep(_RETRY_WAIT)
+
+    def _insert_attempt(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int]:
         try:
             return self._insert_once(stored_events, **kwargs)
         except InternalError as exc:
@@ -251,7 +277,9 @@ class PostgresEventStore(EventStore):
                 port,
                 user,
                 password,
-                connect_timeout=max(10.0, options.connect_timeout),  # also the pool's wait
+                # Also the pool's wait for a connection: three attempts of a call
+                # (the library's reads and ours retry three times) fit in store_timeout.
+                connect_timeout=options.store_timeout / 3,
                 pool_size=options.pool_size,
                 max_overflow=options.pool_size,
                 lock_timeout=math.ceil(options.lock_timeout),
@@ -267,6 +295,7 @@ class PostgresEventStore(EventStore):
             self.datastore.pool.kwargs.update(extra)
             try:
                 self.events_recorder = _Recorder(self.datastore, events_table_name=EVENTS_TABLE)
+                self.events_recorder.store_timeout = options.store_timeout
                 self.events_recorder.fence_sql = sql.SQL(
                     "SELECT name, owner, token, expires_at > now() AS live FROM {}.{} "
                     "WHERE name = ANY(%s) FOR SHARE"

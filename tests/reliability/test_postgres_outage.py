@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from meerkat_runtime import Completed, MeerkatRuntimeError, Runtime
+from meerkat_runtime.errors import StoreError
 from meerkat_runtime.runtime import event_codec
 from meerkat_runtime.store import open_store
 
@@ -189,3 +190,50 @@ def test_dropped_connections_mid_workload(private_postgres: PrivateServer) -> No
 def _server_is_up(private_postgres: PrivateServer) -> None:
     """Whatever a test did, the next one finds the server running."""
     private_postgres.start()
+
+
+def test_an_accept_during_an_outage_fails_within_store_timeout(
+    private_postgres: PrivateServer,
+) -> None:
+    """With the server down, ``accept`` raises :class:`StoreError` naming ``store_timeout``
+    once the store has waited and retried that long, instead of blocking for as long
+    as its connection pool's waits and retries add up to; nothing of it is written."""
+    url = private_postgres.fresh_schema_url()
+    with Runtime.open(
+        url, node_id="timeout-node", lease_ttl=30.0, connect_timeout=1.0, store_timeout=1.5
+    ) as rt:
+        first = prompt("before")
+        assert rt.session("pg-t").accept(first).kind == "accepted"
+        private_postgres.stop()
+        try:
+            during = prompt("during the outage")
+            started = time.monotonic()
+            with pytest.raises(StoreError) as failed:
+                rt.session("pg-t").accept(during)
+            elapsed = time.monotonic() - started
+        finally:
+            private_postgres.start()
+        assert "store_timeout=1.5s" in str(failed.value), str(failed.value)
+        assert PASSWORD not in str(failed.value)
+        # Not a speed target, a sanity bound: the default pool waits (10 s, three times)
+        # made this about 30 s.
+        assert elapsed < 15, elapsed
+        wait_until(
+            lambda: _accepts(rt, prompt("after")),
+            WAIT,
+            "the session to work again after the outage",
+        )
+        ids = {str(i) for i in rt.session("pg-t").active_input_ids()}
+        logged = [e.event for e in rt.session("pg-t").events()]
+        assert during["header"]["id"] not in {str(getattr(ev, "input_id", "")) for ev in logged}, (
+            "the failed accept was written"
+        )
+        assert first["header"]["id"] in {str(getattr(ev, "input_id", "")) for ev in logged}
+        assert during["header"]["id"] not in ids
+
+
+def _accepts(rt: Runtime, doc: dict[str, Any]) -> bool:
+    try:
+        return rt.session("pg-t").accept(doc).kind == "accepted"
+    except MeerkatRuntimeError:
+        return False
