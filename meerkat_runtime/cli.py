@@ -876,7 +876,7 @@ def recover(store: str = StoreOpt, force: bool = ForceOpt, json_out: bool = Json
     """Apply the recovery rules to every session (no executor: nothing runs).
 
     Sessions owned by a live runtime process are that process's to recover: they are
-    left alone (exit 1) unless ``--force``.
+    left alone (exit 1) unless --force.
     """
     with _open_for_writing(store, "recover", force) as rt:
         ids = [s for s in rt.sessions()]
@@ -909,7 +909,7 @@ def rebuild_projections(
     """Drop read models and replay them from the log.
 
     Refused while a live runtime process runs them (it would go on writing the read
-    models being rebuilt) unless ``--force``, which takes them over from it.
+    models being rebuilt) unless --force, which takes them over from it.
     """
     t0 = time.perf_counter()
     node_id = _cli_node_id("rebuild")
@@ -1014,7 +1014,7 @@ def import_(
     """Import exported sessions into a store: all lines are checked first; nothing is written on error.
 
     Each session is written under its lease: refused if a live runtime process owns
-    one of them, unless ``--force``.
+    one of them, unless --force.
     """
     raw = sys.stdin.buffer.read() if str(file) == "-" else _read(file)
     by_session: dict[str, list[tuple[int, RuntimeEventEnvelope]]] = {}
@@ -1233,8 +1233,10 @@ NODE_TTL_DEFAULT = 10.0
 @app.command()
 @command
 def cluster(store: str = StoreOpt, json_out: bool = JsonOpt) -> None:
-    """Runtime processes sharing a store (SQLite file or PostgreSQL): heartbeats, session
-    leases, projection owners."""
+    """Nodes sharing the store: heartbeats, session leases and projection owners.
+
+    For a SQLite file or a PostgreSQL store shared by several runtime processes.
+    """
     # The store alone, not a Runtime: looking must not make this process a node.
     with _open_store(store) as es:
         if not es.supports_leases:

@@ -147,9 +147,7 @@ class _Recorder(PostgresApplicationRecorder):
                 attempt += 1
                 time.sleep(_RETRY_WAIT)
 
-    def _insert_attempt(
-        self, stored_events: Sequence[StoredEvent], **kwargs: Any
-    ) -> Sequence[int]:
+    def _insert_attempt(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int]:
         try:
             return self._insert_once(stored_events, **kwargs)
         except InternalError as exc:
