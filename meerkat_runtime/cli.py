@@ -55,6 +55,7 @@ from meerkat_runtime.errors import (
     LeaseUnavailable,
     MeerkatRuntimeError,
     StoreError,
+    UndecodableEvent,
     mask_url,
     split_userinfo,
 )
@@ -162,6 +163,11 @@ def _hint_for(exc: Exception) -> str:
         return "check the --store URL and that the database is running and reachable"
     if isinstance(exc, InvalidInput):
         return "see the wire format in the documentation (docs/reference/wire-format.md)"
+    if isinstance(exc, UndecodableEvent):
+        return (
+            "only this session is affected: restore the event from a backup or correct it, "
+            "then run rebuild-projections"
+        )
     if "projection" in text:
         return "a read model cannot apply an event of the log; set MEERKAT_DEBUG=1 to see the log"
     return "set MEERKAT_DEBUG=1 to see the log and the traceback"

@@ -270,7 +270,10 @@ def test_cli_read_commands_work_around_an_unreadable_event(poisoned: Poisoned) -
         result = cli(*args, *store)
         assert result.exit_code == 1, (args, result.output)
         assert "Traceback" not in result.output
-        assert _names_the_bad_event(result.stderr, p), result.stderr
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        errors = [line for line in lines if line.startswith("error:")]
+        assert len(errors) == 1 and _names_the_bad_event(errors[0], p), lines
+        assert any(line.startswith("hint: only this session") for line in lines), lines
 
     # health and verify point at it (and report the store as not healthy / not consistent).
     health = cli("health", *store, "--json")
