@@ -2,7 +2,7 @@
 
 Sessions (filtered by state, searched by id), one session's inputs with their
 lifecycle history and its events, inputs found by id or idempotency key,
-projections and health, and on a shared PostgreSQL store the cluster's nodes,
+projections and health, and on a shared store (SQLite file or PostgreSQL) the cluster's nodes,
 leases and projection owners. Pages are rendered on the server (Starlette and
 Jinja2 templates; no JavaScript, no frontend build).
 

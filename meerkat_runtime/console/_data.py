@@ -161,7 +161,8 @@ class LeaseItem:
 
 @dataclass(frozen=True, slots=True)
 class ClusterInfo:
-    """Nodes sharing a PostgreSQL store, their session leases and the projection owners."""
+    """Nodes sharing a store (SQLite file, PostgreSQL), their session leases and the
+    projection owners."""
 
     now: datetime
     nodes: list[NodeItem]
@@ -171,13 +172,11 @@ class ClusterInfo:
 
 def cluster_info(rt: Runtime) -> ClusterInfo | None:
     """The cluster as the store records it (read from its tables: the console joins no
-    cluster); ``None`` for a store that is not shared (SQLite, memory)."""
+    cluster); ``None`` for a store that is not shared (memory)."""
     store = rt.store
     if not store.supports_leases:
         return None
-    with store.transaction() as cur:  # the database's clock, which expiries are in
-        cur.execute("SELECT now() AS now")
-        now: datetime = cur.fetchone()["now"]
+    now = store.clock()  # the clock expiries are in (the database server's on PostgreSQL)
     node_rows = store.list_nodes()
     leases = store.list_leases()
     held: dict[str, int] = {}

@@ -183,10 +183,11 @@ def test_overview_reports_unhealthy_when_an_input_waits_too_long(
     assert "an input has been queued for" in page
 
 
-def test_cluster_page_on_sqlite_says_the_store_is_not_shared(client: TestClient) -> None:
+def test_cluster_page_on_sqlite_shows_the_nodes(client: TestClient) -> None:
+    """Processes sharing a SQLite file are a cluster too; the console itself is no node."""
     page = get_ok(client, "/cluster")
-    assert 'id="no-cluster"' in page
-    assert 'href="/cluster"' not in page  # no nav link on a store without a cluster
+    assert 'id="no-cluster"' not in page and 'id="nodes"' in page
+    assert 'href="/cluster"' in page
 
 
 @pytest.mark.parametrize(
