@@ -97,3 +97,35 @@ def test_the_row_of_a_killed_node_is_deleted_after_ten_ttls(
         # node-p's heartbeats delete the row once it is 10 TTLs (5 s) old.
         wait_until(lambda: node_ids(url) == ["node-p"], 60, "node-w's row to be deleted")
         assert rt.session("w-1").accept(PROMPT).kind == "accepted"  # its lease long expired
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_writing_commands_leave_what_a_live_process_owns_alone_unless_forced(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url = _url(backend, tmp_path, request)
+    source = f"sqlite:///{tmp_path / 'source.db'}"
+    with Runtime.open(source) as src:
+        src.session("x").accept(PROMPT)
+    exported = tmp_path / "x.jsonl"
+    assert cli("export", "x", "--store", source, "-o", str(exported)).exit_code == 0
+    with Runtime.open(url, node_id="node-p") as rt:
+        rt.session("p-1").accept(PROMPT)
+        rt.session("x").state()  # node-p serves session "x" (no event of it yet)
+        rt.projections.wait_caught_up(60)
+
+        result = cli("import", str(exported), "--store", url)
+        assert result.exit_code == 1, result.output
+        assert "x (node node-p)" in result.stderr and "--force" in result.stderr
+        assert rt.store.session_version("x") == 0  # nothing written
+
+        result = cli("rebuild-projections", "--store", url)
+        assert result.exit_code == 1, result.output
+        assert "owned by a live runtime process" in result.stderr
+        assert "node-p" in result.stderr
+
+        token = next(x.token for x in rt.store.list_leases("session:p-1"))
+        result = cli("recover", "--store", url, "--force")
+        assert result.exit_code == 0, result.output
+        (lease,) = rt.store.list_leases("session:p-1")
+        assert lease.token > token and lease.owner.startswith("cli-recover-")
