@@ -37,6 +37,7 @@ sessions back from the other (safe, but they interrupt each other's runs).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import socket
@@ -69,9 +70,21 @@ NODE_RETENTION_TTLS = 10.0
 """A node row whose heartbeat is older than this many of its lease TTLs is deleted."""
 
 
+_defaults = itertools.count(1)
+
+
 def default_node_id() -> str:
-    """``$MEERKAT_NODE_ID`` if set, else host name plus process id."""
-    return os.environ.get(NODE_ID_ENV) or f"{socket.gethostname()}-{os.getpid()}"
+    """``$MEERKAT_NODE_ID`` if set, else host name plus process id.
+
+    Without the variable, a second runtime opened in the same process gets ``-2``
+    appended (and so on): two runtimes with one node id would take sessions from
+    each other (see the module docstring).
+    """
+    if env := os.environ.get(NODE_ID_ENV):
+        return env
+    n = next(_defaults)
+    base = f"{socket.gethostname()}-{os.getpid()}"
+    return base if n == 1 else f"{base}-{n}"
 
 
 def _read(path: str) -> str:

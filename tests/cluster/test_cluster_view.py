@@ -224,3 +224,17 @@ def test_a_sqlite_file_has_a_cluster(tmp_path: Path) -> None:
     out = cli_json("cluster", "--store", url)
     assert out["nodes"] == []
     assert not any(x["live"] for x in out["sessions"])
+
+
+def test_two_runtimes_of_one_process_are_two_nodes(tmp_path: Path) -> None:
+    """Default node ids differ between the runtimes of one process: the second one is
+    refused the first one's session instead of taking it (as a restart would)."""
+    url = f"sqlite:///{tmp_path / 'two.db'}"
+    with Runtime.open(url, lease_ttl=30) as a, Runtime.open(url, lease_ttl=30) as b:
+        assert a.membership is not None and b.membership is not None
+        assert a.membership.node_id != b.membership.node_id
+        assert a.session("s").accept(PROMPT).kind == "accepted"
+        with pytest.raises(SessionOwnedElsewhere) as owned:
+            b.session("s").accept(PROMPT)
+        assert owned.value.owner == a.membership.node_id
+        assert a.session("s").accept(PROMPT).kind == "accepted"  # still a's
