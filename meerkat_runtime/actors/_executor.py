@@ -95,7 +95,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from meerkat_runtime.events.completion import TurnTerminalCauseKind
 from meerkat_runtime.events.inputs import Input
-from meerkat_runtime.events.run_primitive import RunPrimitive
+from meerkat_runtime.events.run_primitive import HandlingMode, RunPrimitive
 from meerkat_runtime.events.runtime_event import RunBoundaryReceipt
 
 __all__ = [
@@ -187,10 +187,23 @@ def _call_safely(fn: Callable[[Any], None], arg: Any) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Interrupt:
-    """A steer-lane input admitted with ``interrupt_yielding`` while the run was going."""
+    """An input admitted with ``interrupt_yielding`` while the run was going.
+
+    ``lane`` says what it asks of the executor. A ``steer`` input may join the
+    run in flight: the next checkpoint stages and applies it when the executor
+    took it. A ``queue`` input (a peer message or request sent while the run
+    goes) only pokes the run to yield at its next cooperative point: it starts
+    at a run boundary, so it waits in its queue for the next run, taken or not.
+    """
 
     input_id: uuid.UUID
     input: Input
+    lane: HandlingMode = HandlingMode.STEER
+
+    @property
+    def joins_run(self) -> bool:
+        """True when a checkpoint can apply this input in the run in flight."""
+        return self.lane is HandlingMode.STEER
 
 
 class InterruptQueue:
@@ -206,7 +219,7 @@ class InterruptQueue:
         """Deliver an interrupt (the runtime does this)."""
         with self._lock:
             callbacks = list(self._callbacks)
-            if callbacks:
+            if callbacks and interrupt.joins_run:
                 self._taken.append(interrupt.input_id)
             else:
                 self._queue.put(interrupt)
@@ -216,15 +229,13 @@ class InterruptQueue:
     def get(self, timeout: float | None = None) -> Interrupt:
         """The next interrupt; ``queue.Empty`` after ``timeout`` s."""
         item = self._queue.get(timeout=timeout)
-        with self._lock:
-            self._taken.append(item.input_id)
+        self._took([item])
         return item
 
     def get_nowait(self) -> Interrupt:
         """The next interrupt; ``queue.Empty`` when none is waiting."""
         item = self._queue.get_nowait()
-        with self._lock:
-            self._taken.append(item.input_id)
+        self._took([item])
         return item
 
     def drain(self) -> list[Interrupt]:
@@ -235,9 +246,12 @@ class InterruptQueue:
                 items.append(self._queue.get_nowait())
             except queue.Empty:
                 break
-        with self._lock:
-            self._taken.extend(i.input_id for i in items)
+        self._took(items)
         return items
+
+    def _took(self, items: list[Interrupt]) -> None:
+        with self._lock:
+            self._taken.extend(i.input_id for i in items if i.joins_run)
 
     def add_callback(self, fn: Callable[[Interrupt], None]) -> None:
         """Call ``fn(interrupt)`` for each interrupt, the waiting ones first (they count as taken)."""

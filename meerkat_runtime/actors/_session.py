@@ -88,7 +88,7 @@ from meerkat_runtime.events.input_state import InputState
 from meerkat_runtime.events.inputs import Input
 from meerkat_runtime.events.policy import AdmissionPlan, WakeMode
 from meerkat_runtime.events.reports import RecoveryReport, RejectReason
-from meerkat_runtime.events.run_primitive import HandlingMode, RunPrimitive
+from meerkat_runtime.events.run_primitive import RunPrimitive
 from meerkat_runtime.events.runtime_event import (
     InputLifecycleEvent,
     RunBoundaryReceipt,
@@ -624,19 +624,23 @@ class SessionActor(pykka.ThreadingActor):
         return outcome
 
     def _interrupt(self, outcome: AcceptOutcome) -> None:
-        """A durable steer-lane input admitted with ``interrupt_yielding``: poke the live run."""
+        """A durable input admitted with ``interrupt_yielding``: poke the live run.
+
+        Steer-lane ones may join the run at its next checkpoint; queue-lane ones
+        (peer messages and requests) only ask it to yield (see :class:`Interrupt`).
+        """
         plan = outcome.policy
         if (
             outcome.kind != "accepted"
             or plan is None
             or plan.decision.wake_mode is not WakeMode.INTERRUPT_YIELDING
-            or plan.lane is not HandlingMode.STEER
         ):
             return
         st = outcome.state
         if st is None or st.persisted_input is None:
             return
-        self.svc.calls.deliver(self.session_id, Interrupt(outcome.input_id, st.persisted_input))
+        interrupt = Interrupt(outcome.input_id, st.persisted_input, plan.lane)
+        self.svc.calls.deliver(self.session_id, interrupt)
 
     def _pipeline(self, call: Call, st: SessionState, expected: int, decision: Decision) -> Any:
         """Evolve now, submit the append, and let its commit callback answer the host."""

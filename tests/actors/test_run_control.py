@@ -605,6 +605,28 @@ def test_an_interrupt_the_executor_never_takes_runs_next(open_runtime: OpenRunti
     assert len(requests) == 2 and requests[1].contributing_input_ids == (steer.input_id,)
 
 
+def test_a_queue_lane_interrupt_pokes_the_run_and_waits_for_the_next(
+    open_runtime: OpenRuntime,
+) -> None:
+    """A peer message sent while a run goes is ``interrupt_yielding`` on the queue lane:
+    the executor is poked with it, but it starts at a run boundary, so a checkpoint
+    does not apply it even when taken; it runs in the next run."""
+    executor = Checkpointer(interrupts=1)
+    rt = open_runtime(executor=executor)
+    s = rt.session("s-1")
+    out = s.accept(prompt("turn"))
+    wait_until(lambda: len(executor.requests) == 1)
+    msg = s.accept(peer_message())
+    assert msg.policy is not None and msg.policy.decision.wake_mode == "interrupt_yielding"
+    receipt = executor.receipts.get(timeout=WAIT)
+    assert receipt is not None and receipt.contributing_input_ids == (out.input_id,)
+    assert phase(s, msg.input_id) is L.QUEUED
+    executor.release()
+    assert isinstance(outcome_of(s, msg.input_id), Completed)
+    assert len(executor.requests) == 2
+    assert executor.requests[1].contributing_input_ids == (msg.input_id,)
+
+
 def test_a_fenced_call_s_checkpoint_commits_nothing(open_runtime: OpenRuntime) -> None:
     receipts: queue.Queue[RunBoundaryReceipt | None] = queue.Queue()
 
