@@ -67,7 +67,7 @@ from meerkat_runtime.events.catalogue import (
 )
 from meerkat_runtime.events.ids import validate_session_id
 from meerkat_runtime.events.input_state import InputLifecycleState
-from meerkat_runtime.events.runtime_event import RuntimeEventEnvelope
+from meerkat_runtime.events.runtime_event import RuntimeEvent, RuntimeEventEnvelope
 from meerkat_runtime.events.runtime_state import RuntimeState
 from meerkat_runtime.events.session import SessionState, evolve
 from meerkat_runtime.events.timefmt import format_timestamp, utc_now
@@ -616,7 +616,7 @@ def _session_row(view: Any) -> dict[str, Any]:
 def _last_recorded_attached(envelopes: list[RuntimeEventEnvelope]) -> bool:
     """Whether the session's last recorded state change was to ``attached``."""
     for env in reversed(envelopes):
-        data = wire.to_json_value(env.event)
+        data = wire.to_json_value(env.event, as_type=RuntimeEvent)
         if data.get("category") == "runtime_state_change":
             return bool(data.get("data", {}).get("to") == RuntimeState.ATTACHED.value)
     return False
@@ -681,7 +681,7 @@ def inspect(
     for col in ("seq", "time", "event", "detail"):
         t.add_column(col)
     for env in envelopes[-recent:] if recent else []:
-        data = wire.to_json_value(env.event)["data"]
+        data = wire.to_json_value(env.event, as_type=RuntimeEvent)["data"]
         detail = ", ".join(
             f"{k}={v}"
             for k, v in data.items()
@@ -741,7 +741,7 @@ def events(
     for col in ("seq", "time", "event", "data"):
         t.add_column(col)
     for env in shown:
-        data = wire.to_json_value(env.event)["data"]
+        data = wire.to_json_value(env.event, as_type=RuntimeEvent)["data"]
         _add_row(
             t,
             str(env.sequence),

@@ -115,7 +115,7 @@ def test_wire_format_page_has_checked_examples_of_every_documented_type() -> Non
 def test_wire_format_example_round_trips_through_the_codec(type_name: str, example: str) -> None:
     cls = getattr(meerkat_runtime, type_name)
     value = wire.decode(cls, example)
-    assert orjson.loads(wire.encode(value)) == orjson.loads(example)
+    assert orjson.loads(wire.encode(value, as_type=cls)) == orjson.loads(example)
 
 
 def test_rendered_docstrings_lose_their_sphinx_role_prefixes() -> None:

@@ -12,11 +12,26 @@ attributes the spec quotes:
 * an optional type (``X | None``) accepts ``null`` on read; a non-optional
   field with a default refuses an explicit ``null``.
 * ``ge=0``: unsigned integers.
+* ``__wire_order__`` (a class attribute, the wire keys in order): the order the
+  keys are written in, when the Rust struct's differs from the dataclass's
+  (whose order keeps Python constructors convenient, ``PromptInput("hi")``).
 
 Tagged unions: a base class declares ``__tag_key__`` (e.g. ``"input_type"``) and
 each variant a ``__tag__``; variants register themselves through
 :func:`tagged`. Anything irregular (untagged or externally tagged enums)
 plugs in with ``Annotated[T, Custom(encode, decode)]``.
+
+Inner values and their carriers, as in serde: a variant that is a struct of
+its own in Rust, wrapped by a newtype variant of the union (``StagedRunInput``
+in ``RunPrimitive::StagedInput``), declares ``__newtype_variant__ = True``.
+Its own form (:func:`to_wire`) has no tag, and decoding it ignores the tag key
+as serde ignores any unknown key; only where the union is the declared type
+(a field typed ``RunPrimitive``, :func:`to_wire_tagged`) is the tag written
+beside its fields. Struct variants (the Python class is only the union's
+variant) write their tag in their own form, and refuse a wrong one on read.
+
+Identifier newtypes are their inner value on the wire; ``PolicyVersion`` is
+read as an unsigned 64-bit integer (:data:`NEWTYPE_CODECS`).
 
 Each class gets an encoder and a decoder generated as Python source and
 compiled once (see "generated codecs" below), with every field's read, checks
@@ -43,7 +58,7 @@ from datetime import datetime
 from typing import Any, TypeVar, Union, get_args, get_origin
 
 from meerkat_runtime.errors import InvalidInput
-from meerkat_runtime.events.ids import _uuid_of, parse_uuid, uuid_text
+from meerkat_runtime.events.ids import PolicyVersion, _uuid_of, parse_uuid, uuid_text
 from meerkat_runtime.events.timefmt import format_timestamp, parse_timestamp, parse_timestamp_text
 
 __all__ = [
@@ -55,6 +70,7 @@ __all__ = [
     "from_wire",
     "tagged",
     "to_wire",
+    "to_wire_tagged",
     "wfield",
 ]
 
@@ -248,14 +264,44 @@ def _enc_enum(v: enum.Enum) -> Any:
     return v.value
 
 
+def _dec_u64(v: Any, path: str) -> int:
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise InvalidInput(f"expected unsigned integer, got {_type_name(v)}", path)
+    if not 0 <= v <= INT_MAX:
+        raise InvalidInput(f"must be an unsigned 64-bit integer, got {v}", path)
+    return v
+
+
+def _enc_u64(v: Any) -> int:
+    if type(v) is not int or not 0 <= v <= INT_MAX:
+        raise InvalidInput(f"not an unsigned 64-bit integer: {v!r}")
+    return v
+
+
+#: Newtypes whose wire form is narrower than their Python carrier type, by newtype.
+#: The others are written and read as their inner type.
+NEWTYPE_CODECS: dict[Any, tuple[Encoder, Decoder]] = {PolicyVersion: (_enc_u64, _dec_u64)}
+
 _ENCODERS: dict[Any, Encoder | None] = {}
 _DECODERS: dict[Any, Decoder] = {}
 
 
 def _unwrap_newtype(tp: Any) -> Any:
-    while hasattr(tp, "__supertype__"):
+    while hasattr(tp, "__supertype__") and tp not in NEWTYPE_CODECS:
         tp = tp.__supertype__
     return tp
+
+
+def _newtype_codec(tp: Any) -> tuple[Encoder, Decoder] | None:
+    try:
+        return NEWTYPE_CODECS.get(tp)
+    except TypeError:  # an unhashable type form: not a newtype
+        return None
+
+
+def _is_union_base(tp: Any) -> bool:
+    """A tagged-union base: a tag key of its own and no tag (its values are its variants)."""
+    return isinstance(tp, type) and "__tag_key__" in tp.__dict__ and "__tag__" not in tp.__dict__
 
 
 def _is_optional(tp: Any) -> bool:
@@ -276,6 +322,8 @@ def _encoder_for(tp: Any) -> Encoder | None:
 
 def _build_encoder(tp: Any) -> Encoder | None:
     tp = _unwrap_newtype(tp)
+    if (codec := _newtype_codec(tp)) is not None:
+        return codec[0]
     origin = get_origin(tp)
     if origin is typing.Annotated:
         base, *extras = get_args(tp)
@@ -315,6 +363,8 @@ def _build_encoder(tp: Any) -> Encoder | None:
         if val is None:
             return None
         return lambda v: {k: val(x) for k, x in v.items()}
+    if _is_union_base(tp):
+        return to_wire_tagged  # the variant with its tag, also a newtype variant's
     if dataclasses.is_dataclass(tp):
         return to_wire
     raise TypeError(f"no wire encoder for {tp!r}")
@@ -333,6 +383,8 @@ def _decoder_for(tp: Any) -> Decoder:
 
 def _build_decoder(tp: Any) -> Decoder:
     tp = _unwrap_newtype(tp)
+    if (codec := _newtype_codec(tp)) is not None:
+        return codec[1]
     origin = get_origin(tp)
     if origin is typing.Annotated:
         base, *extras = get_args(tp)
@@ -445,7 +497,7 @@ def _is_json_type(tp: Any) -> bool:
 
 
 class _ClassPlan:
-    __slots__ = ("custom", "decode_hook", "fields", "tag", "tag_key", "union_key")
+    __slots__ = ("custom", "decode_hook", "fields", "own_tag", "tag", "tag_key", "union_key")
 
     def __init__(self, cls: type) -> None:
         self.custom = hasattr(cls, "__wire_encode__")
@@ -456,13 +508,23 @@ class _ClassPlan:
             key if key is not None and "__tag__" not in cls.__dict__ else None
         )
         hints = typing.get_type_hints(cls, include_extras=True)
-        self.fields = tuple(
+        fields = [
             _FieldPlan(f, hints[f.name])
             for f in dataclasses.fields(cls)
             if f.init and not f.metadata.get("skip")
-        )
+        ]
+        order: tuple[str, ...] | None = cls.__dict__.get("__wire_order__")
+        if order is not None:  # the Rust struct's field order, where Python's differs
+            if sorted(order) != sorted(fp.key for fp in fields):
+                raise TypeError(f"{cls.__name__}.__wire_order__ must name every wire key once")
+            fields.sort(key=lambda fp: order.index(fp.key))
+        self.fields = tuple(fields)
         self.tag: str | None = cls.__dict__.get("__tag__")
         self.tag_key: str | None = getattr(cls, "__tag_key__", None) if self.tag else None
+        # Whether the tag is part of the class's own form (not for a newtype variant).
+        self.own_tag = self.tag_key is not None and not cls.__dict__.get(
+            "__newtype_variant__", False
+        )
 
 
 _PLANS: dict[type, _ClassPlan] = {}
@@ -476,11 +538,21 @@ def _plan(cls: type) -> _ClassPlan:
 
 
 def to_wire(obj: Any) -> Any:
-    """Encode a spec dataclass instance into its JSON-native wire dict."""
+    """Encode a spec dataclass instance into its own JSON-native wire dict."""
     cls = type(obj)
     enc = _FAST_ENC.get(cls)
     if enc is None:
         enc = _compiled_encoder(cls)
+    return enc(obj)
+
+
+def to_wire_tagged(obj: Any) -> Any:
+    """The wire dict of a variant where its union is the declared type: with its tag, also
+    for a newtype variant (whose own form, :func:`to_wire`, has none)."""
+    cls = type(obj)
+    enc = _FAST_ENC_TAGGED.get(cls)
+    if enc is None:
+        enc = _compiled_tagged_encoder(cls)
     return enc(obj)
 
 
@@ -510,14 +582,15 @@ def _from_wire(cls: type[T], data: Any) -> T:
         return _from_wire_generic(cls, data)
 
 
-def _to_wire_generic(obj: Any) -> Any:
-    """The reference encoder: a loop over the class plan (the generated encoders mirror it)."""
+def _to_wire_generic(obj: Any, tagged: bool = False) -> Any:
+    """The reference encoder: a loop over the class plan (the generated encoders mirror it).
+    ``tagged``: the form inside its union (:func:`to_wire_tagged`)."""
     cls = type(obj)
     plan = _PLANS.get(cls) or _plan(cls)
     if plan.custom:
         return obj.__wire_encode__()
     out: dict[str, Any] = {}
-    if plan.tag_key is not None:
+    if plan.tag_key is not None and (plan.own_tag or tagged):
         out[plan.tag_key] = plan.tag
     for fp in plan.fields:
         v = getattr(obj, fp.attr)
@@ -553,9 +626,10 @@ def _from_wire_generic(cls: type[T], data: Any) -> T:
                 f"unknown variant {str(tag)[:64]!r}; expected one of {known}", plan.union_key
             )
         return _from_wire(target, data)
-    if plan.tag_key is not None:
+    if plan.own_tag and plan.tag_key is not None:
         tag = data.get(plan.tag_key, _MISSING)
-        # Decoding straight into a variant tolerates a missing tag; a wrong one is refused.
+        # Decoding straight into a variant tolerates a missing tag; a wrong one is refused
+        # (a newtype variant ignores the key, as serde ignores any unknown key).
         if tag is not _MISSING and tag != plan.tag:
             raise InvalidInput(f"expected {plan.tag!r}, got {str(tag)[:64]!r}", plan.tag_key)
     kwargs: dict[str, Any] = {}
@@ -620,8 +694,9 @@ def decode_value(tp: Any, value: Any, path: str = "") -> Any:
 
 _ENUM_VALUE = inspect.getattr_static(enum.Enum, "value")
 _FAST_ENC: dict[type, Callable[[Any], Any]] = {}
+_FAST_ENC_TAGGED: dict[type, Callable[[Any], Any]] = {}
 _FAST_DEC: dict[type, Callable[[Any], Any]] = {}
-_COMPILING: dict[tuple[bool, type], Callable[[Any], Any]] = {}
+_COMPILING: dict[tuple[int, type], Callable[[Any], Any]] = {}
 _COMPILE_LOCK = threading.RLock()
 
 
@@ -665,11 +740,11 @@ def _compiled(
 ) -> Callable[[Any], Any]:
     """The cached generated function of ``cls``, generating it (and those it calls) if need be."""
     with _COMPILE_LOCK:
-        fn = cache.get(cls) or _COMPILING.get((cache is _FAST_ENC, cls))
+        key = (id(cache), cls)
+        fn = cache.get(cls) or _COMPILING.get(key)
         if fn is not None:
             return fn
         # A class that (indirectly) contains itself calls itself through this trampoline.
-        key = (cache is _FAST_ENC, cls)
         _COMPILING[key] = lambda v: cache[cls](v)  # noqa: PLW0108 - looked up late
         try:
             fn = cache[cls] = generate(cls)
@@ -682,6 +757,8 @@ def _enc_expr(tp: Any, x: str, src: _Source) -> str | None:
     """Source of an expression encoding the value named ``x`` of type ``tp``, as ``_encoder_for``
     would; None when the value is already JSON-native (mirrors ``_build_encoder`` case by case)."""
     tp = _unwrap_newtype(tp)
+    if (codec := _newtype_codec(tp)) is not None:
+        return f"{src.bind(codec[0], 'newtype')}({x})"
     origin = get_origin(tp)
     if origin is typing.Annotated:
         base, *extras = get_args(tp)
@@ -720,9 +797,11 @@ def _enc_expr(tp: Any, x: str, src: _Source) -> str | None:
         y, k = src.fresh("e"), src.fresh("k")
         val = _enc_expr(args[1], y, src) if len(args) == 2 else None
         return None if val is None else f"{{{k}: {val} for {k}, {y} in {x}.items()}}"
+    if _is_union_base(tp):  # many classes, each with its tag
+        return f"{src.bind(to_wire_tagged, 'to_wire_tagged')}({x})"
     if dataclasses.is_dataclass(tp):
         to_wire_ = src.bind(to_wire, "to_wire")
-        if not isinstance(tp, type) or "__tag_key__" in tp.__dict__:  # a union: many classes
+        if not isinstance(tp, type) or "__tag_key__" in tp.__dict__:
             return f"{to_wire_}({x})"
         try:
             enc = src.bind(_compiled_encoder(tp), "encode")
@@ -736,7 +815,15 @@ def _compiled_encoder(cls: type) -> Callable[[Any], Any]:
     return _compiled(_FAST_ENC, cls, _generate_encoder)
 
 
-def _generate_encoder(cls: type) -> Callable[[Any], Any]:
+def _compiled_tagged_encoder(cls: type) -> Callable[[Any], Any]:
+    plan = _PLANS.get(cls) or _plan(cls)
+    if plan.tag_key is None or plan.own_tag or plan.custom:
+        fn = _FAST_ENC_TAGGED[cls] = _compiled_encoder(cls)  # the same form
+        return fn
+    return _compiled(_FAST_ENC_TAGGED, cls, lambda c: _generate_encoder(c, tagged=True))
+
+
+def _generate_encoder(cls: type, tagged: bool = False) -> Callable[[Any], Any]:
     plan = _PLANS.get(cls) or _plan(cls)
     if plan.custom:
         return cls.__wire_encode__  # type: ignore[attr-defined,no-any-return]
@@ -745,7 +832,8 @@ def _generate_encoder(cls: type) -> Callable[[Any], Any]:
     name = f"encode_{cls.__name__}"
     body: list[str] = []
     # The leading fields that are never left out go into the dict display itself.
-    display = [] if plan.tag_key is None else [f"{plan.tag_key!r}: {plan.tag!r}"]
+    with_tag = plan.tag_key is not None and (plan.own_tag or tagged)
+    display = [f"{plan.tag_key!r}: {plan.tag!r}"] if with_tag else []
     for fp in plan.fields:
         v = src.fresh("v")
         read = f"o.{fp.attr}" if fp.attr.isidentifier() else f"getattr(o, {fp.attr!r})"
@@ -776,6 +864,8 @@ def _dec_expr(tp: Any, x: str, src: _Source) -> tuple[str, bool]:
     refuses None by itself. It takes what ``_decoder_for(tp)`` takes and returns an equal value;
     it may raise anything on what the generic decoder refuses (mirrors ``_build_decoder``)."""
     tp = _unwrap_newtype(tp)
+    if (codec := _newtype_codec(tp)) is not None:
+        return f'{src.bind(codec[1], "newtype")}({x}, "")', True
     origin = get_origin(tp)
     generic = src.bind(_decoder_for(tp), "generic")  # the exact decoder, for the rare forms
     if origin is typing.Annotated:
@@ -839,7 +929,7 @@ def _generate_decoder(cls: type) -> Callable[[Any], Any]:
     hints = typing.get_type_hints(cls, include_extras=True)
     name = f"decode_{cls.__name__}"
     body = ["    if type(d) is not dict:", "        _bad()"]
-    if plan.tag_key is not None:
+    if plan.own_tag:
         body += [
             f"    t = d.get({plan.tag_key!r}, _MISSING)",
             f"    if t is not _MISSING and t != {plan.tag!r}:",

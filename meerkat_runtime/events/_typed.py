@@ -34,7 +34,7 @@ from meerkat_runtime.events._codec import (
     _unwrap_newtype,
     from_wire,
     join_path,
-    to_wire,
+    to_wire_tagged,
 )
 
 __all__ = ["checked", "checked_wire"]
@@ -54,7 +54,7 @@ def checked(cls: type[T], obj: Any) -> T:
 def checked_wire(obj: Any) -> Any:
     """The wire form of a spec object; :class:`InvalidInput` naming a field it cannot write."""
     try:
-        return to_wire(obj)
+        return to_wire_tagged(obj)  # decodable as its union too
     except Exception as exc:  # something the generated encoder cannot write: find what
         cause = exc
     if not dataclasses.is_dataclass(obj) or isinstance(obj, type):

@@ -259,6 +259,33 @@ StoredVersion = Annotated[int, Custom(lambda v: v, _check_version)]
 class InputState:
     """The full state of one input: lifecycle phase, outcome, history, policy and seed facts."""
 
+    #: The stored row's key order (Rust's ``StoredInputState``).
+    __wire_order__: ClassVar[tuple[str, ...]] = (
+        "stored_input_state_version",
+        "input_id",
+        "current_state",
+        "policy",
+        "runtime_semantics",
+        "directed_run_started_attribution",
+        "terminal_outcome",
+        "durability",
+        "idempotency_key",
+        "attempt_count",
+        "recovery_count",
+        "history",
+        "reconstruction_source",
+        "terminal_completion",
+        "terminal_completion_unavailable",
+        "interaction_terminal_outbox",
+        "persisted_input",
+        "last_run_id",
+        "last_boundary_sequence",
+        "admission_sequence",
+        "recovery_lane",
+        "created_at",
+        "updated_at",
+    )
+
     input_id: uuid.UUID
     current_state: InputLifecycleState
     created_at: datetime

@@ -363,6 +363,14 @@ class PromptInput(Input):
     """A user/operator prompt."""
 
     __tag__: ClassVar[str] = "prompt"
+    # The Rust struct's field order on the wire (the dataclass's keeps PromptInput("hi") working).
+    __wire_order__: ClassVar[tuple[str, ...]] = (
+        "header",
+        "content",
+        "typed_turn_appends",
+        "injected_context",
+        "turn_metadata",
+    )
     content: ContentInput = wfield(default="", required=True)
     header: InputHeader = wfield(default_factory=InputHeader, required=True)
     typed_turn_appends: tuple[ConversationAppend, ...] = wfield(default=(), omit="empty")
@@ -383,6 +391,18 @@ class PeerInput(Input):
     """A message, request or response from a peer runtime."""
 
     __tag__: ClassVar[str] = "peer"
+    __wire_order__: ClassVar[tuple[str, ...]] = (
+        "header",
+        "directed_interaction_id",
+        "convention",
+        "content",
+        "payload",
+        "handling_mode",
+        "sender_taint",
+        "objective_id",
+        "system_prompts",
+        "injected_context",
+    )
     content: ContentInput = wfield(default="", required=True)
     header: InputHeader = wfield(default_factory=InputHeader, required=True)
     directed_interaction_id: uuid.UUID | None = wfield(default=None, omit="none")
@@ -415,6 +435,13 @@ class FlowStepInput(Input):
     """One step of a flow."""
 
     __tag__: ClassVar[str] = "flow_step"
+    __wire_order__: ClassVar[tuple[str, ...]] = (
+        "header",
+        "step_id",
+        "content",
+        "directed_interaction_id",
+        "turn_metadata",
+    )
     step_id: str = wfield(default="", required=True)
     content: ContentInput = wfield(default="", required=True)
     header: InputHeader = wfield(default_factory=InputHeader, required=True)
@@ -435,6 +462,15 @@ class ExternalEventInput(Input):
     """An event from an external system; the payload is required (may be null)."""
 
     __tag__: ClassVar[str] = "external_event"
+    __wire_order__: ClassVar[tuple[str, ...]] = (
+        "header",
+        "event_type",
+        "payload",
+        "blocks",
+        "handling_mode",
+        "render_metadata",
+        "objective_id",
+    )
     event_type: str = wfield(default="", required=True)
     payload: JsonValue = wfield(default=None, required=True)
     header: InputHeader = wfield(default_factory=InputHeader, required=True)
@@ -457,6 +493,15 @@ class ContinuationInput(Input):
     """Resume pending work (ordinary) or re-enter as a fresh turn (workgraph attention)."""
 
     __tag__: ClassVar[str] = "continuation"
+    __wire_order__: ClassVar[tuple[str, ...]] = (
+        "header",
+        "reason",
+        "continuation_kind",
+        "handling_mode",
+        "request_id",
+        "turn_tool_overlay",
+        "turn_append",
+    )
     reason: str = wfield(default="", required=True)
     header: InputHeader = wfield(default_factory=InputHeader, required=True)
     continuation_kind: ContinuationKind = ContinuationKind.ORDINARY
@@ -479,6 +524,11 @@ class OperationInput(Input):
     """An operation lifecycle event; consumed on accept, never queued."""
 
     __tag__: ClassVar[str] = "operation"
+    __wire_order__: ClassVar[tuple[str, ...]] = (
+        "header",
+        "operation_id",
+        "event",
+    )
     operation_id: str
     event: OperationEvent
     header: InputHeader = wfield(default_factory=InputHeader, required=True)

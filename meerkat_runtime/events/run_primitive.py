@@ -1,8 +1,13 @@
 """Run primitives: what core receives instead of inputs (docs: concepts/runtime-and-runs.md).
 
-``StagedRunInput`` is the ``staged_input`` variant of :class:`RunPrimitive`,
-so it carries its ``primitive_type`` tag when encoded on its own too (an
-extra key that readers ignore); decoding it alone accepts a missing tag.
+``StagedRunInput`` is a struct of its own that the ``staged_input`` variant of
+:class:`RunPrimitive` wraps, as in Rust: encoded on its own it is
+``{"boundary": ...}`` with no tag, and decoding it ignores a ``primitive_type``
+key; as a ``RunPrimitive`` (a field of that type, or
+``wire.encode(x, as_type=RunPrimitive)``) it is written with
+``"primitive_type": "staged_input"`` first. ``ImmediateAppend`` and
+``ImmediateContextAppend`` are the variants for a ``ConversationAppend`` and a
+``ConversationContextAppend``, so their own form is the tagged one.
 """
 
 from __future__ import annotations
@@ -178,6 +183,7 @@ class StagedRunInput(RunPrimitive):
     """Inputs staged for a run at a boundary."""
 
     __tag__: ClassVar[str] = "staged_input"
+    __newtype_variant__: ClassVar[bool] = True
     boundary: RunApplyBoundary
     appends: tuple[ConversationAppend, ...] = wfield(default=(), omit="empty")
     context_appends: tuple[ConversationContextAppend, ...] = wfield(default=(), omit="empty")

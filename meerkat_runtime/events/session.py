@@ -64,7 +64,7 @@ from meerkat_runtime.errors import (
     RuntimeControlPlaneError,
     RuntimeStateTransitionError,
 )
-from meerkat_runtime.events._codec import from_wire, to_wire
+from meerkat_runtime.events._codec import from_wire, to_wire, to_wire_tagged
 from meerkat_runtime.events.coalescing import Supersedes, check_supersession
 from meerkat_runtime.events.completion import (
     Abandoned,
@@ -1258,7 +1258,7 @@ def state_to_snapshot(state: SessionState) -> dict[str, Any]:
         else {
             "run_id": str(run.run_id),
             "pre_run_phase": run.pre_run_phase.value,
-            "primitive": to_wire(run.primitive) if run.primitive is not None else None,
+            "primitive": to_wire_tagged(run.primitive) if run.primitive is not None else None,
             "input_ids": [str(i) for i in run.input_ids],
             "boundary_sequence": run.boundary_sequence,
             "receipts": sorted(run.receipts),

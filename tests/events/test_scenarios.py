@@ -94,6 +94,7 @@ from meerkat_runtime.events import (
     RoutingDisposition,
     RunApplyBoundary,
     RunError,
+    RunPrimitive,
     RuntimeExecutionKind,
     RuntimeState,
     RuntimeStateChangeEvent,
@@ -1228,7 +1229,12 @@ def test_scenario_47_lifecycle_classification(
 
 def test_scenario_48_run_primitive_tags() -> None:
     staged = StagedRunInput(boundary=RunApplyBoundary.RUN_START)
-    assert json.loads(wire.encode(staged))["primitive_type"] == "staged_input"
+    # The tag is the RunPrimitive's: a StagedRunInput on its own has none (as in Rust).
+    assert json.loads(wire.encode(staged, as_type=RunPrimitive)) == {
+        "primitive_type": "staged_input",
+        "boundary": "run_start",
+    }
+    assert json.loads(wire.encode(staged)) == {"boundary": "run_start"}
     imm = ImmediateAppend(role=ConversationAppendRole.USER, content=TextRenderable("x"))
     assert json.loads(wire.encode(imm))["primitive_type"] == "immediate_append"
     ctx = ImmediateContextAppend(key="k", content=TextRenderable("x"))
