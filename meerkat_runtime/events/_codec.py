@@ -58,7 +58,14 @@ from datetime import datetime
 from typing import Any, TypeVar, Union, get_args, get_origin
 
 from meerkat_runtime.errors import InvalidInput
-from meerkat_runtime.events.ids import PolicyVersion, _uuid_of, parse_uuid, uuid_text
+from meerkat_runtime.events.ids import (
+    PolicyVersion,
+    SessionId,
+    _uuid_of,
+    parse_uuid,
+    uuid_text,
+    validate_session_id,
+)
 from meerkat_runtime.events.timefmt import format_timestamp, parse_timestamp, parse_timestamp_text
 
 __all__ = [
@@ -278,9 +285,16 @@ def _enc_u64(v: Any) -> int:
     return v
 
 
+def _enc_session_id(v: Any) -> str:
+    return validate_session_id(v, "")
+
+
 #: Newtypes whose wire form is narrower than their Python carrier type, by newtype.
 #: The others are written and read as their inner type.
-NEWTYPE_CODECS: dict[Any, tuple[Encoder, Decoder]] = {PolicyVersion: (_enc_u64, _dec_u64)}
+NEWTYPE_CODECS: dict[Any, tuple[Encoder, Decoder]] = {
+    PolicyVersion: (_enc_u64, _dec_u64),
+    SessionId: (_enc_session_id, validate_session_id),
+}
 
 _ENCODERS: dict[Any, Encoder | None] = {}
 _DECODERS: dict[Any, Decoder] = {}
