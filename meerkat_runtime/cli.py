@@ -63,7 +63,6 @@ from meerkat_runtime.events import wire
 from meerkat_runtime.events.catalogue import (
     EVENT_TOPICS,
     decode_recorded,
-    envelope_to_record,
 )
 from meerkat_runtime.events.ids import validate_session_id
 from meerkat_runtime.events.input_state import InputLifecycleState
@@ -73,7 +72,7 @@ from meerkat_runtime.events.session import SessionState, evolve
 from meerkat_runtime.events.timefmt import format_timestamp, utc_now
 from meerkat_runtime.health import HealthLimits, check_health
 from meerkat_runtime.runtime import DEFAULT_STORE_URL, Runtime, event_codec
-from meerkat_runtime.store import EventStore, NewEvent, open_store
+from meerkat_runtime.store import EventStore, SessionJournal, open_store
 
 STORE_ENV = "MEERKAT_STORE"
 """Environment variable read for ``--store`` when the option is not given."""
@@ -381,15 +380,9 @@ def _open_for_writing(url: str, command: str, force: bool = False) -> Runtime:
 
 
 def _fold(store: EventStore, session_id: str) -> tuple[SessionState, list[RuntimeEventEnvelope]]:
-    records = store.read_session(session_id)
-    if not records:
+    state, envelopes = SessionJournal(store).replay(session_id)
+    if not envelopes:
         _fail(f"unknown session {session_id!r}", "list sessions with `meerkat-runtime sessions`")
-    state = SessionState(session_id=session_id)
-    envelopes = []
-    for rec in records:
-        env = decode_recorded(rec)
-        evolve(state, env)
-        envelopes.append(env)
     return state, envelopes
 
 
@@ -722,18 +715,12 @@ def events(
         if es.session_version(session) == 0:
             _fail(f"unknown session {session!r}", "list sessions with `meerkat-runtime sessions`")
         shown: list[RuntimeEventEnvelope] = []
-        cursor = after
-        while len(shown) < limit:
-            page = es.read_session(session, after_version=cursor, limit=500)
-            if not page:
+        journal = SessionJournal(es)
+        for rec in journal.records(session, after=after):
+            if len(shown) >= limit:
                 break
-            for rec in page:
-                cursor = rec.version
-                if event_type and rec.topic not in event_type:
-                    continue
+            if not event_type or rec.topic in event_type:
                 shown.append(decode_recorded(rec))
-                if len(shown) >= limit:
-                    break
     if json_out:
         _print_json([wire.to_json_value(e) | {"sequence": e.sequence} for e in shown])
         return
@@ -969,7 +956,7 @@ def export(
     replacing any file there in one step: never a half-written file.
     """
     with _open_store(store) as es:
-        records = es.read_session(session)
+        records = list(SessionJournal(es).records(session))
         if not records:
             _fail(f"unknown session {session!r}", "list sessions with `meerkat-runtime sessions`")
         lines = [orjson.dumps(r.data) + b"\n" for r in records]
@@ -1069,9 +1056,7 @@ def import_(
                     )
             for sid, numbered in by_session.items():
                 fence = membership.fence(session_lease(sid)) if membership is not None else None
-                es.append(
-                    sid, 0, [NewEvent(*envelope_to_record(e)) for _, e in numbered], fence=fence
-                )
+                SessionJournal(es).append(sid, 0, [e for _, e in numbered], fence=fence)
         finally:
             if membership is not None:
                 membership.close()

@@ -48,7 +48,6 @@ from meerkat_runtime.events.catalogue import (
     SCHEMA_VERSIONS,
     UPCASTERS,
     check_record,
-    decode_recorded,
 )
 from meerkat_runtime.events.ids import parse_uuid, uuid7, validate_session_id
 from meerkat_runtime.events.input_state import InputState
@@ -85,7 +84,7 @@ from meerkat_runtime.projections import (
     ViewsProjection,
     verify,
 )
-from meerkat_runtime.store import EventCodec, EventStore, open_store
+from meerkat_runtime.store import EventCodec, EventStore, SessionJournal, open_store
 
 __all__ = [
     "DEFAULT_STORE_URL",
@@ -345,15 +344,7 @@ class Session:
         return self._events(after)
 
     def _events(self, after: int) -> Iterator[RuntimeEventEnvelope]:
-        store = self._rt.store
-        cursor = after
-        while True:
-            page = store.read_session(self.id, after_version=cursor, limit=500)
-            for rec in page:
-                yield decode_recorded(rec)
-            if len(page) < 500:
-                return
-            cursor = page[-1].version
+        return SessionJournal(self._rt.store).envelopes(self.id, after=after)
 
 
 class Runtime:

@@ -25,29 +25,24 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from meerkat_runtime.actors._session import evolve_touched, restore_snapshot
 from meerkat_runtime.cluster import Membership, session_lease
-from meerkat_runtime.errors import MeerkatRuntimeError, UndecodableEvent
-from meerkat_runtime.events.catalogue import decode_recorded, envelope_to_record
+from meerkat_runtime.errors import MeerkatRuntimeError
 from meerkat_runtime.events.ids import uuid7
 from meerkat_runtime.events.reports import RecoveryReport
-from meerkat_runtime.events.runtime_event import (
-    RuntimeEventEnvelope,
-)
+from meerkat_runtime.events.runtime_event import RuntimeEventEnvelope
 from meerkat_runtime.events.runtime_state import RuntimeState
 from meerkat_runtime.events.session import (
     Decision,
     DecisionContext,
     Recover,
     SessionState,
-    completion_outcome,
     decide,
-    evolve,
-    state_to_snapshot,
+    evolve_settling,
     wants_run,
 )
 from meerkat_runtime.events.timefmt import utc_now
-from meerkat_runtime.store import NewEvent, RecordedEvent
+from meerkat_runtime.store import RecordedEvent
+from meerkat_runtime.store._journal import Recovered
 
 if TYPE_CHECKING:
     from meerkat_runtime.actors._registry import Services
@@ -68,13 +63,6 @@ class BatchRecovery:
     """Recovered here; a destroyed session has no report (as on the actor path)."""
     to_actors: list[str]
     """Sessions left to the actor path, in the order given."""
-
-
-@dataclass(slots=True)
-class _Loaded:
-    state: SessionState
-    snapshot_version: int
-    writer: str | None
 
 
 def recover_batch(
@@ -116,15 +104,17 @@ def _lease(membership: Membership, sid: str, holder: object) -> bool:
 
 def _recover_chunk(services: Services, session_ids: list[str]) -> dict[str, RecoveryReport | None]:
     """Recover what can be recovered inline; sessions missing from the result go to actors."""
+    journal = services.journal
     try:
-        loaded = _load(services, session_ids)
+        # A session with an unreadable event is left out: its actor raises the error to
+        # whoever asks, the batch goes on without it.
+        loaded, _ = journal.recover_many(session_ids)
     except MeerkatRuntimeError as exc:
         # The actors retry a failing store with backoff (recovery_timeout).
         log.warning("batch recovery could not read %d sessions: %s", len(session_ids), exc)
         return {}
     done: dict[str, RecoveryReport | None] = {}
     pending: list[tuple[str, Decision, Future[list[RecordedEvent]]]] = []
-    store = services.store
     ctx = DecisionContext(
         now=utc_now(),
         new_id=uuid7,
@@ -136,8 +126,7 @@ def _recover_chunk(services: Services, session_ids: list[str]) -> dict[str, Reco
         if st.phase is RuntimeState.DESTROYED:
             done[sid] = None
             continue
-        foreign = item.writer is not None and item.writer != store.incarnation
-        if foreign and (st.run is not None or st.non_terminal_ids()):
+        if journal.is_foreign(item.last_writer) and (st.run is not None or st.non_terminal_ids()):
             command = Recover(cold=True)
         elif st.run is None:
             command = Recover()
@@ -157,7 +146,7 @@ def _recover_chunk(services: Services, session_ids: list[str]) -> dict[str, Reco
             if fence is None:
                 continue
         try:
-            future = store.append_async(sid, st.version, _new_events(decision.events), fence=fence)
+            future = journal.append_async(sid, st.version, decision.events, fence=fence)
         except MeerkatRuntimeError:
             continue
         pending.append((sid, decision, future))
@@ -173,55 +162,16 @@ def _recover_chunk(services: Services, session_ids: list[str]) -> dict[str, Reco
     return done
 
 
-def _load(services: Services, session_ids: list[str]) -> dict[str, _Loaded]:
-    """Snapshot + tail of each session, folded (what ``SessionActor._load`` does, batched)."""
-    store = services.store
-    snapshots = store.load_snapshots(session_ids) if store.snapshot_interval > 0 else {}
-    loaded: dict[str, _Loaded] = {}
-    for sid in session_ids:
-        state, writer = restore_snapshot(sid, snapshots.get(sid))
-        loaded[sid] = _Loaded(state, state.version, writer)
-    tails = store.read_sessions({sid: item.state.version for sid, item in loaded.items()})
-    for sid, records in tails.items():
-        item = loaded[sid]
-        try:
-            for rec in records:
-                evolve(item.state, decode_recorded(rec))
-        except UndecodableEvent:
-            # Its actor raises the error to whoever asks; the batch goes on without it.
-            del loaded[sid]
-            continue
-        if records:
-            item.writer = records[-1].writer
-    return loaded
-
-
-def _new_events(events: list[RuntimeEventEnvelope]) -> list[NewEvent]:
-    out = []
-    for env in events:
-        topic, data = envelope_to_record(env)
-        out.append(NewEvent(topic, data))
-    return out
-
-
 def _written(
-    services: Services, sid: str, item: _Loaded, events: list[RuntimeEventEnvelope]
+    services: Services, sid: str, item: Recovered, events: list[RuntimeEventEnvelope]
 ) -> None:
     """After a durable append: what ``SessionActor._commit`` does next, then wake the session."""
     st = item.state
-    for iid in evolve_touched(st, events):
-        outcome = completion_outcome(st, iid)
-        if outcome is not None:
-            services.completions.resolve(sid, iid, outcome)
-    store = services.store
-    interval = store.snapshot_interval
-    if interval > 0 and st.version - item.snapshot_version >= max(interval, len(st.inputs)):
-        data = {"state": state_to_snapshot(st), "writer": store.incarnation}
-        try:
-            store.save_snapshot(sid, st.version, data)
-        except MeerkatRuntimeError as exc:  # a snapshot is only a cache
-            log.warning("session %s: snapshot at %d not saved: %s", sid, st.version, exc)
-    services.notify_events(sid, events)
+    for iid, outcome in evolve_settling(st, events):
+        services.completions.resolve(sid, iid, outcome)
+    journal = services.journal
+    if journal.snapshot_due(st, item.snapshot_version):
+        journal.save_snapshot(st)
     _wake_if_wanted(services, sid, st)
 
 

@@ -22,7 +22,6 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,14 +35,11 @@ from meerkat_runtime.actors._scheduler import Scheduler
 from meerkat_runtime.actors._session import Call, Reply, SessionActor
 from meerkat_runtime.cluster import Membership
 from meerkat_runtime.errors import MeerkatRuntimeError, Overloaded
-from meerkat_runtime.events.runtime_event import RuntimeEventEnvelope
-from meerkat_runtime.store import EventStore
+from meerkat_runtime.store import EventStore, SessionJournal
 
 __all__ = ["Services", "SessionRegistry"]
 
 log = logging.getLogger(__name__)
-
-EventListener = Callable[[str, list[RuntimeEventEnvelope]], None]
 
 
 @dataclass(eq=False)
@@ -65,16 +61,12 @@ class Services:
     calls: CallTable = field(default_factory=CallTable)
     runner: AsyncRunner = field(default_factory=AsyncRunner)
     closing: bool = False
-    listeners: list[EventListener] = field(default_factory=list)
     membership: Membership | None = None
     registry: SessionRegistry = field(init=False)
+    journal: SessionJournal = field(init=False)
 
-    def notify_events(self, session_id: str, events: list[RuntimeEventEnvelope]) -> None:
-        for listener in self.listeners:
-            try:
-                listener(session_id, events)
-            except Exception:
-                log.exception("event listener failed")
+    def __post_init__(self) -> None:
+        self.journal = SessionJournal(self.store)
 
 
 class _Entry:

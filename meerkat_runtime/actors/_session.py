@@ -47,7 +47,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -73,7 +73,6 @@ from meerkat_runtime.errors import (
     UndecodableEvent,
 )
 from meerkat_runtime.events._codec import _check_json
-from meerkat_runtime.events.catalogue import decode_recorded, envelope_to_record
 from meerkat_runtime.events.completion import (
     CallbackBatchPending,
     CallbackPending,
@@ -90,13 +89,9 @@ from meerkat_runtime.events.policy import AdmissionPlan, WakeMode
 from meerkat_runtime.events.reports import RecoveryReport, RejectReason
 from meerkat_runtime.events.run_primitive import RunPrimitive
 from meerkat_runtime.events.runtime_event import (
-    InputLifecycleEvent,
     RunBoundaryReceipt,
-    RunCancelled,
     RunCheckpointed,
-    RunCompleted,
     RunError,
-    RunFailed,
     RuntimeEventEnvelope,
 )
 from meerkat_runtime.events.runtime_state import RuntimeState
@@ -120,13 +115,10 @@ from meerkat_runtime.events.session import (
     Stop,
     completion_outcome,
     decide,
-    evolve,
-    state_from_snapshot,
-    state_to_snapshot,
+    evolve_settling,
     wants_run,
 )
 from meerkat_runtime.events.timefmt import utc_now
-from meerkat_runtime.store import NewEvent, Snapshot
 from meerkat_runtime.store._base import AppendTicket
 
 if TYPE_CHECKING:
@@ -254,19 +246,17 @@ class Call:
 class _InFlight:
     """A pipelined accept whose append the store has not settled yet."""
 
-    __slots__ = ("call", "error", "events", "reply", "resolutions", "settled", "ticket")
+    __slots__ = ("call", "error", "reply", "resolutions", "settled", "ticket")
 
     def __init__(
         self,
         call: Call,
         reply: AcceptOutcome,
         resolutions: list[tuple[uuid.UUID, CompletionOutcome]],
-        events: list[RuntimeEventEnvelope],
     ) -> None:
         self.call = call
         self.reply = reply
         self.resolutions = resolutions
-        self.events = events
         self.ticket: AppendTicket | None = None
         self.settled = False
         self.error: BaseException | None = None
@@ -394,23 +384,17 @@ class SessionActor(pykka.ThreadingActor):
                 delay = min(delay * 2, self.svc.backoff_max)
 
     def _load(self) -> None:
-        store = self.svc.store
-        state, writer = restore_snapshot(self.session_id, store.load_snapshot(self.session_id))
-        self.snapshot_version = state.version
         try:
-            records = store.read_session(self.session_id, after_version=state.version)
-            for rec in records:
-                evolve(state, decode_recorded(rec))
+            recovered = self.svc.journal.recover(self.session_id)
         except UndecodableEvent as exc:
             # Only this session is affected: every call on it fails with this error (no
             # automatic retry: the event must be repaired); a host call loads it again.
             self.unreadable = exc
             raise
         self.unreadable = None
-        if records:
-            writer = records[-1].writer
-        self.state = state
-        self.last_writer = writer
+        self.snapshot_version = recovered.snapshot_version
+        self.state = recovered.state
+        self.last_writer = recovered.last_writer
         self._startup_recovery()
 
     def _startup_recovery(self) -> None:
@@ -418,8 +402,9 @@ class SessionActor(pykka.ThreadingActor):
         assert st is not None
         if st.phase is RuntimeState.DESTROYED:
             return
-        foreign = self.last_writer is not None and self.last_writer != self.svc.store.incarnation
-        if foreign and (st.run is not None or st.non_terminal_ids()):
+        if self.svc.journal.is_foreign(self.last_writer) and (
+            st.run is not None or st.non_terminal_ids()
+        ):
             decision = self._commit(Recover(cold=True))
             self.cold_report = decision.reply
             return
@@ -530,14 +515,11 @@ class SessionActor(pykka.ThreadingActor):
         except StoreError:
             self._invalidate()
             raise
-        touched = evolve_touched(st, decision.events)
+        settled = evolve_settling(st, decision.events)
         self.last_writer = self.svc.store.incarnation
-        for iid in touched:
-            outcome = completion_outcome(st, iid)
-            if outcome is not None:
-                self.svc.completions.resolve(self.session_id, iid, outcome)
-        self._maybe_snapshot(st, len(decision.events))
-        self.svc.notify_events(self.session_id, decision.events)
+        for iid, outcome in settled:
+            self.svc.completions.resolve(self.session_id, iid, outcome)
+        self._maybe_snapshot(st)
         self._fence_calls(reason or _END_REASONS.get(type(command), "the log ended the run"))
         return decision
 
@@ -548,15 +530,11 @@ class SessionActor(pykka.ThreadingActor):
             self.svc.calls.cancel(self.session_id, reason, keep=st.run.run_id if st.run else None)
 
     def _append(self, st: SessionState, events: list[RuntimeEventEnvelope]) -> None:
-        new_events = []
-        for env in events:
-            topic, data = envelope_to_record(env)
-            new_events.append(NewEvent(topic, data))
         membership = self.svc.membership
         fence = membership.fence(self.lease) if membership is not None else None
         if membership is not None and fence is None:
             raise LeaseUnavailable(self.lease, None)
-        self.svc.store.append(self.session_id, st.version, new_events, fence=fence)
+        self.svc.journal.append(self.session_id, st.version, events, fence=fence)
 
     def _snapshot_when_settled(self) -> None:
         """Forget settled pipelined appends; snapshot the state once it is all durable.
@@ -569,39 +547,24 @@ class SessionActor(pykka.ThreadingActor):
         while inflight and inflight[0].settled and inflight[0].error is None:
             inflight.popleft()
         st = self.state
-        interval = self.svc.store.snapshot_interval
-        if st is None or self._broken or interval <= 0:
+        if st is None or self._broken:
             return
-        due = max(interval, len(st.inputs))
-        behind = st.version - self.snapshot_version
-        if behind < due or (inflight and behind < 2 * due):
+        journal = self.svc.journal
+        if not journal.snapshot_due(st, self.snapshot_version, slack=2 if inflight else 1):
             return
         if inflight:
             self._drain()
             st = self.state
             if st is None:
                 return
-        self._maybe_snapshot(st, 0)
+        self._maybe_snapshot(st)
 
-    def _maybe_snapshot(self, st: SessionState, added: int) -> None:
-        """Snapshot every ``snapshot_interval`` events, or every ``len(inputs)`` when larger.
-
-        A snapshot serialises every input the session has known, so a fixed
-        interval would make its cost per event grow with the session; spacing
-        them by the state's size keeps it constant, and the tail a load folds
-        is then never longer than the snapshot it starts from.
-        """
-        interval = self.svc.store.snapshot_interval
-        if interval <= 0 or st.version - self.snapshot_version < max(interval, len(st.inputs)):
-            return
-        self.snapshot_version = st.version
-        data = {"state": state_to_snapshot(st), "writer": self.svc.store.incarnation}
-        try:
-            self.svc.store.save_snapshot(self.session_id, st.version, data)
-        except StoreError as exc:  # a snapshot is only a cache
-            log.warning(
-                "session %s: snapshot at %d not saved: %s", self.session_id, st.version, exc
-            )
+    def _maybe_snapshot(self, st: SessionState) -> None:
+        """Snapshot ``st`` when the journal says one is due (a cache: failures are logged)."""
+        journal = self.svc.journal
+        if journal.snapshot_due(st, self.snapshot_version):
+            self.snapshot_version = st.version
+            journal.save_snapshot(st)
 
     # ------------------------------------------------------------ host calls
 
@@ -645,28 +608,22 @@ class SessionActor(pykka.ThreadingActor):
     def _pipeline(self, call: Call, st: SessionState, expected: int, decision: Decision) -> Any:
         """Evolve now, submit the append, and let its commit callback answer the host."""
         svc = self.svc
-        new_events = [NewEvent(*envelope_to_record(env)) for env in decision.events]
         fence = None
         membership = svc.membership
         if membership is not None:
             fence = membership.fence(self.lease)
             if fence is None:
                 raise self._lease_lost(LeaseUnavailable(self.lease, None))
-        touched = evolve_touched(st, decision.events)
-        resolutions = [
-            (iid, outcome)
-            for iid in touched
-            if (outcome := completion_outcome(st, iid)) is not None
-        ]
-        entry = _InFlight(call, self._accept_reply(decision), resolutions, decision.events)
+        resolutions = evolve_settling(st, decision.events)
+        entry = _InFlight(call, self._accept_reply(decision), resolutions)
         inflight = self._inflight
         after = inflight[-1].ticket if inflight else None
         inflight.append(entry)
         try:
-            entry.ticket = svc.store.submit_append(
+            entry.ticket = svc.journal.submit(
                 self.session_id,
                 expected,
-                new_events,
+                decision.events,
                 fence=fence,
                 after=after,
                 on_done=lambda error: self._append_done(entry, error),
@@ -693,8 +650,6 @@ class SessionActor(pykka.ThreadingActor):
         svc = self.svc
         for iid, outcome in entry.resolutions:
             svc.completions.resolve(self.session_id, iid, outcome)
-        if svc.listeners:
-            svc.notify_events(self.session_id, entry.events)
         self._interrupt(entry.reply)
         reply = entry.call.reply
         if not reply.done():
@@ -987,15 +942,7 @@ class SessionActor(pykka.ThreadingActor):
         return None
 
     def _read_log(self) -> Iterator[RuntimeEventEnvelope]:
-        store = self.svc.store
-        cursor = 0
-        while True:
-            page = store.read_session(self.session_id, after_version=cursor, limit=500)
-            for rec in page:
-                yield decode_recorded(rec)
-            if len(page) < 500:
-                return
-            cursor = page[-1].version
+        return self.svc.journal.envelopes(self.session_id)
 
     def _schedule_retry(self) -> None:
         """Send ourselves a ``retry`` after the backoff; also when the state was dropped."""
@@ -1109,36 +1056,3 @@ class _SessionControl:
     ) -> Future[RunBoundaryReceipt | None]:
         payload = (run_id, absorbed, conversation_digest, message_count)
         return self.svc.registry.send(self.sid, "checkpoint", payload)
-
-
-def evolve_touched(st: SessionState, events: Sequence[RuntimeEventEnvelope]) -> set[uuid.UUID]:
-    """Evolve ``st`` by durable ``events``; the inputs whose completion may have changed."""
-    touched: set[uuid.UUID] = set()
-    for env in events:
-        evolve(st, env)
-        ev = env.event
-        if isinstance(ev, InputLifecycleEvent):
-            touched.add(ev.input_id)
-        elif isinstance(ev, (RunCompleted, RunFailed, RunCancelled)) and st.inputs:
-            touched.update(i for i, s in st.inputs.items() if s.last_run_id == ev.run_id)
-    return touched
-
-
-def restore_snapshot(session_id: str, snap: Snapshot | None) -> tuple[SessionState, str | None]:
-    """The state a snapshot holds and who wrote it; an empty state when there is none or it
-    cannot be used (logged: a snapshot is only a cache, the log refolds it)."""
-    if snap is not None:
-        try:
-            state = state_from_snapshot(snap.data["state"])
-            if state.session_id != session_id or state.version != snap.version:
-                raise InvalidInput("snapshot belongs to another session or version")
-            writer: str | None = snap.data.get("writer")
-            return state, writer
-        except (InvalidInput, KeyError, TypeError) as exc:
-            log.warning(
-                "session %s: ignoring unreadable snapshot at version %s (%s); refolding",
-                session_id,
-                snap.version,
-                exc,
-            )
-    return SessionState(session_id=session_id), None

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import islice
 from typing import Generic, TypeVar
 
 import orjson
@@ -19,7 +20,7 @@ import orjson
 from meerkat_runtime.errors import InvalidInput
 from meerkat_runtime.projections import LedgerRow, ViewRow
 from meerkat_runtime.runtime import Runtime
-from meerkat_runtime.store import RecordedEvent
+from meerkat_runtime.store import RecordedEvent, SessionJournal
 
 T = TypeVar("T")
 
@@ -98,7 +99,8 @@ def _event_item(rec: RecordedEvent) -> EventItem:
 
 def session_events(rt: Runtime, session_id: str, after: int, limit: int) -> Page[EventItem]:
     """A session's events with ``sequence > after``, oldest first."""
-    records = rt.store.read_session(session_id, after_version=after, limit=limit + 1)
+    journal = SessionJournal(rt.store)
+    records = list(islice(journal.records(session_id, after=after, page=limit + 1), limit + 1))
     return _page([_event_item(r) for r in records], limit, lambda e: e.sequence)
 
 

@@ -199,6 +199,7 @@ __all__ = [
     "completion_outcome",
     "decide",
     "evolve",
+    "evolve_settling",
     "execute",
     "fold",
     "state_from_snapshot",
@@ -1239,6 +1240,28 @@ def completion_outcome(state: SessionState, input_id: uuid.UUID) -> CompletionOu
     if st is None or not st.current_state.is_terminal:
         return None
     return st.terminal_completion or CompletedWithoutResult()
+
+
+def evolve_settling(
+    state: SessionState, events: Sequence[RuntimeEventEnvelope]
+) -> list[tuple[uuid.UUID, CompletionOutcome]]:
+    """Evolve ``state`` by durable ``events``; the completions they settle, in order.
+
+    An input's completion settles when an event makes it terminal: its own
+    lifecycle event, or the end of a run it was staged in. Each settled input
+    appears once, with the outcome its waiters receive (:func:`completion_outcome`).
+    """
+    touched: dict[uuid.UUID, None] = {}
+    for env in events:
+        evolve(state, env)
+        ev = env.event
+        if isinstance(ev, InputLifecycleEvent):
+            touched[ev.input_id] = None
+        elif isinstance(ev, (RunCompleted, RunFailed, RunCancelled)) and state.inputs:
+            touched.update((i, None) for i, s in state.inputs.items() if s.last_run_id == ev.run_id)
+    return [
+        (iid, outcome) for iid in touched if (outcome := completion_outcome(state, iid)) is not None
+    ]
 
 
 # ---------------------------------------------------------------- snapshots

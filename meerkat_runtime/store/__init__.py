@@ -69,6 +69,7 @@ from meerkat_runtime.store._base import (
     UnreadableInLog,
 )
 from meerkat_runtime.store._codec import EventCodec, Upcaster
+from meerkat_runtime.store._journal import Recovered, SessionJournal
 from meerkat_runtime.store._open import open_store
 
 __all__ = [
@@ -79,7 +80,9 @@ __all__ = [
     "NewEvent",
     "NodeInfo",
     "RecordedEvent",
+    "Recovered",
     "SQLCursor",
+    "SessionJournal",
     "Snapshot",
     "StoreOptions",
     "UnreadableInLog",

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from meerkat_runtime import EchoExecutor, Runtime
-from meerkat_runtime.actors import _recovery
 from meerkat_runtime.events.catalogue import envelope_to_record
 from meerkat_runtime.events.completion import TurnTerminalCauseKind
 from meerkat_runtime.events.ids import uuid7
@@ -36,7 +35,7 @@ from meerkat_runtime.events.session import (
 )
 from meerkat_runtime.events.timefmt import utc_now
 from meerkat_runtime.runtime import coerce_input, event_codec
-from meerkat_runtime.store import NewEvent, open_store
+from meerkat_runtime.store import NewEvent, SessionJournal, open_store
 
 from ._support import WAIT, prompt, wait_until
 
@@ -244,14 +243,14 @@ def test_a_session_that_becomes_live_meanwhile_goes_to_its_actor(
         expected = recover_with_actors(rt)
         log_expected = comparable(rt)
     with Runtime.open(two_urls[1], projections=False) as rt:
-        load = _recovery._load
+        load = SessionJournal.recover_many
 
-        def load_then_race(services: Any, session_ids: list[str]) -> Any:
-            loaded = load(services, session_ids)
+        def load_then_race(journal: SessionJournal, session_ids: list[str]) -> Any:
+            loaded = load(journal, session_ids)
             rt.session("mid-run").state()  # an actor loads and recovers it first
             return loaded
 
-        monkeypatch.setattr(_recovery, "_load", load_then_race)
+        monkeypatch.setattr(SessionJournal, "recover_many", load_then_race)
         got = rt.recover_by_session()
         assert comparable(rt) == log_expected
     assert got == expected
