@@ -54,8 +54,6 @@ from meerkat_runtime.errors import (
     InvalidInput,
     LeaseUnavailable,
     MeerkatRuntimeError,
-    StoreError,
-    UndecodableEvent,
     mask_url,
     split_userinfo,
 )
@@ -153,23 +151,9 @@ def _fail(message: str, hint: str = "", code: int = 1) -> NoReturn:
 
 
 def _hint_for(exc: Exception) -> str:
-    text = str(exc)
-    if isinstance(exc, StoreError):
-        if text.startswith("unsupported store URL"):
-            return "use sqlite:///path.db, postgresql://user:pass@host:port/db or memory://"
-        if "newer" in text:
-            return "upgrade meerkat-runtime to read this store"
-        return "check the --store URL and that the database is running and reachable"
-    if isinstance(exc, InvalidInput):
-        return "see the wire format in the documentation (docs/reference/wire-format.md)"
-    if isinstance(exc, UndecodableEvent):
-        return (
-            "only this session is affected: restore the event from a backup or correct it, "
-            "then run rebuild-projections"
-        )
-    if "projection" in text:
-        return "a read model cannot apply an event of the log; set MEERKAT_DEBUG=1 to see the log"
-    return "set MEERKAT_DEBUG=1 to see the log and the traceback"
+    """The error's own operator hint (see ``MeerkatRuntimeError.hint``), else how to see more."""
+    hint = exc.hint if isinstance(exc, MeerkatRuntimeError) else ""
+    return hint or "set MEERKAT_DEBUG=1 to see the log and the traceback"
 
 
 def command(fn: F) -> F:

@@ -12,6 +12,7 @@ store URL passes it through :func:`mask_url` first.
 from __future__ import annotations
 
 import re
+from typing import Self
 
 __all__ = [
     "AmbiguousInputId",
@@ -32,7 +33,19 @@ __all__ = [
 
 
 class MeerkatRuntimeError(Exception):
-    """Base class of every error raised by meerkat-runtime."""
+    """Base class of every error raised by meerkat-runtime.
+
+    ``hint`` says, in one line, what an operator can do about it (the CLI prints it
+    under the error); a class sets its usual hint, a raise site a better one
+    (:meth:`with_hint`).
+    """
+
+    hint: str = ""
+
+    def with_hint(self, hint: str) -> Self:
+        """This error with ``hint`` as its operator hint."""
+        self.hint = hint
+        return self
 
 
 class InvalidInput(MeerkatRuntimeError, ValueError):
@@ -42,6 +55,8 @@ class InvalidInput(MeerkatRuntimeError, ValueError):
     empty for the document itself. Nothing is written when this is raised.
     """
 
+    hint = "see the wire format in the documentation (docs/reference/wire-format.md)"
+
     def __init__(self, message: str, path: str = "") -> None:
         self.path = path
         self.detail = message
@@ -50,6 +65,8 @@ class InvalidInput(MeerkatRuntimeError, ValueError):
 
 class StoreError(MeerkatRuntimeError):
     """The event store failed or refused: bad URL, unreachable database, schema mismatch."""
+
+    hint = "check the --store URL and that the database is running and reachable"
 
 
 class ConcurrencyConflict(StoreError):
@@ -104,6 +121,11 @@ class UndecodableEvent(MeerkatRuntimeError):
     commands go on (see the projections' failure strategies). Not a
     :class:`StoreError`: retrying cannot help, the event must be repaired or removed.
     """
+
+    hint = (
+        "only this session is affected: restore the event from a backup or correct it, "
+        "then run rebuild-projections"
+    )
 
     def __init__(
         self, session_id: str, version: int, position: int, topic: str, detail: str

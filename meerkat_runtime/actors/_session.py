@@ -72,7 +72,6 @@ from meerkat_runtime.errors import (
     StoreError,
     UndecodableEvent,
 )
-from meerkat_runtime.events._codec import _check_json
 from meerkat_runtime.events.completion import (
     CallbackBatchPending,
     CallbackPending,
@@ -119,7 +118,8 @@ from meerkat_runtime.events.session import (
     wants_run,
 )
 from meerkat_runtime.events.timefmt import utc_now
-from meerkat_runtime.store._base import AppendTicket
+from meerkat_runtime.events.wire import check_json
+from meerkat_runtime.store import AppendTicket
 
 if TYPE_CHECKING:
     from pykka._actor import ActorInbox
@@ -995,9 +995,9 @@ def _command_for(run_id: uuid.UUID, result: RunResult) -> Command:
     if status is RunStatus.CANCELLED:
         return CancelRun(run_id=run_id, rollback=True)
     try:
-        output = _check_json(result.output, "output")
-        args = _check_json(result.args, "args")
-        calls = tuple(_check_json(c, "pending_tool_calls") for c in result.pending_tool_calls)
+        output = check_json(result.output, "output")
+        args = check_json(result.args, "args")
+        calls = tuple(check_json(c, "pending_tool_calls") for c in result.pending_tool_calls)
     except InvalidInput as exc:
         error = RunError(
             kind=TurnTerminalCauseKind.RUNTIME_APPLY_FAILURE,

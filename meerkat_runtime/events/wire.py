@@ -40,7 +40,7 @@ from meerkat_runtime.events.ids import uuid_text
 from meerkat_runtime.events.runtime_event import RuntimeEvent, event_from_wire, event_to_wire
 from meerkat_runtime.events.timefmt import format_timestamp
 
-__all__ = ["decode", "encode", "loads", "to_json_value"]
+__all__ = ["check_json", "decode", "encode", "loads", "to_json_value"]
 
 T = TypeVar("T")
 
@@ -134,3 +134,9 @@ def decode(cls: Any, data: Any) -> Any:
         if dataclasses.is_dataclass(cls):
             return from_wire(cls, value)
     return decode_value(cls, value)
+
+
+def check_json(value: Any, path: str = "") -> Any:
+    """``value`` itself if it is JSON the wire form carries; :class:`InvalidInput` naming
+    ``path`` if not (non-finite numbers, out-of-range integers, invalid text, too deep)."""
+    return _check_json(value, path)

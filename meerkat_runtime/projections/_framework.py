@@ -235,7 +235,7 @@ def prepare_projection(sql: Sql, projection: Projection) -> None:
             raise StoreError(
                 f"read model {name!r} has layout {have}, newer than this release's {want}; "
                 "upgrade meerkat-runtime to use this store"
-            )
+            ).with_hint("upgrade meerkat-runtime to read this store")
         if have < want:
             ran = cur.execute(
                 f"SELECT position FROM {cur.table(OFFSETS)} WHERE name = ?", (name,)
@@ -725,7 +725,12 @@ class ProjectionSet:
                 for name in self._runners:
                     position, status, error = self._state.get(name, (0, "running", None))
                     if status == "failed":
-                        raise MeerkatRuntimeError(f"projection {name!r} has failed: {error}")
+                        raise MeerkatRuntimeError(
+                            f"projection {name!r} has failed: {error}"
+                        ).with_hint(
+                            "a read model cannot apply an event of the log; "
+                            "set MEERKAT_DEBUG=1 to see the log"
+                        )
                     if position < target:
                         behind.append(name)
                 if not behind:

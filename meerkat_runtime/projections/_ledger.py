@@ -30,7 +30,6 @@ from typing import Any
 import orjson
 
 from meerkat_runtime.errors import AmbiguousInputId
-from meerkat_runtime.events._codec import to_wire
 from meerkat_runtime.events.catalogue import decode_recorded
 from meerkat_runtime.events.ids import parse_uuid
 from meerkat_runtime.events.input_fold import evolve_input
@@ -43,6 +42,7 @@ from meerkat_runtime.events.input_state import (
 from meerkat_runtime.events.runtime_event import InputAccepted, InputLifecycleEvent
 from meerkat_runtime.events.timefmt import format_timestamp, parse_timestamp
 from meerkat_runtime.events.upcast import input_state_from_stored
+from meerkat_runtime.events.wire import to_json_value
 from meerkat_runtime.projections._framework import Projection
 from meerkat_runtime.projections._sql import Cursor, Sql, check_choice
 from meerkat_runtime.store import RecordedEvent
@@ -158,7 +158,7 @@ class LedgerProjection(Projection):
                     _sortable(rows[key]["since"]),
                     format_timestamp(rows[key]["state"].updated_at),
                     rows[key]["state"].idempotency_key,
-                    orjson.dumps(to_wire(rows[key]["state"])).decode(),
+                    orjson.dumps(to_json_value(rows[key]["state"])).decode(),
                 )
                 for key in sorted(changed)
             ],

@@ -17,9 +17,7 @@ from typing import Any
 
 import orjson
 
-from meerkat_runtime.events.ids import parse_uuid
-from meerkat_runtime.events.input_state import InputLifecycleState
-from meerkat_runtime.events.policy import ConsumePoint
+from meerkat_runtime.events.digest import digest
 from meerkat_runtime.events.runtime_state import RuntimeState
 from meerkat_runtime.events.timefmt import format_timestamp, parse_timestamp
 from meerkat_runtime.projections._framework import Projection
@@ -30,9 +28,6 @@ __all__ = ["ViewQueries", "ViewRow", "ViewsProjection"]
 
 TABLE = "meerkat_views"
 INPUTS = "meerkat_view_inputs"
-
-
-_RUN_ENDS = frozenset({"completed", "failed", "cancelled"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,19 +71,16 @@ class ViewsProjection(Projection):
         cur.execute(f"CREATE INDEX IF NOT EXISTS {index} ON {cur.table(INPUTS)} (input_id)")
 
     def apply(self, cur: Cursor, events: Sequence[RecordedEvent]) -> None:
-        sessions = _load_sessions(cur, sorted({e.session_id for e in events}))
+        # Digests, not decoded envelopes: a view needs a handful of fields, and a full
+        # envelope decode costs ~5x more than the whole update.
+        digests = [(rec, digest(rec.data)) for rec in events]
+        sessions = _load_sessions(cur, sorted({rec.session_id for rec in events}))
         input_keys = {
-            (e.session_id, str(e.data["event"]["data"]["input_id"]).lower())
-            for e in events
-            if e.topic.startswith("input.")
+            (rec.session_id, str(d.input_id)) for rec, d in digests if d.input_id is not None
         }
         inputs = _load_inputs(cur, input_keys)
         changed_inputs: set[tuple[str, str]] = set()
-        for rec in events:
-            # Read the stored wire dicts directly: a view needs a handful of fields,
-            # and a full envelope decode cost ~5x more than the whole update.
-            event = rec.data["event"]
-            category, data = event["category"], event["data"]
+        for rec, d in digests:
             view = sessions.get(rec.session_id)
             if view is None:
                 view = sessions[rec.session_id] = {
@@ -98,19 +90,19 @@ class ViewsProjection(Projection):
                     "position": rec.position,
                 }
             view["last_sequence"] = rec.version
-            view["updated_at"] = parse_timestamp(rec.data["timestamp"])
-            if category == "runtime_state_change":
-                view["state"] = RuntimeState(data["to"]).value
-            elif category == "run_lifecycle":
-                run_id = str(parse_uuid(data["run_id"]))
-                if data["code"] == "started":
+            view["updated_at"] = d.timestamp
+            if d.runtime_state is not None:
+                view["state"] = d.runtime_state.value
+            elif d.run_id is not None:
+                run_id = str(d.run_id)
+                if d.code == "started":
                     view["current_run_id"] = run_id
-                elif data["code"] in _RUN_ENDS and view["current_run_id"] == run_id:
-                    view["current_run_id"] = None  # a checkpoint does not end the run
-            elif category == "input_lifecycle":
-                key = (rec.session_id, str(parse_uuid(data["input_id"])))
+                elif d.ends_run and view["current_run_id"] == run_id:
+                    view["current_run_id"] = None
+            elif d.input_id is not None:
+                key = (rec.session_id, str(d.input_id))
                 before = inputs.get(key)
-                after = _next_phase(data)
+                after = None if d.input_phase is None else d.input_phase.value
                 if after is not None and after != before:
                     counts = view["counts"]
                     if before is not None:
@@ -148,34 +140,6 @@ class ViewsProjection(Projection):
                 if "last_sequence" in v
             ],
         )
-
-
-#: The lifecycle phase each input event leaves its input in (``None``: unchanged).
-#: Legality was checked by the session's fold when the event was decided; ``verify``
-#: compares these counts with a fresh fold.
-_PHASE_AFTER: dict[str, str | None] = {
-    "accepted": InputLifecycleState.ACCEPTED.value,
-    "deduplicated": None,
-    "queued": InputLifecycleState.QUEUED.value,
-    "staged": InputLifecycleState.STAGED.value,
-    "applied": InputLifecycleState.APPLIED_PENDING_CONSUMPTION.value,
-    "consumed": InputLifecycleState.CONSUMED.value,
-    "abandoned": InputLifecycleState.ABANDONED.value,
-    "superseded": InputLifecycleState.SUPERSEDED.value,
-    "coalesced": InputLifecycleState.COALESCED.value,
-}
-
-
-def _next_phase(data: dict[str, Any]) -> str | None:
-    """The phase an input is in after the input event ``data`` (its wire form)."""
-    code = data["code"]
-    if code == "state_transitioned":
-        return InputLifecycleState(data["to"]).value
-    if code == "accepted":
-        decision = (data.get("policy") or {}).get("decision") or {}
-        if decision.get("consume_point") == ConsumePoint.ON_ACCEPT.value:
-            return InputLifecycleState.CONSUMED.value  # operations: consumed on accept
-    return _PHASE_AFTER[code]
 
 
 def _load_sessions(cur: Cursor, ids: list[str]) -> dict[str, dict[str, Any]]:

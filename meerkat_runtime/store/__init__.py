@@ -57,6 +57,7 @@ transaction (a private in-memory SQLite database on ``memory://``).
 """
 
 from meerkat_runtime.store._base import (
+    AppendTicket,
     EventStore,
     Fence,
     Lease,
@@ -73,6 +74,7 @@ from meerkat_runtime.store._journal import Recovered, SessionJournal
 from meerkat_runtime.store._open import open_store
 
 __all__ = [
+    "AppendTicket",
     "EventCodec",
     "EventStore",
     "Fence",

@@ -268,7 +268,9 @@ class Serializer:
         """Return a snapshot's payload; ``StoreError`` if it cannot be read."""
         version, _writer, data = _unwrap(self.unseal(state))
         if version > SNAPSHOT_FORMAT:
-            raise StoreError(f"snapshot format {version} is newer than {SNAPSHOT_FORMAT}")
+            raise StoreError(
+                f"snapshot format {version} is newer than {SNAPSHOT_FORMAT}"
+            ).with_hint("upgrade meerkat-runtime to read this store")
         return data
 
     def _seal(self, plain: bytes) -> bytes:

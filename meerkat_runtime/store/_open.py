@@ -106,7 +106,9 @@ def open_store(
         return _open_sqlite(url, masked, codec, incarnation, parsed_options)
     if scheme in ("postgresql", "postgres"):
         return _open_postgres(url, masked, codec, incarnation, parsed_options)
-    raise StoreError(f"unsupported store URL {masked!r}: use {_SUPPORTED}")
+    raise StoreError(f"unsupported store URL {masked!r}: use {_SUPPORTED}").with_hint(
+        "use sqlite:///path.db, postgresql://user:pass@host:port/db or memory://"
+    )
 
 
 def _open_sqlite(
