@@ -197,14 +197,14 @@ def bench_backend(
             )
         )
         pset = rt.projections
-        original = pset._progress  # private hook, for measurement only
+        original = pset.report_progress  # wrapped, for measurement only
 
         def on_progress(name: str, position: int, status: str, error: str | None) -> None:
             if recording.is_set() and name in progress:
                 progress[name].append((position, time.perf_counter()))
             original(name, position, status, error)
 
-        pset._progress = on_progress  # type: ignore[method-assign]
+        pset.report_progress = on_progress  # type: ignore[method-assign]
         pset.wait_caught_up(30)
         start_position = rt.store.max_position()
         max_lag = dict.fromkeys(PROJECTIONS, 0)

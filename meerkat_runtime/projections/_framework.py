@@ -55,7 +55,7 @@ import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import pykka
 from eventsourcing.persistence import InterfaceError, OperationalError
@@ -267,12 +267,27 @@ class _OffsetMoved(Exception):
     """Another runner advanced this projection's offset first."""
 
 
+class RunnerHost(Protocol):
+    """What a :class:`ProjectionRunner` needs of the set that runs it."""
+
+    membership: Membership | None
+    page_size: int
+    pages_per_message: int
+
+    @property
+    def closed(self) -> bool: ...
+
+    def report_progress(self, name: str, position: int, status: str, error: str | None) -> None: ...
+
+    def poll_taken(self, name: str) -> None: ...
+
+
 class ProjectionRunner(pykka.ThreadingActor):
     """Follows the log for one projection. Messages: ``"poll"``, ``"pause"``, ``"resume"``."""
 
     use_daemon_thread = True
 
-    def __init__(self, projection: Projection, sql: Sql, owner: ProjectionSet) -> None:
+    def __init__(self, projection: Projection, sql: Sql, owner: RunnerHost) -> None:
         super().__init__()
         self.projection = projection
         self.sql = sql
@@ -295,11 +310,11 @@ class ProjectionRunner(pykka.ThreadingActor):
         except Exception as exc:
             self.status, self.error = "retrying", f"cannot start: {type(exc).__name__}: {exc}"
             log.warning("projection %s: %s", self.projection.name, self.error)
-            self.owner._progress(self.projection.name, self.position, self.status, self.error)
+            self.owner.report_progress(self.projection.name, self.position, self.status, self.error)
             return False
         self.started = True
         self.status, self.error = "running", None
-        self.owner._progress(self.projection.name, self.position, self.status, self.error)
+        self.owner.report_progress(self.projection.name, self.position, self.status, self.error)
         return True
 
     def _init_schema(self) -> None:
@@ -320,7 +335,7 @@ class ProjectionRunner(pykka.ThreadingActor):
         self.held = {}
         for r in held:  # the first of a session is the unreadable event itself
             self.held.setdefault(r["session_id"], r["error"].removeprefix(_UNREADABLE).strip())
-        self.owner._progress(self.projection.name, self.position, self.status, self.error)
+        self.owner.report_progress(self.projection.name, self.position, self.status, self.error)
 
     def _leader(self) -> bool:
         """With a cluster, only the holder of ``projection:<name>`` runs it; others stand by
@@ -356,7 +371,7 @@ class ProjectionRunner(pykka.ThreadingActor):
 
     def on_receive(self, message: Any) -> Any:
         if message == "poll":
-            self.owner._poll_taken(self.projection.name)
+            self.owner.poll_taken(self.projection.name)
             if not self.paused and self.status != "failed" and self._leader() and self._start():
                 self._follow()
         elif message == "pause":
@@ -383,11 +398,11 @@ class ProjectionRunner(pykka.ThreadingActor):
             if self.status != "retrying":
                 log.warning("projection %s: %s; retrying", self.projection.name, error)
             self.status, self.error = "retrying", error
-            self.owner._progress(self.projection.name, self.position, self.status, self.error)
+            self.owner.report_progress(self.projection.name, self.position, self.status, self.error)
             return
         if self.status == "retrying":
             self.status, self.error = "running", None
-            self.owner._progress(self.projection.name, self.position, self.status, self.error)
+            self.owner.report_progress(self.projection.name, self.position, self.status, self.error)
 
     def _catch_up(self) -> None:
         pages = 0
@@ -412,7 +427,7 @@ class ProjectionRunner(pykka.ThreadingActor):
                 return
             self._process(events)
             pages += 1
-            if self.status == "failed" or self.owner._closed:
+            if self.status == "failed" or self.owner.closed:
                 return
         self.actor_ref.tell("poll")  # more to do: yield so pause/stop messages get a turn
 
@@ -447,7 +462,7 @@ class ProjectionRunner(pykka.ThreadingActor):
                 [(name, k.position, k.session_id, k.topic, k.error, k.skipped_at) for k in skips],
             )
         self.position = new_position
-        self.owner._progress(name, new_position, self.status, self.error)
+        self.owner.report_progress(name, new_position, self.status, self.error)
 
     def _process(self, events: Sequence[RecordedEvent]) -> None:
         try:
@@ -501,10 +516,10 @@ class ProjectionRunner(pykka.ThreadingActor):
         if strategy.kind in ("retry", "retry_then_skip"):
             delay = strategy.backoff
             for attempt in range(1, strategy.retries + 1):
-                if self.owner._closed:
+                if self.owner.closed:
                     return  # closing: leave the offset before the event; a restart retries it
                 self.status, self.error = "retrying", error
-                self.owner._progress(name, self.position, self.status, self.error)
+                self.owner.report_progress(name, self.position, self.status, self.error)
                 log.warning(
                     "projection %s: event at %d failed (%s); retry %d/%d in %.2fs",
                     name, event.position, error, attempt, strategy.retries, delay,
@@ -521,7 +536,7 @@ class ProjectionRunner(pykka.ThreadingActor):
                     error = f"{type(again).__name__}: {again}"
                     continue
                 self.status, self.error = "running", None
-                self.owner._progress(name, self.position, self.status, self.error)
+                self.owner.report_progress(name, self.position, self.status, self.error)
                 return
         if strategy.kind in ("skip", "retry_then_skip"):
             log.warning("projection %s: skipping event at %d: %s", name, event.position, error)
@@ -544,7 +559,7 @@ class ProjectionRunner(pykka.ThreadingActor):
                 error = f"could not record skipped event: {exc2}"
         self.status, self.error = "failed", error
         log.error("projection %s failed at position %d: %s", name, event.position, error)
-        self.owner._progress(name, self.position, self.status, self.error)
+        self.owner.report_progress(name, self.position, self.status, self.error)
 
     def _on_unreadable(self, event: RecordedEvent, exc: UndecodableEvent) -> None:
         """A poison event: never retried; skipped with its session held back, or a stop."""
@@ -573,7 +588,7 @@ class ProjectionRunner(pykka.ThreadingActor):
                 return
         self.status, self.error = "failed", error
         log.error("projection %s failed at position %d: %s", name, event.position, error)
-        self.owner._progress(name, self.position, self.status, self.error)
+        self.owner.report_progress(name, self.position, self.status, self.error)
 
 
 #: How the skipped table marks an unreadable event (and the events held back after it).
@@ -684,14 +699,21 @@ class ProjectionSet:
                       r["skipped_at"]] for r in skipped],
                 )  # fmt: skip
 
-    # ------------------------------------------------------------ runner callbacks
+    # ------------------------------------------------------------ runner callbacks (RunnerHost)
 
-    def _progress(self, name: str, position: int, status: str, error: str | None) -> None:
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has begun: runners stop at their next step."""
+        return self._closed
+
+    def report_progress(self, name: str, position: int, status: str, error: str | None) -> None:
+        """A runner's new position and status (what ``status()`` and the waits read)."""
         with self._cond:
             self._state[name] = (position, status, error)
             self._cond.notify_all()
 
-    def _poll_taken(self, name: str) -> None:
+    def poll_taken(self, name: str) -> None:
+        """The runner ``name`` took its queued poll: the next poke queues another."""
         with self._cond:
             self._poll_pending.discard(name)
 
@@ -756,7 +778,7 @@ class ProjectionSet:
                 self.projections[n].clear(cur)
                 cur.execute(f"UPDATE {cur.table(OFFSETS)} SET position = 0 WHERE name = ?", (n,))
                 cur.execute(f"DELETE FROM {cur.table(SKIPPED)} WHERE name = ?", (n,))
-            self._progress(n, 0, "running", None)
+            self.report_progress(n, 0, "running", None)
             ref.ask("resume")
 
     def status(self) -> list[ProjectionStatus]:

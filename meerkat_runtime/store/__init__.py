@@ -69,8 +69,8 @@ from meerkat_runtime.store._base import (
     StoreOptions,
     UnreadableInLog,
 )
-from meerkat_runtime.store._codec import EventCodec, Upcaster
 from meerkat_runtime.store._journal import Recovered, SessionJournal
+from meerkat_runtime.store._mapper import EventCodec, Upcaster
 from meerkat_runtime.store._open import open_store
 
 __all__ = [

@@ -23,7 +23,7 @@ from meerkat_runtime.errors import (
     StoreError,
     UndecodableEvent,
 )
-from meerkat_runtime.store._codec import EventCodec, MalformedEvent, Serializer
+from meerkat_runtime.store._mapper import EventCodec, MalformedEvent, Serializer
 
 __all__ = [
     "AppendTicket",

@@ -12,7 +12,7 @@ from eventsourcing.persistence import StoredEvent
 from eventsourcing.popo import POPOApplicationRecorder
 
 from meerkat_runtime.store._base import EventStore, Fence, Row, SQLCursor, StoreOptions
-from meerkat_runtime.store._codec import EventCodec
+from meerkat_runtime.store._mapper import EventCodec
 
 __all__ = ["MemoryEventStore"]
 

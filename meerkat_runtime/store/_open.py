@@ -13,8 +13,8 @@ from urllib.parse import parse_qsl, quote, unquote
 
 from meerkat_runtime.errors import StoreError, mask_url, split_userinfo
 from meerkat_runtime.store._base import EventStore, StoreOptions
-from meerkat_runtime.store._codec import EventCodec
 from meerkat_runtime.store._drivers import require_psycopg
+from meerkat_runtime.store._mapper import EventCodec
 
 __all__ = ["open_store"]
 

@@ -35,7 +35,7 @@ from meerkat_runtime.store._base import (
     SQLCursor,
     StoreOptions,
 )
-from meerkat_runtime.store._codec import EventCodec
+from meerkat_runtime.store._mapper import EventCodec
 from meerkat_runtime.store._schema import (
     EVENTS_TABLE,
     LEASES_TABLE,

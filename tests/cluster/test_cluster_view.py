@@ -23,7 +23,7 @@ from meerkat_runtime.cli import app
 from meerkat_runtime.errors import StoreError
 from meerkat_runtime.projections import ProjectionSet
 from meerkat_runtime.store import Fence, NewEvent, open_store
-from meerkat_runtime.store._codec import EventCodec
+from meerkat_runtime.store._mapper import EventCodec
 
 from ._support import (
     nodes,

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from meerkat_runtime.errors import UndecodableEvent
+from meerkat_runtime.events.catalogue import EVENT_TOPICS, SCHEMA_VERSIONS, UPCASTERS
 from meerkat_runtime.events.ids import uuid7
 from meerkat_runtime.events.session import (
     Accept,
@@ -22,7 +23,6 @@ from meerkat_runtime.events.session import (
 )
 from meerkat_runtime.events.timefmt import utc_now
 from meerkat_runtime.runtime import coerce_input, event_codec
-from meerkat_runtime.events.catalogue import EVENT_TOPICS, SCHEMA_VERSIONS, UPCASTERS
 from meerkat_runtime.store import EventCodec, EventStore, NewEvent, SessionJournal, open_store
 
 
@@ -113,7 +113,13 @@ def test_envelopes_page_and_stop_at_upto(store: EventStore) -> None:
     state = _session(journal, "s-1", 4)
     everything = [e.sequence for e in journal.envelopes("s-1", page=3)]
     assert everything == list(range(1, state.version + 1))
-    assert [e.sequence for e in journal.envelopes("s-1", after=2, upto=7, page=2)] == [3, 4, 5, 6, 7]
+    assert [e.sequence for e in journal.envelopes("s-1", after=2, upto=7, page=2)] == [
+        3,
+        4,
+        5,
+        6,
+        7,
+    ]
     assert list(journal.envelopes("s-1", after=state.version)) == []
     partial, envelopes = journal.replay("s-1", upto=5)
     assert partial.version == 5 == len(envelopes)

@@ -26,7 +26,9 @@ Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 # and dict, so a round trip would silently change their type: refuse them.
 _DUMPS_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
-SNAPSHOT_FORMAT = 1
+#: The version of the stored snapshot record (its "s" key), not of the state inside it
+#: (``events.session`` versions that).
+SNAPSHOT_RECORD_FORMAT = 1
 
 #: Domain separation: the key of :meth:`Serializer.conceal` is derived from the cipher key
 #: for this purpose only, so a digest never reveals anything about the AES key itself.
@@ -258,7 +260,7 @@ class Serializer:
             raise StoreError(f"snapshot data must be a dict, got {type(data).__name__}")
         try:
             plain = orjson.dumps(
-                {"s": SNAPSHOT_FORMAT, "w": writer, "d": data}, option=_DUMPS_OPTIONS
+                {"s": SNAPSHOT_RECORD_FORMAT, "w": writer, "d": data}, option=_DUMPS_OPTIONS
             )
         except TypeError as e:
             raise StoreError(f"snapshot data is not JSON-native: {e}") from e
@@ -267,9 +269,9 @@ class Serializer:
     def decode_snapshot(self, state: bytes) -> dict[str, Any]:
         """Return a snapshot's payload; ``StoreError`` if it cannot be read."""
         version, _writer, data = _unwrap(self.unseal(state))
-        if version > SNAPSHOT_FORMAT:
+        if version > SNAPSHOT_RECORD_FORMAT:
             raise StoreError(
-                f"snapshot format {version} is newer than {SNAPSHOT_FORMAT}"
+                f"snapshot format {version} is newer than {SNAPSHOT_RECORD_FORMAT}"
             ).with_hint("upgrade meerkat-runtime to read this store")
         return data
 
