@@ -47,7 +47,8 @@ class EventDigest:
     category: str
     """The event family's tag (``input_lifecycle``, ``run_lifecycle``, ...)."""
     code: str
-    """The event's code within its family (``accepted``, ``started``, ...)."""
+    """The event's code within its family (``accepted``, ``started``, ...; empty for a
+    runtime-state change, which has none)."""
     timestamp: datetime
     input_id: uuid.UUID | None = None
     """The input an input-lifecycle event is about."""
@@ -70,7 +71,7 @@ def digest(payload: dict[str, Any]) -> EventDigest:
     try:
         event = payload["event"]
         category, data = event["category"], event["data"]
-        code = data["code"]
+        code = str(data.get("code", ""))  # a state change has none
         at = parse_timestamp(payload["timestamp"])
         if category == "input_lifecycle":
             return EventDigest(
