@@ -3,7 +3,7 @@
 Read models that need only a handful of fields (which input, which run, which
 state) should not decode every envelope: a full decode costs several times the
 update it feeds. :func:`digest` reads those fields from an envelope's stored
-payload (its wire form, RUNTIME_SPEC §12) into an :class:`EventDigest`. This
+payload (its wire form, see the wire-format reference) into an :class:`EventDigest`. This
 module is the one place outside the codec that knows that layout; a payload it
 cannot read raises :class:`InvalidInput`, as a decode would.
 """

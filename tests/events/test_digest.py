@@ -17,6 +17,7 @@ from meerkat_runtime.events.runtime_event import (
     RunCheckpointed,
     RunLifecycleEvent,
     RunStarted,
+    RuntimeEvent,
     RuntimeEventEnvelope,
     RuntimeStateChangeEvent,
 )
@@ -31,7 +32,7 @@ def test_a_digest_holds_what_the_decoded_event_holds(env: RuntimeEventEnvelope) 
     _, payload = envelope_to_record(env)
     d = digest(payload)
     event = envelope_from_record(payload, 1).event  # what a full decode reads back
-    assert d.category == to_json_value(event)["category"]
+    assert d.category == to_json_value(event, as_type=RuntimeEvent)["category"]
     assert d.timestamp == env.timestamp
     if isinstance(event, InputLifecycleEvent):
         assert d.input_id == event.input_id
