@@ -19,6 +19,7 @@ from meerkat_runtime.actors import (
     RunStatus,
 )
 from meerkat_runtime.errors import (
+    AcceptManyFailed,
     AmbiguousInputId,
     CompletionWaitError,
     ConcurrencyConflict,
@@ -38,6 +39,7 @@ from meerkat_runtime.store import EventStore, open_store
 __version__ = "0.1.0"
 
 __all__ = [
+    "AcceptManyFailed",
     "AcceptOutcome",
     "AmbiguousInputId",
     "CancelToken",

@@ -15,6 +15,7 @@ import re
 from typing import Self
 
 __all__ = [
+    "AcceptManyFailed",
     "AmbiguousInputId",
     "CompletionWaitError",
     "ConcurrencyConflict",
@@ -255,3 +256,24 @@ def mask_url(text: str) -> str:
             pos = end - len(host)
     out.append(text[pos:])
     return _SECRET_PARAM.sub(lambda m: f"{m['k']}***", "".join(out))
+
+
+class AcceptManyFailed(MeerkatRuntimeError):
+    """``Runtime.accept_many`` could not make every session's inputs durable.
+
+    Each session's share of the batch is one atomic append, so it is durable
+    whole or not at all; shares of other sessions may have been written.
+    ``results`` holds, in input order, the ``AcceptOutcome`` of each input whose
+    session's share was written, or the exception that failed its share. Sending
+    the batch again is safe for inputs with idempotency keys: the written ones
+    deduplicate.
+    """
+
+    def __init__(self, results: list[object]) -> None:
+        self.results = results
+        failed = [r for r in results if isinstance(r, BaseException)]
+        super().__init__(
+            f"{len(failed)} of {len(results)} inputs were not accepted: {failed[0]}"
+            if failed
+            else "accept_many failed"
+        )

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from types import TracebackType
@@ -36,6 +36,7 @@ from meerkat_runtime.actors import (
 from meerkat_runtime.actors._recovery import recover_batch
 from meerkat_runtime.cluster import ClusterView, Membership, default_node_id
 from meerkat_runtime.errors import (
+    AcceptManyFailed,
     InvalidInput,
     MeerkatRuntimeError,
     SessionOwnedElsewhere,
@@ -233,6 +234,22 @@ def _check_size(size: int, max_bytes: int) -> None:
         )
 
 
+def _coerce_all(
+    inputs: Sequence[Input | dict[str, Any] | bytes | str], max_bytes: int, name: str = "inputs"
+) -> list[Input]:
+    """Coerce every input of a batch; ``InvalidInput`` naming the first bad one."""
+    if isinstance(inputs, (str, bytes, dict)) or not isinstance(inputs, Sequence):
+        raise InvalidInput(f"must be a list of inputs, got {type(inputs).__name__}", name)
+    out = []
+    for n, inp in enumerate(inputs):
+        try:
+            out.append(coerce_input(inp, max_bytes))
+        except InvalidInput as exc:
+            where = f"{name}[{n}]" + (f".{exc.path}" if exc.path else "")
+            raise InvalidInput(exc.detail, where) from None
+    return out
+
+
 class Session:
     """A handle on one session; its actor starts on first use."""
 
@@ -259,6 +276,25 @@ class Session:
         inp = coerce_input(input, self._rt.options.max_input_bytes)
         outcome: AcceptOutcome = self._call("accept", inp, admission=True)
         return outcome
+
+    def accept_many(
+        self, inputs: Sequence[Input | dict[str, Any] | bytes | str]
+    ) -> list[AcceptOutcome]:
+        """Accept several inputs with one call and one durable append; outcomes in order.
+
+        Each input is validated, deduplicated and admitted on its own, as by
+        :meth:`accept`, in the order given (a repeated idempotency key within the
+        batch deduplicates against the earlier one). All are checked before
+        anything is sent: one malformed input raises ``InvalidInput`` naming it
+        (``inputs[3].content: ...``) and nothing is written. The events of the
+        whole batch are appended atomically: all durable, or none and the error
+        is raised.
+        """
+        coerced = _coerce_all(inputs, self._rt.options.max_input_bytes)
+        if not coerced:
+            return []
+        outcomes: list[AcceptOutcome] = self._call("accept_many", coerced, admission=True)
+        return outcomes
 
     def state(self) -> RuntimeState:
         """The session's state as a host sees it (``attached`` when an executor is bound)."""
@@ -531,6 +567,56 @@ class Runtime:
         self._check_open()
         self._check_joined()
         return Session(self, validate_session_id(session_id))
+
+    def accept_many(
+        self, items: Sequence[tuple[str, Input | dict[str, Any] | bytes | str]]
+    ) -> list[AcceptOutcome]:
+        """Accept ``(session_id, input)`` pairs with one call; outcomes in the order given.
+
+        Every session id and input is checked first (``InvalidInput`` naming
+        ``items[i]``; nothing written). Each session's inputs then go to its actor
+        as one :meth:`Session.accept_many` (one atomic append per session), all
+        sessions at once, and the call returns when every one is durable. If a
+        session's share fails, the others still complete and
+        :class:`AcceptManyFailed` is raised with every input's outcome or error.
+        """
+        self._check_open()
+        self._check_joined()
+        by_session: dict[str, list[int]] = {}
+        for n, item in enumerate(items):
+            if not isinstance(item, tuple) or len(item) != 2:
+                raise InvalidInput("must be a (session_id, input) pair", f"items[{n}]")
+            try:
+                checked_id: str = validate_session_id(item[0])
+            except InvalidInput as exc:
+                raise InvalidInput(exc.detail, f"items[{n}].session_id") from None
+            by_session.setdefault(checked_id, []).append(n)
+        coerced = _coerce_all([item[1] for item in items], self.options.max_input_bytes, "items")
+        replies: dict[str, Future[Any] | MeerkatRuntimeError] = {}
+        for sid, positions in by_session.items():
+            try:
+                share = [coerced[n] for n in positions]
+                replies[sid] = self._registry.send(sid, "accept_many", share, admission=True)
+            except MeerkatRuntimeError as exc:  # e.g. Overloaded: the other shares go on
+                replies[sid] = exc
+        results: list[Any] = [None] * len(coerced)
+        failed = False
+        for sid, positions in by_session.items():
+            try:
+                reply = replies[sid]
+                if isinstance(reply, MeerkatRuntimeError):
+                    raise reply
+                outcomes = reply.result()
+            except MeerkatRuntimeError as exc:
+                failed = True
+                for n in positions:
+                    results[n] = exc
+                continue
+            for n, outcome in zip(positions, outcomes, strict=True):
+                results[n] = outcome
+        if failed:
+            raise AcceptManyFailed(results)
+        return results
 
     def new_session(self) -> Session:
         """A handle on a new session with a fresh UUIDv7 id."""

@@ -494,7 +494,7 @@ class SessionActor(pykka.ThreadingActor):
         if not decision.events:
             return decision
         try:
-            self._append(st, decision.events)
+            self._append(st.version, decision.events)
         except LeaseUnavailable as exc:
             raise self._lease_lost(exc) from None
         except ConcurrencyConflict:
@@ -506,7 +506,7 @@ class SessionActor(pykka.ThreadingActor):
             decision = decide(st, command, self._context())
             if decision.events:
                 try:
-                    self._append(st, decision.events)
+                    self._append(st.version, decision.events)
                 except LeaseUnavailable as exc:
                     raise self._lease_lost(exc) from None
                 except StoreError:
@@ -529,12 +529,12 @@ class SessionActor(pykka.ThreadingActor):
         if st is not None and self.svc.calls.live(self.session_id):
             self.svc.calls.cancel(self.session_id, reason, keep=st.run.run_id if st.run else None)
 
-    def _append(self, st: SessionState, events: list[RuntimeEventEnvelope]) -> None:
+    def _append(self, expected: int, events: list[RuntimeEventEnvelope]) -> None:
         membership = self.svc.membership
         fence = membership.fence(self.lease) if membership is not None else None
         if membership is not None and fence is None:
             raise LeaseUnavailable(self.lease, None)
-        self.svc.journal.append(self.session_id, st.version, events, fence=fence)
+        self.svc.journal.append(self.session_id, expected, events, fence=fence)
 
     def _snapshot_when_settled(self) -> None:
         """Forget settled pipelined appends; snapshot the state once it is all durable.
@@ -585,6 +585,58 @@ class SessionActor(pykka.ThreadingActor):
         outcome = self._accept_reply(self._commit(Accept(inp)))
         self._interrupt(outcome)
         return outcome
+
+    def _on_accept_many(self, inputs: list[Input]) -> list[AcceptOutcome]:
+        """Accept ``inputs`` in order with one atomic append; outcomes in the same order.
+
+        Each input is decided on the state the ones before it left (so a repeated
+        idempotency key within the batch deduplicates), and the events of all of
+        them are appended together: all are durable, or none is and the error is
+        raised (the state is refolded, as after any failed append).
+        """
+        if self._inflight:
+            self._drain()
+            self._ensure_loaded()
+        for attempt in (1, 2):
+            st = self.state
+            assert st is not None
+            expected = st.version
+            ctx = self._context()
+            decisions: list[Decision] = []
+            events: list[RuntimeEventEnvelope] = []
+            settled: list[tuple[uuid.UUID, CompletionOutcome]] = []
+            try:
+                for inp in inputs:
+                    decision = decide(st, Accept(inp), ctx)
+                    settled += evolve_settling(st, decision.events)
+                    events += decision.events
+                    decisions.append(decision)
+                if events:
+                    self._append(expected, events)
+            except ConcurrencyConflict:
+                # Another writer got there first: refold and decide the batch once more.
+                self._invalidate()
+                if attempt == 2:
+                    raise
+                self._load()
+                continue
+            except LeaseUnavailable as exc:
+                self._invalidate()
+                raise self._lease_lost(exc) from None
+            except BaseException:
+                self._invalidate()  # the state holds events that are nowhere
+                raise
+            break
+        if events and st is not None:
+            self.last_writer = self.svc.store.incarnation
+            for iid, outcome in settled:
+                self.svc.completions.resolve(self.session_id, iid, outcome)
+            self._maybe_snapshot(st)
+            self._fence_calls("the log ended the run")
+        replies = [self._accept_reply(d) for d in decisions]
+        for reply in replies:
+            self._interrupt(reply)
+        return replies
 
     def _interrupt(self, outcome: AcceptOutcome) -> None:
         """A durable input admitted with ``interrupt_yielding``: poke the live run.

@@ -30,6 +30,7 @@ class Faults:
         self.fail_topic_budget = 0
         self.hold_appends = threading.Event()
         self.hold_sessions: set[str] = set()  # empty: hold every session
+        self.fail_sessions: set[str] = set()  # empty: fail_appends fails every session
         self.append_delay = 0.0  # seconds each append takes longer (a slow disk)
         self.release_appends = threading.Event()
         self.append_held = threading.Event()
@@ -61,7 +62,8 @@ def faulty_store(url: str, **options: Any) -> tuple[EventStore, Faults]:
             faults.append_held.set()
             faults.release_appends.wait(30)
         with faults.lock:
-            if faults.fail_appends.is_set():
+            failing = not faults.fail_sessions or session_id in faults.fail_sessions
+            if faults.fail_appends.is_set() and failing:
                 faults.append_failures += 1
                 raise StoreError("injected append failure (disk on fire)")
             if faults.fail_topic_budget > 0 and any(e.topic in faults.fail_topics for e in events):
