@@ -8,9 +8,9 @@ directory), ``DIR`` a source tree. Each round runs the benchmark script once
 per version, each in a fresh process whose ``meerkat_runtime`` and benchmark
 script come from that version's tree, alternating which goes first; the
 median of the rounds is kept. The script must write its results with
-``--json`` in the ``_benchlib.write_results`` layout (a ``results`` list of
-rows); rows are matched by their text and integer fields (backend, mode,
-sessions, ...) and every ``--metrics`` field is printed with its ratio
+``--json`` in the ``_benchlib.write_results`` layout (lists of rows, such as
+``results``); rows are matched by their section and their text, flag and size
+fields (backend, mode, snapshot, sessions, ...) and every ``--metrics`` field is printed with its ratio
 after/before. Both versions share the machine at the same time of day, so the
 ratio is what to read, not the absolute figures.
 """
@@ -50,7 +50,11 @@ def run_once(tree: Path, script: str, args: list[str], out: Path) -> list[dict[s
     env = {**os.environ, "PYTHONPATH": str(tree)}
     cmd = [sys.executable, str(tree / "benchmarks" / script), *args, "--json", str(out)]
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
-    rows: list[dict[str, Any]] = json.loads(out.read_text())["results"]
+    doc = json.loads(out.read_text())
+    rows: list[dict[str, Any]] = []
+    for section, value in doc.items():
+        if section != "targets" and isinstance(value, list):
+            rows += [{"section": section, **row} for row in value if isinstance(row, dict)]
     return rows
 
 
@@ -58,7 +62,7 @@ def _key(row: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
     return tuple(
         (k, v)
         for k, v in row.items()
-        if isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool) and k in _IDS)
+        if isinstance(v, (str, bool)) or (isinstance(v, int) and k in _IDS)
     )
 
 
