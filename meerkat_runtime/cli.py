@@ -27,10 +27,12 @@ import functools
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
@@ -1114,6 +1116,57 @@ def health(
             console.print(f"  [red]-[/red] {escape(p)}", highlight=False)
     if problems:
         raise typer.Exit(1)
+
+
+@app.command()
+@command
+@live_warnings
+def project(
+    store: str = StoreOpt,
+    every: float = typer.Option(
+        5.0, "--every", min=0.1, help="Print each projection's position and lag this often (s)."
+    ),
+    json_out: bool = typer.Option(
+        False, "--json", help="Print each report as one JSON line instead of a text line."
+    ),
+) -> None:
+    """Keep the read models (ledger, views) up to date, apart from the accepting processes.
+
+    Runs until interrupted (Ctrl-C or SIGTERM), then stops its projections cleanly. Open
+    the accepting runtimes with ``Runtime.open(..., projections=False)``: their accepts no
+    longer pay for the read models, and this process follows the log instead. On a shared
+    store (a SQLite file, PostgreSQL) each projection is owned by one process at a time,
+    so several ``project`` processes give failover, not double work. Its node id is
+    ``$MEERKAT_NODE_ID`` or host name plus process id, as for any runtime process.
+    """
+    if store.startswith("memory:"):
+        _fail(
+            "a memory:// store lives in one process: nothing else can project it",
+            "use a SQLite file or PostgreSQL, or keep projections=True in the host",
+        )
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        with Runtime.open(store, create_schema="never", projections=True) as rt:
+            try:
+                while not stop.wait(every):
+                    _report_projections(rt, json_out)
+            except KeyboardInterrupt:
+                pass
+            _report_projections(rt, json_out)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _report_projections(rt: Runtime, json_out: bool) -> None:
+    status = rt.projections.status()
+    if json_out:
+        rows = [{"name": s.name, "status": s.status, "position": s.position, "lag": s.lag, "error": s.error} for s in status]  # fmt: skip
+        sys.stdout.write(orjson.dumps({"projections": rows}).decode() + "\n")
+        sys.stdout.flush()
+        return
+    line = ", ".join(f"{s.name} {s.status} at {s.position} (lag {s.lag})" for s in status)
+    console.print(escape(f"projections: {line or 'none owned here'}"), highlight=False)
 
 
 # ---------------------------------------------------------------- console
