@@ -14,6 +14,7 @@ import platform
 import resource
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -503,3 +504,17 @@ def cycle_records(session_id: str = "bench-session", attached: bool = True) -> C
     start, st = execute(st, StartRun(run_id=run_id), ctx())
     complete, st = execute(st, CompleteRun(run_id=run_id, output={"text": "ok"}), ctx())
     return CycleRecords(records(first), records(accept), records(start), records(complete))
+
+
+def source_tree(baseline: str, tmp: Path) -> Path:
+    """``baseline`` as a source tree: a directory as is, else a git revision of this
+    checkout unpacked (``git archive``) into the existing directory ``tmp``."""
+    path = Path(baseline)
+    if path.is_dir():
+        return path.resolve()
+    root = Path(__file__).resolve().parents[1]
+    archive = subprocess.run(
+        ["git", "-C", str(root), "archive", baseline], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive, check=True)
+    return tmp

@@ -164,19 +164,6 @@ def build_cases() -> tuple[
     return cases, facts, store.close
 
 
-def _source_tree(baseline: str, tmp: Path) -> Path:
-    """``baseline`` as a source tree: a directory as is, else a git revision unpacked into ``tmp``."""
-    path = Path(baseline)
-    if path.is_dir():
-        return path.resolve()
-    root = Path(__file__).resolve().parents[1]
-    archive = subprocess.run(
-        ["git", "-C", str(root), "archive", baseline], check=True, capture_output=True
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive, check=True)
-    return tmp
-
-
 def _child_rows(tree: Path, n: int) -> tuple[str, dict[str, dict[str, float]]]:
     """One round in a fresh process whose ``meerkat_runtime`` comes from ``tree``."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
@@ -195,7 +182,7 @@ def compare(baseline: str, n: int, r: int) -> dict[str, Any]:
     """Both trees, ``r`` interleaved rounds each (order alternating); the fastest round of each."""
     here = Path(__file__).resolve().parents[1]
     with tempfile.TemporaryDirectory(prefix="codec-bench-baseline-") as tmp:
-        base = _source_tree(baseline, Path(tmp))
+        base = bl.source_tree(baseline, Path(tmp))
         trees = {"before": base, "after": here}
         best: dict[str, dict[str, dict[str, float]]] = {}
         packages: dict[str, str] = {}

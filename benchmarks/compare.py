@@ -33,18 +33,6 @@ HERE = Path(__file__).resolve().parents[1]
 DEFAULT_METRICS = "accepts_per_second,p99_ms,cpu_user_us_per_accept"
 
 
-def source_tree(baseline: str, tmp: Path) -> Path:
-    """``baseline`` as a source tree: a directory as is, else a git revision unpacked into ``tmp``."""
-    path = Path(baseline)
-    if path.is_dir():
-        return path.resolve()
-    archive = subprocess.run(
-        ["git", "-C", str(HERE), "archive", baseline], check=True, capture_output=True
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive, check=True)
-    return tmp
-
-
 def run_once(tree: Path, script: str, args: list[str], out: Path) -> list[dict[str, Any]]:
     """The benchmark's result rows, run from ``tree`` in a fresh process."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
@@ -83,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     measured: dict[str, dict[tuple[tuple[str, Any], ...], dict[str, list[float]]]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-compare-") as tmp:
         (Path(tmp) / "tree").mkdir()
-        trees = {"before": source_tree(ns.baseline, Path(tmp) / "tree"), "after": HERE}
+        trees = {"before": bl.source_tree(ns.baseline, Path(tmp) / "tree"), "after": HERE}
         for round_ in range(ns.rounds):
             order = ("before", "after") if round_ % 2 == 0 else ("after", "before")
             for which in order:
