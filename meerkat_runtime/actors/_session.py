@@ -47,7 +47,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -485,43 +485,59 @@ class SessionActor(pykka.ThreadingActor):
         A call whose run the decision ended is told to cancel (``reason``, else one
         named after the command).
         """
+        (decision,) = self._commit_all((command,), reason)
+        return decision
+
+    def _commit_all(self, commands: Sequence[Command], reason: str | None = None) -> list[Decision]:
+        """:meth:`_commit` for several commands: one atomic append of all their events.
+
+        Each command is decided on the state the ones before it left. If another
+        writer appended first (a version conflict), the log is refolded and every
+        command decided once more. A refusal or a failed append leaves nothing
+        written, and a state that holds undurable events is dropped (refolded at
+        next use).
+        """
         if self._inflight:
             self._drain()
             self._ensure_loaded()
-        st = self.state
-        assert st is not None
-        decision = decide(st, command, self._context())
-        if not decision.events:
-            return decision
-        try:
-            self._append(st.version, decision.events)
-        except LeaseUnavailable as exc:
-            raise self._lease_lost(exc) from None
-        except ConcurrencyConflict:
-            # Another writer got there first: refold and decide once more.
-            self._invalidate()
-            self._load()
+        for attempt in (1, 2):
             st = self.state
             assert st is not None
-            decision = decide(st, command, self._context())
-            if decision.events:
-                try:
-                    self._append(st.version, decision.events)
-                except LeaseUnavailable as exc:
-                    raise self._lease_lost(exc) from None
-                except StoreError:
-                    self._invalidate()
+            expected = st.version
+            ctx = self._context()
+            decisions: list[Decision] = []
+            events: list[RuntimeEventEnvelope] = []
+            settled: list[tuple[uuid.UUID, CompletionOutcome]] = []
+            try:
+                for command in commands:
+                    decision = decide(st, command, ctx)
+                    settled += evolve_settling(st, decision.events)
+                    events += decision.events
+                    decisions.append(decision)
+                if events:
+                    self._append(expected, events)
+                break
+            except ConcurrencyConflict:
+                # Another writer got there first: refold and decide once more.
+                self._invalidate()
+                if attempt == 2:
                     raise
-        except StoreError:
-            self._invalidate()
-            raise
-        settled = evolve_settling(st, decision.events)
-        self.last_writer = self.svc.store.incarnation
-        for iid, outcome in settled:
-            self.svc.completions.resolve(self.session_id, iid, outcome)
-        self._maybe_snapshot(st)
-        self._fence_calls(reason or _END_REASONS.get(type(command), "the log ended the run"))
-        return decision
+                self._load()
+            except LeaseUnavailable as exc:
+                raise self._lease_lost(exc) from None  # which drops the state
+            except BaseException:
+                if events:
+                    self._invalidate()  # the state holds events that are nowhere
+                raise
+        if events and st is not None:
+            self.last_writer = self.svc.store.incarnation
+            for iid, outcome in settled:
+                self.svc.completions.resolve(self.session_id, iid, outcome)
+            self._maybe_snapshot(st)
+            if reason is None and len(commands) == 1:
+                reason = _END_REASONS.get(type(commands[0]))
+            self._fence_calls(reason or "the log ended the run")
+        return decisions
 
     def _fence_calls(self, reason: str) -> None:
         """Signal every live call of this session whose run the log no longer has."""
@@ -590,49 +606,10 @@ class SessionActor(pykka.ThreadingActor):
         """Accept ``inputs`` in order with one atomic append; outcomes in the same order.
 
         Each input is decided on the state the ones before it left (so a repeated
-        idempotency key within the batch deduplicates), and the events of all of
-        them are appended together: all are durable, or none is and the error is
-        raised (the state is refolded, as after any failed append).
+        idempotency key within the batch deduplicates); all are durable, or none
+        is and the error is raised (see :meth:`_commit_all`).
         """
-        if self._inflight:
-            self._drain()
-            self._ensure_loaded()
-        for attempt in (1, 2):
-            st = self.state
-            assert st is not None
-            expected = st.version
-            ctx = self._context()
-            decisions: list[Decision] = []
-            events: list[RuntimeEventEnvelope] = []
-            settled: list[tuple[uuid.UUID, CompletionOutcome]] = []
-            try:
-                for inp in inputs:
-                    decision = decide(st, Accept(inp), ctx)
-                    settled += evolve_settling(st, decision.events)
-                    events += decision.events
-                    decisions.append(decision)
-                if events:
-                    self._append(expected, events)
-            except ConcurrencyConflict:
-                # Another writer got there first: refold and decide the batch once more.
-                self._invalidate()
-                if attempt == 2:
-                    raise
-                self._load()
-                continue
-            except LeaseUnavailable as exc:
-                self._invalidate()
-                raise self._lease_lost(exc) from None
-            except BaseException:
-                self._invalidate()  # the state holds events that are nowhere
-                raise
-            break
-        if events and st is not None:
-            self.last_writer = self.svc.store.incarnation
-            for iid, outcome in settled:
-                self.svc.completions.resolve(self.session_id, iid, outcome)
-            self._maybe_snapshot(st)
-            self._fence_calls("the log ended the run")
+        decisions = self._commit_all([Accept(inp) for inp in inputs])
         replies = [self._accept_reply(d) for d in decisions]
         for reply in replies:
             self._interrupt(reply)
