@@ -12,7 +12,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from itertools import islice
 from typing import Generic, TypeVar
 
 import orjson
@@ -20,7 +19,7 @@ import orjson
 from meerkat_runtime.errors import InvalidInput
 from meerkat_runtime.projections import LedgerRow, ViewRow
 from meerkat_runtime.runtime import Runtime
-from meerkat_runtime.store import RecordedEvent, SessionJournal
+from meerkat_runtime.store import RecordedEvent
 
 T = TypeVar("T")
 
@@ -99,8 +98,7 @@ def _event_item(rec: RecordedEvent) -> EventItem:
 
 def session_events(rt: Runtime, session_id: str, after: int, limit: int) -> Page[EventItem]:
     """A session's events with ``sequence > after``, oldest first."""
-    journal = SessionJournal(rt.store)
-    records = list(islice(journal.records(session_id, after=after, page=limit + 1), limit + 1))
+    records = rt.store.read_session(session_id, after_version=after, limit=limit + 1)
     return _page([_event_item(r) for r in records], limit, lambda e: e.sequence)
 
 

@@ -51,7 +51,7 @@ from meerkat_runtime.projections._sql import Cursor, Sql
 from meerkat_runtime.projections._views import TABLE as VIEWS_TABLE
 from meerkat_runtime.projections._views import ViewRow
 from meerkat_runtime.projections._views import _view as view_row
-from meerkat_runtime.store import EventStore, RecordedEvent, SessionJournal
+from meerkat_runtime.store import EventStore, RecordedEvent
 
 __all__ = ["Mismatch", "VerifyReport", "verify"]
 
@@ -147,8 +147,7 @@ def verify(
         report.sessions += 1
         state = SessionState(session_id=sid)
         try:
-            # UndecodableEvent if the store cannot read one
-            records = list(SessionJournal(store).records(sid))
+            records = store.read_session(sid)  # UndecodableEvent if the store cannot read one
             report.events += len(records)
             _check_log(report, sid, records)
             rest = iter(records)

@@ -9,7 +9,7 @@ crosses between them goes through :class:`SessionJournal`:
   :meth:`~SessionJournal.recover_many` for a batch with a few queries);
 * **reading**: envelopes in pages (:meth:`~SessionJournal.envelopes`), or a
   full fold from the first event (:meth:`~SessionJournal.replay`) for tools
-  that must see every event (verify, inspection);
+  that must see every event (inspection);
 * **writing**: decided envelopes become one atomic append
   (:meth:`~SessionJournal.append`, :meth:`~SessionJournal.append_async`,
   :meth:`~SessionJournal.submit`);
@@ -20,7 +20,7 @@ crosses between them goes through :class:`SessionJournal`:
   (:meth:`~SessionJournal.is_foreign`), which makes a load a cold recovery.
 
 The journal holds no state of its own besides the store: any number of
-callers (session actors, batch recovery, the CLI, verify) share one.
+callers (session actors, batch recovery, the CLI) share one.
 """
 
 from __future__ import annotations
