@@ -41,7 +41,6 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import _benchlib as bl
 from eventsourcing.persistence import StoredEvent
@@ -138,15 +137,7 @@ def measure_runtime(backend: str, url: str, sessions: int, args: argparse.Namesp
         **bl.store_options(backend),
     )
     try:
-        stats = {"groups": 0, "appends": 0}
-        original = rt.store._commit_group
-
-        def counting(group: list[Any]) -> None:
-            stats["groups"] += 1
-            stats["appends"] += len(group)
-            original(group)
-
-        rt.store._commit_group = counting  # type: ignore[method-assign]
+        commits = rt.store.commit_stats
         handles = [rt.session(f"s-{t}") for t in range(sessions)]
 
         def warmup(t: int) -> None:
@@ -160,14 +151,14 @@ def measure_runtime(backend: str, url: str, sessions: int, args: argparse.Namesp
                 raise RuntimeError(f"accept was {outcome.kind}")
 
         def reset() -> None:
-            stats["groups"] = stats["appends"] = 0
+            commits.groups = commits.appends = 0
 
         load = bl.run_load(sessions, op, args.seconds, args.max_per_session, warmup, reset)
     finally:
         rt.close()
     m = _measurement(backend, "runtime", sessions, load, load.ops)
-    m.commits = stats["groups"]
-    m.accepts_per_commit = round(stats["appends"] / stats["groups"], 2) if stats["groups"] else 0
+    m.commits = commits.groups
+    m.accepts_per_commit = round(commits.appends / commits.groups, 2) if commits.groups else 0
     return m
 
 

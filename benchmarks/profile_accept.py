@@ -42,6 +42,7 @@ from typing import Any
 import _benchlib as bl
 
 from meerkat_runtime import Runtime
+from meerkat_runtime.store import CommitStats
 
 # Root frames that tell which kind of thread a stack belongs to.
 ROLES = (
@@ -218,9 +219,7 @@ def stage_costs(prior_inputs: int, iterations: int, repeat: int) -> list[tuple[s
     return out
 
 
-def run_load_with(
-    args: argparse.Namespace, on_started: Any = None
-) -> tuple[bl.Load, dict[str, int]]:
+def run_load_with(args: argparse.Namespace, on_started: Any = None) -> tuple[bl.Load, CommitStats]:
     with bl.database(args.backend, bl.postgres_url()) as url:
         rt = Runtime.open(
             url,
@@ -234,15 +233,7 @@ def run_load_with(
                 else {"snapshot_interval": args.snapshot_interval}
             ),
         )
-        stats = {"groups": 0, "appends": 0}
-        original = rt.store._commit_group
-
-        def counting(group: list[Any]) -> None:
-            stats["groups"] += 1
-            stats["appends"] += len(group)
-            original(group)
-
-        rt.store._commit_group = counting  # type: ignore[method-assign]
+        commits = rt.store.commit_stats
         try:
             handles = [rt.session(f"s-{t}") for t in range(args.sessions)]
 
@@ -253,7 +244,7 @@ def run_load_with(
                 handles[t].accept(bl.prompt_input(f"k-{t}-{n}"))
 
             def start() -> None:
-                stats["groups"] = stats["appends"] = 0
+                commits.groups = commits.appends = 0
                 if on_started is not None:
                     on_started()
 
@@ -263,7 +254,7 @@ def run_load_with(
             load = bl.run_load(args.sessions, op, window, 10**9, warmup, start)
         finally:
             rt.close()
-    return load, stats
+    return load, commits
 
 
 def profile_py_spy(args: argparse.Namespace, py_spy: str) -> dict[str, Any]:
@@ -395,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\n{args.backend}, {args.sessions} sessions{snap}, {args.mode}: {load.ops:,} accepts in "
         f"{load.seconds:.1f} s = {load.rate:,.0f}/s (p50 {load.p50_ms:.1f} ms, p99 "
-        f"{load.p99_ms:.1f} ms), {stats['appends'] / max(1, stats['groups']):.1f} accepts per "
+        f"{load.p99_ms:.1f} ms), {stats.appends / max(1, stats.groups):.1f} accepts per "
         f"group commit, user CPU {cpu_us:.0f} us/accept{busy}; {agg['total']:,} {unit}\n"
     )
     per_accept = cpu_us if args.mode == "gil" else None
@@ -480,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
             "p50_ms": load.p50_ms,
             "p99_ms": load.p99_ms,
             "cpu_user_us_per_accept": cpu_us,
-            "accepts_per_group_commit": stats["appends"] / max(1, stats["groups"]),
+            "accepts_per_group_commit": stats.appends / max(1, stats.groups),
             "total": agg["total"],
             "unit": unit,
             "raw_stacks": result["raw"],

@@ -58,6 +58,7 @@ transaction (a private in-memory SQLite database on ``memory://``).
 
 from meerkat_runtime.store._base import (
     AppendTicket,
+    CommitStats,
     EventStore,
     Fence,
     Lease,
@@ -75,6 +76,7 @@ from meerkat_runtime.store._open import open_store
 
 __all__ = [
     "AppendTicket",
+    "CommitStats",
     "EventCodec",
     "EventStore",
     "Fence",

@@ -11,7 +11,8 @@ from typing import Final, Literal
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.popo import POPOApplicationRecorder
 
-from meerkat_runtime.store._base import EventStore, Fence, Row, SQLCursor, StoreOptions
+from meerkat_runtime.store._base import EventStore, Fence, SQLCursor, StoreOptions
+from meerkat_runtime.store._group_commit import Row
 from meerkat_runtime.store._mapper import EventCodec
 
 __all__ = ["MemoryEventStore"]

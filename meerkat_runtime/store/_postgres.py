@@ -31,10 +31,10 @@ from meerkat_runtime.store._base import (
     Fence,
     Lease,
     NodeInfo,
-    Row,
     SQLCursor,
     StoreOptions,
 )
+from meerkat_runtime.store._group_commit import Row
 from meerkat_runtime.store._mapper import EventCodec
 from meerkat_runtime.store._schema import (
     EVENTS_TABLE,

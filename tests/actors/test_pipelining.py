@@ -84,8 +84,7 @@ def rt(store_url: str) -> Iterator[Runtime]:
 
 
 def _queued(rt: Runtime) -> int:
-    store: Any = rt.store
-    return int(store._queue.qsize())
+    return rt.store.queued_appends()
 
 
 def test_accepts_queue_behind_a_commit_in_flight_and_are_acked_after_it(
