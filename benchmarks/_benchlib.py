@@ -30,6 +30,7 @@ import psycopg
 from psycopg import sql
 
 from meerkat_runtime.errors import mask_url
+from meerkat_runtime.store._eventsourcing import recorder_of
 
 RESULTS_DIR = Path(__file__).parent / "results"
 
@@ -109,11 +110,11 @@ def raw_recorder(store: Any) -> Any:
     On PostgreSQL the store uses a subclass (atomic on any exception, fenced
     appends); the baseline is the library's class on the same datastore.
     """
-    if store.dialect == "postgresql":
+    if store.url.startswith("postgresql"):
         from eventsourcing.postgres import PostgresApplicationRecorder
 
         return PostgresApplicationRecorder(store.datastore, events_table_name="meerkat_events")
-    return store.events_recorder
+    return recorder_of(store)
 
 
 def encoded(store: Any, records: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, bytes]]:

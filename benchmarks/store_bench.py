@@ -36,9 +36,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import _benchlib as bl
 import psycopg
-from eventsourcing.persistence import ApplicationRecorder, StoredEvent
-from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.persistence import StoredEvent
 from psycopg import sql
 
 from meerkat_runtime.errors import mask_url
@@ -153,17 +153,6 @@ def database(backend: str, postgres_url: str | None) -> Iterator[str]:
                 )
 
 
-def raw_recorder(store: EventStore) -> ApplicationRecorder:
-    """eventsourcing's own recorder class on the store's database and table."""
-    if store.dialect == "postgresql":
-        # The store uses a subclass (atomic on any exception); measure the library's class.
-        return PostgresApplicationRecorder(
-            store.datastore,  # type: ignore[attr-defined]
-            events_table_name="meerkat_events",
-        )
-    return store.events_recorder
-
-
 def bench_backend(
     backend: str,
     sessions_list: list[int],
@@ -185,7 +174,7 @@ def bench_backend(
             state, _ = stores["raw"].serializer.encode_event(
                 TOPIC, PAYLOAD, stores["raw"].incarnation
             )
-            recorder = raw_recorder(stores["raw"])
+            recorder = bl.raw_recorder(stores["raw"])
             for sessions in sessions_list:
                 for mode, store in stores.items():
                     run = uuid.uuid4().hex[:8]

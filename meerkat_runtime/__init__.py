@@ -30,6 +30,7 @@ from meerkat_runtime.errors import (
     RuntimeStateTransitionError,
     SessionOwnedElsewhere,
     StoreError,
+    StoreUnavailable,
     UndecodableEvent,
 )
 from meerkat_runtime.events import *  # noqa: F403  (names: events.__all__)
@@ -65,6 +66,7 @@ __all__ = [
     "Session",
     "SessionOwnedElsewhere",
     "StoreError",
+    "StoreUnavailable",
     "UndecodableEvent",
     "open_store",
 ]

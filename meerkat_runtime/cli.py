@@ -898,7 +898,7 @@ def rebuild_projections(
             wanted = [name] if name is not None else [s.name for s in rt.projections.status()]
             owners = {
                 x.name.removeprefix("projection:"): x.owner
-                for x in rt.store.list_leases("projection:")
+                for x in rt.store.shared().list_leases("projection:")
                 if x.name.removeprefix("projection:") in wanted
                 and x.owner != node_id
                 and live_holder(x)
@@ -1273,9 +1273,9 @@ def cluster(store: str = StoreOpt, json_out: bool = JsonOpt) -> None:
                 "several runtime processes share a sqlite:/// file or a postgresql:// "
                 "store; memory:// has one process",
             )
-        now = es.clock()  # the clock expiries are in (the database server's on PostgreSQL)
-        node_rows = es.list_nodes()
-        leases = es.list_leases()
+        now = es.shared().clock()  # the clock expiries are in (the database server's on PostgreSQL)
+        node_rows = es.shared().list_nodes()
+        leases = es.shared().list_leases()
     held: dict[str, int] = {}
     for lease in leases:
         if lease.live:

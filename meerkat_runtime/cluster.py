@@ -185,6 +185,7 @@ class Membership:
         if not isinstance(node_id, str) or not node_id:
             raise ValueError("node_id must be a non-empty str")
         self.store = store
+        self.shared = store.shared()  # leases and nodes; StoreError on memory://
         self.node_id = node_id
         self.ttl = ttl
         self.force = force
@@ -197,7 +198,7 @@ class Membership:
         self._held: dict[str, tuple[int, object]] = {}  # name -> (token, holder)
         self._closed = False
         self._beats = 0
-        store.heartbeat_node(node_id, self._info(), incarnation=self.incarnation)
+        self.shared.heartbeat_node(node_id, self._info(), incarnation=self.incarnation)
         self._prune()
 
     def _info(self, **extra: int) -> dict[str, object]:
@@ -207,7 +208,7 @@ class Membership:
 
     def _prune(self) -> None:
         try:
-            self.store.prune_nodes(NODE_RETENTION_TTLS)
+            self.shared.prune_nodes(NODE_RETENTION_TTLS)
         except StoreError as exc:
             log.warning("could not delete the rows of dead nodes: %s", exc)
 
@@ -218,20 +219,19 @@ class Membership:
         dead (same host, its process gone) is not waited for. A later holder in
         this node replaces an earlier one, whose :meth:`release` then does nothing.
         """
-        store = self.store
         try:
-            token = store.acquire_lease(
+            token = self.shared.acquire_lease(
                 name, self.node_id, self.ttl, incarnation=self.incarnation, process=self.process
             )
         except LeaseUnavailable:
-            current = next((x for x in store.list_leases(name) if x.name == name), None)
+            current = next((x for x in self.shared.list_leases(name) if x.name == name), None)
             if current is None or not (
                 self.force or (current.live and process_gone(current.process))
             ):
                 raise
             if current.live and not process_gone(current.process):
                 log.warning("taking lease %s from live node %s (forced)", name, current.owner)
-            token = store.acquire_lease(
+            token = self.shared.acquire_lease(
                 name,
                 self.node_id,
                 self.ttl,
@@ -266,7 +266,7 @@ class Membership:
         if self._closed:
             return
         try:
-            self.store.release_lease(name, self.node_id, incarnation=self.incarnation)
+            self.shared.release_lease(name, self.node_id, incarnation=self.incarnation)
         except StoreError as exc:  # it will expire by itself
             log.warning("could not release lease %s: %s", name, exc)
 
@@ -277,10 +277,10 @@ class Membership:
         with self._lock:
             names = list(self._held)
         try:
-            self.store.heartbeat_node(
+            self.shared.heartbeat_node(
                 self.node_id, self._info(leases=len(names)), incarnation=self.incarnation
             )
-            renewed = self.store.renew_leases(
+            renewed = self.shared.renew_leases(
                 names, self.node_id, self.ttl, incarnation=self.incarnation
             )
         except StoreError as exc:
@@ -298,7 +298,7 @@ class Membership:
             released = [n for n in names if n in renewed and n not in self._held]
         for name in released:
             try:
-                self.store.release_lease(name, self.node_id, incarnation=self.incarnation)
+                self.shared.release_lease(name, self.node_id, incarnation=self.incarnation)
             except StoreError as exc:
                 log.warning("could not release lease %s: %s", name, exc)
         self._beats += 1
@@ -306,14 +306,14 @@ class Membership:
             self._prune()
 
     def view(self, projection_names: list[str]) -> ClusterView:
-        leases = self.store.list_leases()
+        leases = self.shared.list_leases()
         owners: dict[str, str | None] = {}
         for p in projection_names:
             lease = next((x for x in leases if x.name == f"projection:{p}"), None)
             owners[p] = lease.owner if lease is not None and lease.live else None
         return ClusterView(
             node_id=self.node_id,
-            nodes=self.store.list_nodes(),
+            nodes=self.shared.list_nodes(),
             leases=[x for x in leases if x.name.startswith("session:")],
             projection_owners=owners,
         )
@@ -326,11 +326,11 @@ class Membership:
             self._closed = True
         for name in names:
             try:
-                self.store.release_lease(name, self.node_id, incarnation=self.incarnation)
+                self.shared.release_lease(name, self.node_id, incarnation=self.incarnation)
             except StoreError as exc:
                 log.warning("could not release lease %s: %s", name, exc)
         try:
-            self.store.remove_node(self.node_id, self.incarnation)
+            self.shared.remove_node(self.node_id, self.incarnation)
         except StoreError as exc:
             log.warning("could not remove node %s from the node list: %s", self.node_id, exc)
 

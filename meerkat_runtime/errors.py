@@ -27,6 +27,7 @@ __all__ = [
     "RuntimeStateTransitionError",
     "SessionOwnedElsewhere",
     "StoreError",
+    "StoreUnavailable",
     "UndecodableEvent",
     "mask_url",
     "split_userinfo",
@@ -68,6 +69,15 @@ class StoreError(MeerkatRuntimeError):
     """The event store failed or refused: bad URL, unreachable database, schema mismatch."""
 
     hint = "check the --store URL and that the database is running and reachable"
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be used now: connection lost or refused, pool or lock timeout.
+
+    Nothing of the failed call was done; the same call may succeed later. Each
+    backend maps its driver's errors of this kind to this class (and its other
+    database errors to :class:`StoreError`), so no caller needs to know the driver.
+    """
 
 
 class ConcurrencyConflict(StoreError):

@@ -176,9 +176,9 @@ def cluster_info(rt: Runtime) -> ClusterInfo | None:
     store = rt.store
     if not store.supports_leases:
         return None
-    now = store.clock()  # the clock expiries are in (the database server's on PostgreSQL)
-    node_rows = store.list_nodes()
-    leases = store.list_leases()
+    now = store.shared().clock()  # the clock expiries are in (the database server's on PostgreSQL)
+    node_rows = store.shared().list_nodes()
+    leases = store.shared().list_leases()
     held: dict[str, int] = {}
     for lease in leases:
         if lease.live:

@@ -51,27 +51,25 @@ import contextlib
 import logging
 import threading
 import time
-import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import pykka
-from eventsourcing.persistence import InterfaceError, OperationalError
 
 from meerkat_runtime.cluster import Membership
 from meerkat_runtime.errors import (
     LeaseUnavailable,
     MeerkatRuntimeError,
     StoreError,
+    StoreUnavailable,
     UndecodableEvent,
 )
 from meerkat_runtime.events.catalogue import EVENT_TOPICS, decode_recorded
 from meerkat_runtime.events.timefmt import format_timestamp, utc_now
 from meerkat_runtime.projections._sql import Cursor, ScratchSql, Sql
 from meerkat_runtime.store import EventStore, RecordedEvent, UnreadableInLog
-from meerkat_runtime.store._drivers import postgres_driver_errors
 
 __all__ = [
     "FailureStrategy",
@@ -91,12 +89,7 @@ LAYOUTS = "meerkat_projection_layouts"
 # The database itself failing (connection lost, timeout, server restarting), not a
 # handler: no event is at fault, so the failure strategy does not apply; the runner
 # stays alive and the next poll tries again.
-_UNAVAILABLE: tuple[type[Exception], ...] = (
-    StoreError,
-    OperationalError,
-    InterfaceError,
-    *postgres_driver_errors(),
-)
+_UNAVAILABLE: tuple[type[Exception], ...] = (StoreUnavailable,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,18 +181,8 @@ class Projection(ABC):
             cur.execute(f"DELETE FROM {cur.table(table)}")
 
 
-def _lock_ddl(sql: Sql, cur: Cursor) -> None:
-    """On PostgreSQL, serialise schema creation with other processes until the commit:
-    concurrent ``CREATE TABLE IF NOT EXISTS`` of one table can still fail there
-    (duplicate key in ``pg_type``), e.g. when several nodes start on a fresh schema."""
-    if sql.dialect == "postgresql":
-        key = zlib.crc32(f"meerkat_runtime.projections:{cur.table(OFFSETS)}".encode())
-        cur.execute("SELECT pg_advisory_xact_lock(?)", (key,))
-
-
 def ensure_framework_schema(sql: Sql) -> None:
-    with sql.transaction() as cur:
-        _lock_ddl(sql, cur)
+    with sql.schema_transaction() as cur:
         cur.execute(
             f"CREATE TABLE IF NOT EXISTS {cur.table(OFFSETS)} "
             "(name TEXT PRIMARY KEY, position BIGINT NOT NULL)"
@@ -225,8 +208,7 @@ def prepare_projection(sql: Sql, projection: Projection) -> None:
     raises :class:`StoreError`: this release cannot keep it.
     """
     name, want = projection.name, projection.schema_version
-    with sql.transaction() as cur:
-        _lock_ddl(sql, cur)
+    with sql.schema_transaction() as cur:
         row = cur.execute(
             f"SELECT version FROM {cur.table(LAYOUTS)} WHERE name = ?", (name,)
         ).fetchone()
@@ -393,7 +375,7 @@ class ProjectionRunner(pykka.ThreadingActor):
         poll try again: an exception escaping a pykka ``tell`` would stop this actor."""
         try:
             self._catch_up()
-        except _UNAVAILABLE as exc:
+        except StoreError as exc:  # unavailable, or the log cannot be read now
             error = f"database unavailable: {type(exc).__name__}: {exc}"
             if self.status != "retrying":
                 log.warning("projection %s: %s; retrying", self.projection.name, error)

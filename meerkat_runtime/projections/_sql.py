@@ -1,34 +1,24 @@
-"""A thin SQL dialect layer over the store's transaction cursor.
+"""SQL helpers for read models over the store's :class:`~meerkat_runtime.store.ReadModelHost`.
 
 Read models live in the same database as the events (SQLite file,
 PostgreSQL, or the memory store's private SQLite), so one SQL text serves all
-backends: statements are written with ``?`` placeholders and converted to the
-driver's style; upserts use ``INSERT ... ON CONFLICT ... DO UPDATE``, which
-SQLite (3.24+) and PostgreSQL both speak. Every value is a bound parameter.
+backends: the host takes ``?`` placeholders everywhere and raises the
+project's errors (:class:`~meerkat_runtime.errors.StoreUnavailable`,
+:class:`~meerkat_runtime.errors.StoreError`), never a driver's. Upserts use
+``INSERT ... ON CONFLICT ... DO UPDATE``, which SQLite (3.24+) and PostgreSQL
+both speak. Every value is a bound parameter.
 """
 
 from __future__ import annotations
 
 import enum
-import sqlite3
-import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Any
 
-from eventsourcing.persistence import InterfaceError, OperationalError
-
-from meerkat_runtime.errors import InvalidInput, StoreError
-from meerkat_runtime.store import EventStore, SQLCursor
-from meerkat_runtime.store._drivers import postgres_driver_errors
-
-# Driver errors that mean the database cannot be used now (connection lost or refused,
-# pool timeout, lock timeout), as opposed to an error of the statement or the handler.
-_UNAVAILABLE: tuple[type[Exception], ...] = (
-    OperationalError,
-    InterfaceError,
-    *postgres_driver_errors(),
-)
+from meerkat_runtime.errors import InvalidInput
+from meerkat_runtime.store import EventStore, ReadModelHost, SQLCursor
+from meerkat_runtime.store._private_sql import ScratchReadModels
 
 __all__ = ["ScratchSql", "Sql", "check_choice", "fetch_dicts"]
 
@@ -61,19 +51,15 @@ def fetch_dicts(cursor: SQLCursor) -> list[dict[str, Any]]:
 
 
 class Sql:
-    """SQL helpers bound to one store: table names, placeholders, transactions."""
+    """SQL helpers bound to one store: its log (``store``) and where its read models are
+    kept (``host``: the store itself unless given)."""
 
-    def __init__(self, store: EventStore) -> None:
+    def __init__(self, store: EventStore, host: ReadModelHost | None = None) -> None:
         self.store = store
-        self._format = getattr(store, "paramstyle", "qmark") == "format"
-
-    @property
-    def dialect(self) -> Literal["sqlite", "postgresql"]:
-        """The SQL dialect of :meth:`transaction`'s database."""
-        return self.store.dialect
+        self.host: ReadModelHost = store if host is None else host
 
     def table(self, name: str) -> str:
-        return self.store.table_name(name)
+        return self.host.table_name(name)
 
     @staticmethod
     def index(name: str) -> str:
@@ -82,36 +68,23 @@ class Sql:
         qualified name), or a column."""
         return '"' + name.replace('"', '""') + '"'
 
-    def q(self, statement: str) -> str:
-        """Convert ``?`` placeholders to the driver's style."""
-        return statement.replace("?", "%s") if self._format else statement
-
     @contextmanager
     def transaction(self) -> Iterator[Cursor]:
-        """A transaction on the read models; a database that is unavailable raises
-        :class:`StoreError` (naming the store, password masked), not a driver error."""
-        with self._unavailable_as_store_error(), self.store.transaction() as cur:
+        """A transaction on the read models (errors: see the module docstring)."""
+        with self.host.transaction() as cur:
             yield Cursor(self, cur)
 
     @contextmanager
     def read_transaction(self) -> Iterator[Cursor]:
-        """A read-only transaction in which every statement sees one consistent snapshot
-        (:meth:`EventStore.read_transaction`); errors as :meth:`transaction`."""
-        with self._unavailable_as_store_error(), self.store.read_transaction() as cur:
+        """A read-only transaction in which every statement sees one consistent snapshot."""
+        with self.host.read_transaction() as cur:
             yield Cursor(self, cur)
 
     @contextmanager
-    def _unavailable_as_store_error(self) -> Iterator[None]:
-        try:
-            yield
-        except _UNAVAILABLE as exc:
-            detail = self.store._scrub(str(exc))
-            error = StoreError(
-                f"read models in store {self.store.url} unavailable: {type(exc).__name__}: {detail}"
-            )
-            if detail != str(exc):
-                raise error from None  # the cause shows a secret: do not chain it
-            raise error from exc
+    def schema_transaction(self) -> Iterator[Cursor]:
+        """A transaction for creating tables, serialised with other processes doing so."""
+        with self.host.schema_transaction() as cur:
+            yield Cursor(self, cur)
 
 
 class ScratchSql(Sql):
@@ -124,39 +97,8 @@ class ScratchSql(Sql):
     """
 
     def __init__(self, store: EventStore) -> None:
-        super().__init__(store)
-        self._format = False
-        self._conn = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
-        self._conn.row_factory = sqlite3.Row
-        self._lock = threading.Lock()
-
-    @property
-    def dialect(self) -> Literal["sqlite", "postgresql"]:
-        return "sqlite"
-
-    def table(self, name: str) -> str:
-        return self.index(name)
-
-    @contextmanager
-    def transaction(self) -> Iterator[Cursor]:
-        with self._lock:
-            cur = self._conn.cursor()
-            cur.execute("BEGIN")
-            try:
-                yield Cursor(self, cur)
-            except BaseException:
-                self._conn.rollback()
-                raise
-            finally:
-                if self._conn.in_transaction:
-                    self._conn.commit()
-                cur.close()
-
-    @contextmanager
-    def read_transaction(self) -> Iterator[Cursor]:
-        """The private database's transactions are serialised: each is a consistent read."""
-        with self.transaction() as cur:
-            yield cur
+        self._scratch = ScratchReadModels(store.url)
+        super().__init__(store, self._scratch)
 
     def copy_rows(self, source: Sql, tables: Sequence[str]) -> bool:
         """Copy every row of ``tables`` from ``source`` (whose tables may be missing or of
@@ -190,8 +132,7 @@ class ScratchSql(Sql):
         return True
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        self._scratch.close()
 
 
 class Cursor:
@@ -209,12 +150,12 @@ class Cursor:
         return self._sql
 
     def execute(self, statement: str, params: Sequence[Any] = ()) -> Cursor:
-        self._cur.execute(self._sql.q(statement), tuple(params))
+        self._cur.execute(statement, tuple(params))
         return self
 
     def executemany(self, statement: str, rows: Sequence[Sequence[Any]]) -> None:
         if rows:
-            self._cur.executemany(self._sql.q(statement), [tuple(r) for r in rows])
+            self._cur.executemany(statement, [tuple(r) for r in rows])
 
     def select_in(self, table: str, column: str, keys: Sequence[Any]) -> Iterator[dict[str, Any]]:
         """Rows of ``table`` whose ``column`` is one of ``keys``, in chunks of 500 parameters."""

@@ -51,6 +51,14 @@ is ever filled afterwards:
   server-side insert function takes no table lock.
 * memory: ids are assigned and appended under one lock.
 
+Interfaces. :class:`EventStore` implements small protocols
+(``store.interfaces``): :class:`SessionLog`, :class:`NotificationLog`,
+:class:`EventAppender` (group commit, its own component), :class:`SnapshotStore`
+and :class:`ReadModelHost`; stores shared by several processes (SQLite files,
+PostgreSQL) also :class:`LeaseStore` and :class:`NodeRegistry`
+(:meth:`EventStore.shared`). Backends raise the project's errors only
+(:class:`~meerkat_runtime.errors.StoreUnavailable`, :class:`StoreError`).
+
 Projections that keep read models in the same database use
 :meth:`EventStore.transaction` to write their rows and their position in one
 transaction (a private in-memory SQLite database on ``memory://``).
@@ -73,23 +81,43 @@ from meerkat_runtime.store._base import (
 from meerkat_runtime.store._journal import Recovered, SessionJournal
 from meerkat_runtime.store._mapper import EventCodec, Upcaster
 from meerkat_runtime.store._open import open_store
+from meerkat_runtime.store.interfaces import (
+    EventAppender,
+    LeaseStore,
+    NodeRegistry,
+    NotificationLog,
+    ReadModelHost,
+    SessionLog,
+    SharedStore,
+    SnapshotStore,
+    shared_store,
+)
 
 __all__ = [
     "AppendTicket",
     "CommitStats",
+    "EventAppender",
     "EventCodec",
     "EventStore",
     "Fence",
     "Lease",
+    "LeaseStore",
     "NewEvent",
     "NodeInfo",
+    "NodeRegistry",
+    "NotificationLog",
+    "ReadModelHost",
     "RecordedEvent",
     "Recovered",
     "SQLCursor",
     "SessionJournal",
+    "SessionLog",
+    "SharedStore",
     "Snapshot",
+    "SnapshotStore",
     "StoreOptions",
     "UnreadableInLog",
     "Upcaster",
     "open_store",
+    "shared_store",
 ]

@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from types import TracebackType
-from typing import Any, Final, Literal, ParamSpec, Protocol, Self, TypeVar
+from typing import Any, Final, Literal, ParamSpec, Protocol, Self, TypeVar, cast
 
-from eventsourcing.persistence import ApplicationRecorder, StoredEvent
+from eventsourcing.persistence import StoredEvent
 
-from meerkat_runtime.errors import (
-    StoreError,
-    UndecodableEvent,
-)
+from meerkat_runtime.errors import StoreError, StoreUnavailable, UndecodableEvent
 from meerkat_runtime.store._group_commit import DURABLE, AppendTicket, CommitStats, GroupCommit, Row
 from meerkat_runtime.store._mapper import EventCodec, MalformedEvent, Serializer
+from meerkat_runtime.store.interfaces import SharedStore
 
 __all__ = [
     "AppendTicket",
@@ -76,8 +74,8 @@ class Snapshot:
 class SQLCursor(Protocol):
     """The DB-API cursor :meth:`EventStore.transaction` yields.
 
-    Placeholders follow :attr:`EventStore.paramstyle` (``?`` on SQLite, ``%s``
-    on PostgreSQL); rows can be indexed by column name on every backend.
+    Statements take ``?`` placeholders on every backend; rows can be indexed by column
+    name.
     """
 
     def execute(self, statement: Any, params: Any = ..., /) -> Any: ...
@@ -208,8 +206,16 @@ class EventStore(ABC):
     :class:`ConcurrencyConflict` if the session has moved on, writing nothing.
     Appends of one store instance go through a single writer thread that
     commits the appends queued together from many sessions in one
-    transaction ("group commit"); each caller is answered after the commit.
-    Appends behave as if executed one by one in arrival order.
+    transaction ("group commit", :mod:`~meerkat_runtime.store._group_commit`);
+    each caller is answered after the commit. Appends behave as if executed one
+    by one in arrival order.
+
+    It implements the protocols of :mod:`meerkat_runtime.store.interfaces`
+    (session log, notification log, appender, snapshots, read-model host); a
+    backend shared by several processes adds leases and nodes (:meth:`shared`).
+    A backend supplies row operations (the ``_insert`` / ``_select_*`` hooks),
+    its SQL transactions and its driver's error classes; this class does the
+    validation, encoding, error mapping and the rest.
 
     Thread-safe; use as a context manager or call :meth:`close`.
     """
@@ -220,19 +226,14 @@ class EventStore(ABC):
     """Writer id recorded on every event this instance appends."""
     snapshot_interval: int
     """Callers take a snapshot every this many events (0 = never)."""
-    dialect: Literal["sqlite", "postgresql"]
-    """SQL dialect of :meth:`transaction`."""
-    paramstyle: Literal["qmark", "format"]
-    """DB-API placeholder style of :meth:`transaction` (``?`` or ``%s``)."""
     codec: EventCodec
     """The topics this store can write and read."""
     serializer: Serializer
     """The byte chain of stored events and snapshots (codec, zlib, AES-GCM)."""
-    events_recorder: ApplicationRecorder
-    """The eventsourcing recorder underneath, for tools and benchmarks.
-
-    Writing through it bypasses the codec and the version checks.
-    """
+    _unavailable_errors: tuple[type[Exception], ...] = ()
+    """The backend driver's errors that mean the database cannot be used now."""
+    _database_errors: tuple[type[Exception], ...] = ()
+    """Every other error of the backend's driver (mapped to :class:`StoreError`)."""
 
     def __init__(
         self,
@@ -253,6 +254,9 @@ class EventStore(ABC):
         )
         self._secrets = tuple(s for s in secrets if s)
         self._closed = False
+        self.supports_leases = isinstance(self, SharedStore)
+        """True when this store offers leases, the node registry and fenced appends
+        (SQLite files, PostgreSQL): it is a :class:`~meerkat_runtime.store.SharedStore`."""
         self._commits = GroupCommit(
             self,
             url=url,
@@ -518,72 +522,14 @@ class EventStore(ABC):
         """
         self._commits.add_listener(callback)
 
-    # -- leases (stores shared by several runtime processes) ----------------------------------
-
-    supports_leases: bool = False
-    """True when this store offers leases and fenced appends (SQLite files, PostgreSQL)."""
-
-    def acquire_lease(
-        self,
-        name: str,
-        owner: str,
-        ttl: float,
-        *,
-        incarnation: str = "",
-        process: str = "",
-        steal: int | None = None,
-    ) -> int:
-        """Take or renew lease ``name`` for ``owner`` for ``ttl`` seconds; return its fencing token.
-
-        Succeeds when nobody holds it, the holder's lease has expired, ``owner``
-        holds it (the same ``incarnation``: a renewal, the token is kept; another
-        incarnation: the node restarted and takes it back at once), or ``steal``
-        is the current token (a takeover decided by the caller: its holder is
-        known dead, or an operator forces it). Whenever the holder changes the
-        token increases, which fences the previous holder's appends off.
-        Raises :class:`LeaseUnavailable` naming the live holder otherwise.
-        """
-        raise StoreError(f"leases need a shared store (SQLite file or PostgreSQL), not {self.url}")
-
-    def renew_leases(
-        self, names: Sequence[str], owner: str, ttl: float, *, incarnation: str = ""
-    ) -> set[str]:
-        """Extend the leases ``owner`` (this ``incarnation``) still holds among ``names``;
-        return those renewed."""
-        raise StoreError(f"leases need a shared store (SQLite file or PostgreSQL), not {self.url}")
-
-    def release_lease(self, name: str, owner: str, *, incarnation: str = "") -> None:
-        """Let lease ``name`` expire now if ``owner`` (this ``incarnation``) holds it (its token
-        is kept)."""
-        raise StoreError(f"leases need a shared store (SQLite file or PostgreSQL), not {self.url}")
-
-    def list_leases(self, prefix: str = "") -> list[Lease]:
-        """Every lease whose name starts with ``prefix``."""
-        raise StoreError(f"leases need a shared store (SQLite file or PostgreSQL), not {self.url}")
-
-    def heartbeat_node(
-        self, node_id: str, info: dict[str, Any] | None = None, *, incarnation: str | None = None
-    ) -> None:
-        """Record that node ``node_id`` (incarnation ``incarnation``, default this store's) is
-        alive now."""
-        raise StoreError(f"nodes need a shared store (SQLite file or PostgreSQL), not {self.url}")
-
-    def remove_node(self, node_id: str, incarnation: str | None = None) -> None:
-        """Delete node ``node_id``'s row if it is still ``incarnation``'s (a clean exit)."""
-        raise StoreError(f"nodes need a shared store (SQLite file or PostgreSQL), not {self.url}")
-
-    def prune_nodes(self, retention_ttls: float) -> int:
-        """Delete the rows of nodes whose last heartbeat is older than ``retention_ttls``
-        times their own lease TTL (dead nodes); return how many."""
-        raise StoreError(f"nodes need a shared store (SQLite file or PostgreSQL), not {self.url}")
-
-    def list_nodes(self) -> list[NodeInfo]:
-        """Every node that heartbeated and was not removed or pruned, most recent first."""
-        raise StoreError(f"nodes need a shared store (SQLite file or PostgreSQL), not {self.url}")
-
-    def clock(self) -> datetime:
-        """The time lease expiries are measured in (the database server's on PostgreSQL)."""
-        return datetime.now(UTC)
+    def shared(self) -> SharedStore:
+        """This store's leases and node registry; :class:`StoreError` on a store that has
+        none (``memory://``: one process only)."""
+        if not isinstance(self, SharedStore):
+            raise StoreError(
+                f"leases need a shared store (SQLite file or PostgreSQL), not {self.url}"
+            )
+        return self
 
     def watch_commits(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Call ``callback()`` when another process may have committed events; return a stopper.
@@ -595,31 +541,68 @@ class EventStore(ABC):
         """
         return _no_op
 
-    @abstractmethod
-    def transaction(self) -> AbstractContextManager[SQLCursor]:
+    # -- read models (ReadModelHost) --------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[SQLCursor]:
         """Open a read-write transaction in the store's database and yield its cursor.
 
-        Commits when the block ends, rolls back if it raises; exceptions and
-        database errors propagate unchanged. For projections that write their
-        read-model tables and tracking position atomically.
-        On ``memory://`` stores it is a private in-memory SQLite database that
-        lives as long as the store's data.
+        Commits when the block ends, rolls back if it raises. Statements take ``?``
+        placeholders and rows can be read by column name on every backend; database
+        errors raise :class:`StoreUnavailable` or :class:`StoreError`, other exceptions
+        pass unchanged. For projections that write their read-model tables and
+        tracking position atomically. On ``memory://`` stores it is a private
+        in-memory SQLite database that lives as long as the store's data.
         """
+        with self._mapped("use the read models"), self._sql_transaction() as cur:
+            yield self._sql_cursor(cur)
 
-    def read_transaction(self) -> AbstractContextManager[SQLCursor]:
+    @contextmanager
+    def read_transaction(self) -> Iterator[SQLCursor]:
         """Open a read-only transaction that sees one consistent state of the database.
 
         Every statement in it reads the same committed state (a snapshot), so a
         read model's offset and its rows read together agree with each other even
         while writers go on; nothing written in it is kept. For ``verify``.
-        Backends read a snapshot without blocking writers where they can; the
-        default is :meth:`transaction` (``memory://``: consistent under its lock).
         """
-        return self.transaction()
+        with self._mapped("read the read models"), self._sql_read_transaction() as cur:
+            yield self._sql_cursor(cur)
+
+    @contextmanager
+    def schema_transaction(self) -> Iterator[SQLCursor]:
+        """A :meth:`transaction` for creating read-model tables, serialised with other
+        processes doing the same."""
+        with self._mapped("create read-model tables"), self._sql_transaction() as cur:
+            self._lock_schema(cur)
+            yield self._sql_cursor(cur)
 
     def table_name(self, name: str) -> str:
         """Return ``name`` quoted (and schema-qualified on PostgreSQL) for use in SQL."""
         return _quote_identifier(name)
+
+    @abstractmethod
+    def _sql_transaction(self) -> AbstractContextManager[Any]:
+        """The backend's read-write transaction, yielding its driver's cursor."""
+
+    def _sql_read_transaction(self) -> AbstractContextManager[Any]:
+        """The backend's consistent read-only transaction (default: a read-write one,
+        consistent where the backend serialises transactions)."""
+        return self._sql_transaction()
+
+    def _sql_cursor(self, cursor: Any) -> SQLCursor:
+        """The driver's cursor as callers use it (``?`` placeholders); backends adapt."""
+        return cast(SQLCursor, cursor)
+
+    def _lock_schema(self, cursor: Any) -> None:
+        """Serialise schema creation with other processes until the commit (backends
+        whose transactions do not already serialise it)."""
+        return None  # SQLite and memory: a write transaction already excludes the others
+
+    def _mapped(self, what: str) -> AbstractContextManager[None]:
+        """Raise the driver's errors as the project's: the one place they are mapped."""
+        return mapped_errors(
+            what, self.url, self._unavailable_errors, self._database_errors, self._scrub
+        )
 
     def close(self) -> None:
         """Commit what is queued, stop the writer thread and release the database. Idempotent."""
@@ -788,12 +771,48 @@ class EventStore(ABC):
             return fn(*args, **kwargs)
         except StoreError:
             raise
+        except self._unavailable_errors as e:
+            raise store_error(StoreUnavailable, what, self.url, e, self._scrub) from None
         except Exception as e:
-            detail = self._scrub(str(e))
-            error = StoreError(f"cannot {what} in store {self.url}: {type(e).__name__}: {detail}")
-            if detail != str(e):
-                raise error from None  # the cause shows a secret: do not chain it
-            raise error from e
+            raise store_error(StoreError, what, self.url, e, self._scrub) from None
+
+
+@contextmanager
+def mapped_errors(
+    what: str,
+    where: str,
+    unavailable: tuple[type[Exception], ...],
+    database: tuple[type[Exception], ...],
+    scrub: Callable[[str], str],
+) -> Iterator[None]:
+    """Raise a driver's ``unavailable`` errors as :class:`StoreUnavailable` and its other
+    ``database`` errors as :class:`StoreError`, naming ``what`` failed ``where``; every
+    other exception passes unchanged."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except unavailable as e:
+        raise store_error(StoreUnavailable, what, where, e, scrub) from None
+    except database as e:
+        raise store_error(StoreError, what, where, e, scrub) from None
+
+
+def store_error(
+    kind: type[StoreError],
+    what: str,
+    where: str,
+    cause: BaseException,
+    scrub: Callable[[str], str],
+) -> StoreError:
+    """``kind`` naming ``what`` failed in store ``where`` and why, secrets masked; chained to
+    ``cause`` unless its text shows a secret (a logged traceback would print it)."""
+    detail = scrub(str(cause))
+    error = kind(f"cannot {what} in store {where}: {type(cause).__name__}: {detail}")
+    if detail == str(cause):
+        error.__cause__ = cause
+    error.__suppress_context__ = True
+    return error
 
 
 def _by_version(event: RecordedEvent) -> int:

@@ -7,12 +7,11 @@ imported only when a ``postgresql://`` store is opened.
 
 from __future__ import annotations
 
-import importlib.util
 from types import ModuleType
 
 from meerkat_runtime.errors import StoreError
 
-__all__ = ["POSTGRES_EXTRA_HINT", "postgres_driver_errors", "require_psycopg"]
+__all__ = ["POSTGRES_EXTRA_HINT", "require_psycopg"]
 
 POSTGRES_EXTRA_HINT = "pip install 'meerkat-runtime[postgres]'"
 
@@ -27,14 +26,3 @@ def require_psycopg(masked_url: str) -> ModuleType:
             f"not installed; install the postgres extra: {POSTGRES_EXTRA_HINT} ({e})"
         ) from None
     return psycopg
-
-
-def postgres_driver_errors() -> tuple[type[Exception], ...]:
-    """psycopg's errors that mean the database cannot be used now (connection lost,
-    refused, timed out); none when psycopg is not installed, since then no
-    PostgreSQL store can be open."""
-    if importlib.util.find_spec("psycopg") is None:
-        return ()
-    import psycopg
-
-    return (psycopg.OperationalError, psycopg.InterfaceError)

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from typing import Final, Literal
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Final
 
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.popo import POPOApplicationRecorder
 
-from meerkat_runtime.store._base import EventStore, Fence, SQLCursor, StoreOptions
+from meerkat_runtime.store._base import EventStore, Fence, StoreOptions
 from meerkat_runtime.store._group_commit import Row
 from meerkat_runtime.store._mapper import EventCodec
+from meerkat_runtime.store._private_sql import PrivateSQLite
 
 __all__ = ["MemoryEventStore"]
 
@@ -29,9 +29,7 @@ class _MemoryDatabase:
         self.positions: dict[str, list[int]] = {}
         self.session_order: list[str] = []
         self.snapshots: dict[str, tuple[int, bytes]] = {}
-        self.sql = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
-        self.sql.row_factory = sqlite3.Row
-        self.sql_lock = threading.Lock()
+        self.read_models = PrivateSQLite()
 
 
 _named: Final[dict[str, _MemoryDatabase]] = {}
@@ -51,9 +49,8 @@ class MemoryEventStore(EventStore):
     (like several processes on one database: handy for tests of recovery).
     """
 
-    dialect: Literal["sqlite", "postgresql"] = "sqlite"
-    paramstyle: Literal["qmark", "format"] = "qmark"
-    events_recorder: POPOApplicationRecorder
+    _unavailable_errors = PrivateSQLite.unavailable_errors
+    _database_errors = PrivateSQLite.database_errors
 
     def __init__(
         self,
@@ -66,7 +63,6 @@ class MemoryEventStore(EventStore):
     ) -> None:
         super().__init__(url=url, codec=codec, incarnation=incarnation, options=options)
         self._db = _database(name)
-        self.events_recorder = self._db.events
         self._start()
 
     def _insert(self, stored: Sequence[StoredEvent], fences: Sequence[Fence] = ()) -> list[int]:
@@ -129,22 +125,9 @@ class MemoryEventStore(EventStore):
         with self._db.lock:
             return self._db.snapshots.get(session_id)
 
-    @contextmanager
-    def transaction(self) -> Iterator[SQLCursor]:
-        """Yield a cursor on this store's private in-memory SQLite database (see base)."""
-        db = self._db
-        with db.sql_lock:
-            cursor = db.sql.cursor()
-            cursor.execute("BEGIN")
-            try:
-                yield cursor
-            except BaseException:
-                db.sql.rollback()
-                raise
-            else:
-                db.sql.commit()
-            finally:
-                cursor.close()
+    def _sql_transaction(self) -> AbstractContextManager[Any]:
+        """A transaction on this database's private in-memory SQLite read-model database."""
+        return self._db.read_models.transaction()
 
     def _close_backend(self) -> None:
         pass  # the data belongs to the (possibly shared) database, not to this instance

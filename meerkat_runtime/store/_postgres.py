@@ -10,13 +10,14 @@ import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import psycopg
 from eventsourcing.persistence import (
     InterfaceError,
     InternalError,
     OperationalError,
+    PersistenceError,
     StoredEvent,
 )
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
@@ -59,7 +60,7 @@ _RETRY_WAIT = 0.2
 _BATCH_SESSIONS = 1000
 
 
-class _Recorder(PostgresApplicationRecorder):
+class FencedPostgresRecorder(PostgresApplicationRecorder):
     """The library's recorder with an insert transaction that cannot half-commit.
 
     eventsourcing 9.5's ``insert_events`` catches exceptions inside its
@@ -176,9 +177,13 @@ class _Recorder(PostgresApplicationRecorder):
 class PostgresEventStore(EventStore):
     """Shared store in a PostgreSQL database (tables in ``schema``, default ``public``)."""
 
-    dialect: Literal["sqlite", "postgresql"] = "postgresql"
-    paramstyle: Literal["qmark", "format"] = "format"
-    events_recorder: PostgresApplicationRecorder
+    _unavailable_errors = (
+        OperationalError,
+        InterfaceError,
+        psycopg.OperationalError,
+        psycopg.InterfaceError,
+    )
+    _database_errors = (PersistenceError, psycopg.Error)
 
     def __init__(
         self,
@@ -292,14 +297,16 @@ class PostgresEventStore(EventStore):
             assert isinstance(self.datastore.pool.kwargs, dict)
             self.datastore.pool.kwargs.update(extra)
             try:
-                self.events_recorder = _Recorder(self.datastore, events_table_name=EVENTS_TABLE)
-                self.events_recorder.store_timeout = options.store_timeout
-                self.events_recorder.fence_sql = sql.SQL(
+                self._recorder = FencedPostgresRecorder(
+                    self.datastore, events_table_name=EVENTS_TABLE
+                )
+                self._recorder.store_timeout = options.store_timeout
+                self._recorder.fence_sql = sql.SQL(
                     "SELECT name, owner, token, expires_at > now() AS live FROM {}.{} "
                     "WHERE name = ANY(%s) FOR SHARE"
                 ).format(s, sql.Identifier(LEASES_TABLE))
                 if not options.read_only:
-                    self.events_recorder.create_table()
+                    self._recorder.create_table()
                     self._create_tables()
             except BaseException:
                 self.datastore.close()
@@ -402,7 +409,7 @@ class PostgresEventStore(EventStore):
             )
 
     def _insert(self, stored: Sequence[StoredEvent], fences: Sequence[Fence] = ()) -> list[int]:
-        ids = self.events_recorder.insert_events(stored, fences=fences)
+        ids = self._recorder.insert_events(stored, fences=fences)
         assert ids is not None
         return list(ids)
 
@@ -433,7 +440,7 @@ class PostgresEventStore(EventStore):
         ]
 
     def _select_all(self, after_position: int, limit: int, topics: list[str]) -> list[Row]:
-        notifications = self.events_recorder.select_notifications(
+        notifications = self._recorder.select_notifications(
             after_position, limit, topics=topics, inclusive_of_start=False
         )
         return [
@@ -442,11 +449,11 @@ class PostgresEventStore(EventStore):
         ]
 
     def _current_version(self, session_id: str) -> int:
-        last = self.events_recorder.select_events(session_id, desc=True, limit=1)
+        last = self._recorder.select_events(session_id, desc=True, limit=1)
         return last[0].originator_version if last else 0
 
     def _max_position(self) -> int:
-        return self.events_recorder.max_notification_id() or 0
+        return self._recorder.max_notification_id() or 0
 
     def _session_ids(self) -> list[str]:
         return [r["originator_id"] for r in self._rows(self._select_session_ids_sql)]
@@ -485,8 +492,6 @@ class PostgresEventStore(EventStore):
         return out
 
     # -- leases ----------------------------------------------------------------------------
-
-    supports_leases = True
 
     def _lease_sql(self, template: str) -> sql.Composed:
         return sql.SQL(template).format(
@@ -658,7 +663,7 @@ class PostgresEventStore(EventStore):
         after a connection loss. Returns a function that stops it.
         """
         stop = threading.Event()
-        channel = self.events_recorder.channel_name
+        channel = self._recorder.channel_name
 
         def loop() -> None:
             delay = 0.1
@@ -689,18 +694,28 @@ class PostgresEventStore(EventStore):
         return stopper
 
     @contextmanager
-    def transaction(self) -> Iterator[SQLCursor]:
-        """Yield a cursor (dict rows) in a transaction on the store's database (see base)."""
+    def _sql_transaction(self) -> Iterator[Any]:
+        """A transaction (dict rows) on the store's database."""
         with self.datastore.transaction(commit=True) as cur:
             yield cur
 
     @contextmanager
-    def read_transaction(self) -> Iterator[SQLCursor]:
-        """Yield a cursor in a ``REPEATABLE READ, READ ONLY`` transaction (see base): every
-        statement sees the snapshot taken at the first one, and no writer waits for it."""
+    def _sql_read_transaction(self) -> Iterator[Any]:
+        """A ``REPEATABLE READ, READ ONLY`` transaction: every statement sees the snapshot
+        taken at the first one, and no writer waits for it."""
         with self.datastore.transaction(commit=False) as cur:
             cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             yield cur
+
+    def _sql_cursor(self, cursor: Any) -> SQLCursor:
+        return _QmarkCursor(cursor)
+
+    def _lock_schema(self, cursor: Any) -> None:
+        # Concurrent ``CREATE TABLE IF NOT EXISTS`` of one table can still fail on
+        # PostgreSQL (duplicate key in ``pg_type``), e.g. when several nodes start on a
+        # fresh schema: a transaction-scoped advisory lock per schema serialises them.
+        key = zlib.crc32(f"meerkat_runtime.read_models:{self.schema}".encode())
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
 
     def table_name(self, name: str) -> str:
         """Return ``"schema"."name"``, quoted, for use in SQL."""
@@ -713,3 +728,40 @@ class PostgresEventStore(EventStore):
             if self._heartbeat_conn is not None:
                 self._heartbeat_conn.close()
         self.datastore.close()
+
+
+class _QmarkCursor:
+    """A psycopg cursor that takes ``?`` placeholders, as every store's read-model cursor does.
+
+    Read-model statements are written once with ``?``; psycopg wants ``%s``. A
+    statement must therefore not contain a literal ``?`` or ``%`` outside a parameter
+    (the read models' statements never do). A composed statement (``psycopg.sql``)
+    passes as it is.
+    """
+
+    __slots__ = ("_cur",)
+
+    def __init__(self, cur: Any) -> None:
+        self._cur = cur
+
+    def execute(self, statement: Any, params: Any = None, /) -> Any:
+        self._cur.execute(_qmark(statement), params)
+        return self
+
+    def executemany(self, statement: Any, params_seq: Any, /) -> Any:
+        self._cur.executemany(_qmark(statement), params_seq)
+        return self
+
+    def fetchone(self) -> Any:
+        return self._cur.fetchone()
+
+    def fetchall(self) -> Any:
+        return self._cur.fetchall()
+
+    @property
+    def description(self) -> Any:
+        return self._cur.description
+
+
+def _qmark(statement: Any) -> Any:
+    return statement.replace("?", "%s") if isinstance(statement, str) else statement

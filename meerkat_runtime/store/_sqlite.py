@@ -13,7 +13,13 @@ from typing import Any, Final, Literal, TypeVar
 from urllib.parse import quote
 
 import orjson
-from eventsourcing.persistence import IntegrityError, StoredEvent
+from eventsourcing.persistence import (
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    PersistenceError,
+    StoredEvent,
+)
 from eventsourcing.sqlite import (
     SQLiteApplicationRecorder,
     SQLiteConnection,
@@ -28,9 +34,9 @@ from meerkat_runtime.store._base import (
     Fence,
     Lease,
     NodeInfo,
-    SQLCursor,
     StoreOptions,
 )
+from meerkat_runtime.store._eventsourcing import raw_sqlite_connection, sqlite_insert_in
 from meerkat_runtime.store._group_commit import Row
 from meerkat_runtime.store._mapper import EventCodec
 from meerkat_runtime.store._schema import (
@@ -175,16 +181,20 @@ class _ConnectionPool(SQLiteConnectionPool):
     def _create_connection(self) -> SQLiteConnection:
         conn = super()._create_connection()
         # eventsourcing's SQLite datastore has no setting for the synchronous pragma.
-        conn._sqlite_conn.execute(self._synchronous_pragma)
+        raw_sqlite_connection(conn).execute(self._synchronous_pragma)
         return conn
 
 
 class SQLiteEventStore(EventStore):
     """Embedded durable store in one SQLite file (WAL mode, ``synchronous=FULL`` by default)."""
 
-    dialect: Literal["sqlite", "postgresql"] = "sqlite"
-    paramstyle: Literal["qmark", "format"] = "qmark"
-    events_recorder: SQLiteApplicationRecorder
+    _unavailable_errors = (
+        OperationalError,
+        InterfaceError,
+        sqlite3.OperationalError,
+        sqlite3.InterfaceError,
+    )
+    _database_errors = (PersistenceError, sqlite3.Error)
 
     def __init__(
         self,
@@ -213,7 +223,7 @@ class SQLiteEventStore(EventStore):
             synchronous=options.sqlite_synchronous, read_only=options.read_only, **pool_options
         )
         try:
-            self.events_recorder = SQLiteApplicationRecorder(self.datastore, EVENTS_TABLE)
+            self._recorder = SQLiteApplicationRecorder(self.datastore, EVENTS_TABLE)
             self._set_up()
         except BaseException:
             self.datastore.close()
@@ -231,7 +241,7 @@ class SQLiteEventStore(EventStore):
         the transaction wait for the lock (up to ``lock_timeout``) instead.
         """
         with self.datastore.get_connection(commit=True) as conn:
-            raw = conn._sqlite_conn
+            raw = raw_sqlite_connection(conn)
             cursor = raw.cursor()
             try:
                 cursor.execute("BEGIN IMMEDIATE")
@@ -287,7 +297,7 @@ class SQLiteEventStore(EventStore):
             row = c.fetchone()
             if row is not None and row[0] > SCHEMA_VERSION:
                 raise newer_schema_error(self.url, row[0])
-            for statement in self.events_recorder.create_table_statements:
+            for statement in self._recorder.create_table_statements:
                 c.execute(statement)
             c.execute(_CREATE_SNAPSHOTS_TABLE)
             c.execute(_CREATE_FIRST_EVENTS_INDEX)
@@ -297,7 +307,7 @@ class SQLiteEventStore(EventStore):
 
     def _insert(self, stored: Sequence[StoredEvent], fences: Sequence[Fence] = ()) -> list[int]:
         if not fences:
-            ids = self.events_recorder.insert_events(stored)
+            ids = self._recorder.insert_events(stored)
             assert ids is not None
             return list(ids)
         # One write transaction checks the fences and inserts: SQLite runs one writer
@@ -313,7 +323,7 @@ class SQLiteEventStore(EventStore):
                         # Live with another token: another node, or another incarnation
                         # of this node id (a restart) holds it now.
                         raise LeaseUnavailable(f.lease, row["owner"] if live else None)
-                ids = self.events_recorder._insert_events(c, stored)
+                ids = sqlite_insert_in(self._recorder, c, stored)
         except sqlite3.IntegrityError as e:
             raise IntegrityError(e) from e
         assert ids is not None
@@ -325,7 +335,7 @@ class SQLiteEventStore(EventStore):
             return [(r[0], session_id, r[1], r[2], r[3]) for r in c.fetchall()]
 
     def _select_all(self, after_position: int, limit: int, topics: list[str]) -> list[Row]:
-        notifications = self.events_recorder.select_notifications(
+        notifications = self._recorder.select_notifications(
             after_position, limit, topics=topics, inclusive_of_start=False
         )
         return [
@@ -334,11 +344,11 @@ class SQLiteEventStore(EventStore):
         ]
 
     def _current_version(self, session_id: str) -> int:
-        last = self.events_recorder.select_events(session_id, desc=True, limit=1)
+        last = self._recorder.select_events(session_id, desc=True, limit=1)
         return last[0].originator_version if last else 0
 
     def _max_position(self) -> int:
-        return self.events_recorder.max_notification_id() or 0
+        return self._recorder.max_notification_id() or 0
 
     def _session_ids(self) -> list[str]:
         with self.datastore.transaction(commit=False) as c:
@@ -378,7 +388,9 @@ class SQLiteEventStore(EventStore):
 
     # -- leases ----------------------------------------------------------------------------
 
-    supports_leases = True
+    def clock(self) -> datetime:
+        """The time lease expiries are measured in: this host's (one file, one host)."""
+        return datetime.now(UTC)
 
     def _has_table(self, name: str) -> bool:
         with self.datastore.transaction(commit=False) as c:
@@ -495,9 +507,9 @@ class SQLiteEventStore(EventStore):
         return self._guard("list nodes", run)
 
     @contextmanager
-    def transaction(self) -> Iterator[SQLCursor]:
-        """Yield a cursor in a write transaction on the store's SQLite file (see base);
-        on a read-only store, a read transaction (writes fail)."""
+    def _sql_transaction(self) -> Iterator[SQLiteCursor]:
+        """A write transaction on the store's SQLite file (``BEGIN IMMEDIATE``); on a
+        read-only store, a read transaction (writes fail)."""
         if self.read_only:
             with self.datastore.transaction(commit=False) as rc:
                 yield rc
@@ -506,15 +518,15 @@ class SQLiteEventStore(EventStore):
             yield c
 
     @contextmanager
-    def read_transaction(self) -> Iterator[SQLCursor]:
-        """Yield a cursor in a read-only snapshot of the file (see base).
+    def _sql_read_transaction(self) -> Iterator[SQLiteCursor]:
+        """A read-only snapshot of the file.
 
         A deferred ``BEGIN``: in WAL mode the first read fixes the snapshot for the
         rest of the transaction, and writers (this store's and other processes')
         carry on meanwhile. Always rolled back.
         """
         with self.datastore.get_connection(commit=False) as conn:
-            raw = conn._sqlite_conn
+            raw = raw_sqlite_connection(conn)
             cursor = raw.cursor()
             try:
                 cursor.execute("BEGIN")

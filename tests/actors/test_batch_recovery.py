@@ -294,6 +294,6 @@ def test_batch_recovery_takes_leases_and_leaves_live_owned_sessions_alone(
             assert [(e.session_id, e.owner) for e in owned] == [("completed", "other")]
             assert "completed" not in got and got["mid-run"].inputs_requeued == 1
             assert "destroyed" not in got and "destroyed+snap" not in got
-            mine = [x for x in rt.store.list_leases("session:") if x.owner == "me"]
+            mine = [x for x in rt.store.shared().list_leases("session:") if x.owner == "me"]
             assert mine and not any(x.live for x in mine)  # taken, then let go
         assert other.store.read_session("completed") == before

@@ -139,7 +139,7 @@ def test_clean_close_and_passivation_free_leases_at_once(postgres_url: str) -> N
 
         # Passivated after 0.5 s idle: its lease is released, not left to expire (30 s).
         def free(sid: str) -> bool:
-            return not any(x.live for x in b.store.list_leases(f"session:{sid}"))
+            return not any(x.live for x in b.store.shared().list_leases(f"session:{sid}"))
 
         wait_until(lambda: free("s") and free("t"), 10, "node-a to passivate and release")
         assert a.live_session_count() == 0
@@ -197,7 +197,7 @@ def test_a_memory_store_has_no_cluster() -> None:
         store = rt.store
         assert not store.supports_leases
         with pytest.raises(StoreError, match="leases need a shared store"):
-            store.acquire_lease("session:s", "node-x", 10)
+            store.shared().acquire_lease("session:s", "node-x", 10)
         codec = EventCodec()
         codec.register("test.happened")
     with open_store(url, codec=codec) as plain, pytest.raises(StoreError, match="fenced appends"):

@@ -61,7 +61,7 @@ def test_paused_node_cannot_write_after_its_sessions_were_taken_over(postgres_ur
             what="node-a to acknowledge inputs in all its sessions",
         )
         a.pause()  # mid-load: often inside an append transaction
-        leases = {x.name: x for x in store.list_leases("session:")}
+        leases = {x.name: x for x in store.shared().list_leases("session:")}
         assert {leases[session_lease(s)].owner for s in paused_sessions} == {"node-a"}
 
         # node-b may have them once node-a's leases have expired, and writes to them.
@@ -78,7 +78,7 @@ def test_paused_node_cannot_write_after_its_sessions_were_taken_over(postgres_ur
             reply = b.call("accept", sid=sid, count=2)
             assert reply["error"] is None, reply
             b_acks += [(sid, iid) for iid in reply["acked"]]
-        leases = {x.name: x for x in store.list_leases("session:")}
+        leases = {x.name: x for x in store.shared().list_leases("session:")}
         assert {leases[session_lease(s)].owner for s in paused_sessions} == {"node-b"}
         versions_before_resume = {sid: store.session_version(sid) for sid in paused_sessions}
 
@@ -220,10 +220,10 @@ def test_stale_fence_cannot_append_after_a_takeover(postgres_url: str) -> None:
     s2 = open_store(postgres_url, codec=_codec())
     lease = "session:x"
     try:
-        t1 = s1.acquire_lease(lease, "n1", 0.5)
-        assert s1.acquire_lease(lease, "n1", 0.5) == t1  # the holder renews: same token
+        t1 = s1.shared().acquire_lease(lease, "n1", 0.5)
+        assert s1.shared().acquire_lease(lease, "n1", 0.5) == t1  # the holder renews: same token
         with pytest.raises(LeaseUnavailable) as held:
-            s2.acquire_lease(lease, "n2", 30)
+            s2.shared().acquire_lease(lease, "n2", 30)
         assert held.value.owner == "n1"
         s1.append("x", 0, [NewEvent("test.happened", {"n": 1})], fence=Fence(lease, "n1", t1))
 
@@ -234,7 +234,7 @@ def test_stale_fence_cannot_append_after_a_takeover(postgres_url: str) -> None:
             s1.append("x", 1, [NewEvent("test.happened", {"n": 2})], fence=Fence(lease, "n1", t1))
         assert expired.value.owner is None
 
-        t2 = s2.acquire_lease(lease, "n2", 30)
+        t2 = s2.shared().acquire_lease(lease, "n2", 30)
         assert t2 > t1
         # The stale holder, at the right expected version, with its old token: refused,
         # naming the new owner; and so is a forged fence with the new owner's name but
@@ -260,7 +260,7 @@ def test_stale_fence_cannot_append_after_a_takeover(postgres_url: str) -> None:
         # An append waiting for the events table (another node's append in flight, or a
         # paused one) does not hold its lease row meanwhile: the owner's renewals go on
         # and the lease stays live.
-        (before,) = s2.list_leases(lease)
+        (before,) = s2.shared().list_leases(lease)
         with s1.transaction() as cur:
             cur.execute(f"LOCK TABLE {s1.table_name('meerkat_events')} IN EXCLUSIVE MODE")
             waiting = s2.append_async(
@@ -268,24 +268,24 @@ def test_stale_fence_cannot_append_after_a_takeover(postgres_url: str) -> None:
             )
             renewal: list[set[str]] = []
             renewer = threading.Thread(
-                target=lambda: renewal.append(s2.renew_leases([lease], "n2", 60))
+                target=lambda: renewal.append(s2.shared().renew_leases([lease], "n2", 60))
             )
             renewer.start()
             renewer.join(WAIT)
             assert renewal == [{lease}], "the renewal waited for the append in flight"
             assert not waiting.done()
         waiting.result(WAIT)
-        (after,) = s2.list_leases(lease)
+        (after,) = s2.shared().list_leases(lease)
         assert after.expires_at > before.expires_at and after.live
 
         # The old owner renewing is no renewal; releasing is not its to release.
-        assert s1.renew_leases([lease], "n1", 30) == set()
-        s1.release_lease(lease, "n1")
-        (row,) = s1.list_leases(lease)
+        assert s1.shared().renew_leases([lease], "n1", 30) == set()
+        s1.shared().release_lease(lease, "n1")
+        (row,) = s1.shared().list_leases(lease)
         assert (row.owner, row.token, row.live) == ("n2", t2, True)
         # The new owner releases: the lease is free at once and the next owner bumps it.
-        s2.release_lease(lease, "n2")
-        assert s1.acquire_lease(lease, "n1", 30) == t2 + 1
+        s2.shared().release_lease(lease, "n2")
+        assert s1.shared().acquire_lease(lease, "n1", 30) == t2 + 1
         s1.append("x", 3, [NewEvent("test.happened", {"n": 5})], fence=Fence(lease, "n1", t2 + 1))
         assert [r.writer for r in s1.read_session("x")] == [
             s1.incarnation,

@@ -71,7 +71,7 @@ def test_cli_commands_leave_no_node_behind(
         # A writing command is a node while it runs, and leaves the list when it exits.
         assert cli("recover", "--store", url).exit_code == 1  # p-1 is node-p's
         assert node_ids(url) == ["node-p"]
-        leases = {x.owner for x in rt.store.list_leases() if x.live}
+        leases = {x.owner for x in rt.store.shared().list_leases() if x.live}
         assert leases == {"node-p"}
     assert node_ids(url) == []  # and so does the runtime, on close
 
@@ -124,8 +124,8 @@ def test_writing_commands_leave_what_a_live_process_owns_alone_unless_forced(
         assert "owned by a live runtime process" in result.stderr
         assert "node-p" in result.stderr
 
-        token = next(x.token for x in rt.store.list_leases("session:p-1"))
+        token = next(x.token for x in rt.store.shared().list_leases("session:p-1"))
         result = cli("recover", "--store", url, "--force")
         assert result.exit_code == 0, result.output
-        (lease,) = rt.store.list_leases("session:p-1")
+        (lease,) = rt.store.shared().list_leases("session:p-1")
         assert lease.token > token and lease.owner.startswith("cli-recover-")

@@ -64,7 +64,7 @@ def test_projection_leader_killed_under_load_fails_over_exactly_once(postgres_ur
             what="the projections to make progress under load",
         )
         leader.kill()
-        leases = {x.name: x for x in store.list_leases("projection:")}
+        leases = {x.name: x for x in store.shared().list_leases("projection:")}
         assert {leases[f"projection:{p}"].owner for p in PROJECTIONS} == {"proj-0"}
 
         # Another node takes each projection over once its lease has expired.

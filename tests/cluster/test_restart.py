@@ -41,7 +41,7 @@ def test_a_restart_with_the_same_node_id_takes_over_at_once_and_fences_the_old_l
         (old,) = start_nodes(started, url, ["svc"], LONG_TTL)
         first = old.call("accept", sid="s", count=2)
         assert first["error"] is None and len(first["acked"]) == 2
-        token = next(x.token for x in store.list_leases("session:s"))
+        token = next(x.token for x in store.shared().list_leases("session:s"))
 
         # A second process with the same node id (the first one hangs, or is being
         # replaced): it takes the session at once, with a new token.
@@ -49,7 +49,7 @@ def test_a_restart_with_the_same_node_id_takes_over_at_once_and_fences_the_old_l
         assert new.incarnation != old.incarnation
         second = new.call("accept", sid="s", count=1)
         assert second["error"] is None and len(second["acked"]) == 1
-        (lease,) = store.list_leases("session:s")
+        (lease,) = store.shared().list_leases("session:s")
         assert (lease.owner, lease.live) == ("svc", True)
         assert lease.token > token
 

@@ -59,7 +59,7 @@ def test_sigkilled_node_sessions_are_taken_over_with_nothing_acknowledged_lost(
         dead.kill()
         killed_at = time.time()
         acked_by_dead = dead.acks_snapshot()
-        leases = {x.name: x for x in store.list_leases("session:")}
+        leases = {x.name: x for x in store.shared().list_leases("session:")}
         expiry = {sid: leases[session_lease(sid)].expires_at for sid in dead_sessions}
         assert all(leases[session_lease(sid)].owner == "node-0" for sid in dead_sessions)
 

@@ -129,7 +129,7 @@ class Poisoned:
 def _corrupt(store: EventStore, session_id: str, version: int, edit: Any) -> None:
     """Rewrite one stored event's bytes by hand, in the database itself (what an older
     version or a careless operator may have left): ``edit(stored bytes) -> new bytes``."""
-    mark = "?" if store.paramstyle == "qmark" else "%s"
+    mark = "?"
     table = store.table_name(EVENTS_TABLE)
     with store.transaction() as cur:
         cur.execute(

@@ -305,7 +305,7 @@ def test_two_hosts_with_executors_run_each_input_once(
         # node-a passivates every session once idle, and lets its leases go.
         with open_store(url, codec=event_codec()) as store:
             wait_until(
-                lambda: not any(x.live for x in store.list_leases("session:")),
+                lambda: not any(x.live for x in store.shared().list_leases("session:")),
                 WAIT,
                 "node-a to passivate its sessions",
             )

@@ -13,6 +13,7 @@ import pytest
 from eventsourcing.persistence import StoredEvent
 
 from meerkat_runtime.store import EventCodec, EventStore, open_store
+from meerkat_runtime.store._eventsourcing import recorder_of
 
 TOPICS = ("test.happened", "test.other")
 
@@ -68,7 +69,7 @@ class GatedInserts:
     """
 
     def __init__(self, store: EventStore, monkeypatch: pytest.MonkeyPatch) -> None:
-        recorder = store.events_recorder
+        recorder = recorder_of(store)
         self._original = recorder.insert_events
         self.entered = threading.Event()
         self._released = threading.Event()

@@ -15,6 +15,7 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder
 
 from meerkat_runtime.errors import ConcurrencyConflict, StoreError
 from meerkat_runtime.store import EventStore, NewEvent
+from meerkat_runtime.store._eventsourcing import recorder_of
 
 from .conftest import Backend, GatedInserts
 
@@ -35,7 +36,7 @@ class FaultyInserts:
     def __init__(self, store: EventStore, monkeypatch: pytest.MonkeyPatch) -> None:
         self.armed = threading.Event()
         self.rows_seen_in_transaction: list[int] = []
-        recorder: Any = store.events_recorder
+        recorder: Any = recorder_of(store)
         table = store.table_name("meerkat_events")
         count = f"SELECT count(*) AS n FROM {table} WHERE originator_id LIKE 'doomed-%'"
 
@@ -164,7 +165,7 @@ def test_retrying_an_append_whose_acknowledgement_was_lost(
         pytest.skip("memory:// has no connection that could lose an acknowledgement")
     options: dict[str, Any] = {"cipher_key": AESCipher.create_key(16)} if cipher else {}
     store = backend.open(incarnation="me", **options)
-    recorder: Any = store.events_recorder
+    recorder: Any = recorder_of(store)
     original = recorder.insert_events
     lose = threading.Event()
 
