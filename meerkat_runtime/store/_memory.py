@@ -7,7 +7,12 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Final
 
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import (
+    InterfaceError,
+    OperationalError,
+    PersistenceError,
+    StoredEvent,
+)
 from eventsourcing.popo import POPOApplicationRecorder
 
 from meerkat_runtime.store._base import EventStore, Fence, StoreOptions
@@ -49,8 +54,9 @@ class MemoryEventStore(EventStore):
     (like several processes on one database: handy for tests of recovery).
     """
 
-    _unavailable_errors = PrivateSQLite.unavailable_errors
-    _database_errors = PrivateSQLite.database_errors
+    # The log lives in eventsourcing's POPO recorder, the read models in a private SQLite.
+    _unavailable_errors = (OperationalError, InterfaceError, *PrivateSQLite.unavailable_errors)
+    _database_errors = (PersistenceError, *PrivateSQLite.database_errors)
 
     def __init__(
         self,

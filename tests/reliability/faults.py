@@ -276,7 +276,7 @@ class FaultInjector:
         real_append = s.append
         real_submit = s.submit_append
         real_insert = s._insert
-        real_transaction = s.transaction
+        real_transaction = s._sql_transaction
 
         def append(
             session_id: str, expected_version: int, events: Sequence[NewEvent], **kw: Any
@@ -339,7 +339,8 @@ class FaultInjector:
         s.append = append
         s.submit_append = submit_append
         s._insert = insert
-        s.transaction = transaction
+        # The backend's own transaction: the store maps the fault like a real driver error.
+        s._sql_transaction = transaction
         s._select_session = self._wrap("read", s._select_session, session_arg=True)
         s._current_version = self._wrap("read", s._current_version, session_arg=True)
         s._select_all = self._wrap("read_all", s._select_all)
