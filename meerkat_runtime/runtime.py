@@ -115,6 +115,9 @@ class RuntimeOptions:
     """Runtime (not store) options of :meth:`Runtime.open`; every other keyword goes to the store.
 
     * ``executor_threads`` (8): worker threads that run executors.
+    * ``session_threads`` (twice the cores): the session hosts, the OS threads that run
+      every session actor (sessions are partitioned over them by a hash of their id; no
+      session has a thread of its own).
     * ``run_timeout`` (300 s; None = never): a run still going after this fails with ``timeout``.
     * ``retry_backoff`` (0.05 s): the first wait before re-running inputs rolled back by a
       failed run (``retry.initial_backoff`` when ``retry`` is not given).
@@ -135,6 +138,7 @@ class RuntimeOptions:
     """
 
     executor_threads: int = 8
+    session_threads: int | None = None
     run_timeout: float | None = 300.0
     retry_backoff: float = 0.05
     retry: RetryPolicy | None = None
@@ -153,7 +157,7 @@ class RuntimeOptions:
         mine = {k: v for k, v in options.items() if k in names}
         rest = {k: v for k, v in options.items() if k not in names}
         for key, value in mine.items():
-            if key in ("run_timeout", "cancel_grace") and value is None:
+            if key in ("run_timeout", "cancel_grace", "session_threads") and value is None:
                 continue
             if key == "retry":
                 if value is not None and not isinstance(value, RetryPolicy):
@@ -469,6 +473,7 @@ class Runtime:
             max_live=options.max_live_sessions,
             idle_timeout=options.idle_timeout,
             max_pending=options.max_pending,
+            session_threads=options.session_threads,
         )
 
     @classmethod

@@ -1,6 +1,6 @@
 """Batch recovery: ``rt.recover()`` for many passivated sessions without an actor each.
 
-The actor path starts one thread per session, loads it with two queries and
+The actor path creates an actor per session, loads it with two queries and
 answers through a message; for 10,000 idle sessions that costs far more than
 reading their events. Here the same steps run inline for a batch of sessions:
 read their snapshots and tails with a few queries (``load_snapshots``,

@@ -1,15 +1,16 @@
 """Routing, passivation and bounded admission for session actors.
 
-pykka gives one thread per actor and nothing else. The registry adds:
+Session actors run on a few session hosts (``_host``); the registry adds:
 
 * **Routing.** Every message for a session (host calls, executor results,
-  timers) goes through :meth:`SessionRegistry.send`, which starts the
+  timers) goes through :meth:`SessionRegistry.send`, which creates the
   session's actor on first use. So a result for a passivated session simply
   restarts it; its state refolds from the log.
 * **Passivation.** Idle actors (no message in flight, no run in flight) stop
   after ``idle_timeout`` seconds, and the least recently used idle one stops
-  when ``max_live`` actors are live. 10,000+ sessions therefore cost threads
-  only for the ones in use.
+  when ``max_live`` actors are live; a stopping actor drains its appends and
+  releases its lease on its host, after the messages it already had. Live
+  sessions cost memory only: no thread is ever started per session.
 * **Bounded admission.** At most ``max_pending`` messages wait for one
   session; past that ``accept`` raises :class:`Overloaded` at once and writes
   nothing.
@@ -26,11 +27,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import pykka
-
 from meerkat_runtime.actors._calls import CallTable
 from meerkat_runtime.actors._completion import CompletionRegistry
 from meerkat_runtime.actors._executor import AsyncRunner, ExecutorLike, RetryPolicy
+from meerkat_runtime.actors._host import Hosts, default_host_count
 from meerkat_runtime.actors._scheduler import Scheduler
 from meerkat_runtime.actors._session import Call, Reply, SessionActor
 from meerkat_runtime.cluster import Membership
@@ -70,10 +70,10 @@ class Services:
 
 
 class _Entry:
-    __slots__ = ("busy", "inflight", "last_used", "ref")
+    __slots__ = ("actor", "busy", "inflight", "last_used")
 
-    def __init__(self, ref: pykka.ActorRef[SessionActor]) -> None:
-        self.ref = ref
+    def __init__(self, actor: SessionActor) -> None:
+        self.actor = actor
         self.inflight = 0
         self.busy = False
         self.last_used = time.monotonic()
@@ -89,11 +89,13 @@ class SessionRegistry:
         max_live: int = 1000,
         idle_timeout: float = 60.0,
         max_pending: int = 1000,
+        session_threads: int | None = None,
     ) -> None:
         if max_live < 1 or max_pending < 1 or idle_timeout <= 0:
             raise ValueError("max_live and max_pending must be >= 1, idle_timeout > 0")
         self.svc = services
         services.registry = self
+        self.hosts = Hosts(services.store, session_threads or default_host_count())
         self.max_live = max_live
         self.idle_timeout = idle_timeout
         self.max_pending = max_pending
@@ -125,14 +127,14 @@ class SessionRegistry:
 
     def _post(self, session_id: str, kind: str, payload: Any, admission: bool) -> Reply:
         call = Call(kind, payload)
-        to_stop: list[pykka.ActorRef[SessionActor]] = []
+        to_stop: list[SessionActor] = []
         with self._lock:
             if self._closed:
                 raise MeerkatRuntimeError("the runtime is closed")
             entry = self._entries.get(session_id)
             if entry is None:
                 to_stop = self._evict_for_room()
-                entry = _Entry(SessionActor.start(session_id, self.svc))
+                entry = _Entry(SessionActor(session_id, self.svc))
                 self._entries[session_id] = entry
                 self.started += 1
             elif admission and entry.inflight >= self.max_pending:
@@ -144,9 +146,10 @@ class SessionRegistry:
                 self._entries.move_to_end(session_id)
             entry.inflight += 1
             entry.last_used = time.monotonic()
-            entry.ref.tell(call)
-        for ref in to_stop:
-            ref.stop(block=False)
+            # Under the lock: a passivation posted later lands behind this message.
+            self.hosts.post(entry.actor, call)
+        for actor in to_stop:
+            self._passivate(actor)
         return call.reply
 
     def call(
@@ -189,16 +192,16 @@ class SessionRegistry:
     def _evictable(self, entry: _Entry) -> bool:
         return entry.inflight == 0 and not entry.busy
 
-    def _evict_for_room(self) -> list[pykka.ActorRef[SessionActor]]:
+    def _evict_for_room(self) -> list[SessionActor]:
         """Remove least recently used idle entries until one more fits (lock held)."""
-        out: list[pykka.ActorRef[SessionActor]] = []
+        out: list[SessionActor] = []
         if len(self._entries) < self.max_live:
             return out
         for sid in list(self._entries):
             entry = self._entries[sid]
             if self._evictable(entry):
                 del self._entries[sid]
-                out.append(entry.ref)
+                out.append(entry.actor)
                 self.stopped += 1
                 if len(self._entries) < self.max_live:
                     break
@@ -207,7 +210,7 @@ class SessionRegistry:
     def sweep_idle(self) -> None:
         """Stop actors idle longer than ``idle_timeout``."""
         cutoff = time.monotonic() - self.idle_timeout
-        to_stop: list[pykka.ActorRef[SessionActor]] = []
+        to_stop: list[SessionActor] = []
         with self._lock:
             for sid in list(self._entries):
                 entry = self._entries[sid]
@@ -215,10 +218,16 @@ class SessionRegistry:
                     break  # LRU order: the rest were used more recently
                 if self._evictable(entry):
                     del self._entries[sid]
-                    to_stop.append(entry.ref)
+                    to_stop.append(entry.actor)
                     self.stopped += 1
-        for ref in to_stop:
-            ref.stop(block=False)
+        for actor in to_stop:
+            self._passivate(actor)
+
+    def _passivate(self, actor: SessionActor) -> Reply:
+        """Stop ``actor`` on its host after the messages it already has."""
+        call = Call("passivate")
+        self.hosts.post(actor, call)
+        return call.reply
 
     def live_count(self) -> int:
         with self._lock:
@@ -238,11 +247,13 @@ class SessionRegistry:
             time.sleep(0.01)
         with self._lock:
             self._closed = True
-            refs = [e.ref for e in self._entries.values()]
+            actors = [e.actor for e in self._entries.values()]
             self._entries.clear()
-        stopping = [ref.stop(block=False) for ref in refs]
-        for fut in stopping:
+        stopping = [self._passivate(actor) for actor in actors]
+        for reply in stopping:
             try:
-                fut.get(timeout=max(0.1, deadline - time.monotonic()))
-            except pykka.Timeout:
+                reply.result(timeout=max(0.1, deadline - time.monotonic()))
+            except TimeoutError:
                 log.warning("an actor did not stop within the close timeout")
+                break
+        self.hosts.stop(timeout=max(0.1, deadline - time.monotonic()))

@@ -42,17 +42,13 @@ from __future__ import annotations
 import _thread
 import logging
 import math
-import queue
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-
-import pykka
 
 from meerkat_runtime.actors._completion import CompletionHandle
 from meerkat_runtime.actors._executor import (
@@ -62,6 +58,7 @@ from meerkat_runtime.actors._executor import (
     RunStatus,
     start_call,
 )
+from meerkat_runtime.actors._host import Mailbox
 from meerkat_runtime.cluster import session_lease
 from meerkat_runtime.errors import (
     ConcurrencyConflict,
@@ -122,8 +119,6 @@ from meerkat_runtime.events.wire import check_json
 from meerkat_runtime.store import AppendTicket
 
 if TYPE_CHECKING:
-    from pykka._actor import ActorInbox
-
     from meerkat_runtime.actors._registry import Services
 
 __all__ = ["AcceptOutcome", "Call", "Reply", "SessionActor"]
@@ -262,20 +257,37 @@ class _InFlight:
         self.error: BaseException | None = None
 
 
-class SessionActor(pykka.ThreadingActor):
-    """One live session. Start it through the registry, never directly."""
+class SessionActor:
+    """One live session: an actor run by a session host (``_host``), never its own thread.
 
-    use_daemon_thread = True
+    Its mailbox is ordered and it handles one message at a time; the registry
+    creates it on first use and passivates it when idle.
+    """
 
-    @staticmethod
-    def _create_actor_inbox() -> ActorInbox:
-        # pykka's default inbox is a queue.Queue: a Python Condition around every
-        # put and get. SimpleQueue, written in C, is all the inbox protocol needs.
-        inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        return inbox
+    # Slots: thousands are live at once, and a per-instance dict would double their size.
+    __slots__ = (
+        "__weakref__",
+        "_broken",
+        "_call",
+        "_draining",
+        "_inflight",
+        "_pipelining",
+        "_settled",
+        "cold_report",
+        "last_writer",
+        "lease",
+        "mailbox",
+        "owned_elsewhere",
+        "retry_scheduled",
+        "session_id",
+        "snapshot_version",
+        "state",
+        "svc",
+        "unreadable",
+    )
 
     def __init__(self, session_id: str, services: Services) -> None:
-        super().__init__()
+        self.mailbox = Mailbox()
         self.session_id = session_id
         self.lease = session_lease(session_id)
         self.svc = services
@@ -290,8 +302,9 @@ class SessionActor(pykka.ThreadingActor):
         # The log holds an event that cannot be read: no retry is scheduled for it.
         self.unreadable: UndecodableEvent | None = None
         # Pipelined accepts, oldest first; the store's callbacks settle them.
-        self._inflight: deque[_InFlight] = deque()
-        self._settled = threading.Condition(threading.Lock())
+        # (A list, not a deque: mostly empty, and an empty deque costs 600 bytes.)
+        self._inflight: list[_InFlight] = []
+        self._settled: threading.Condition | None = None  # made by the first drain that waits
         self._draining = False  # a drain waits: settling appends must notify _settled
         self._broken = False  # an append in flight failed: drain before anything else
         self._pipelining = True  # off while a drain handles calls again
@@ -299,9 +312,14 @@ class SessionActor(pykka.ThreadingActor):
 
     # ------------------------------------------------------------ message loop
 
-    def on_receive(self, message: Any) -> Any:
-        if not isinstance(message, Call):
-            return None
+    def on_receive(self, message: Call) -> None:
+        """Handle one message (on the actor's host thread)."""
+        if message.kind == "passivate":  # posted by the registry, which forgot this actor
+            try:
+                self.on_stop()
+            finally:
+                message.reply.set_result(None)
+            return
         try:
             self._answer(message)
         finally:
@@ -310,7 +328,6 @@ class SessionActor(pykka.ThreadingActor):
             except Exception:
                 log.exception("session %s: after-message step failed", self.session_id)
             self.svc.registry.message_done(self.session_id, self._busy())
-        return None
 
     def _answer(self, call: Call) -> None:
         """Handle ``call`` and put its answer in its reply, unless a commit callback will."""
@@ -560,8 +577,10 @@ class SessionActor(pykka.ThreadingActor):
         interval (a session never idle), it drains for it.
         """
         inflight = self._inflight
-        while inflight and inflight[0].settled and inflight[0].error is None:
-            inflight.popleft()
+        done = 0
+        while done < len(inflight) and inflight[done].settled and inflight[done].error is None:
+            done += 1
+        del inflight[:done]
         st = self.state
         if st is None or self._broken:
             return
@@ -668,9 +687,10 @@ class SessionActor(pykka.ThreadingActor):
         """The store settled a pipelined append (on its committing thread)."""
         entry.error = error
         entry.settled = True  # after error: whoever sees it settled sees its error
-        if self._draining:  # read after settling: see _drain
-            with self._settled:
-                self._settled.notify_all()
+        settled = self._settled
+        if self._draining and settled is not None:  # read after settling: see _drain
+            with settled:
+                settled.notify_all()
         if error is not None:
             # The actor answers the host once it has drained; wake it if idle.
             self._broken = True
@@ -694,13 +714,18 @@ class SessionActor(pykka.ThreadingActor):
         """
         inflight = self._inflight
         if inflight:
+            # Appends this host thread still holds would never settle while it waits.
+            self.svc.store.flush_batch()
             # The flag is set before checking and read by the callbacks after
             # settling, so a settle that does not notify has been seen here.
-            with self._settled:
+            if self._settled is None:
+                self._settled = threading.Condition(threading.Lock())
+            settled = self._settled
+            with settled:
                 self._draining = True
                 try:
                     while not all(e.settled for e in inflight):
-                        self._settled.wait(0.5)
+                        settled.wait(0.5)
                 finally:
                     self._draining = False
         entries = list(inflight)

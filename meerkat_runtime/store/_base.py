@@ -373,7 +373,7 @@ class EventStore(ABC):
         pending.fence = fence
         pending.on_done = on_done
         pending.after = after
-        self._commits.submit(pending, self._check_open)
+        self._commits.submit(pending, self._check_open, may_defer=on_done is not None)
         return pending
 
     def read_session(
@@ -503,6 +503,21 @@ class EventStore(ABC):
             )
             return None
         return Snapshot(session_id, version, data)
+
+    def batch(self) -> AbstractContextManager[None]:
+        """Hold the appends this thread submits with :meth:`submit_append` until the block
+        ends, then hand them to the writer together: one group commit for a whole turn
+        of work. Any other append, and :meth:`flush_batch`, queue the held ones first."""
+        return self._commits.batch()
+
+    def hold_appends(self) -> None:
+        """Like entering :meth:`batch` for the rest of this thread's life: its pipelined
+        appends wait until :meth:`flush_batch` (what a session host does each turn)."""
+        self._commits.hold_appends()
+
+    def flush_batch(self) -> None:
+        """Queue the appends held by this thread's :meth:`batch` now (before waiting)."""
+        self._commits.flush_batch()
 
     def queued_appends(self) -> int:
         """Appends queued for the writer thread and not yet taken (approximate)."""

@@ -17,9 +17,10 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, InvalidStateError
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -100,6 +101,10 @@ class RowWriter(Protocol):
 _STOP: Final = object()
 
 
+def _no_check() -> None:
+    return None
+
+
 class GroupCommit:
     """The commit path of one store instance (see the module docstring).
 
@@ -137,6 +142,8 @@ class GroupCommit:
         self._submit_lock = threading.Lock()
         self._closed = False
         self._writer: threading.Thread | None = None
+        self._queued = 0  # appends on the queue (an item may be a batch of several)
+        self._local = threading.local()  # .batch: this thread's held appends (see batch)
         self.stats = CommitStats()
 
     def start(self) -> None:
@@ -152,25 +159,76 @@ class GroupCommit:
         return self._writer is not None and threading.current_thread() is self._writer
 
     def queued(self) -> int:
-        """Appends waiting for the writer thread (approximate)."""
-        return self._queue.qsize()
+        """Appends handed to the writer thread and not yet taken by it (approximate)."""
+        return self._queued
 
     def add_listener(self, callback: Callable[[int], None]) -> None:
         """Call ``callback(max_position)`` after each durable commit, before callers hear."""
         self._listeners.append(callback)
 
-    def submit(self, ticket: AppendTicket, check_open: Callable[[], None]) -> None:
-        """Commit ``ticket`` now (no group commit) or queue it for the writer thread."""
+    def submit(
+        self, ticket: AppendTicket, check_open: Callable[[], None], *, may_defer: bool = False
+    ) -> None:
+        """Commit ``ticket`` now (no group commit) or queue it for the writer thread.
+
+        ``may_defer``: a pipelined append (answered by its callback) made on a thread
+        inside :meth:`batch` waits in that batch and is queued with it. Anything else
+        first queues the thread's open batch, so its own commit never waits behind
+        appends of this thread that are held back.
+        """
         if not self.enabled:
             check_open()
             self._begin(ticket)
             self._commit_one(ticket)
             return
+        held: list[AppendTicket] | None = getattr(self._local, "batch", None)
+        if held is not None:
+            if may_defer:
+                check_open()
+                held.append(ticket)
+                return
+            self.flush_batch()
+        self._put(ticket, check_open)
+
+    def _put(self, item: AppendTicket | list[AppendTicket], check_open: Callable[[], None]) -> None:
         with self._submit_lock:
             check_open()
             if self._closed:
                 raise StoreError(f"store {self.url} is closed")
-            self._queue.put(ticket)
+            self._queued += len(item) if isinstance(item, list) else 1
+            self._queue.put(item)
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Hold this thread's pipelined appends until the block ends, then queue them as
+        one item, so the writer commits them in one group (a turn of a session host)."""
+        if getattr(self._local, "batch", None) is not None:
+            yield  # nested: the outer batch queues them
+            return
+        self._local.batch = []
+        try:
+            yield
+        finally:
+            self.flush_batch()
+            self._local.batch = None
+
+    def hold_appends(self) -> None:
+        """Open a batch on this thread that lasts until the thread ends: its pipelined
+        appends wait for :meth:`flush_batch` (a session host flushes at each turn's end)."""
+        if getattr(self._local, "batch", None) is None:
+            self._local.batch = []
+
+    def flush_batch(self) -> None:
+        """Queue the appends this thread's open batch holds (before waiting for any)."""
+        held: list[AppendTicket] | None = getattr(self._local, "batch", None)
+        if held:
+            self._local.batch = []
+            try:
+                self._put(held, _no_check)
+            except StoreError as e:
+                for ticket in held:
+                    if self._begin(ticket):
+                        self._reject(ticket, e)
 
     def close(self) -> bool:
         """Commit what is queued, stop the writer; False if it was already closed."""
@@ -187,41 +245,36 @@ class GroupCommit:
         return True
 
     def _run_writer(self) -> None:
-        carry: AppendTicket | None = None
+        backlog: deque[AppendTicket] = deque()  # taken off the queue, not yet in a group
+        stopping = False
         while True:
-            if carry is not None:
-                group, carry = [carry], None
-            else:
-                item = self._queue.get()
-                if item is _STOP:
-                    return
-                assert isinstance(item, AppendTicket)
-                group = [item] if self._begin(item) else []
-            size = sum(len(p.stored) for p in group)
-            stopping = False
+            if not backlog and (stopping or not self._take(self._queue.get(), backlog)):
+                return
+            group: list[AppendTicket] = []
+            size = 0
             deadline = time.monotonic() + self._max_batch_wait
-            while size < self._max_batch_events:
+            while True:
+                while backlog and (
+                    not group or size + len(backlog[0].stored) <= self._max_batch_events
+                ):
+                    item = backlog.popleft()
+                    if self._begin(item):  # else cancelled by its caller before we got to it
+                        group.append(item)
+                        size += len(item.stored)
+                if backlog or size >= self._max_batch_events or stopping:
+                    break
                 try:
                     if self._max_batch_wait > 0:
                         remaining = deadline - time.monotonic()
                         if remaining <= 0:
                             break
-                        item = self._queue.get(timeout=remaining)
+                        taken = self._queue.get(timeout=remaining)
                     else:
-                        item = self._queue.get_nowait()
+                        taken = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if item is _STOP:
-                    stopping = True
-                    break
-                assert isinstance(item, AppendTicket)
-                if not self._begin(item):
-                    continue  # cancelled by its caller before we got to it
-                if group and size + len(item.stored) > self._max_batch_events:
-                    carry = item
-                    break
-                group.append(item)
-                size += len(item.stored)
+                if not self._take(taken, backlog):
+                    stopping = True  # commit what was queued before the stop, then return
             if group:
                 self.stats.groups += 1
                 self.stats.appends += len(group)
@@ -231,8 +284,19 @@ class GroupCommit:
                     logger.exception("store writer failed on %s", self.url)
                     for pending in group:
                         self._fail(pending, e)
-            if stopping:
-                return
+
+    def _take(self, item: object, backlog: deque[AppendTicket]) -> bool:
+        """Put a queue item's tickets on ``backlog``; False for the stop signal."""
+        if item is _STOP:
+            return False
+        if isinstance(item, list):
+            backlog.extend(item)
+        else:
+            assert isinstance(item, AppendTicket)
+            backlog.append(item)
+        with self._submit_lock:
+            self._queued -= len(item) if isinstance(item, list) else 1
+        return True
 
     def _commit_group(self, group: list[AppendTicket]) -> None:
         """Commit a group in one transaction, falling back to one by one on a version clash."""
@@ -470,5 +534,6 @@ class GroupCommit:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if isinstance(item, AppendTicket) and self._begin(item):
-                self._reject(item, StoreError(f"store {self.url} was closed"))
+            for ticket in item if isinstance(item, list) else [item]:
+                if isinstance(ticket, AppendTicket) and self._begin(ticket):
+                    self._reject(ticket, StoreError(f"store {self.url} was closed"))

@@ -144,3 +144,49 @@ def test_no_events_are_done_at_once_and_bad_arguments_raise(backend: Backend) ->
     with pytest.raises(StoreError):
         store.submit_append("s", -1, [happened(1)], on_done=out.on_done("bad"))
     assert len(out.seen) == 1
+
+
+# -- batches: the appends of one turn of a session host, handed over together ----------------
+
+
+def test_a_batch_holds_its_appends_and_commits_them_as_one_group(backend: Backend) -> None:
+    store = backend.open()
+    out = Outcomes()
+    groups = store.commit_stats.groups
+    with store.batch():
+        for n in range(3):
+            store.submit_append(f"s{n}", 0, [happened(n)], on_done=out.on_done(f"s{n}"))
+        assert out.seen == []  # held: nothing reached the writer yet
+        assert store.queued_appends() == 0
+    assert out.wait(3) == {"s0": None, "s1": None, "s2": None}
+    assert store.commit_stats.groups == groups + 1
+    assert [store.session_version(f"s{n}") for n in range(3)] == [1, 1, 1]
+
+
+def test_a_blocking_append_in_a_batch_hands_the_held_ones_over_first(backend: Backend) -> None:
+    """A thread that waits for an append must never wait behind appends it holds itself."""
+    store = backend.open()
+    out = Outcomes()
+    with store.batch():
+        store.submit_append("held", 0, [happened(1)], on_done=out.on_done("held"))
+        recorded = store.append("blocking", 0, [happened(2)])  # would deadlock if held
+        assert [e.version for e in recorded] == [1]
+        assert out.wait(1) == {"held": None}
+        store.submit_append("held", 1, [happened(3)], on_done=out.on_done("again"))
+        store.flush_batch()
+        assert out.wait(2)["again"] is None
+    assert [e.data["n"] for e in store.read_session("held")] == [1, 3]
+
+
+def test_a_failed_append_in_a_batch_fails_only_itself(backend: Backend) -> None:
+    store = backend.open()
+    store.append("taken", 0, [happened(0)])
+    out = Outcomes()
+    with store.batch():
+        store.submit_append("a", 0, [happened(1)], on_done=out.on_done("a"))
+        store.submit_append("taken", 0, [happened(2)], on_done=out.on_done("taken"))
+        store.submit_append("b", 0, [happened(3)], on_done=out.on_done("b"))
+    seen = out.wait(3)
+    assert seen["a"] is None and seen["b"] is None
+    assert isinstance(seen["taken"], ConcurrencyConflict)
+    assert [store.session_version(s) for s in ("a", "taken", "b")] == [1, 1, 1]
