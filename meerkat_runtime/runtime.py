@@ -14,11 +14,11 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
@@ -86,6 +86,18 @@ from meerkat_runtime.projections import (
     verify,
 )
 from meerkat_runtime.store import EventCodec, EventStore, SessionJournal, open_store
+from meerkat_runtime.telemetry import (
+    RECOVERY_OWNED,
+    RECOVERY_RECOVERED,
+    RECOVERY_SESSIONS,
+    RuntimeGauges,
+    log_ids,
+    telemetry_for,
+)
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
 
 __all__ = [
     "DEFAULT_STORE_URL",
@@ -278,6 +290,12 @@ class Session:
     def accept(self, input: Input | dict[str, Any] | bytes | str) -> AcceptOutcome:
         """Accept an input; returns once its events are durable. ``InvalidInput`` when malformed."""
         inp = coerce_input(input, self._rt.options.max_input_bytes)
+        telemetry = self._rt._telemetry
+        if telemetry is not None:
+            return telemetry.accept(self.id, inp, self._send_accept)
+        return self._send_accept(inp)
+
+    def _send_accept(self, inp: Input) -> AcceptOutcome:
         outcome: AcceptOutcome = self._call("accept", inp, admission=True)
         return outcome
 
@@ -297,8 +315,15 @@ class Session:
         coerced = _coerce_all(inputs, self._rt.options.max_input_bytes)
         if not coerced:
             return []
-        outcomes: list[AcceptOutcome] = self._call("accept_many", coerced, admission=True)
-        return outcomes
+
+        def send() -> list[AcceptOutcome]:
+            outcomes: list[AcceptOutcome] = self._call("accept_many", coerced, admission=True)
+            return outcomes
+
+        telemetry = self._rt._telemetry
+        if telemetry is not None:
+            return telemetry.accept_many(self.id, coerced, send)
+        return send()
 
     def state(self) -> RuntimeState:
         """The session's state as a host sees it (``attached`` when an executor is bound)."""
@@ -405,6 +430,8 @@ class Runtime:
         lease_ttl: float = 10.0,
         join_cluster: bool = True,
         force_takeover: bool = False,
+        meter_provider: MeterProvider | None = None,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         self.store = store
         self.executor = executor
@@ -412,6 +439,11 @@ class Runtime:
         self._owns_store = owns_store
         self._closed = False
         self.completions = CompletionRegistry()
+        # None unless there is an OpenTelemetry SDK to report to (see ``telemetry``).
+        self._telemetry = telemetry_for(
+            meter_provider, tracer_provider, store_backend=store.url.split(":", 1)[0]
+        )
+        self._stop_observing_commits: Callable[[], None] | None = None
         scheduler = Scheduler()
         pool = ThreadPoolExecutor(
             max_workers=options.executor_threads, thread_name_prefix="meerkat-executor"
@@ -426,6 +458,7 @@ class Runtime:
             retry=options.retry_policy(),
             cancel_grace=options.cancel_grace,
             recovery_timeout=options.recovery_timeout,
+            telemetry=self._telemetry,
         )
         self.membership: Membership | None = None
         # Without leases a runtime may not write sessions another process may own; a
@@ -466,6 +499,7 @@ class Runtime:
             schedule_every=scheduler.every,
             membership=self.membership,
             sql=sql,
+            telemetry=self._telemetry,
         )
         """The projections: ``wait_caught_up``, ``rebuild``, ``status``, ``skipped``."""
         self._registry = SessionRegistry(
@@ -475,6 +509,17 @@ class Runtime:
             max_pending=options.max_pending,
             session_threads=options.session_threads,
         )
+        if self._telemetry is not None:
+            self._stop_observing_commits = store.observe_commits(self._telemetry.commit)
+            registry = self._registry
+            self._telemetry.observe(
+                RuntimeGauges(
+                    live_sessions=registry.live_count,
+                    passivations=registry.passivations,
+                    queued_inputs=registry.queued_inputs,
+                    projections=self.projections.status,
+                )
+            )
 
     @classmethod
     def open(
@@ -488,6 +533,8 @@ class Runtime:
         lease_ttl: float = 10.0,
         join_cluster: bool = True,
         force_takeover: bool = False,
+        meter_provider: MeterProvider | None = None,
+        tracer_provider: TracerProvider | None = None,
         **options: Any,
     ) -> Runtime:
         """Open a runtime on a store URL (or a store object, which the caller keeps owning).
@@ -522,6 +569,11 @@ class Runtime:
           tools' ``--force``): the owner is fenced off and loses them, and a run it
           has in flight may run again here.
 
+        OpenTelemetry (the ``otel`` extra; see the telemetry guide): metrics and
+        spans go to ``meter_provider`` and ``tracer_provider`` when given, else to
+        the global providers, if the host's SDK set them before this call. With
+        neither, telemetry is off and costs nothing.
+
         ``executor`` that is neither callable nor has a ``run`` method raises
         ``TypeError`` here, not at the first run.
         """
@@ -552,6 +604,8 @@ class Runtime:
                 lease_ttl=lease_ttl,
                 join_cluster=join_cluster,
                 force_takeover=force_takeover,
+                meter_provider=meter_provider,
+                tracer_provider=tracer_provider,
             )
         except BaseException:
             if owns:
@@ -597,6 +651,16 @@ class Runtime:
                 raise InvalidInput(exc.detail, f"items[{n}].session_id") from None
             by_session.setdefault(checked_id, []).append(n)
         coerced = _coerce_all([item[1] for item in items], self.options.max_input_bytes, "items")
+        if self._telemetry is not None:
+            only = next(iter(by_session)) if len(by_session) == 1 else None
+            return self._telemetry.accept_many(
+                only, coerced, lambda: self._send_many(by_session, coerced)
+            )
+        return self._send_many(by_session, coerced)
+
+    def _send_many(
+        self, by_session: dict[str, list[int]], coerced: list[Input]
+    ) -> list[AcceptOutcome]:
         replies: dict[str, Future[Any] | MeerkatRuntimeError] = {}
         for sid, positions in by_session.items():
             try:
@@ -658,7 +722,24 @@ class Runtime:
         """
         self._check_open()
         self._check_joined()
-        order = self.sessions()
+        telemetry = self._telemetry
+        if telemetry is None or not telemetry.tracing:
+            return self._recover_sessions(self.sessions())
+        with telemetry.span("meerkat.recovery", {}) as span:
+            order = self.sessions()
+            reports, owned = self._recover_sessions(order)
+            span.set_attributes(
+                {
+                    RECOVERY_SESSIONS: len(order),
+                    RECOVERY_RECOVERED: len(reports),
+                    RECOVERY_OWNED: len(owned),
+                }
+            )
+            return reports, owned
+
+    def _recover_sessions(
+        self, order: list[str]
+    ) -> tuple[dict[str, RecoveryReport], list[SessionOwnedElsewhere]]:
         # Passivated sessions recover inline in batches; live ones (and all on a store
         # with leases) through their actors, which own their state and lease.
         batch = recover_batch(self._services, order)
@@ -681,7 +762,7 @@ class Runtime:
                 report = fut.result()
             except UndecodableEvent as exc:
                 # One unreadable session does not stop the recovery of the others.
-                log.error("session %s not recovered: %s", sid, exc)
+                log.error("session %s not recovered: %s", sid, exc, extra=log_ids(sid))
                 return
             except SessionOwnedElsewhere as exc:
                 owned.append(exc)
@@ -747,6 +828,10 @@ class Runtime:
         self._services.pool.shutdown(wait=False, cancel_futures=True)
         self.completions.close()
         self.projections.close()
+        if self._telemetry is not None:
+            self._telemetry.close()
+        if self._stop_observing_commits is not None:
+            self._stop_observing_commits()
         if isinstance(self._sql, ScratchSql):
             self._sql.close()
         if self.membership is not None:

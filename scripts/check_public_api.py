@@ -24,6 +24,7 @@ PUBLIC_MODULES = (
     "meerkat_runtime.projections",
     "meerkat_runtime.runtime",
     "meerkat_runtime.store",
+    "meerkat_runtime.telemetry",
 )
 
 
@@ -75,6 +76,11 @@ def main() -> None:
         else:
             check(False, "meerkat_runtime.console imported without starlette")
         print("without starlette, meerkat_runtime.console names the console extra")
+    if importlib.util.find_spec("opentelemetry") is None:
+        from meerkat_runtime.telemetry import telemetry_for
+
+        check(telemetry_for() is None, "telemetry on without opentelemetry installed")
+        print("without opentelemetry, telemetry is off")
     print("public API check: ok")
 
 

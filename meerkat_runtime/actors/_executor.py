@@ -81,6 +81,7 @@ therefore run more than once only:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import logging
 import queue
@@ -674,7 +675,9 @@ def start_call(
             return
         on_done(_normalise(result))
 
-    pool.submit(work)
+    # In the caller's context (as an async executor's task is): a span current where the
+    # call starts (the run's, see ``telemetry``) is current inside the executor too.
+    pool.submit(contextvars.copy_context().run, work)
 
 
 async def _await(awaitable: Awaitable[Any]) -> Any:

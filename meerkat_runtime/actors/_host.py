@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import pykka
 
 from meerkat_runtime.store import EventStore
+from meerkat_runtime.telemetry import log_ids
 
 if TYPE_CHECKING:
     from pykka._actor import ActorInbox
@@ -137,7 +138,12 @@ class SessionHost(pykka.ThreadingActor):
             try:
                 actor.on_receive(call)
             except Exception:
-                log.exception("session %s: message %r failed", actor.session_id, call.kind)
+                log.exception(
+                    "session %s: message %r failed",
+                    actor.session_id,
+                    call.kind,
+                    extra=log_ids(actor.session_id),
+                )
         with mailbox.lock:
             if not len(mailbox):
                 mailbox.take()  # marks it idle (and resets the list)

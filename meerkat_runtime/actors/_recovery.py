@@ -43,6 +43,7 @@ from meerkat_runtime.events.session import (
 from meerkat_runtime.events.timefmt import utc_now
 from meerkat_runtime.store import RecordedEvent
 from meerkat_runtime.store._journal import Recovered
+from meerkat_runtime.telemetry import log_ids
 
 if TYPE_CHECKING:
     from meerkat_runtime.actors._registry import Services
@@ -155,7 +156,12 @@ def _recover_chunk(services: Services, session_ids: list[str]) -> dict[str, Reco
             future.result()
         except MeerkatRuntimeError as exc:
             # Most likely the session became live meanwhile and its actor wrote first.
-            log.info("session %s: batch recovery not written (%s); using its actor", sid, exc)
+            log.info(
+                "session %s: batch recovery not written (%s); using its actor",
+                sid,
+                exc,
+                extra=log_ids(sid),
+            )
             continue
         _written(services, sid, loaded[sid], decision.events)
         done[sid] = decision.reply

@@ -36,6 +36,7 @@ from meerkat_runtime.actors._session import Call, Reply, SessionActor
 from meerkat_runtime.cluster import Membership
 from meerkat_runtime.errors import MeerkatRuntimeError, Overloaded
 from meerkat_runtime.store import EventStore, SessionJournal
+from meerkat_runtime.telemetry import Telemetry, log_ids
 
 __all__ = ["Services", "SessionRegistry"]
 
@@ -62,6 +63,7 @@ class Services:
     runner: AsyncRunner = field(default_factory=AsyncRunner)
     closing: bool = False
     membership: Membership | None = None
+    telemetry: Telemetry | None = None  # None: no OpenTelemetry SDK to report to
     registry: SessionRegistry = field(init=False)
     journal: SessionJournal = field(init=False)
 
@@ -168,7 +170,9 @@ class SessionRegistry:
         def report(f: Reply) -> None:
             exc = f.exception()
             if exc is not None:
-                log.warning("session %s: %s failed: %s", session_id, kind, exc)
+                log.warning(
+                    "session %s: %s failed: %s", session_id, kind, exc, extra=log_ids(session_id)
+                )
 
         reply.add_done_callback(report)
 
@@ -236,6 +240,23 @@ class SessionRegistry:
     def live_ids(self) -> list[str]:
         with self._lock:
             return list(self._entries)
+
+    def passivations(self) -> int:
+        """Actors stopped (idle, or evicted for room) since the registry started."""
+        return self.stopped
+
+    def queued_inputs(self) -> tuple[int, int]:
+        """Inputs waiting in the queue and steer lanes of the live sessions (for a gauge:
+        read without the actors' cooperation, so a snapshot, not a fence)."""
+        with self._lock:
+            actors = [e.actor for e in self._entries.values()]
+        queue = steer = 0
+        for actor in actors:
+            st = actor.state
+            if st is not None:
+                queue += len(st.queue)
+                steer += len(st.steer_queue)
+        return queue, steer
 
     # ------------------------------------------------------------ shutdown
 

@@ -117,6 +117,13 @@ from meerkat_runtime.events.session import (
 from meerkat_runtime.events.timefmt import utc_now
 from meerkat_runtime.events.wire import check_json
 from meerkat_runtime.store import AppendTicket
+from meerkat_runtime.telemetry import (
+    COLD_RECOVERY,
+    SESSION_ID,
+    SESSION_VERSION,
+    SNAPSHOT_VERSION,
+    log_ids,
+)
 
 if TYPE_CHECKING:
     from meerkat_runtime.actors._registry import Services
@@ -326,7 +333,11 @@ class SessionActor:
             try:
                 self._after_message()
             except Exception:
-                log.exception("session %s: after-message step failed", self.session_id)
+                log.exception(
+                    "session %s: after-message step failed",
+                    self.session_id,
+                    extra=log_ids(self.session_id),
+                )
             self.svc.registry.message_done(self.session_id, self._busy())
 
     def _answer(self, call: Call) -> None:
@@ -395,12 +406,33 @@ class SessionActor:
                         f"session {self.session_id!r} could not be loaded: {exc}"
                     ) from exc
                 log.warning(
-                    "session %s: load failed (%s); retrying in %.2fs", self.session_id, exc, delay
+                    "session %s: load failed (%s); retrying in %.2fs",
+                    self.session_id,
+                    exc,
+                    delay,
+                    extra=log_ids(self.session_id),
                 )
                 time.sleep(delay)
                 delay = min(delay * 2, self.svc.backoff_max)
 
     def _load(self) -> None:
+        tel = self.svc.telemetry
+        if tel is None or not tel.tracing:
+            self._load_state()
+            return
+        with tel.span("meerkat.session.load", {SESSION_ID: self.session_id}) as span:
+            earlier = self.cold_report
+            self._load_state()
+            st = self.state
+            span.set_attributes(
+                {
+                    SESSION_VERSION: st.version if st is not None else 0,
+                    SNAPSHOT_VERSION: self.snapshot_version,
+                    COLD_RECOVERY: self.cold_report is not earlier,
+                }
+            )
+
+    def _load_state(self) -> None:
         try:
             recovered = self.svc.journal.recover(self.session_id)
         except UndecodableEvent as exc:
@@ -476,12 +508,18 @@ class SessionActor:
         its side effects stop as early as possible (its outcome can no longer be
         recorded: every append of this process to the session is fenced off).
         """
+        if self.svc.telemetry is not None:
+            self.svc.telemetry.session_lost(self.session_id)
 
     def on_stop(self) -> None:
         try:
             self._drain()
         except Exception:
-            log.exception("session %s: appends in flight at stop not settled", self.session_id)
+            log.exception(
+                "session %s: appends in flight at stop not settled",
+                self.session_id,
+                extra=log_ids(self.session_id),
+            )
         if self.svc.membership is not None:
             self.svc.membership.release(self.lease, self)
 
@@ -548,6 +586,8 @@ class SessionActor:
                 raise
         if events and st is not None:
             self.last_writer = self.svc.store.incarnation
+            if self.svc.telemetry is not None:
+                self.svc.telemetry.committed(events)
             for iid, outcome in settled:
                 self.svc.completions.resolve(self.session_id, iid, outcome)
             self._maybe_snapshot(st)
@@ -870,7 +910,12 @@ class SessionActor:
                 if st is None:
                     return
         except MeerkatRuntimeError as exc:
-            log.warning("session %s: could not start a run: %s", self.session_id, exc)
+            log.warning(
+                "session %s: could not start a run: %s",
+                self.session_id,
+                exc,
+                extra=log_ids(self.session_id),
+            )
             self._schedule_retry()
 
     def _submit(self, run_id: uuid.UUID, primitive: RunPrimitive) -> None:
@@ -891,12 +936,26 @@ class SessionActor:
         def done(result: RunResult) -> None:
             svc.registry.tell(sid, "run_done", (run_id, result))
 
+        tel = svc.telemetry
         try:
-            start_call(executor, request, svc.pool, svc.runner, done)
+            if tel is None:
+                start_call(executor, request, svc.pool, svc.runner, done)
+            else:
+                # The call starts inside the run's span: the executor's spans are its children.
+                with tel.run_started(sid, run_id, request.contributing_input_ids):
+                    start_call(executor, request, svc.pool, svc.runner, done)
         except RuntimeError as exc:  # the pool or loop is shut down: closing
             svc.calls.finish(sid, run_id)
             svc.active_runs.discard(run_id)
-            log.warning("session %s: run %s not started: %s", sid, run_id, exc)
+            if tel is not None:
+                tel.run_not_started(run_id)
+            log.warning(
+                "session %s: run %s not started: %s",
+                sid,
+                run_id,
+                exc,
+                extra=log_ids(sid, run_id=run_id),
+            )
             return
         if svc.run_timeout is not None:
             svc.scheduler.call_later(
@@ -919,6 +978,7 @@ class SessionActor:
                 self.session_id,
                 run_id,
                 result.status.value if isinstance(result.status, RunStatus) else result.status,
+                extra=log_ids(self.session_id, run_id=run_id),
             )
             return
         command = _command_for(run_id, result)
@@ -963,7 +1023,13 @@ class SessionActor:
             return False
         self.svc.active_runs.discard(run.run_id)
         self._commit(CancelRun(run_id=run.run_id), reason=reason)
-        log.info("session %s: run %s cancelled: %s", self.session_id, run.run_id, reason)
+        log.info(
+            "session %s: run %s cancelled: %s",
+            self.session_id,
+            run.run_id,
+            reason,
+            extra=log_ids(self.session_id, run_id=run.run_id),
+        )
         self._schedule_retry()
         return True
 

@@ -70,6 +70,13 @@ from meerkat_runtime.events.catalogue import EVENT_TOPICS, decode_recorded
 from meerkat_runtime.events.timefmt import format_timestamp, utc_now
 from meerkat_runtime.projections._sql import Cursor, ScratchSql, Sql
 from meerkat_runtime.store import EventStore, RecordedEvent, UnreadableInLog
+from meerkat_runtime.telemetry import (
+    PROJECTION_EVENTS,
+    PROJECTION_NAME,
+    PROJECTION_POSITION,
+    Telemetry,
+    log_ids,
+)
 
 __all__ = [
     "FailureStrategy",
@@ -225,7 +232,7 @@ def prepare_projection(sql: Sql, projection: Projection) -> None:
             if ran is not None:  # not a fresh store: say why the read model replays
                 log.warning(
                     "projection %s: read model layout %d is older than %d; rebuilding it from "
-                    "the log", name, have, want,
+                    "the log", name, have, want, extra=log_ids(projection=name),
                 )  # fmt: skip
             for table in projection.tables:
                 cur.execute(f"DROP TABLE IF EXISTS {cur.table(table)}")
@@ -255,6 +262,7 @@ class RunnerHost(Protocol):
     membership: Membership | None
     page_size: int
     pages_per_message: int
+    telemetry: Telemetry | None
 
     @property
     def closed(self) -> bool: ...
@@ -291,7 +299,7 @@ class ProjectionRunner(pykka.ThreadingActor):
             self._reload_offset()
         except Exception as exc:
             self.status, self.error = "retrying", f"cannot start: {type(exc).__name__}: {exc}"
-            log.warning("projection %s: %s", self.projection.name, self.error)
+            log.warning("projection %s: %s", self.projection.name, self.error, extra=self._ids())
             self.owner.report_progress(self.projection.name, self.position, self.status, self.error)
             return False
         self.started = True
@@ -332,16 +340,26 @@ class ProjectionRunner(pykka.ThreadingActor):
             membership.acquire(lease, self)
         except LeaseUnavailable as exc:
             if self.status != "standby":
-                log.info("projection %s: standing by, %s runs it", self.projection.name, exc.owner)
+                log.info(
+                    "projection %s: standing by, %s runs it",
+                    self.projection.name,
+                    exc.owner,
+                    extra=self._ids(),
+                )
             self.status, self.error = "standby", None
             self.started = False
             try:
                 self._reload_offset()
             except Exception as exc2:  # the database is away: try again at the next poll
-                log.warning("projection %s: %s", self.projection.name, exc2)
+                log.warning("projection %s: %s", self.projection.name, exc2, extra=self._ids())
             return False
         except StoreError as exc:
-            log.warning("projection %s: lease check failed: %s", self.projection.name, exc)
+            log.warning(
+                "projection %s: lease check failed: %s",
+                self.projection.name,
+                exc,
+                extra=self._ids(),
+            )
             return False
         self.status = "running"
         self.started = False  # re-read the offset: the previous holder moved it
@@ -350,6 +368,12 @@ class ProjectionRunner(pykka.ThreadingActor):
     def on_stop(self) -> None:
         if self.owner.membership is not None:
             self.owner.membership.release(f"projection:{self.projection.name}", self)
+
+    def _ids(self, event: RecordedEvent | None = None) -> dict[str, str]:
+        """The ids a log record of this runner carries (and the event's session's)."""
+        return log_ids(
+            event.session_id if event is not None else None, projection=self.projection.name
+        )
 
     def on_receive(self, message: Any) -> Any:
         if message == "poll":
@@ -378,7 +402,9 @@ class ProjectionRunner(pykka.ThreadingActor):
         except StoreError as exc:  # unavailable, or the log cannot be read now
             error = f"database unavailable: {type(exc).__name__}: {exc}"
             if self.status != "retrying":
-                log.warning("projection %s: %s; retrying", self.projection.name, error)
+                log.warning(
+                    "projection %s: %s; retrying", self.projection.name, error, extra=self._ids()
+                )
             self.status, self.error = "retrying", error
             self.owner.report_progress(self.projection.name, self.position, self.status, self.error)
             return
@@ -414,6 +440,19 @@ class ProjectionRunner(pykka.ThreadingActor):
         self.actor_ref.tell("poll")  # more to do: yield so pause/stop messages get a turn
 
     def _commit(self, events: Sequence[RecordedEvent], skipped: SkippedEvent | None = None) -> None:
+        telemetry = self.owner.telemetry
+        if telemetry is None or not telemetry.tracing:
+            self._commit_page(events, skipped)
+            return
+        attributes = {
+            PROJECTION_NAME: self.projection.name,
+            PROJECTION_EVENTS: len(events),
+            PROJECTION_POSITION: events[-1].position,
+        }
+        with telemetry.span("meerkat.projection.batch", attributes):
+            self._commit_page(events, skipped)
+
+    def _commit_page(self, events: Sequence[RecordedEvent], skipped: SkippedEvent | None) -> None:
         name = self.projection.name
         new_position = events[-1].position
         with self.sql.transaction() as cur:
@@ -505,6 +544,7 @@ class ProjectionRunner(pykka.ThreadingActor):
                 log.warning(
                     "projection %s: event at %d failed (%s); retry %d/%d in %.2fs",
                     name, event.position, error, attempt, strategy.retries, delay,
+                    extra=self._ids(event),
                 )  # fmt: skip
                 time.sleep(delay)
                 delay = min(delay * 2, strategy.max_backoff)
@@ -521,7 +561,13 @@ class ProjectionRunner(pykka.ThreadingActor):
                 self.owner.report_progress(name, self.position, self.status, self.error)
                 return
         if strategy.kind in ("skip", "retry_then_skip"):
-            log.warning("projection %s: skipping event at %d: %s", name, event.position, error)
+            log.warning(
+                "projection %s: skipping event at %d: %s",
+                name,
+                event.position,
+                error,
+                extra=self._ids(event),
+            )
             skipped = SkippedEvent(
                 projection=name,
                 position=event.position,
@@ -540,7 +586,13 @@ class ProjectionRunner(pykka.ThreadingActor):
             except Exception as exc2:
                 error = f"could not record skipped event: {exc2}"
         self.status, self.error = "failed", error
-        log.error("projection %s failed at position %d: %s", name, event.position, error)
+        log.error(
+            "projection %s failed at position %d: %s",
+            name,
+            event.position,
+            error,
+            extra=self._ids(event),
+        )
         self.owner.report_progress(name, self.position, self.status, self.error)
 
     def _on_unreadable(self, event: RecordedEvent, exc: UndecodableEvent) -> None:
@@ -548,7 +600,12 @@ class ProjectionRunner(pykka.ThreadingActor):
         name = self.projection.name
         error = f"{_UNREADABLE} {exc}"
         if self.projection.failure_strategy.skips_unreadable:
-            log.error("projection %s: skipping unreadable event, holding back %s", name, exc)
+            log.error(
+                "projection %s: skipping unreadable event, holding back %s",
+                name,
+                exc,
+                extra=self._ids(event),
+            )
             skipped = SkippedEvent(
                 projection=name,
                 position=event.position,
@@ -569,7 +626,13 @@ class ProjectionRunner(pykka.ThreadingActor):
                 self.status, self.error = "running", None
                 return
         self.status, self.error = "failed", error
-        log.error("projection %s failed at position %d: %s", name, event.position, error)
+        log.error(
+            "projection %s failed at position %d: %s",
+            name,
+            event.position,
+            error,
+            extra=self._ids(event),
+        )
         self.owner.report_progress(name, self.position, self.status, self.error)
 
 
@@ -604,9 +667,11 @@ class ProjectionSet:
         schedule_every: Callable[[float, Callable[[], None]], None] | None = None,
         membership: Membership | None = None,
         sql: Sql | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.store = store
         self.membership = membership
+        self.telemetry = telemetry
         self.sql = sql if sql is not None else Sql(store)
         self.projections = {p.name: p for p in projections}
         self.page_size = page_size
@@ -626,7 +691,12 @@ class ProjectionSet:
             try:
                 prepare_projection(self.sql, p)
             except Exception as exc:
-                log.warning("projection %s: schema not created yet: %s", p.name, exc)
+                log.warning(
+                    "projection %s: schema not created yet: %s",
+                    p.name,
+                    exc,
+                    extra=log_ids(projection=p.name),
+                )
             if isinstance(self.sql, ScratchSql):
                 self._seed(p)
             self._runners[p.name] = ProjectionRunner.start(p, self.sql, self)

@@ -537,6 +537,11 @@ class EventStore(ABC):
         """
         self._commits.add_listener(callback)
 
+    def observe_commits(self, callback: Callable[[int, int, float], None]) -> Callable[[], None]:
+        """Call ``callback(appends, events, seconds)`` after each commit of this instance's
+        writer (one transaction; for metrics); return a function that stops it."""
+        return self._commits.observe(callback)
+
     def shared(self) -> SharedStore:
         """This store's leases and node registry; :class:`StoreError` on a store that has
         none (``memory://``: one process only)."""

@@ -145,6 +145,7 @@ class GroupCommit:
         self._queued = 0  # appends on the queue (an item may be a batch of several)
         self._local = threading.local()  # .batch: this thread's held appends (see batch)
         self.stats = CommitStats()
+        self._observers: list[Callable[[int, int, float], None]] = []
 
     def start(self) -> None:
         """Start the writer thread (under group commit); once the database is ready."""
@@ -166,6 +167,24 @@ class GroupCommit:
         """Call ``callback(max_position)`` after each durable commit, before callers hear."""
         self._listeners.append(callback)
 
+    def observe(self, callback: Callable[[int, int, float], None]) -> Callable[[], None]:
+        """Call ``callback(appends, events, seconds)`` after each commit attempt (metrics);
+        return a function that stops it. Runs on the committing thread: must be quick."""
+        self._observers = [*self._observers, callback]
+
+        def stop() -> None:
+            self._observers = [o for o in self._observers if o is not callback]
+
+        return stop
+
+    def _observed(self, appends: int, events: int, started: float) -> None:
+        seconds = time.perf_counter() - started
+        for callback in self._observers:
+            try:
+                callback(appends, events, seconds)
+            except Exception:
+                logger.exception("commit observer %r failed", callback)
+
     def submit(
         self, ticket: AppendTicket, check_open: Callable[[], None], *, may_defer: bool = False
     ) -> None:
@@ -179,7 +198,10 @@ class GroupCommit:
         if not self.enabled:
             check_open()
             self._begin(ticket)
+            started = time.perf_counter()
             self._commit_one(ticket)
+            if self._observers:
+                self._observed(1, len(ticket.stored), started)
             return
         held: list[AppendTicket] | None = getattr(self._local, "batch", None)
         if held is not None:
@@ -278,12 +300,15 @@ class GroupCommit:
             if group:
                 self.stats.groups += 1
                 self.stats.appends += len(group)
+                started = time.perf_counter()
                 try:
                     self._commit_group(group)
                 except BaseException as e:  # never let the writer die with callers waiting
                     logger.exception("store writer failed on %s", self.url)
                     for pending in group:
                         self._fail(pending, e)
+                if self._observers:
+                    self._observed(len(group), size, started)
 
     def _take(self, item: object, backlog: deque[AppendTicket]) -> bool:
         """Put a queue item's tickets on ``backlog``; False for the stop signal."""

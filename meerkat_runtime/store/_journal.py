@@ -47,6 +47,7 @@ from meerkat_runtime.store._base import (
     RecordedEvent,
     Snapshot,
 )
+from meerkat_runtime.telemetry import log_ids
 
 __all__ = ["Recovered", "SessionJournal"]
 
@@ -127,6 +128,7 @@ class SessionJournal:
                     session_id,
                     snap.version,
                     exc,
+                    extra=log_ids(session_id),
                 )
         return Recovered(SessionState(session_id=session_id), 0, None)
 
@@ -256,7 +258,11 @@ class SessionJournal:
             self.store.save_snapshot(state.session_id, state.version, data)
         except StoreError as exc:
             log.warning(
-                "session %s: snapshot at %d not saved: %s", state.session_id, state.version, exc
+                "session %s: snapshot at %d not saved: %s",
+                state.session_id,
+                state.version,
+                exc,
+                extra=log_ids(state.session_id),
             )
             return False
         return True
