@@ -3,7 +3,7 @@
     python benchmarks/telemetry_bench.py [--backends sqlite,memory] [--sessions 1,10]
                                          [--seconds S] [--rounds N] [--calls N]
 
-Four set-ups, each in a fresh child process (OpenTelemetry's global state and
+Six set-ups, each in a fresh child process (OpenTelemetry's global state and
 imports never leak between them), measured in the same run:
 
 * **absent** (the baseline): ``opentelemetry`` cannot be imported (the ``otel``
@@ -15,8 +15,12 @@ imports never leak between them), measured in the same run:
   instruments (what instrumenting through the API costs when it cannot be
   skipped);
 * **sdk**: the SDK, a ``MeterProvider`` with an ``InMemoryMetricReader`` and a
-  ``TracerProvider`` with a ``BatchSpanProcessor`` into an
-  ``InMemorySpanExporter``: every metric and span recorded.
+  ``TracerProvider`` (always sampling) with a ``BatchSpanProcessor`` into an
+  exporter that drops what it gets: every metric and span recorded, nothing
+  sent anywhere. (The SDK's ``InMemorySpanExporter`` keeps every span, and the
+  garbage collector then scans a heap that grows by thousands of spans a
+  second: that measures the exporter, not the instrumentation.)
+* **sdk-metrics** and **sdk-traces**: the same with one provider only.
 
 Two measurements per set-up:
 
@@ -40,12 +44,13 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import _benchlib as bl
 
-MODES = ("absent", "api", "api-noop", "sdk")
+MODES = ("absent", "api", "api-noop", "sdk-metrics", "sdk-traces", "sdk")
 BACKENDS = ("sqlite", "memory")
 
 
@@ -63,21 +68,30 @@ def _providers(mode: str) -> dict[str, Any]:
         return {"meter_provider": NoOpMeterProvider(), "tracer_provider": NoOpTracerProvider()}
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
 
-    tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(BatchSpanProcessor(InMemorySpanExporter()))
-    return {
-        "meter_provider": MeterProvider(metric_readers=[InMemoryMetricReader()]),
-        "tracer_provider": tracer_provider,
-    }
+    class Dropping(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    providers: dict[str, Any] = {}
+    if mode in ("sdk", "sdk-metrics"):
+        providers["meter_provider"] = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    if mode in ("sdk", "sdk-traces"):
+        tracer_provider = TracerProvider()
+        tracer_provider.add_span_processor(BatchSpanProcessor(Dropping()))
+        providers["tracer_provider"] = tracer_provider
+    return providers
 
 
 def _check_mode(mode: str, rt: Any) -> None:
     on = rt._telemetry is not None
-    if on != (mode in ("api-noop", "sdk")):
+    if on != (mode not in ("absent", "api")):
         raise RuntimeError(f"mode {mode}: telemetry {'on' if on else 'off'}")
     imported = sys.modules.get("opentelemetry") is not None
     if imported != (mode != "absent"):

@@ -189,14 +189,6 @@ INSTRUMENTS: tuple[InstrumentSpec, ...] = (
         _SIZES,
     ),
     InstrumentSpec(
-        "meerkat.store.commit.events",
-        "histogram",
-        "{event}",
-        (STORE_BACKEND,),
-        "Events written by one commit.",
-        _SIZES,
-    ),
-    InstrumentSpec(
         "meerkat.session.runs",
         "counter",
         "{run}",
@@ -446,7 +438,6 @@ class Telemetry:
         self._accept_duration = sync["meerkat.accept.duration"]
         self._commit_duration = sync["meerkat.store.commit.duration"]
         self._commit_appends = sync["meerkat.store.commit.appends"]
-        self._commit_events = sync["meerkat.store.commit.events"]
         self._runs_ended = sync["meerkat.session.runs"]
         self._run_duration = sync["meerkat.run.duration"]
         self.gauges: RuntimeGauges | None = None
@@ -507,12 +498,13 @@ class Telemetry:
             raise
         self._accept_duration.record(time.perf_counter() - started, self._call_attrs["accept"])
         self._count(kind, outcome.kind)
-        if span is not None:
+        if span is not None and span.is_recording():  # not sampled: no attributes to set
             span.set_attribute(ACCEPT_OUTCOME, outcome.kind)
             if outcome.existing_id is not None:
                 span.set_attribute(EXISTING_ID, str(outcome.existing_id))
             if outcome.reason is not None:
                 span.set_attribute(REJECT_REASON, getattr(outcome.reason, "__tag__", "unknown"))
+        if span is not None:
             span.end()
         return outcome
 
@@ -581,7 +573,6 @@ class Telemetry:
         attrs = self._store_attrs
         self._commit_duration.record(seconds, attrs)
         self._commit_appends.record(appends, attrs)
-        self._commit_events.record(events, attrs)
 
     # ------------------------------------------------------------ runs
 
