@@ -7,10 +7,12 @@ its unit, kind and attributes; ids on spans must be the ones the runtime returne
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -362,3 +364,88 @@ def test_log_records_carry_the_ids(otel: Otel, caplog: pytest.LogCaptureFixture)
         if s.status.status_code is StatusCode.ERROR
     ]
     assert errors and attrs(errors[0])["error.type"] == "ValueError"
+
+
+def test_run_spans_of_async_executors_checkpoints_and_timeouts(otel: Otel) -> None:
+    host = otel.tracer_provider.get_tracer("host")
+
+    async def executor(request: RunRequest) -> RunResult:
+        with host.start_as_current_span("host.async_execute"):
+            await request.acheckpoint("digest", 2)
+            if request.primitive.extract_content() == "hang":
+                await asyncio.sleep(30)  # cancelled when the run times out
+            return RunResult.completed("ok")
+
+    with Runtime.open("memory://", executor=executor, run_timeout=0.5, **otel.providers) as rt:
+        s = rt.session("s")
+        done = s.accept(prompt("quick")).completion
+        assert done is not None
+        done.wait(WAIT)
+        hung = s.accept(prompt("hang", idempotency_key="h"))
+        wait_until(
+            lambda: any(
+                attrs(r).get("meerkat.run.outcome") == "failed" for r in otel.spans("meerkat.run")
+            ),
+            what="the timed-out run's span",
+        )
+        metrics = otel.metrics()
+    assert hung.kind == "accepted"
+    quick, *_ = [
+        r for r in otel.spans("meerkat.run") if attrs(r)["meerkat.run.outcome"] == "completed"
+    ]
+    # The async executor runs on the runtime's loop, inside the run's span.
+    children = [
+        s
+        for s in otel.spans("host.async_execute")
+        if s.parent is not None and s.parent.span_id == quick.context.span_id
+    ]
+    assert len(children) == 1
+    assert [e.name for e in quick.events] == ["meerkat.run.checkpoint"]
+    assert dict(quick.events[0].attributes or {}) == {"meerkat.run.checkpoint.sequence": 1}
+    (timed_out,) = [
+        r for r in otel.spans("meerkat.run") if attrs(r)["meerkat.run.outcome"] == "failed"
+    ]
+    assert attrs(timed_out)["error.type"] == "time_budget_exceeded"
+    runs = metrics["meerkat.session.runs"]
+    assert (
+        value(runs, **{"meerkat.run.outcome": "failed", "error.type": "time_budget_exceeded"}) == 1
+    )
+
+
+def test_a_cancelled_run_and_one_lost_with_its_lease(otel: Otel, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    executor = GatedExecutor()
+    try:
+        with Runtime.open(
+            url, executor=executor, node_id="a", lease_ttl=1.0, **otel.providers
+        ) as a:
+            s = a.session("s")
+            s.accept(prompt("one"))
+            assert executor.started.wait(WAIT)
+            assert s.cancel_run("enough")
+            wait_until(
+                lambda: any(
+                    attrs(r).get("meerkat.run.outcome") == "cancelled"
+                    for r in otel.spans("meerkat.run")
+                ),
+                what="the cancelled run's span",
+            )
+            executor.started.clear()
+            s.accept(prompt("two"))
+            assert executor.started.wait(WAIT)
+            # Another process takes the session by force: this one loses the lease.
+            with Runtime.open(url, node_id="b", force_takeover=True) as b:
+                b.session("s").state()
+                wait_until(
+                    lambda: any(
+                        attrs(r).get("meerkat.run.outcome") == "lost"
+                        for r in otel.spans("meerkat.run")
+                    ),
+                    what="the lost run's span",
+                )
+            metrics = otel.metrics()
+    finally:
+        executor.release()
+    runs = metrics["meerkat.session.runs"]
+    assert value(runs, **{"meerkat.run.outcome": "cancelled"}) == 1
+    assert value(runs, **{"meerkat.run.outcome": "lost"}) == 1
