@@ -27,9 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from reliability._crash import (
+from tests.reliability._crash import (
     CampaignTotals,
     TrialResult,
     run_campaign,

@@ -6,7 +6,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from meerkat_runtime import (
@@ -24,17 +24,7 @@ from meerkat_runtime import (
     SupersededOutcome,
 )
 
-WAIT = 10.0
-"""Generous upper bound for anything the tests wait on (never a timing assertion)."""
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = WAIT, what: str = "") -> None:
-    """Poll ``predicate`` until it holds; fail the test after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or predicate}")
-        time.sleep(0.005)
+from ..waiting import WAIT
 
 
 def prompt(text: str = "hello", **header: Any) -> dict[str, Any]:

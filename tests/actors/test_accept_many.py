@@ -19,8 +19,9 @@ from meerkat_runtime import (
     StoreError,
 )
 
+from ..waiting import WAIT
 from ._faulty import faulty_store
-from ._support import WAIT, prompt
+from ._support import prompt
 from .conftest import OpenRuntime
 
 

@@ -11,8 +11,9 @@ import pytest
 
 from meerkat_runtime import Overloaded, Runtime
 
+from ..waiting import WAIT
 from ._faulty import Faults, faulty_store
-from ._support import WAIT, accepted_ids, prompt
+from ._support import accepted_ids, prompt
 
 MAX_PENDING = 4
 

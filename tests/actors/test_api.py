@@ -25,17 +25,8 @@ from meerkat_runtime import (
     StagedRunInput,
 )
 
-from ._support import (
-    WAIT,
-    FlakyExecutor,
-    GatedExecutor,
-    codes,
-    events_of,
-    peer_progress,
-    phase,
-    prompt,
-    wait_until,
-)
+from ..waiting import WAIT, wait_until
+from ._support import FlakyExecutor, GatedExecutor, codes, events_of, peer_progress, phase, prompt
 from .conftest import OpenRuntime
 
 L = InputLifecycleState

@@ -37,7 +37,8 @@ from meerkat_runtime.events.timefmt import utc_now
 from meerkat_runtime.runtime import coerce_input, event_codec
 from meerkat_runtime.store import NewEvent, SessionJournal, open_store
 
-from ._support import WAIT, prompt, wait_until
+from ..waiting import WAIT, wait_until
+from ._support import prompt
 
 Log = list[tuple[str, dict[str, Any]]]
 Builder = Callable[[SessionState, Callable[[Any], None]], None]

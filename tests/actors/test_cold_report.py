@@ -8,7 +8,8 @@ import pytest
 
 from meerkat_runtime import Runtime, RuntimeState, RuntimeStateTransitionError
 
-from ._support import WAIT, GatedExecutor, prompt, wait_until
+from ..waiting import WAIT, wait_until
+from ._support import GatedExecutor, prompt
 
 
 def test_a_refused_recover_keeps_the_cold_report_for_the_next_one(tmp_path: Path) -> None:

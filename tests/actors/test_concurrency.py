@@ -10,7 +10,8 @@ import pytest
 
 from meerkat_runtime import Completed, CompletionHandle, EchoExecutor, InputAccepted, Runtime
 
-from ._support import WAIT, prompt
+from ..waiting import WAIT
+from ._support import prompt
 
 
 def hammer(rt: Runtime, threads: int, sessions: int, per_session: int) -> None:

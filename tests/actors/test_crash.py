@@ -34,7 +34,8 @@ from meerkat_runtime import (
     RuntimeState,
 )
 
-from ._support import WAIT, abandon_reason, codes, phase, prompt
+from ..waiting import WAIT
+from ._support import abandon_reason, codes, phase, prompt
 
 L = InputLifecycleState
 S = RuntimeState

@@ -13,7 +13,8 @@ from typing import Any
 
 from meerkat_runtime import Cancelled, Completed, InputLifecycleState
 
-from ._support import WAIT, codes, peer_message, phase, prompt
+from ..waiting import WAIT
+from ._support import codes, peer_message, phase, prompt
 from .conftest import OpenRuntime
 
 GUIDE = Path(__file__).parents[2] / "docs" / "guides" / "executors.md"

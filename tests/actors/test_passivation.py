@@ -16,8 +16,9 @@ from meerkat_runtime import (
     RuntimeTerminated,
 )
 
+from ..waiting import WAIT, wait_until
 from ._faulty import faulty_store
-from ._support import WAIT, GatedExecutor, peer_progress, phase, prompt, wait_until
+from ._support import GatedExecutor, peer_progress, phase, prompt
 from .conftest import OpenRuntime
 
 L = InputLifecycleState

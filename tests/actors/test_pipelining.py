@@ -15,7 +15,8 @@ import pytest
 
 from meerkat_runtime import Completed, EchoExecutor, RunRequest, RunResult, Runtime, StoreError
 
-from ._support import WAIT, accepted_ids, prompt, wait_until
+from ..waiting import WAIT, wait_until
+from ._support import accepted_ids, prompt
 
 
 class HeldWriter:

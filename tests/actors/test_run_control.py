@@ -51,7 +51,8 @@ from meerkat_runtime import (
 )
 from meerkat_runtime.runtime import coerce_input
 
-from ._support import WAIT, abandon_reason, codes, peer_message, phase, prompt, wait_until
+from ..waiting import WAIT, wait_until
+from ._support import abandon_reason, codes, peer_message, phase, prompt
 from .conftest import OpenRuntime
 
 L = InputLifecycleState

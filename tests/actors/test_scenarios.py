@@ -36,8 +36,8 @@ from meerkat_runtime import (
     detached_background_op_completed,
 )
 
+from ..waiting import WAIT, wait_until
 from ._support import (
-    WAIT,
     FlakyExecutor,
     GatedExecutor,
     abandon_reason,
@@ -52,7 +52,6 @@ from ._support import (
     phase,
     prompt,
     superseded_by,
-    wait_until,
 )
 from .conftest import OpenRuntime
 

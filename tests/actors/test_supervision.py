@@ -22,8 +22,9 @@ from meerkat_runtime import (
     StoreError,
 )
 
+from ..waiting import WAIT, wait_until
 from ._faulty import faulty_store
-from ._support import WAIT, abandon_reason, accepted_ids, codes, prompt, run_failures, wait_until
+from ._support import abandon_reason, accepted_ids, codes, prompt, run_failures
 
 L = InputLifecycleState
 

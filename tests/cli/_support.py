@@ -21,8 +21,7 @@ from typer.testing import CliRunner, Result
 from meerkat_runtime import EchoExecutor, Runtime
 from meerkat_runtime.cli import app
 
-WAIT = 30.0
-"""Generous upper bound for anything the tests wait on (never a timing assertion)."""
+from ..waiting import WAIT
 
 _runner = CliRunner()
 

@@ -28,7 +28,8 @@ import pytest
 
 from meerkat_runtime import EchoExecutor, InvalidInput, Runtime
 
-from ._support import WAIT, Populated, assert_clean_error, cli, cli_json, prompt
+from ..waiting import WAIT
+from ._support import Populated, assert_clean_error, cli, cli_json, prompt
 
 SCRIPT = Path(sys.executable).with_name("meerkat-runtime")
 

@@ -12,7 +12,8 @@ import pytest
 
 from meerkat_runtime import RunRequest, RunResult, Runtime
 
-from ._support import WAIT, Populated, cli, cli_json, event_count, prompt, sql
+from ..waiting import WAIT
+from ._support import Populated, cli, cli_json, event_count, prompt, sql
 
 # ---------------------------------------------------------------- verify
 

@@ -8,7 +8,8 @@ from urllib.parse import urlsplit, urlunsplit
 from meerkat_runtime import EchoExecutor, Runtime
 from meerkat_runtime.events import wire
 
-from ._support import WAIT, Populated, assert_clean_error, cli, cli_json, prompt
+from ..waiting import WAIT
+from ._support import Populated, assert_clean_error, cli, cli_json, prompt
 
 
 def wire_events(url: str, sid: str) -> list[object]:

@@ -15,7 +15,8 @@ import pytest
 
 from meerkat_runtime import Runtime
 
-from ._support import WAIT, cli
+from ..waiting import WAIT
+from ._support import cli
 
 SCRIPT = Path(sys.executable).with_name("meerkat-runtime")
 

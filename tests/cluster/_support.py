@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,21 +29,12 @@ from meerkat_runtime import Runtime
 from meerkat_runtime.runtime import event_codec
 from meerkat_runtime.store import EventStore, open_store
 
+from ..waiting import WAIT, wait_until
+
 WORKER = Path(__file__).resolve().parent / "_worker.py"
-WAIT = 60.0
-"""Generous upper bound for anything the tests wait on (never a timing assertion)."""
 
 TERMINAL = {"consumed", "superseded", "coalesced", "abandoned"}
 NON_TERMINAL = ("accepted", "queued", "staged", "applied", "applied_pending_consumption")
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = WAIT, what: str = "") -> None:
-    """Poll ``predicate`` until it holds; fail the test after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
-        time.sleep(0.02)
 
 
 class Node:

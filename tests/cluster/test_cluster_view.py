@@ -25,11 +25,8 @@ from meerkat_runtime.projections import ProjectionSet
 from meerkat_runtime.store import Fence, NewEvent, open_store
 from meerkat_runtime.store._mapper import EventCodec
 
-from ._support import (
-    nodes,
-    start_nodes,
-    wait_until,
-)
+from ..waiting import wait_until
+from ._support import nodes, start_nodes
 
 TTL = 2.0
 PROMPT = {"input_type": "prompt", "content": "hi"}

@@ -31,15 +31,14 @@ from meerkat_runtime.errors import LeaseUnavailable
 from meerkat_runtime.store import Fence, NewEvent, open_store
 from meerkat_runtime.store._mapper import EventCodec
 
+from ..waiting import WAIT, wait_until
 from ._support import (
-    WAIT,
     accepted_ids,
     all_accepted,
     nodes,
     open_plain_store,
     quiesce,
     start_nodes,
-    wait_until,
     writers,
 )
 

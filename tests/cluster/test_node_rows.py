@@ -21,7 +21,8 @@ from typer.testing import CliRunner
 from meerkat_runtime import Runtime
 from meerkat_runtime.cli import app
 
-from ._support import nodes, start_nodes, wait_until
+from ..waiting import wait_until
+from ._support import nodes, start_nodes
 
 PROMPT = {"input_type": "prompt", "content": "hi"}
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]

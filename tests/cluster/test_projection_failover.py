@@ -18,16 +18,8 @@ import time
 
 from meerkat_runtime import Runtime
 
-from ._support import (
-    WAIT,
-    Node,
-    all_accepted,
-    nodes,
-    open_plain_store,
-    quiesce,
-    start_nodes,
-    wait_until,
-)
+from ..waiting import WAIT, wait_until
+from ._support import Node, all_accepted, nodes, open_plain_store, quiesce, start_nodes
 
 TTL = 2.0
 BOUND = 10.0

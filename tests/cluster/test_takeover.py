@@ -20,16 +20,8 @@ from datetime import datetime
 from meerkat_runtime import Runtime
 from meerkat_runtime.cluster import session_lease
 
-from ._support import (
-    Node,
-    all_accepted,
-    nodes,
-    open_plain_store,
-    quiesce,
-    start_nodes,
-    wait_until,
-    writers,
-)
+from ..waiting import wait_until
+from ._support import Node, all_accepted, nodes, open_plain_store, quiesce, start_nodes, writers
 
 TTL = 2.0
 BOUND = 10.0

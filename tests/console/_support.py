@@ -21,10 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from cli._support import WAIT, Populated, populate, prompt
 from psycopg import sql
 
 from meerkat_runtime import EchoExecutor, Runtime
+
+from ..cli._support import Populated, populate, prompt
+from ..waiting import WAIT
 
 ODD_SESSIONS = ("<b>bold</b> & co", "tenant/42?x=1#frag")
 """Session ids that markup, a path separator, a query and a fragment would break."""

@@ -7,12 +7,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from cli._support import WAIT, Populated
 from starlette.testclient import TestClient
 
 from meerkat_runtime import Runtime
 from meerkat_runtime.console import create_app
 
+from ..cli._support import Populated
+from ..waiting import WAIT
 from ._support import populate_console_store
 
 

@@ -9,12 +9,13 @@ from pathlib import Path
 from urllib.parse import quote, unquote
 
 import pytest
-from cli._support import WAIT, Populated
 from starlette.testclient import TestClient
 
 from meerkat_runtime import EchoExecutor, Runtime
 from meerkat_runtime.console import create_app
 
+from ..cli._support import Populated
+from ..waiting import WAIT
 from ._support import ODD_SESSIONS, UNPROJECTED
 
 _SESSION_LINK = re.compile(r'<td class="mono"><a href="/sessions/([^"]+)">')

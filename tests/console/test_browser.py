@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli._support import Populated
 
+from ..cli._support import Populated
 from ._support import console_process, populate_console_store, sqlite_fingerprint
 
 CHROMIUM = "/usr/bin/chromium"

@@ -9,11 +9,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from cli._support import WAIT, Populated, assert_clean_error, cli
 
 import meerkat_runtime
 from meerkat_runtime.console._app import is_loopback
 
+from ..cli._support import Populated, assert_clean_error, cli
+from ..waiting import WAIT
 from ._support import console_process
 
 

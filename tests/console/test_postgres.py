@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import re
 
-from cli._support import WAIT
 from starlette.testclient import TestClient
 
 from meerkat_runtime import EchoExecutor, Runtime
 from meerkat_runtime.console import create_app
+
+from ..waiting import WAIT
 
 
 def test_cluster_page_shows_nodes_leases_and_projection_owners(postgres_url: str) -> None:

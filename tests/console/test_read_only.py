@@ -8,13 +8,14 @@ import http.client
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
-from cli._support import WAIT, Populated
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from meerkat_runtime import EchoExecutor, Runtime
 from meerkat_runtime.console import create_app
 
+from ..cli._support import Populated
+from ..waiting import WAIT
 from ._support import (
     console_process,
     populate_console_store,

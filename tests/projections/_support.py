@@ -25,19 +25,9 @@ from meerkat_runtime import EchoExecutor, RunRequest, RunResult
 from meerkat_runtime.projections import Cursor, FailureStrategy, Projection, Sql
 from meerkat_runtime.store import EventCodec, EventStore, RecordedEvent
 
-WAIT = 30.0
-"""Generous upper bound for anything the tests wait on (never a timing assertion)."""
+from ..waiting import WAIT
 
 TEST_TOPIC = "test.happened"
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = WAIT, what: str = "") -> None:
-    """Poll ``predicate`` until it holds; fail the test after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or predicate}")
-        time.sleep(0.005)
 
 
 def plain_codec() -> EventCodec:

@@ -12,7 +12,8 @@ from eventsourcing.cryptography import AESCipher
 from meerkat_runtime import EchoExecutor
 from meerkat_runtime.projections import Sql
 
-from ._support import WAIT, prompt
+from ..waiting import WAIT
+from ._support import prompt
 from .conftest import Db
 
 SECRET = "order-7731-of-alice@example.com"

@@ -11,13 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from ._support import (
-    WAIT,
-    CountingProjection,
-    assert_exactly_once,
-    plain_codec,
-    prompt,
-)
+from ..waiting import WAIT
+from ._support import CountingProjection, assert_exactly_once, plain_codec, prompt
 from .conftest import Db
 from .test_gaps import run_threads, writer
 

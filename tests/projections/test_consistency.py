@@ -23,8 +23,8 @@ from meerkat_runtime import (
     RuntimeStateTransitionError,
 )
 
+from ..waiting import WAIT
 from ._support import (
-    WAIT,
     DispatchExecutor,
     continuation,
     external_event,

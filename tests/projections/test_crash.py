@@ -29,7 +29,8 @@ from meerkat_runtime.projections import ProjectionSet
 from meerkat_runtime.runtime import event_codec
 from meerkat_runtime.store import open_store
 
-from ._support import WAIT, CountingProjection, assert_exactly_once, stored_offset
+from ..waiting import WAIT
+from ._support import CountingProjection, assert_exactly_once, stored_offset
 from .conftest import Db
 
 CHILD = Path(__file__).with_name("_crash_child.py")

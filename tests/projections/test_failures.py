@@ -15,15 +15,14 @@ from meerkat_runtime import MeerkatRuntimeError
 from meerkat_runtime.projections import FailureStrategy, ProjectionSet, ProjectionStatus
 from meerkat_runtime.store import EventStore, NewEvent, RecordedEvent
 
+from ..waiting import WAIT, wait_until
 from ._support import (
     TEST_TOPIC,
-    WAIT,
     CountingProjection,
     EventFilter,
     assert_exactly_once,
     plain_codec,
     seen_counts,
-    wait_until,
 )
 from .conftest import Db
 

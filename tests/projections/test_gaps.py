@@ -21,14 +21,8 @@ import pytest
 from meerkat_runtime import ConcurrencyConflict
 from meerkat_runtime.store import EventStore, NewEvent
 
-from ._support import (
-    TEST_TOPIC,
-    WAIT,
-    CountingProjection,
-    assert_exactly_once,
-    plain_codec,
-    prompt,
-)
+from ..waiting import WAIT
+from ._support import TEST_TOPIC, CountingProjection, assert_exactly_once, plain_codec, prompt
 from .conftest import Db
 
 

@@ -15,7 +15,8 @@ import pytest
 from meerkat_runtime import AmbiguousInputId, Completed, uuid7
 from meerkat_runtime.projections import Sql
 
-from ._support import WAIT, DispatchExecutor, full_listing, prompt
+from ..waiting import WAIT
+from ._support import DispatchExecutor, full_listing, prompt
 from .conftest import Db
 
 

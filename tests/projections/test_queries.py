@@ -29,8 +29,8 @@ from meerkat_runtime.projections import LedgerRow
 from meerkat_runtime.runtime import event_codec
 from meerkat_runtime.store import NewEvent, open_store
 
+from ..waiting import WAIT, wait_until
 from ._support import (
-    WAIT,
     DispatchExecutor,
     GatedExecutor,
     external_event,
@@ -38,7 +38,6 @@ from ._support import (
     operation,
     peer_progress,
     prompt,
-    wait_until,
 )
 from .conftest import Db
 

@@ -8,14 +8,8 @@ import pytest
 
 from meerkat_runtime.projections import ProjectionSet
 
-from ._support import (
-    WAIT,
-    CountingProjection,
-    assert_exactly_once,
-    plain_codec,
-    prompt,
-    wait_until,
-)
+from ..waiting import WAIT, wait_until
+from ._support import CountingProjection, assert_exactly_once, plain_codec, prompt
 from .conftest import Db
 from .test_failures import append_numbered, status_of
 

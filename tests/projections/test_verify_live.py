@@ -15,7 +15,8 @@ import orjson
 from meerkat_runtime import EchoExecutor
 from meerkat_runtime.projections import Mismatch, Sql, VerifyReport, verify
 
-from ._support import WAIT, prompt, wait_until
+from ..waiting import WAIT, wait_until
+from ._support import prompt
 from .conftest import Db
 
 WRITERS = 4

@@ -69,7 +69,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-WAIT = 60.0
+WAIT = 60.0  # tests/waiting.py's bound; this file also runs as a script, outside the tests package
 """Generous upper bound for anything the campaign waits on (never a timing assertion)."""
 
 SESSIONS = ("s0", "s1", "s2")

@@ -24,16 +24,7 @@ from meerkat_runtime.events.catalogue import envelope_from_record
 from meerkat_runtime.events.ids import uuid7
 from meerkat_runtime.store import EventStore
 
-WAIT = 60.0
-"""Generous upper bound for anything the tests wait on (never a timing assertion)."""
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = WAIT, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
-        time.sleep(0.01)
+from ..waiting import WAIT
 
 
 def prompt(text: str = "hello", **header: Any) -> dict[str, Any]:

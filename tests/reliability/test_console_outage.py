@@ -10,7 +10,8 @@ from starlette.testclient import TestClient
 from meerkat_runtime import EchoExecutor, Runtime
 from meerkat_runtime.console import create_app
 
-from ._support import WAIT, prompt, wait_until
+from ..waiting import WAIT, wait_until
+from ._support import prompt
 from .conftest import PrivateServer
 
 PASSWORD = "meerkat-test-password"

@@ -27,8 +27,8 @@ from meerkat_runtime import (
 from meerkat_runtime.runtime import event_codec
 from meerkat_runtime.store import EventStore, open_store
 
+from ..waiting import WAIT, wait_until
 from ._support import (
-    WAIT,
     FlakyEcho,
     accept_with_retries,
     accepted_in_log,
@@ -36,7 +36,6 @@ from ._support import (
     duplicate_calls,
     prompt,
     run_threads,
-    wait_until,
 )
 from .faults import Fault, FaultInjector, fail_always, fail_next, fail_randomly, fail_when
 

@@ -35,7 +35,7 @@ from meerkat_runtime.runtime import event_codec
 from meerkat_runtime.store import EventStore, NewEvent, RecordedEvent, open_store
 from meerkat_runtime.store._schema import EVENTS_TABLE
 
-from ._support import wait_until
+from ..waiting import wait_until
 
 _runner = CliRunner()
 

@@ -24,15 +24,8 @@ from meerkat_runtime.errors import StoreError
 from meerkat_runtime.runtime import event_codec
 from meerkat_runtime.store import open_store
 
-from ._support import (
-    WAIT,
-    Attempted,
-    FlakyEcho,
-    accept_with_retries,
-    check_nothing_lost,
-    prompt,
-    wait_until,
-)
+from ..waiting import WAIT, wait_until
+from ._support import Attempted, FlakyEcho, accept_with_retries, check_nothing_lost, prompt
 from .conftest import PrivateServer
 from .faults import Fault, FaultInjector, fail_randomly
 

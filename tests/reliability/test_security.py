@@ -40,7 +40,8 @@ from meerkat_runtime.events.inputs import PromptInput
 from meerkat_runtime.runtime import event_codec
 from meerkat_runtime.store import NewEvent, open_store
 
-from ._support import WAIT, prompt
+from ..waiting import WAIT
+from ._support import prompt
 
 PACKAGE = Path(__file__).resolve().parents[2] / "meerkat_runtime"
 PICKLE_MODULES = {"pickle", "_pickle", "cPickle", "cloudpickle", "dill", "shelve"}

@@ -40,8 +40,9 @@ from meerkat_runtime.events.catalogue import envelope_from_record
 from meerkat_runtime.runtime import event_codec
 from meerkat_runtime.store import open_store
 
+from ..waiting import WAIT, wait_until
 from ._crash import _torn_decisions
-from ._support import WAIT, accepted_in_log, wait_until
+from ._support import accepted_in_log
 
 WRITER = Path(__file__).with_name("_writer.py")
 

@@ -10,9 +10,8 @@ import pytest
 from meerkat_runtime.errors import ConcurrencyConflict, StoreError
 from meerkat_runtime.store import NewEvent
 
+from ..waiting import WAIT
 from .conftest import Backend, GatedInserts
-
-WAIT = 10.0
 
 
 def happened(n: int) -> NewEvent:

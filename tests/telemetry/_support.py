@@ -4,22 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 from meerkat_runtime import RunRequest, RunResult
-
-WAIT = 10.0
-"""Generous upper bound for anything the tests wait on (never a timing assertion)."""
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = WAIT, what: str = "") -> None:
-    """Poll ``predicate`` until it holds; fail the test after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or predicate}")
-        time.sleep(0.005)
 
 
 def prompt(text: str = "hello", **header: Any) -> dict[str, Any]:

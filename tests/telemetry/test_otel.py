@@ -25,7 +25,8 @@ from meerkat_runtime.projections import Cursor, FailureStrategy, Projection, Pro
 from meerkat_runtime.store import RecordedEvent
 from meerkat_runtime.telemetry import INSTRUMENTS, SPANS, telemetry_for
 
-from ._support import WAIT, GatedExecutor, prompt, wait_until
+from ..waiting import WAIT, wait_until
+from ._support import GatedExecutor, prompt
 from .conftest import Otel
 
 KINDS: dict[str, tuple[type, bool | None]] = {
