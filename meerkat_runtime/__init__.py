@@ -34,7 +34,7 @@ from meerkat_runtime.errors import (
     UndecodableEvent,
 )
 from meerkat_runtime.events import *  # noqa: F403  (names: events.__all__)
-from meerkat_runtime.runtime import Runtime, RuntimeOptions, Session
+from meerkat_runtime.runtime import Runtime, RuntimeActivity, RuntimeOptions, Session
 from meerkat_runtime.store import EventStore, open_store
 
 __version__ = "0.1.0"
@@ -60,6 +60,7 @@ __all__ = [
     "RunResult",
     "RunStatus",
     "Runtime",
+    "RuntimeActivity",
     "RuntimeControlPlaneError",
     "RuntimeOptions",
     "RuntimeStateTransitionError",

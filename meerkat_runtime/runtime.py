@@ -102,6 +102,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_STORE_URL",
     "Runtime",
+    "RuntimeActivity",
     "RuntimeOptions",
     "Session",
     "coerce_input",
@@ -120,6 +121,29 @@ def event_codec() -> EventCodec:
     for topic in EVENT_TOPICS:
         codec.register(topic, SCHEMA_VERSIONS[topic], UPCASTERS[topic])
     return codec
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeActivity:
+    """What this runtime process is doing now, from its own memory (no store read).
+
+    Read without stopping the actors, so a consistent-enough picture for operators,
+    dashboards and tests waiting on a condition, not a fence.
+    """
+
+    live_sessions: int
+    """Session actors in memory now (the rest are passivated)."""
+    passivations: int
+    """Session actors stopped since the runtime opened (idle, or evicted for room)."""
+    active_runs: int
+    """Runs started here whose result is not yet recorded (``close()`` waits for them)."""
+    retries_pending: int
+    """Session retries scheduled or being handled. Zero means no session of this
+    process will try its queued work again until a host call or a recovery asks."""
+    queued_inputs: int
+    """Inputs waiting in the queue lanes of the live sessions."""
+    steer_inputs: int
+    """Inputs waiting in the steer lanes of the live sessions."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -802,6 +826,23 @@ class Runtime:
     def live_session_count(self) -> int:
         """How many session actors are live now (the rest are passivated)."""
         return self._registry.live_count()
+
+    def live_session_ids(self) -> list[str]:
+        """The ids of the sessions whose actors are live now."""
+        return self._registry.live_ids()
+
+    def activity(self) -> RuntimeActivity:
+        """What this process is doing now: live sessions, runs, retries, queued inputs."""
+        registry = self._registry
+        queued, steer = registry.queued_inputs()
+        return RuntimeActivity(
+            live_sessions=registry.live_count(),
+            passivations=registry.passivations(),
+            active_runs=len(self._services.active_runs),
+            retries_pending=self._services.retries.value,
+            queued_inputs=queued,
+            steer_inputs=steer,
+        )
 
     def _check_open(self) -> None:
         if self._closed:

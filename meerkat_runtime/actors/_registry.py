@@ -38,9 +38,32 @@ from meerkat_runtime.errors import MeerkatRuntimeError, Overloaded
 from meerkat_runtime.store import EventStore, SessionJournal
 from meerkat_runtime.telemetry import Telemetry, log_ids
 
-__all__ = ["Services", "SessionRegistry"]
+__all__ = ["PendingRetries", "Services", "SessionRegistry"]
 
 log = logging.getLogger(__name__)
+
+
+class PendingRetries:
+    """How many session retries are scheduled or being handled (a gauge, thread-safe).
+
+    A retry counts from the moment it is scheduled until the message it sends has
+    been handled, including any retry that handling schedules in turn: a session
+    that keeps retrying never lets the gauge fall to zero between two attempts.
+    """
+
+    __slots__ = ("_lock", "_n")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._n = 0
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self._n += n
+
+    @property
+    def value(self) -> int:
+        return self._n
 
 
 @dataclass(eq=False)
@@ -59,6 +82,7 @@ class Services:
     backoff_initial: float = 0.05
     backoff_max: float = 2.0
     active_runs: set[uuid.UUID] = field(default_factory=set)
+    retries: PendingRetries = field(default_factory=PendingRetries)
     calls: CallTable = field(default_factory=CallTable)
     runner: AsyncRunner = field(default_factory=AsyncRunner)
     closing: bool = False

@@ -338,6 +338,8 @@ class SessionActor:
                     self.session_id,
                     extra=log_ids(self.session_id),
                 )
+            if message.kind == "retry":
+                self.svc.retries.add(-1)  # after any retry this one scheduled
             self.svc.registry.message_done(self.session_id, self._busy())
 
     def _answer(self, call: Call) -> None:
@@ -1080,6 +1082,7 @@ class SessionActor:
                     attempts = max(attempts, st.inputs[iid].attempt_count)
         delay = self.svc.retry.delay(attempts)
         self.retry_scheduled = True
+        self.svc.retries.add(1)
         sid = self.session_id
         registry = self.svc.registry
         self.svc.scheduler.call_later(delay, lambda: registry.tell(sid, "retry", None))

@@ -378,3 +378,35 @@ def test_input_size_limit(open_runtime: OpenRuntime) -> None:
 def test_bad_runtime_options(store_url: str, options: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         Runtime.open(store_url, **options)
+
+
+def test_activity_tells_live_sessions_runs_and_queued_inputs(open_runtime: OpenRuntime) -> None:
+    gated = GatedExecutor()
+    rt = open_runtime(executor=gated)
+    s = rt.session("a")
+    s.accept(prompt("one"))
+    gated.started.get(timeout=WAIT)
+    assert s.accept(prompt("two")).kind == "accepted"  # queued behind the run
+    act = rt.activity()
+    assert (act.live_sessions, act.active_runs, act.queued_inputs, act.retries_pending) == (
+        1,
+        1,
+        1,
+        0,
+    )
+    assert rt.live_session_ids() == ["a"]
+    gated.release()
+    wait_until(
+        lambda: (a := rt.activity()).active_runs == 0 and a.queued_inputs == 0,
+        what="both inputs to run",
+    )
+
+
+def test_activity_counts_a_scheduled_retry_until_it_has_run(open_runtime: OpenRuntime) -> None:
+    flaky = FlakyExecutor(failures=1)
+    rt = open_runtime(executor=flaky, retry_backoff=0.5)
+    rt.session("a").accept(prompt("one"))
+    wait_until(lambda: rt.activity().retries_pending == 1, what="the retry to be scheduled")
+    wait_until(lambda: len(flaky.calls) == 2, what="the retry to run")
+    wait_until(lambda: rt.activity().retries_pending == 0, what="the retry to be done")
+    assert rt.activity().active_runs == 0

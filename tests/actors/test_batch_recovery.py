@@ -227,9 +227,9 @@ def test_live_sessions_recover_through_their_actor(two_urls: tuple[str, str]) ->
         expected = recover_with_actors(rt)
     with Runtime.open(two_urls[1], projections=False) as rt:
         rt.session("mid-run").state()  # live: its actor has already done the cold recovery
-        live_before = set(rt._registry.live_ids())
+        live_before = set(rt.live_session_ids())
         got = rt.recover_by_session()
-        assert set(rt._registry.live_ids()) == live_before == {"mid-run"}
+        assert set(rt.live_session_ids()) == live_before == {"mid-run"}
     assert got == expected
 
 

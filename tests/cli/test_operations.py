@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from meerkat_runtime import RunRequest, RunResult, Runtime
+from meerkat_runtime.health import HealthLimits, check_health, run_started
 
 from ..waiting import WAIT
 from ._support import Populated, cli, cli_json, event_count, prompt, sql
@@ -259,7 +260,12 @@ def test_bench_runs_a_benchmark_script(tmp_path: Path, capfd: pytest.CaptureFixt
 
 
 def test_a_stuck_run_that_keeps_receiving_input(tmp_path: Path) -> None:
-    """The run's age counts from its start, not from the session's last event."""
+    """The run's age counts from its start, not from the session's last event.
+
+    The clock is injected: "now" is one second after the session's last event (an
+    input queued while the run went on), and the age limit falls between the run's
+    age and the last event's age, so only an age counted from the run's start is over it.
+    """
     url = f"sqlite:///{tmp_path / 'stuck.db'}"
     executor = BlockingExecutor()
     with Runtime.open(url, executor=executor) as rt:
@@ -267,10 +273,18 @@ def test_a_stuck_run_that_keeps_receiving_input(tmp_path: Path) -> None:
             session = rt.session("busy")
             session.accept(prompt("think hard"))
             assert executor.started.wait(WAIT)
-            time.sleep(1.2)
             assert session.accept(prompt("are you there?")).kind == "accepted"
             rt.projections.wait_caught_up(WAIT)
-            signals = cli_json_exit("health", "--max-run-age", "1", "--store", url)
+            view = rt.views.get("busy")
+            assert view is not None and view.state == "running"
+            started, last_event = run_started(rt, view), view.updated_at
+            assert started < last_event  # the later input moved the view on
+            now = last_event + timedelta(seconds=1)
+            limit = ((now - started) + (now - last_event)).total_seconds() / 2
+            report = check_health(rt, HealthLimits(max_run_age=limit), now)
+            assert report.stuck_runs == ["busy"]
+            # The command reads the same signal (with the real clock: any run is older than 0 s).
+            signals = cli_json_exit("health", "--max-run-age", "0", "--store", url)
             assert signals["stuck_runs"] == ["busy"]
             assert cli_json_exit("health", "--max-run-age", "600", "--store", url)["healthy"]
         finally:

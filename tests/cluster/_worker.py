@@ -228,6 +228,7 @@ class Worker:
 
     def info(self) -> dict[str, Any]:
         view = self.rt.cluster()
+        activity = self.rt.activity()
         sets = [self.rt.projections] + ([self.extra] if self.extra is not None else [])
         status = [s for ps in sets for s in ps.status()]
         owners = dict(view.projection_owners)
@@ -240,9 +241,11 @@ class Worker:
             "owners": owners,
             "nodes": [n.node_id for n in view.nodes],
             "leases": [[x.name, x.owner, x.token, x.live] for x in view.leases],
-            "live_sessions": self.rt.live_session_count(),
-            # Runs this node still waits for (internal; a leak would stall close()).
-            "active_runs": len(self.rt._services.active_runs),
+            "live_sessions": activity.live_sessions,
+            # Runs this node still waits for (a leak would stall close()), and its
+            # scheduled session retries (zero: it has given up what it lost).
+            "active_runs": activity.active_runs,
+            "retries_pending": activity.retries_pending,
         }
 
     def verify(self, cmd: dict[str, Any]) -> dict[str, Any]:

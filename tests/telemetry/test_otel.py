@@ -112,7 +112,7 @@ def test_every_instrument_and_span_after_real_work(otel: Otel, store_url: str) -
         rejected = retired.accept(prompt("too late"))
         assert rejected.kind == "rejected"
         rt.projections.wait_caught_up(WAIT)
-        wait_until(lambda: rt._registry.passivations() > 0, what="a passivation")
+        wait_until(lambda: rt.activity().passivations > 0, what="a passivation")
 
         metrics = otel.metrics()
 
