@@ -19,8 +19,8 @@ from meerkat_runtime import (
     StoreError,
 )
 
+from ..faulty_store import faulty_store
 from ..waiting import WAIT
-from ._faulty import faulty_store
 from ._support import prompt
 from .conftest import OpenRuntime
 

@@ -11,8 +11,8 @@ import pytest
 
 from meerkat_runtime import Overloaded, Runtime
 
+from ..faulty_store import Faults, faulty_store
 from ..waiting import WAIT
-from ._faulty import Faults, faulty_store
 from ._support import accepted_ids, prompt
 
 MAX_PENDING = 4

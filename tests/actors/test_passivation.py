@@ -16,8 +16,8 @@ from meerkat_runtime import (
     RuntimeTerminated,
 )
 
+from ..faulty_store import faulty_store
 from ..waiting import WAIT, wait_until
-from ._faulty import faulty_store
 from ._support import GatedExecutor, peer_progress, phase, prompt
 from .conftest import OpenRuntime
 

@@ -15,31 +15,26 @@ import pytest
 
 from meerkat_runtime import Completed, EchoExecutor, RunRequest, RunResult, Runtime, StoreError
 
+from ..faulty_store import Call, Fault, FaultInjector
 from ..waiting import WAIT, wait_until
 from ._support import accepted_ids, prompt
 
 
 class HeldWriter:
-    """Holds the store's writer in its next insert; that insert then fails or goes on."""
+    """Holds the store's writer in its next commit; that commit then fails or goes on."""
 
-    def __init__(self, rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
-        store: Any = rt.store
-        self._real = store._insert
+    def __init__(self, rt: Runtime) -> None:
         self.entered = threading.Event()
         self._release = threading.Event()
         self.fail_first = False
-        self._calls = 0
-        monkeypatch.setattr(store, "_insert", self._insert)
+        FaultInjector(rt.store, self._policy)
 
-    def _insert(self, *args: Any, **kwargs: Any) -> list[int]:
-        self._calls += 1
-        if self._calls == 1:
-            self.entered.set()
-            assert self._release.wait(WAIT), "the test never released the writer"
-            if self.fail_first:
-                raise RuntimeError("disk on fire")
-        positions: list[int] = self._real(*args, **kwargs)
-        return positions
+    def _policy(self, call: Call) -> Fault | None:
+        if call.op != "commit" or call.number != 1:
+            return None
+        self.entered.set()
+        assert self._release.wait(WAIT), "the test never released the writer"
+        return Fault() if self.fail_first else None
 
     def release(self) -> None:
         self._release.set()
@@ -88,12 +83,10 @@ def _queued(rt: Runtime) -> int:
     return rt.store.queued_appends()
 
 
-def test_accepts_queue_behind_a_commit_in_flight_and_are_acked_after_it(
-    rt: Runtime, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_accepts_queue_behind_a_commit_in_flight_and_are_acked_after_it(rt: Runtime) -> None:
     s = rt.session("s")
     s.accept(prompt("warm"))  # the actor is loaded
-    held = HeldWriter(rt, monkeypatch)
+    held = HeldWriter(rt)
     first = Host(rt, "s", prompt("first"))
     assert held.entered.wait(WAIT)
     later = [Host(rt, "s", prompt(f"later {n}")) for n in range(3)]
@@ -109,11 +102,11 @@ def test_accepts_queue_behind_a_commit_in_flight_and_are_acked_after_it(
 
 
 def test_a_failed_commit_fails_its_accept_and_the_accepts_behind_it_are_redone(
-    rt: Runtime, store_url: str, monkeypatch: pytest.MonkeyPatch
+    rt: Runtime, store_url: str
 ) -> None:
     s = rt.session("s")
     warm = s.accept(prompt("warm")).input_id
-    held = HeldWriter(rt, monkeypatch)
+    held = HeldWriter(rt)
     held.fail_first = True
     doomed = Host(rt, "s", prompt("doomed"))
     assert held.entered.wait(WAIT)
@@ -122,7 +115,7 @@ def test_a_failed_commit_fails_its_accept_and_the_accepts_behind_it_are_redone(
     held.release()
     for h in (doomed, *later):
         h.join()
-    assert isinstance(doomed.error, StoreError) and "disk on fire" in str(doomed.error)
+    assert isinstance(doomed.error, StoreError) and "injected fault: commit" in str(doomed.error)
     # Chained behind the failed append, the store never tried them: the actor refolded
     # and handled them again, so their hosts are answered as if nothing had happened.
     for h in later:
@@ -135,12 +128,10 @@ def test_a_failed_commit_fails_its_accept_and_the_accepts_behind_it_are_redone(
         assert sorted(again.session("s").active_input_ids()) == sorted(acked)
 
 
-def test_a_duplicate_of_an_accept_in_flight_is_answered_once_it_is_durable(
-    rt: Runtime, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_duplicate_of_an_accept_in_flight_is_answered_once_it_is_durable(rt: Runtime) -> None:
     s = rt.session("s")
     s.accept(prompt("warm"))
-    held = HeldWriter(rt, monkeypatch)
+    held = HeldWriter(rt)
     held.fail_first = True
     doc = prompt("once", id="01955b3c-0000-7000-8000-0000000000a1")
     original = Host(rt, "s", doc)
@@ -159,13 +150,11 @@ def test_a_duplicate_of_an_accept_in_flight_is_answered_once_it_is_durable(
     assert accepted_ids(s).count(duplicate.outcome.input_id) == 1
 
 
-def test_runs_start_only_from_durable_accepts(
-    store_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_runs_start_only_from_durable_accepts(store_url: str) -> None:
     executor = RecordingEcho()
     with Runtime.open(store_url, executor=executor, retry_backoff=0.01) as rt:
         s = rt.session("s")
-        held = HeldWriter(rt, monkeypatch)
+        held = HeldWriter(rt)
         held.fail_first = True
         doomed = Host(rt, "s", prompt("doomed"))
         assert held.entered.wait(WAIT)

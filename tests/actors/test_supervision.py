@@ -22,8 +22,8 @@ from meerkat_runtime import (
     StoreError,
 )
 
+from ..faulty_store import faulty_store
 from ..waiting import WAIT, wait_until
-from ._faulty import faulty_store
 from ._support import abandon_reason, accepted_ids, codes, prompt, run_failures
 
 L = InputLifecycleState
@@ -50,7 +50,7 @@ def test_append_failure_fails_the_call_and_loses_nothing_acknowledged(store: Any
         ok = [s.accept(prompt(f"ok{n}")).input_id for n in range(3)]
         store.faults.fail_appends.set()
         doomed = prompt("doomed", id="01955b3c-0000-7000-8000-0000000000d0")
-        with pytest.raises(StoreError, match="injected append failure"):
+        with pytest.raises(StoreError, match="injected fault: append"):
             s.accept(doomed)
         store.faults.fail_appends.clear()
         assert s.active_input_ids() == ok

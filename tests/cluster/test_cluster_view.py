@@ -22,8 +22,7 @@ from meerkat_runtime import MeerkatRuntimeError, Runtime, SessionOwnedElsewhere
 from meerkat_runtime.cli import app
 from meerkat_runtime.errors import StoreError
 from meerkat_runtime.projections import ProjectionSet
-from meerkat_runtime.store import Fence, NewEvent, open_store
-from meerkat_runtime.store._mapper import EventCodec
+from meerkat_runtime.store import EventCodec, Fence, NewEvent, open_store
 
 from ..waiting import wait_until
 from ._support import nodes, start_nodes

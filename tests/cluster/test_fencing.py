@@ -26,8 +26,7 @@ from meerkat_runtime import (
 )
 from meerkat_runtime.cluster import session_lease
 from meerkat_runtime.errors import LeaseUnavailable
-from meerkat_runtime.store import Fence, NewEvent, open_store
-from meerkat_runtime.store._mapper import EventCodec
+from meerkat_runtime.store import EventCodec, Fence, NewEvent, open_store
 
 from ..waiting import WAIT, wait_until
 from ._support import (

@@ -27,6 +27,7 @@ from meerkat_runtime import (
 from meerkat_runtime.runtime import event_codec
 from meerkat_runtime.store import EventStore, open_store
 
+from ..faulty_store import Fault, FaultInjector, fail_always, fail_next, fail_randomly, fail_when
 from ..waiting import WAIT, wait_until
 from ._support import (
     FlakyEcho,
@@ -37,7 +38,6 @@ from ._support import (
     prompt,
     run_threads,
 )
-from .faults import Fault, FaultInjector, fail_always, fail_next, fail_randomly, fail_when
 
 SESSIONS = ["s-a", "s-b", "s-c"]
 

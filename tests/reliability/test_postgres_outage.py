@@ -24,10 +24,10 @@ from meerkat_runtime.errors import StoreError
 from meerkat_runtime.runtime import event_codec
 from meerkat_runtime.store import open_store
 
+from ..faulty_store import Fault, FaultInjector, fail_randomly
 from ..waiting import WAIT, wait_until
 from ._support import Attempted, FlakyEcho, accept_with_retries, check_nothing_lost, prompt
 from .conftest import PrivateServer
-from .faults import Fault, FaultInjector, fail_randomly
 
 pytestmark = pytest.mark.postgres
 log = logging.getLogger(__name__)

@@ -33,13 +33,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from eventsourcing.cryptography import AESCipher
-from eventsourcing.persistence import OperationalError
 
 from meerkat_runtime import Completed, EchoExecutor, Runtime, StoreError
 from meerkat_runtime.events.inputs import PromptInput
 from meerkat_runtime.runtime import event_codec
 from meerkat_runtime.store import NewEvent, open_store
 
+from ..faulty_store import Fault, FaultInjector, fail_always
 from ..waiting import WAIT
 from ._support import prompt
 
@@ -413,7 +413,7 @@ def test_password_never_in_errors_or_logs_when_authentication_fails(
 
 @pytest.mark.postgres
 def test_password_scrubbed_from_store_errors_that_echo_the_dsn(
-    postgres_server_url: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    postgres_server_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A driver error quoting the connection string reaches the host without the password."""
     caplog.set_level(logging.DEBUG)
@@ -424,17 +424,14 @@ def test_password_scrubbed_from_store_errors_that_echo_the_dsn(
     try:
         assert password not in repr(store) and password not in store.url
 
-        def echoing(*args: object) -> None:
-            raise OperationalError(
-                f"connection to {postgres_server_url} lost (password={password})"
-            )
+        # A driver error that echoes the URL and the password back.
+        echoing = Fault(message=f"connection to {postgres_server_url} lost (password={password})")
 
         # A real event (the store refuses one that would not read back before writing).
         with Runtime.open("memory://") as scratch:
             scratch.session("s").accept(prompt("to copy"))
             first = scratch.store.read_session("s")[0]
-        monkeypatch.setattr(store, "_select_session", echoing)
-        monkeypatch.setattr(store, "_insert", echoing)
+        faults = FaultInjector(store, fail_always(ops={"read", "commit"}, fault=echoing))
         with Runtime.open(store, recovery_timeout=0.2) as rt:
             with pytest.raises(StoreError) as read_error:
                 rt.session("s").state()
@@ -443,7 +440,7 @@ def test_password_scrubbed_from_store_errors_that_echo_the_dsn(
             for exc in (read_error.value, write_error.value):
                 assert password not in _all_text(exc)  # message and chained causes
                 assert "***" in str(exc)
-            monkeypatch.undo()
+            faults.clear()
     finally:
         store.close()
         _drop_schema(postgres_server_url, url)

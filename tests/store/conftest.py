@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from eventsourcing.persistence import StoredEvent
 
 from meerkat_runtime.store import EventCodec, EventStore, open_store
-from meerkat_runtime.store._eventsourcing import recorder_of
 
 TOPICS = ("test.happened", "test.other")
 
@@ -59,29 +56,3 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
     yield b
     for store in b.stores:
         store.close()
-
-
-class GatedInserts:
-    """Wraps a store recorder's ``insert_events``: the first call waits until ``release()``.
-
-    While the writer thread is held there, appends queue up and then go into
-    one group. ``sizes`` records the number of events of every call.
-    """
-
-    def __init__(self, store: EventStore, monkeypatch: pytest.MonkeyPatch) -> None:
-        recorder = recorder_of(store)
-        self._original = recorder.insert_events
-        self.entered = threading.Event()
-        self._released = threading.Event()
-        self.sizes: list[int] = []
-        monkeypatch.setattr(recorder, "insert_events", self._insert_events)
-
-    def _insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Any:
-        self.sizes.append(len(stored_events))
-        if len(self.sizes) == 1:
-            self.entered.set()
-            assert self._released.wait(30), "test never released the gate"
-        return self._original(stored_events, **kwargs)
-
-    def release(self) -> None:
-        self._released.set()

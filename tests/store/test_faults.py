@@ -2,84 +2,16 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Sequence
 from typing import Any
 
 import pytest
 from eventsourcing.cryptography import AESCipher
-from eventsourcing.persistence import OperationalError, StoredEvent
-from eventsourcing.popo import POPOApplicationRecorder
-from eventsourcing.postgres import PostgresApplicationRecorder
-from eventsourcing.sqlite import SQLiteApplicationRecorder
 
 from meerkat_runtime.errors import ConcurrencyConflict, StoreError
-from meerkat_runtime.store import EventStore, NewEvent
-from meerkat_runtime.store._eventsourcing import recorder_of
+from meerkat_runtime.store import NewEvent
 
-from .conftest import Backend, GatedInserts
-
-
-class InjectedFault(RuntimeError):
-    pass
-
-
-class FaultyInserts:
-    """Makes the recorder fail inside its insert transaction while ``armed``.
-
-    On SQL backends it first really inserts half of the batch in the open
-    transaction (and records how many rows that transaction then saw), so the
-    test proves those rows are rolled back, not merely never written.
-    Batches that do not touch a ``doomed-`` session pass untouched.
-    """
-
-    def __init__(self, store: EventStore, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.armed = threading.Event()
-        self.rows_seen_in_transaction: list[int] = []
-        recorder: Any = recorder_of(store)
-        table = store.table_name("meerkat_events")
-        count = f"SELECT count(*) AS n FROM {table} WHERE originator_id LIKE 'doomed-%'"
-
-        def hit(stored_events: Sequence[StoredEvent]) -> bool:
-            return self.armed.is_set() and any(
-                str(e.originator_id).startswith("doomed-") for e in stored_events
-            )
-
-        if isinstance(recorder, SQLiteApplicationRecorder):
-            sqlite_original = recorder._insert_events
-
-            def sqlite_insert(c: Any, stored_events: Sequence[StoredEvent], **kw: Any) -> Any:
-                if not hit(stored_events):
-                    return sqlite_original(c, stored_events, **kw)
-                sqlite_original(c, stored_events[: len(stored_events) // 2], **kw)
-                c.execute(count)
-                self.rows_seen_in_transaction.append(c.fetchone()[0])
-                raise InjectedFault("injected fault after some rows")
-
-            monkeypatch.setattr(recorder, "_insert_events", sqlite_insert)
-        elif isinstance(recorder, PostgresApplicationRecorder):
-            pg_original = recorder._insert_stored_events
-
-            def pg_insert(curs: Any, stored_events: Sequence[StoredEvent], **kw: Any) -> Any:
-                if not hit(stored_events):
-                    return pg_original(curs, stored_events, **kw)
-                pg_original(curs, stored_events[: len(stored_events) // 2], **kw)
-                curs.execute(count)
-                self.rows_seen_in_transaction.append(curs.fetchone()["n"])
-                raise InjectedFault("injected fault after some rows")
-
-            monkeypatch.setattr(recorder, "_insert_stored_events", pg_insert)
-        else:
-            assert isinstance(recorder, POPOApplicationRecorder)
-            popo_original = recorder._assert_uniqueness
-
-            # The POPO recorder has no transaction: it checks, then appends.
-            def popo_check(stored_events: Sequence[StoredEvent], **kw: Any) -> None:
-                if hit(stored_events):
-                    raise InjectedFault("injected fault before the write")
-                popo_original(stored_events, **kw)
-
-            monkeypatch.setattr(recorder, "_assert_uniqueness", popo_check)
+from ..faulty_store import Fault, FaultInjector, FaultyInserts, GatedCommits, fail_next
+from .conftest import Backend
 
 
 def test_fault_in_a_group_commit_writes_nothing_and_fails_every_caller(
@@ -87,7 +19,7 @@ def test_fault_in_a_group_commit_writes_nothing_and_fails_every_caller(
 ) -> None:
     store = backend.open()
     fault = FaultyInserts(store, monkeypatch)
-    gate = GatedInserts(store, monkeypatch)
+    gate = GatedCommits(store)
     held = store.append_async("gate", 0, [NewEvent("test.happened", {"n": 0})])
     assert gate.entered.wait(10)
     fault.armed.set()
@@ -158,27 +90,15 @@ def test_a_failing_listener_does_not_break_appends(
 
 
 @pytest.mark.parametrize("cipher", [False, True])
-def test_retrying_an_append_whose_acknowledgement_was_lost(
-    backend: Backend, monkeypatch: pytest.MonkeyPatch, cipher: bool
-) -> None:
+def test_retrying_an_append_whose_acknowledgement_was_lost(backend: Backend, cipher: bool) -> None:
     if backend.name == "memory":
         pytest.skip("memory:// has no connection that could lose an acknowledgement")
     options: dict[str, Any] = {"cipher_key": AESCipher.create_key(16)} if cipher else {}
     store = backend.open(incarnation="me", **options)
-    recorder: Any = recorder_of(store)
-    original = recorder.insert_events
-    lose = threading.Event()
-
-    def commit_then_lose_the_ack(stored_events: Sequence[StoredEvent], **kw: Any) -> Any:
-        ids = original(stored_events, **kw)
-        if lose.is_set():
-            lose.clear()
-            raise OperationalError("server closed the connection unexpectedly")
-        return ids
-
-    monkeypatch.setattr(recorder, "insert_events", commit_then_lose_the_ack)
+    lost = Fault("after", message="server closed the connection unexpectedly")
+    faults = FaultInjector(store)
     events = [NewEvent("test.happened", {"n": 1}), NewEvent("test.other", {"n": 2})]
-    lose.set()
+    faults.policy = fail_next(1, ops={"commit"}, fault=lost)
     with pytest.raises(StoreError, match="closed the connection"):
         store.append("s", 0, events)
     assert store.session_version("s") == 2  # it did commit

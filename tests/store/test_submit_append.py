@@ -10,8 +10,9 @@ import pytest
 from meerkat_runtime.errors import ConcurrencyConflict, StoreError
 from meerkat_runtime.store import NewEvent
 
+from ..faulty_store import FaultInjector, GatedCommits, fail_next
 from ..waiting import WAIT
-from .conftest import Backend, GatedInserts
+from .conftest import Backend
 
 
 def happened(n: int) -> NewEvent:
@@ -50,11 +51,9 @@ def test_chained_appends_become_durable_in_order(backend: Backend, group_commit:
     assert [e.data["n"] for e in store.read_session("s")] == [1, 2, 3]
 
 
-def test_appends_queued_behind_each_other_share_one_group(
-    backend: Backend, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_appends_queued_behind_each_other_share_one_group(backend: Backend) -> None:
     store = backend.open()
-    gate = GatedInserts(store, monkeypatch)
+    gate = GatedCommits(store)
     out = Outcomes()
     store.submit_append("warm", 0, [happened(0)], on_done=out.on_done("warm"))
     assert gate.entered.wait(WAIT)  # the writer is held: the next appends queue up
@@ -72,13 +71,13 @@ def test_appends_queued_behind_each_other_share_one_group(
 
 @pytest.mark.parametrize(("group_commit", "gated"), [(True, True), (True, False), (False, False)])
 def test_an_append_after_a_failed_one_is_never_written(
-    backend: Backend, group_commit: bool, gated: bool, monkeypatch: pytest.MonkeyPatch
+    backend: Backend, group_commit: bool, gated: bool
 ) -> None:
     """Even when the session's version happens to match what the second append expects."""
     store = backend.open(group_commit=group_commit)
     store.append("s", 0, [happened(1)])
     out = Outcomes()
-    gate = GatedInserts(store, monkeypatch) if gated else None
+    gate = GatedCommits(store) if gated else None
     if gate is not None:
         store.submit_append("warm", 0, [happened(0)], on_done=out.on_done("warm"))
         assert gate.entered.wait(WAIT)
@@ -96,26 +95,14 @@ def test_an_append_after_a_failed_one_is_never_written(
     assert [e.data["n"] for e in store.read_session("s")] == [1]
 
 
-def test_an_append_after_a_failed_commit_is_never_written(
-    backend: Backend, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_an_append_after_a_failed_commit_is_never_written(backend: Backend) -> None:
     store = backend.open(group_commit=False)
-    real_insert = store._insert
-    calls = 0
-
-    def insert(*args: Any, **kwargs: Any) -> list[int]:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            raise RuntimeError("disk on fire")
-        return real_insert(*args, **kwargs)
-
-    monkeypatch.setattr(store, "_insert", insert)
+    FaultInjector(store, fail_next(1, ops={"commit"}))
     out = Outcomes()
     first = store.submit_append("s", 0, [happened(1)], on_done=out.on_done("first"))
     store.submit_append("s", 0, [happened(2)], on_done=out.on_done("second"), after=first)
     results = out.wait(2)
-    assert isinstance(results["first"], StoreError) and "disk on fire" in str(results["first"])
+    assert isinstance(results["first"], StoreError) and "injected" in str(results["first"])
     assert isinstance(results["second"], StoreError) and "not attempted" in str(results["second"])
     assert store.read_session("s") == []
 

@@ -25,6 +25,7 @@ from meerkat_runtime.projections import Cursor, FailureStrategy, Projection, Pro
 from meerkat_runtime.store import RecordedEvent
 from meerkat_runtime.telemetry import INSTRUMENTS, SPANS, telemetry_for
 
+from ..faulty_store import faulty_store
 from ..waiting import WAIT, wait_until
 from ._support import GatedExecutor, prompt
 from .conftest import Otel
@@ -240,26 +241,24 @@ def test_every_instrument_and_span_after_real_work(otel: Otel, store_url: str) -
 
 
 def test_a_call_that_raises_is_measured_with_its_error_type(otel: Otel) -> None:
-    from meerkat_runtime import Overloaded
+    from meerkat_runtime import StoreError
 
-    with Runtime.open("memory://", max_pending=1, **otel.providers) as rt:
+    store, faults = faulty_store("memory://")
+    with Runtime.open(store, **otel.providers) as rt:
         s = rt.session("s")
-
-        def overloaded(*_args: Any, **_kwargs: Any) -> Any:
-            raise Overloaded("full")
-
-        rt._registry.call = overloaded  # type: ignore[method-assign]
-        with pytest.raises(Overloaded):
+        faults.fail_appends.set()  # the disk fails: accept raises, nothing is written
+        with pytest.raises(StoreError):
             s.accept(prompt("x"))
         metrics = otel.metrics()
+    store.close()
     duration = metrics["meerkat.accept.duration"]
     assert (
-        value(duration, **{"meerkat.accept.operation": "accept", "error.type": "Overloaded"}) == 1
+        value(duration, **{"meerkat.accept.operation": "accept", "error.type": "StoreError"}) == 1
     )
     assert "meerkat.accept.inputs" not in metrics or not points(metrics["meerkat.accept.inputs"])
     (span,) = otel.spans("meerkat.accept")
     assert span.status.status_code is StatusCode.ERROR
-    assert attrs(span)["error.type"] == "Overloaded"
+    assert attrs(span)["error.type"] == "StoreError"
 
 
 def test_off_without_an_sdk_or_without_the_package(

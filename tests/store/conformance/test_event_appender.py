@@ -13,15 +13,14 @@ from meerkat_runtime.errors import ConcurrencyConflict, StoreError
 from meerkat_runtime.store import RecordedEvent
 from meerkat_runtime.store._eventsourcing import recorder_of
 
-from ..conftest import Backend, GatedInserts
+from ...faulty_store import GatedCommits
+from ..conftest import Backend
 from ._events import happened, other
 
 
-def test_empty_append_does_not_touch_the_database(
-    backend: Backend, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_empty_append_does_not_touch_the_database(backend: Backend) -> None:
     store = backend.open()
-    gate = GatedInserts(store, monkeypatch)
+    gate = GatedCommits(store)
     gate.release()
     assert store.append("s", 0, []) == []
     assert store.append_async("s", 7, []).result() == []
@@ -144,11 +143,9 @@ def test_racing_writers_on_one_session_leave_no_gap_and_no_duplicate(
         assert [e.data["n"] for e in events if e.data["t"] == t] == list(range(per_thread))
 
 
-def test_group_commit_puts_queued_appends_in_one_transaction(
-    backend: Backend, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_group_commit_puts_queued_appends_in_one_transaction(backend: Backend) -> None:
     store = backend.open()
-    gate = GatedInserts(store, monkeypatch)
+    gate = GatedCommits(store)
     held = store.append_async("gate", 0, [happened(0)])
     assert gate.entered.wait(10)
     futures = [store.append_async(f"s{n}", 0, [happened(n), other(n)]) for n in range(20)]
@@ -165,14 +162,12 @@ def test_group_commit_puts_queued_appends_in_one_transaction(
     assert [e.data["n"] for e in store.read_session("s0")] == [0, 0, 100]
 
 
-def test_group_commit_falls_back_so_only_the_conflicting_append_fails(
-    backend: Backend, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_group_commit_falls_back_so_only_the_conflicting_append_fails(backend: Backend) -> None:
     store, elsewhere = backend.open(), backend.open()
     # Written by another instance: `store` does not know "taken" exists, so
     # its append below passes the cheap checks and clashes in the database.
     elsewhere.append("taken", 0, [happened(-1)])
-    gate = GatedInserts(store, monkeypatch)
+    gate = GatedCommits(store)
     held = store.append_async("gate", 0, [happened(0)])
     assert gate.entered.wait(10)
     futures: dict[str, Future[list[RecordedEvent]]] = {}
@@ -206,9 +201,9 @@ def test_group_commit_falls_back_so_only_the_conflicting_append_fails(
     assert len(store.session_ids()) == 12
 
 
-def test_max_batch_events_bounds_a_group(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_max_batch_events_bounds_a_group(backend: Backend) -> None:
     store = backend.open(max_batch_events=5)
-    gate = GatedInserts(store, monkeypatch)
+    gate = GatedCommits(store)
     held = store.append_async("gate", 0, [happened(0)])
     assert gate.entered.wait(10)
     futures = [store.append_async(f"s{n}", 0, [happened(n), happened(n)]) for n in range(6)]

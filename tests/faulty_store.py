@@ -1,4 +1,9 @@
-"""A policy-driven fault-injecting wrapper around a real event store (tests only).
+"""The test suite's one fault-injecting event store: a real backend with hooks (tests only).
+
+Every test that makes the store fail, stall or hold goes through here instead of
+patching the store's private methods itself: :class:`FaultInjector` hooks one
+real store instance, :func:`faulty_store` opens one with a :class:`Faults`
+switchboard installed.
 
 Modelled on Akka's PersistenceTestKit: every storage operation the runtime
 makes is described as a :class:`Call` and handed to the current *policy*,
@@ -36,6 +41,10 @@ Fault kinds (``Fault.kind``):
 * ``drop``: call ``FaultInjector.on_drop`` (e.g. terminate the database
   connections), then let the operation meet whatever that left.
 
+A policy runs in the calling thread before the operation, so it may also hold
+the call (wait on an event) or slow it (sleep) before answering: that is how
+:class:`Faults` holds appends and how a test holds the writer in a commit.
+
 Errors are :class:`InjectedFault`, a subclass of eventsourcing's
 ``OperationalError`` (what a real database failure looks like down there),
 with a message that says "injected".
@@ -52,22 +61,35 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from eventsourcing.persistence import OperationalError
+import pytest
+from eventsourcing.persistence import OperationalError, StoredEvent
+from eventsourcing.popo import POPOApplicationRecorder
+from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.sqlite import SQLiteApplicationRecorder
 
 from meerkat_runtime.errors import StoreError
-from meerkat_runtime.store import EventStore, NewEvent, RecordedEvent
+from meerkat_runtime.runtime import event_codec
+from meerkat_runtime.store import EventStore, NewEvent, RecordedEvent, open_store
+from meerkat_runtime.store._eventsourcing import recorder_of
+
+from .waiting import WAIT
 
 __all__ = [
     "ALL_OPS",
     "Call",
     "Fault",
     "FaultInjector",
+    "Faults",
+    "FaultyInserts",
+    "GatedCommits",
     "InjectedFault",
+    "InsertFault",
     "Policy",
     "fail_always",
     "fail_next",
     "fail_randomly",
     "fail_when",
+    "faulty_store",
     "first_of",
     "never",
 ]
@@ -101,6 +123,8 @@ class Fault:
 
     kind: Literal["error", "timeout", "after", "drop"] = "error"
     delay: float = 0.0
+    message: str | None = None
+    """The error's text instead of the injector's own (e.g. what a driver would say)."""
 
 
 Policy = Callable[[Call], Fault | None]
@@ -234,6 +258,8 @@ class FaultInjector:
 
     @staticmethod
     def _error(op: str, fault: Fault) -> InjectedFault:
+        if fault.message is not None:
+            return InjectedFault(fault.message)
         if fault.kind == "timeout":
             return InjectedFault(
                 f"injected fault: {op} canceling statement due to statement timeout "
@@ -348,3 +374,164 @@ class FaultInjector:
         s._session_ids = self._wrap("list", s._session_ids)
         s._get_snapshot = self._wrap("load_snapshot", s._get_snapshot, session_arg=True)
         s._put_snapshot = self._wrap("save_snapshot", s._put_snapshot, session_arg=True)
+
+
+class Faults:
+    """Switches for the faults of one store (all off at first), read by its policy.
+
+    ``hold_appends`` blocks every append (of ``hold_sessions``, or of all sessions)
+    in the caller's thread until ``release_appends`` is set, and sets ``append_held``
+    meanwhile; ``fail_appends`` fails appends (of ``fail_sessions``, or all);
+    ``fail_topics`` with ``fail_topic_budget`` fails that many appends carrying one
+    of the topics; ``append_delay`` slows each append (a slow disk); ``fail_reads``
+    fails session reads and snapshot loads.
+    """
+
+    def __init__(self) -> None:
+        self.fail_appends = threading.Event()
+        self.fail_reads = threading.Event()
+        self.fail_topics: set[str] = set()
+        self.fail_topic_budget = 0
+        self.hold_appends = threading.Event()
+        self.hold_sessions: set[str] = set()  # empty: hold every session
+        self.fail_sessions: set[str] = set()  # empty: fail_appends fails every session
+        self.append_delay = 0.0
+        self.release_appends = threading.Event()
+        self.append_held = threading.Event()
+        self.lock = threading.Lock()
+        self.injector: FaultInjector | None = None
+
+    def clear(self) -> None:
+        self.fail_appends.clear()
+        self.fail_reads.clear()
+        self.fail_topic_budget = 0
+        self.release_appends.set()
+
+    @property
+    def append_failures(self) -> int:
+        """Appends failed so far."""
+        return self.injector.injected("append") if self.injector is not None else 0
+
+    @property
+    def read_attempts(self) -> int:
+        """Snapshot loads attempted so far (each load of a session starts with one)."""
+        return self.injector.calls("load_snapshot") if self.injector is not None else 0
+
+    def __call__(self, call: Call) -> Fault | None:
+        if call.op in ("read", "load_snapshot"):
+            return Fault() if self.fail_reads.is_set() else None
+        if call.op != "append":
+            return None
+        if self.append_delay:
+            time.sleep(self.append_delay)
+        held = not self.hold_sessions or call.session_id in self.hold_sessions
+        if self.hold_appends.is_set() and held:
+            self.append_held.set()
+            self.release_appends.wait(WAIT)
+        with self.lock:
+            failing = not self.fail_sessions or call.session_id in self.fail_sessions
+            if self.fail_appends.is_set() and failing:
+                return Fault()
+            if self.fail_topic_budget > 0 and set(call.topics) & self.fail_topics:
+                self.fail_topic_budget -= 1
+                return Fault()
+        return None
+
+
+def faulty_store(url: str, **options: Any) -> tuple[EventStore, Faults]:
+    """Open ``url`` as a real runtime store with a :class:`Faults` switchboard on it."""
+    store = open_store(url, codec=event_codec(), **options)
+    faults = Faults()
+    faults.injector = FaultInjector(store, faults)
+    return store, faults
+
+
+class GatedCommits:
+    """Holds the store's writer in its first commit until :meth:`release`.
+
+    While the writer is held, appends queue up and then go into one group.
+    ``sizes`` records the number of events of every commit.
+    """
+
+    def __init__(self, store: EventStore) -> None:
+        self.entered = threading.Event()
+        self._released = threading.Event()
+        self.sizes: list[int] = []
+        FaultInjector(store, self._policy)
+
+    def _policy(self, call: Call) -> Fault | None:
+        if call.op == "commit":
+            self.sizes.append(len(call.topics))
+            if len(self.sizes) == 1:
+                self.entered.set()
+                assert self._released.wait(WAIT), "the test never released the writer"
+        return None
+
+    def release(self) -> None:
+        self._released.set()
+
+
+class InsertFault(RuntimeError):
+    """What :class:`FaultyInserts` raises: a failure the store must not retry (no outage)."""
+
+
+class FaultyInserts:
+    """Makes the recorder fail inside its insert transaction while ``armed``.
+
+    The one hook below the store's own transaction, on the eventsourcing recorder
+    (reached through the ``recorder_of`` seam): it proves the store's transaction,
+    not the recorder, decides what a failed commit leaves behind.
+
+    On SQL backends it first really inserts half of the batch in the open
+    transaction (and records how many rows that transaction then saw), so the
+    test proves those rows are rolled back, not merely never written.
+    Batches that do not touch a ``doomed-`` session pass untouched.
+    """
+
+    def __init__(self, store: EventStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.armed = threading.Event()
+        self.rows_seen_in_transaction: list[int] = []
+        recorder: Any = recorder_of(store)
+        table = store.table_name("meerkat_events")
+        count = f"SELECT count(*) AS n FROM {table} WHERE originator_id LIKE 'doomed-%'"
+
+        def hit(stored_events: Sequence[StoredEvent]) -> bool:
+            return self.armed.is_set() and any(
+                str(e.originator_id).startswith("doomed-") for e in stored_events
+            )
+
+        if isinstance(recorder, SQLiteApplicationRecorder):
+            sqlite_original = recorder._insert_events
+
+            def sqlite_insert(c: Any, stored_events: Sequence[StoredEvent], **kw: Any) -> Any:
+                if not hit(stored_events):
+                    return sqlite_original(c, stored_events, **kw)
+                sqlite_original(c, stored_events[: len(stored_events) // 2], **kw)
+                c.execute(count)
+                self.rows_seen_in_transaction.append(c.fetchone()[0])
+                raise InsertFault("injected fault after some rows")
+
+            monkeypatch.setattr(recorder, "_insert_events", sqlite_insert)
+        elif isinstance(recorder, PostgresApplicationRecorder):
+            pg_original = recorder._insert_stored_events
+
+            def pg_insert(curs: Any, stored_events: Sequence[StoredEvent], **kw: Any) -> Any:
+                if not hit(stored_events):
+                    return pg_original(curs, stored_events, **kw)
+                pg_original(curs, stored_events[: len(stored_events) // 2], **kw)
+                curs.execute(count)
+                self.rows_seen_in_transaction.append(curs.fetchone()["n"])
+                raise InsertFault("injected fault after some rows")
+
+            monkeypatch.setattr(recorder, "_insert_stored_events", pg_insert)
+        else:
+            assert isinstance(recorder, POPOApplicationRecorder)
+            popo_original = recorder._assert_uniqueness
+
+            # The POPO recorder has no transaction: it checks, then appends.
+            def popo_check(stored_events: Sequence[StoredEvent], **kw: Any) -> None:
+                if hit(stored_events):
+                    raise InsertFault("injected fault before the write")
+                popo_original(stored_events, **kw)
+
+            monkeypatch.setattr(recorder, "_assert_uniqueness", popo_check)
