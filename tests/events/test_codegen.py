@@ -38,7 +38,7 @@ from meerkat_runtime.events.ids import uuid_text
 from meerkat_runtime.events.timefmt import format_timestamp, parse_timestamp_text
 
 from . import strategies as s
-from .test_wire_examples import _EXAMPLES
+from ._wire import ALL_EXAMPLES
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -221,7 +221,7 @@ def test_every_mutation_of_a_value_fails_alike(data: st.DataObject) -> None:
     assert_decoded_alike(cls, list(mutations(to_wire(value))))
 
 
-@pytest.mark.parametrize(("cls", "example"), _EXAMPLES, ids=lambda v: getattr(v, "__name__", ""))
+@pytest.mark.parametrize(("cls", "example"), ALL_EXAMPLES, ids=lambda v: getattr(v, "__name__", ""))
 def test_every_mutation_of_a_spec_example_fails_alike(cls: type, example: Any) -> None:
     assert_decoded_alike(cls, list(mutations(example)))
 
