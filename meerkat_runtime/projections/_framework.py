@@ -585,6 +585,11 @@ class ProjectionRunner(pykka.ThreadingActor):
                 return
             except Exception as exc2:
                 error = f"could not record skipped event: {exc2}"
+        self._fail(event, error)
+
+    def _fail(self, event: RecordedEvent, error: str) -> None:
+        """Stop at ``event``: status ``failed``, logged and reported to the owner."""
+        name = self.projection.name
         self.status, self.error = "failed", error
         log.error(
             "projection %s failed at position %d: %s",
@@ -625,15 +630,7 @@ class ProjectionRunner(pykka.ThreadingActor):
                 self.held.setdefault(event.session_id, str(exc))
                 self.status, self.error = "running", None
                 return
-        self.status, self.error = "failed", error
-        log.error(
-            "projection %s failed at position %d: %s",
-            name,
-            event.position,
-            error,
-            extra=self._ids(event),
-        )
-        self.owner.report_progress(name, self.position, self.status, self.error)
+        self._fail(event, error)
 
 
 #: How the skipped table marks an unreadable event (and the events held back after it).

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -10,6 +9,8 @@ from typing import Any, Protocol
 import pytest
 
 from meerkat_runtime import Runtime
+
+from ..store_urls import store_url_for
 
 
 class OpenRuntime(Protocol):
@@ -24,14 +25,8 @@ class OpenRuntime(Protocol):
     ]
 )
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """``memory://<unique name>`` (shared in this process, so it can be reopened), a SQLite
-    file, or a fresh schema on the test PostgreSQL server (skipped when there is none)."""
-    if request.param == "memory":
-        return f"memory://{uuid.uuid4().hex}"
-    if request.param == "postgres":
-        url: str = request.getfixturevalue("postgres_url")
-        return url
-    return f"sqlite:///{tmp_path / 'runtime.db'}"
+    """The store of each backend in turn (see ``store_url_for``)."""
+    return store_url_for(request.param, request, tmp_path)
 
 
 @pytest.fixture

@@ -13,6 +13,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from ..store_urls import store_url_for
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "test-postgres.sh"
 
@@ -29,10 +31,8 @@ PRIVATE_PG_PORT = int(os.environ.get("MEERKAT_RELIABILITY_PG_PORT") or _free_por
 
 @pytest.fixture(params=["memory", "sqlite"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """``memory://<unique name>`` (shared in this process, so it can be reopened) or a SQLite file."""
-    if request.param == "memory":
-        return f"memory://{uuid.uuid4().hex}"
-    return f"sqlite:///{tmp_path / 'runtime.db'}"
+    """An in-process memory store, then a SQLite file (see ``store_url_for``)."""
+    return store_url_for(request.param, request, tmp_path)
 
 
 @dataclass

@@ -6,7 +6,6 @@ them: each passes its own providers to ``Runtime.open``.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,8 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader, Metric
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from ..store_urls import store_url_for
 
 
 @dataclass
@@ -64,11 +65,5 @@ def otel() -> Iterator[Otel]:
 
 @pytest.fixture(params=["sqlite", "memory", pytest.param("postgres", marks=pytest.mark.postgres)])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A SQLite file, ``memory://<unique name>`` (reopenable in this process), or a fresh
-    schema on the test PostgreSQL server (skipped when there is none)."""
-    if request.param == "memory":
-        return f"memory://{uuid.uuid4().hex}"
-    if request.param == "postgres":
-        url: str = request.getfixturevalue("postgres_url")
-        return url
-    return f"sqlite:///{tmp_path / 'runtime.db'}"
+    """The store of each backend in turn (see ``store_url_for``)."""
+    return store_url_for(request.param, request, tmp_path)
