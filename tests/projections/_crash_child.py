@@ -19,15 +19,9 @@ import sys
 import threading
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _support import (  # type: ignore[import-not-found]
-    CountingProjection,
-    external_event,
-    operation,
-    peer_progress,
-    prompt,
-)
+# Run as a script: the project root on the path, so the test helpers import as the
+# package they are (tests.projections), relative imports included.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from meerkat_runtime import (
     Runtime,
@@ -35,6 +29,13 @@ from meerkat_runtime import (
     RuntimeStateTransitionError,
 )
 from meerkat_runtime.projections import ProjectionSet
+from tests.projections._support import (
+    CountingProjection,
+    external_event,
+    operation,
+    peer_progress,
+    prompt,
+)
 
 
 def main() -> None:
