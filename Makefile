@@ -20,8 +20,8 @@ run: $(STAMP)
 	$(BIN)/meerkat-runtime demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check meerkat_runtime tests benchmarks scripts
-	$(BIN)/ruff format --check meerkat_runtime tests benchmarks scripts
+	$(BIN)/ruff check meerkat_runtime tests benchmarks scripts examples
+	$(BIN)/ruff format --check meerkat_runtime tests benchmarks scripts examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections import deque
@@ -33,7 +34,9 @@ from meerkat_runtime.actors import (
     Services,
     SessionRegistry,
 )
+from meerkat_runtime.actors._executor import AsyncRunner
 from meerkat_runtime.actors._recovery import recover_batch
+from meerkat_runtime.actors._session import Reply
 from meerkat_runtime.cluster import ClusterView, Membership, default_node_id
 from meerkat_runtime.errors import (
     AcceptManyFailed,
@@ -171,6 +174,9 @@ class RuntimeOptions:
     * ``max_input_bytes`` (1 MiB = 1048576): the largest input ``accept`` takes, measured
       as its JSON document (the text given, a dict's or a typed input's JSON encoding);
       a larger one raises ``InvalidInput`` naming the limit, and nothing is written.
+    * ``executor_loop`` (None): the running asyncio event loop async executors run on;
+      None gives the runtime a loop thread of its own. :class:`~meerkat_runtime.aio.AsyncRuntime`
+      passes the loop it was opened on.
     """
 
     executor_threads: int = 8
@@ -185,6 +191,7 @@ class RuntimeOptions:
     recovery_timeout: float = 10.0
     close_timeout: float = 10.0
     max_input_bytes: int = 1024 * 1024
+    executor_loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
     def split(cls, options: dict[str, Any]) -> tuple[RuntimeOptions, dict[str, Any]]:
@@ -194,6 +201,13 @@ class RuntimeOptions:
         rest = {k: v for k, v in options.items() if k not in names}
         for key, value in mine.items():
             if key in ("run_timeout", "cancel_grace", "session_threads") and value is None:
+                continue
+            if key == "executor_loop":
+                if value is not None and not isinstance(value, asyncio.AbstractEventLoop):
+                    raise ValueError(
+                        "runtime option 'executor_loop' must be an asyncio event loop, "
+                        f"got {type(value).__name__}"
+                    )
                 continue
             if key == "retry":
                 if value is not None and not isinstance(value, RetryPolicy):
@@ -290,6 +304,51 @@ def _coerce_all(
     return out
 
 
+def _collect_many(
+    by_session: dict[str, list[int]],
+    count: int,
+    answers: dict[str, list[AcceptOutcome] | MeerkatRuntimeError],
+) -> list[AcceptOutcome]:
+    """Every input's outcome in the order given; ``AcceptManyFailed`` if a share failed."""
+    results: list[Any] = [None] * count
+    failed = False
+    for sid, positions in by_session.items():
+        answer = answers[sid]
+        if isinstance(answer, MeerkatRuntimeError):
+            failed = True
+            for n in positions:
+                results[n] = answer
+            continue
+        for n, outcome in zip(positions, answer, strict=True):
+            results[n] = outcome
+    if failed:
+        raise AcceptManyFailed(results)
+    return results
+
+
+def _observed_state(st: SessionState, attached: bool) -> RuntimeState:
+    return st.observed_state(attached)
+
+
+def _cancel_run_args(reason: str, run_id: uuid.UUID | str | None) -> tuple[str, uuid.UUID | None]:
+    if not isinstance(reason, str) or not reason:
+        raise InvalidInput("cancel_run reason must be a non-empty string", "reason")
+    return reason, None if run_id is None else parse_uuid(run_id, "run_id")
+
+
+def _receipt_args(run_id: uuid.UUID | str, sequence: int) -> tuple[uuid.UUID, int]:
+    rid = parse_uuid(run_id, "run_id")
+    if isinstance(sequence, bool) or not isinstance(sequence, int) or sequence < 1:
+        raise InvalidInput(f"sequence must be an int >= 1, got {sequence!r}", "sequence")
+    return rid, sequence
+
+
+def _check_after(after: int) -> int:
+    if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+        raise InvalidInput(f"must be an int >= 0, got {after!r:.40}", "after")
+    return after
+
+
 class Session:
     """A handle on one session; its actor starts on first use."""
 
@@ -351,11 +410,7 @@ class Session:
 
     def state(self) -> RuntimeState:
         """The session's state as a host sees it (``attached`` when an executor is bound)."""
-
-        def observe(st: SessionState, attached: bool) -> RuntimeState:
-            return st.observed_state(attached)
-
-        result: RuntimeState = self._query(observe)
+        result: RuntimeState = self._query(_observed_state)
         return result
 
     def input_state(self, input_id: uuid.UUID | str) -> InputState | None:
@@ -404,18 +459,14 @@ class Session:
         abandoned (``cancelled``; waiters get ``cancelled``), inputs it applied at a
         checkpoint are consumed, and the executor's cancel token is signalled with
         ``reason``. False when there is no such run."""
-        if not isinstance(reason, str) or not reason:
-            raise InvalidInput("cancel_run reason must be a non-empty string", "reason")
-        rid = None if run_id is None else parse_uuid(run_id, "run_id")
-        done: bool = self._call("cancel_run", (reason, rid))
+        done: bool = self._call("cancel_run", _cancel_run_args(reason, run_id))
         return done
 
     def boundary_receipt(self, run_id: uuid.UUID | str, sequence: int) -> RunBoundaryReceipt | None:
         """The committed receipt of run ``run_id``'s checkpoint ``sequence`` (from the log)."""
-        rid = parse_uuid(run_id, "run_id")
-        if isinstance(sequence, bool) or not isinstance(sequence, int) or sequence < 1:
-            raise InvalidInput(f"sequence must be an int >= 1, got {sequence!r}", "sequence")
-        receipt: RunBoundaryReceipt | None = self._call("boundary_receipt", (rid, sequence))
+        receipt: RunBoundaryReceipt | None = self._call(
+            "boundary_receipt", _receipt_args(run_id, sequence)
+        )
         return receipt
 
     def recover(self) -> RecoveryReport:
@@ -428,9 +479,7 @@ class Session:
 
         ``after`` must be an int >= 0 (``InvalidInput`` otherwise, at the call).
         """
-        if isinstance(after, bool) or not isinstance(after, int) or after < 0:
-            raise InvalidInput(f"must be an int >= 0, got {after!r:.40}", "after")
-        return self._events(after)
+        return self._events(_check_after(after))
 
     def _events(self, after: int) -> Iterator[RuntimeEventEnvelope]:
         return SessionJournal(self._rt.store).envelopes(self.id, after=after)
@@ -483,6 +532,7 @@ class Runtime:
             cancel_grace=options.cancel_grace,
             recovery_timeout=options.recovery_timeout,
             telemetry=self._telemetry,
+            runner=AsyncRunner(loop=options.executor_loop),
         )
         self.membership: Membership | None = None
         # Without leases a runtime may not write sessions another process may own; a
@@ -663,6 +713,18 @@ class Runtime:
         session's share fails, the others still complete and
         :class:`AcceptManyFailed` is raised with every input's outcome or error.
         """
+        by_session, coerced = self._prepare_many(items)
+        if self._telemetry is not None:
+            only = next(iter(by_session)) if len(by_session) == 1 else None
+            return self._telemetry.accept_many(
+                only, coerced, lambda: self._send_many(by_session, coerced)
+            )
+        return self._send_many(by_session, coerced)
+
+    def _prepare_many(
+        self, items: Sequence[tuple[str, Input | dict[str, Any] | bytes | str]]
+    ) -> tuple[dict[str, list[int]], list[Input]]:
+        """Check every pair: positions of each session's inputs, and the inputs."""
         self._check_open()
         self._check_joined()
         by_session: dict[str, list[int]] = {}
@@ -675,41 +737,33 @@ class Runtime:
                 raise InvalidInput(exc.detail, f"items[{n}].session_id") from None
             by_session.setdefault(checked_id, []).append(n)
         coerced = _coerce_all([item[1] for item in items], self.options.max_input_bytes, "items")
-        if self._telemetry is not None:
-            only = next(iter(by_session)) if len(by_session) == 1 else None
-            return self._telemetry.accept_many(
-                only, coerced, lambda: self._send_many(by_session, coerced)
-            )
-        return self._send_many(by_session, coerced)
+        return by_session, coerced
+
+    def _post_many(
+        self, by_session: dict[str, list[int]], coerced: list[Input]
+    ) -> dict[str, Reply | MeerkatRuntimeError]:
+        """Send each session its share at once (no waiting); a refusal stays with its share."""
+        replies: dict[str, Reply | MeerkatRuntimeError] = {}
+        for sid, positions in by_session.items():
+            try:
+                share = [coerced[n] for n in positions]
+                replies[sid] = self._registry.post(sid, "accept_many", share, admission=True)
+            except MeerkatRuntimeError as exc:  # e.g. Overloaded: the other shares go on
+                replies[sid] = exc
+        return replies
 
     def _send_many(
         self, by_session: dict[str, list[int]], coerced: list[Input]
     ) -> list[AcceptOutcome]:
-        replies: dict[str, Future[Any] | MeerkatRuntimeError] = {}
-        for sid, positions in by_session.items():
+        answers: dict[str, list[AcceptOutcome] | MeerkatRuntimeError] = {}
+        for sid, reply in self._post_many(by_session, coerced).items():
             try:
-                share = [coerced[n] for n in positions]
-                replies[sid] = self._registry.send(sid, "accept_many", share, admission=True)
-            except MeerkatRuntimeError as exc:  # e.g. Overloaded: the other shares go on
-                replies[sid] = exc
-        results: list[Any] = [None] * len(coerced)
-        failed = False
-        for sid, positions in by_session.items():
-            try:
-                reply = replies[sid]
                 if isinstance(reply, MeerkatRuntimeError):
                     raise reply
-                outcomes = reply.result()
+                answers[sid] = reply.result()
             except MeerkatRuntimeError as exc:
-                failed = True
-                for n in positions:
-                    results[n] = exc
-                continue
-            for n, outcome in zip(positions, outcomes, strict=True):
-                results[n] = outcome
-        if failed:
-            raise AcceptManyFailed(results)
-        return results
+                answers[sid] = exc
+        return _collect_many(by_session, len(coerced), answers)
 
     def new_session(self) -> Session:
         """A handle on a new session with a fresh UUIDv7 id."""

@@ -49,6 +49,7 @@ __all__ = [
     "ATTRIBUTES",
     "INSTRUMENTS",
     "SPANS",
+    "AcceptCall",
     "InstrumentSpec",
     "RuntimeGauges",
     "SpanSpec",
@@ -479,7 +480,18 @@ class Telemetry:
         self, session_id: str, inp: Input, send: Callable[[Input], AcceptOutcome]
     ) -> AcceptOutcome:
         """``Session.accept`` of ``inp`` through ``send``, measured and traced."""
-        kind = inp.kind.value
+        call = self.accept_started(session_id, inp)
+        try:
+            outcome = send(inp)
+        except BaseException as exc:
+            call.failed(exc)
+            raise
+        call.done(outcome)
+        return outcome
+
+    def accept_started(self, session_id: str, inp: Input) -> AcceptCall:
+        """An accept of ``inp`` begins: its span starts; the returned call ends it (the
+        sync API wraps a blocking send in it, the asyncio API an awaited one)."""
         span = None
         if self.tracing:
             span = self.tracer.start_span(
@@ -487,26 +499,10 @@ class Telemetry:
                 attributes={
                     SESSION_ID: session_id,
                     INPUT_ID: str(inp.input_header.id),
-                    INPUT_KIND: kind,
+                    INPUT_KIND: inp.kind.value,
                 },
             )
-        started = time.perf_counter()
-        try:
-            outcome = send(inp)
-        except BaseException as exc:
-            self._call_failed("accept", started, span, exc)
-            raise
-        self._accept_duration.record(time.perf_counter() - started, self._call_attrs["accept"])
-        self._count(kind, outcome.kind)
-        if span is not None and span.is_recording():  # not sampled: no attributes to set
-            span.set_attribute(ACCEPT_OUTCOME, outcome.kind)
-            if outcome.existing_id is not None:
-                span.set_attribute(EXISTING_ID, str(outcome.existing_id))
-            if outcome.reason is not None:
-                span.set_attribute(REJECT_REASON, getattr(outcome.reason, "__tag__", "unknown"))
-        if span is not None:
-            span.end()
-        return outcome
+        return AcceptCall(self, "accept", [inp], span)
 
     def accept_many(
         self,
@@ -515,6 +511,17 @@ class Telemetry:
         send: Callable[[], list[AcceptOutcome]],
     ) -> list[AcceptOutcome]:
         """An ``accept_many`` of ``inputs`` (one session's, or several) through ``send``."""
+        call = self.accept_many_started(session_id, inputs)
+        try:
+            outcomes = send()
+        except BaseException as exc:
+            call.failed(exc)
+            raise
+        call.done_many(outcomes)
+        return outcomes
+
+    def accept_many_started(self, session_id: str | None, inputs: Sequence[Input]) -> AcceptCall:
+        """An ``accept_many`` of ``inputs`` begins (see :meth:`accept_started`)."""
         span = None
         if self.tracing:
             attributes: dict[str, Any] = {
@@ -524,22 +531,7 @@ class Telemetry:
             if session_id is not None:
                 attributes[SESSION_ID] = session_id
             span = self.tracer.start_span("meerkat.accept_many", attributes=attributes)
-        started = time.perf_counter()
-        try:
-            outcomes = send()
-        except BaseException as exc:
-            if isinstance(exc, AcceptManyFailed):  # some shares were written: count those
-                for inp, result in zip(inputs, exc.results, strict=False):
-                    if not isinstance(result, BaseException):
-                        self._count(inp.kind.value, getattr(result, "kind", "unknown"))
-            self._call_failed("accept_many", started, span, exc)
-            raise
-        self._accept_duration.record(time.perf_counter() - started, self._call_attrs["accept_many"])
-        for inp, outcome in zip(inputs, outcomes, strict=False):
-            self._count(inp.kind.value, outcome.kind)
-        if span is not None:
-            span.end()
-        return outcomes
+        return AcceptCall(self, "accept_many", inputs, span)
 
     def _count(self, kind: str, outcome: str) -> None:
         attrs = self._outcome_attrs.get((kind, outcome))
@@ -828,3 +820,46 @@ class _Observers:
             for p in self._projections()
             for status in _PROJECTION_STATUSES
         ]
+
+
+class AcceptCall:
+    """One accept (or ``accept_many``) being measured: ends with :meth:`done`,
+    :meth:`done_many` or :meth:`failed`."""
+
+    __slots__ = ("_inputs", "_operation", "_span", "_started", "_tel")
+
+    def __init__(
+        self, tel: Telemetry, operation: str, inputs: Sequence[Input], span: Span | None
+    ) -> None:
+        self._tel, self._operation, self._inputs, self._span = tel, operation, inputs, span
+        self._started = time.perf_counter()
+
+    def done(self, outcome: AcceptOutcome) -> None:
+        tel, span = self._tel, self._span
+        tel._accept_duration.record(time.perf_counter() - self._started, tel._call_attrs["accept"])
+        tel._count(self._inputs[0].kind.value, outcome.kind)
+        if span is not None and span.is_recording():  # not sampled: no attributes to set
+            span.set_attribute(ACCEPT_OUTCOME, outcome.kind)
+            if outcome.existing_id is not None:
+                span.set_attribute(EXISTING_ID, str(outcome.existing_id))
+            if outcome.reason is not None:
+                span.set_attribute(REJECT_REASON, getattr(outcome.reason, "__tag__", "unknown"))
+        if span is not None:
+            span.end()
+
+    def done_many(self, outcomes: Sequence[AcceptOutcome]) -> None:
+        tel = self._tel
+        tel._accept_duration.record(
+            time.perf_counter() - self._started, tel._call_attrs["accept_many"]
+        )
+        for inp, outcome in zip(self._inputs, outcomes, strict=False):
+            tel._count(inp.kind.value, outcome.kind)
+        if self._span is not None:
+            self._span.end()
+
+    def failed(self, exc: BaseException) -> None:
+        if isinstance(exc, AcceptManyFailed):  # some shares were written: count those
+            for inp, result in zip(self._inputs, exc.results, strict=False):
+                if not isinstance(result, BaseException):
+                    self._tel._count(inp.kind.value, getattr(result, "kind", "unknown"))
+        self._tel._call_failed(self._operation, self._started, self._span, exc)

@@ -17,6 +17,7 @@ from pathlib import Path
 PUBLIC_MODULES = (
     "meerkat_runtime",
     "meerkat_runtime.actors",
+    "meerkat_runtime.aio",
     "meerkat_runtime.cli",
     "meerkat_runtime.errors",
     "meerkat_runtime.events",

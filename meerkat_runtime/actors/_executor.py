@@ -565,12 +565,22 @@ def call_executor(executor: ExecutorLike, request: RunRequest) -> RunResult:
 
 
 class AsyncRunner:
-    """The runtime's own event loop for async executors: one daemon thread, started on first use."""
+    """The event loop async executors run on.
 
-    def __init__(self, name: str = "meerkat-async-executor") -> None:
+    By default the runtime's own: one daemon thread, started on first use. Given a
+    ``loop`` (the host's, e.g. the one :class:`~meerkat_runtime.aio.AsyncRuntime` was
+    opened on), executors run there instead; closing then cancels only the tasks this
+    runner started and leaves the host's loop running.
+    """
+
+    def __init__(
+        self, name: str = "meerkat-async-executor", loop: asyncio.AbstractEventLoop | None = None
+    ) -> None:
         self._name = name
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop: asyncio.AbstractEventLoop | None = loop
+        self._external = loop is not None
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._thread: threading.Thread | None = None
         self._closed = False
 
@@ -605,6 +615,8 @@ class AsyncRunner:
         async def guarded() -> RunResult:
             task = asyncio.current_task()
             assert task is not None
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
             def cancel_task(_token: CancelToken) -> None:
                 loop.call_soon_threadsafe(task.cancel)
@@ -633,6 +645,10 @@ class AsyncRunner:
         with self._lock:
             self._closed = True
             loop, thread = self._loop, self._thread
+        if loop is not None and self._external:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(lambda: [t.cancel() for t in list(self._tasks)])
+            return
         if loop is None or thread is None:
             return
 

@@ -138,7 +138,7 @@ class SessionRegistry:
         self, session_id: str, kind: str, payload: Any = None, *, admission: bool = False
     ) -> Future[Any]:
         """Queue a message for the session's actor (starting it if needed); the future gets the reply."""
-        reply = self._post(session_id, kind, payload, admission)
+        reply = self.post(session_id, kind, payload, admission)
         future: Future[Any] = Future()
 
         def settle(r: Reply) -> None:
@@ -151,7 +151,11 @@ class SessionRegistry:
         reply.add_done_callback(settle)
         return future
 
-    def _post(self, session_id: str, kind: str, payload: Any, admission: bool) -> Reply:
+    def post(self, session_id: str, kind: str, payload: Any, admission: bool = False) -> Reply:
+        """Queue a message for the session's actor (starting it if needed); never blocks.
+
+        ``Overloaded`` at once when ``admission`` and the session has ``max_pending``
+        commands waiting. The actor settles the returned :class:`Reply`."""
         call = Call(kind, payload)
         to_stop: list[SessionActor] = []
         with self._lock:
@@ -182,12 +186,12 @@ class SessionRegistry:
         self, session_id: str, kind: str, payload: Any = None, *, admission: bool = False
     ) -> Any:
         """Send and wait for the reply; the actor's exception is raised here."""
-        return self._post(session_id, kind, payload, admission).result()
+        return self.post(session_id, kind, payload, admission).result()
 
     def tell(self, session_id: str, kind: str, payload: Any = None) -> None:
         """Send without waiting (executor results, timers); errors are logged."""
         try:
-            reply = self._post(session_id, kind, payload, False)
+            reply = self.post(session_id, kind, payload)
         except MeerkatRuntimeError:
             return  # closed: the log keeps the run as started; recovery closes it later
 

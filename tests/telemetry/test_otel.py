@@ -20,7 +20,7 @@ from opentelemetry.sdk.metrics.export import Gauge, Histogram, Metric, Sum
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 
-from meerkat_runtime import RunRequest, RunResult, RunStarted, Runtime
+from meerkat_runtime import InvalidInput, RunRequest, RunResult, RunStarted, Runtime
 from meerkat_runtime.projections import Cursor, FailureStrategy, Projection, ProjectionSet
 from meerkat_runtime.store import RecordedEvent
 from meerkat_runtime.telemetry import INSTRUMENTS, SPANS, telemetry_for
@@ -449,3 +449,32 @@ def test_a_cancelled_run_and_one_lost_with_its_lease(otel: Otel, tmp_path: Path)
     runs = metrics["meerkat.session.runs"]
     assert value(runs, **{"meerkat.run.outcome": "cancelled"}) == 1
     assert value(runs, **{"meerkat.run.outcome": "lost"}) == 1
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_the_asyncio_api_is_measured_like_the_sync_one(otel: Otel) -> None:
+    from meerkat_runtime.aio import AsyncRuntime
+
+    async with AsyncRuntime.open("memory://", **otel.providers) as rt:
+        one = await rt.session("s").accept(prompt("x"))
+        await rt.session("s").accept_many([prompt("y"), prompt("z")])
+        await rt.accept_many([("t", prompt("w"))])
+        with pytest.raises(InvalidInput):
+            await rt.session("s").accept({"input_type": "prompt"})
+        metrics = otel.metrics()
+    inputs = metrics["meerkat.accept.inputs"]
+    assert (
+        value(inputs, **{"meerkat.input.kind": "prompt", "meerkat.accept.outcome": "accepted"}) == 4
+    )
+    duration = metrics["meerkat.accept.duration"]
+    assert value(duration, **{"meerkat.accept.operation": "accept"}) == 1
+    assert value(duration, **{"meerkat.accept.operation": "accept_many"}) == 2
+    (span,) = otel.spans("meerkat.accept")
+    assert attrs(span)["meerkat.input.id"] == str(one.input_id)
+    assert attrs(span)["meerkat.accept.outcome"] == "accepted"
+    assert len(otel.spans("meerkat.accept_many")) == 2

@@ -1,0 +1,589 @@
+"""The asyncio API: :class:`AsyncRuntime` and :class:`AsyncSession`.
+
+The same runtime as :class:`~meerkat_runtime.Runtime` (the same session actors,
+store and projections), for hosts that run an event loop (FastAPI, aiohttp,
+agent frameworks)::
+
+    async with AsyncRuntime.open("sqlite:///app.db", executor=my_async_executor) as rt:
+        outcome = await rt.session("chat-1").accept({"input_type": "prompt", "content": "hi"})
+        result = await outcome.completion          # or: await handle.wait(timeout=30)
+
+How it waits, and what it costs:
+
+* **No thread per waiting call.** A call posts its message to the session's actor
+  (which never blocks) and awaits a future of the caller's loop. The actor's reply
+  settles that future through ``loop.call_soon_threadsafe``. A thousand tasks
+  awaiting a thousand accepts or completions hold no thread.
+* **Completions** (:class:`AsyncCompletion`): every awaiter gets a loop future of its
+  own, fed by a done-callback on the input's shared completion. Cancelling one
+  awaiter (a timeout, a client gone) never cancels the outcome for the others or for
+  the sync API.
+* **Cancellation never loses or duplicates an accepted input.** Once ``accept`` has
+  posted the input, cancelling the awaiting task only drops its interest: the actor
+  still appends it, exactly once. Re-sending the input (same id or idempotency key)
+  after a cancellation is deduplicated, so "retry on cancel" is safe.
+* **Async executors run on the host's loop** (the loop ``AsyncRuntime.open`` was
+  awaited on), not on a loop thread of the runtime's: they can share the host's
+  clients and locks. Blocking executors still run in the executor thread pool.
+* **Blocking parts run in the loop's default executor**, where the store is read or
+  written outside an actor: opening (schema, eager recovery), closing (which waits
+  for runs in flight), ``recover``, ``verify``, ``sessions``, ``cluster``, the read
+  model queries (``ledger``, ``views``, ``projections.wait_caught_up``) and the
+  pages of ``session.events()``. Each is one short hop, never a thread parked on
+  a completion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import uuid
+from collections.abc import AsyncIterator, Callable, Generator, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar
+
+from meerkat_runtime.actors import AcceptOutcome, CompletionHandle, RunBoundaryReceipt
+from meerkat_runtime.actors._session import Reply
+from meerkat_runtime.cluster import ClusterView
+from meerkat_runtime.errors import CompletionWaitError, MeerkatRuntimeError
+from meerkat_runtime.events.completion import CompletionOutcome
+from meerkat_runtime.events.ids import parse_uuid, uuid7, validate_session_id
+from meerkat_runtime.events.input_state import InputState
+from meerkat_runtime.events.inputs import Input
+from meerkat_runtime.events.policy import AdmissionPlan
+from meerkat_runtime.events.reports import (
+    DestroyReport,
+    RecoveryReport,
+    RecycleReport,
+    RejectReason,
+    ResetReport,
+    RetireReport,
+    StopReport,
+)
+from meerkat_runtime.events.runtime_event import RuntimeEventEnvelope
+from meerkat_runtime.events.runtime_state import RuntimeState
+from meerkat_runtime.events.session import Destroy, Recover, Recycle, Reset, Retire, Stop
+from meerkat_runtime.projections import (
+    LedgerQueries,
+    LedgerRow,
+    ProjectionSet,
+    ProjectionStatus,
+    SkippedEvent,
+    VerifyReport,
+    ViewQueries,
+    ViewRow,
+)
+from meerkat_runtime.runtime import (
+    DEFAULT_STORE_URL,
+    Runtime,
+    RuntimeActivity,
+    _cancel_run_args,
+    _check_after,
+    _coerce_all,
+    _collect_many,
+    _observed_state,
+    _receipt_args,
+    coerce_input,
+)
+from meerkat_runtime.store import EventStore, SessionJournal
+from meerkat_runtime.telemetry import AcceptCall
+
+__all__ = [
+    "AsyncAcceptOutcome",
+    "AsyncCompletion",
+    "AsyncLedger",
+    "AsyncProjections",
+    "AsyncRuntime",
+    "AsyncSession",
+    "AsyncViews",
+]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+#: How many events ``AsyncSession.events()`` reads per hop to the executor.
+EVENTS_PAGE = 256
+
+
+async def _offload(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """Run blocking ``fn`` in the loop's default executor."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, functools.partial(fn, *args, **kwargs))
+
+
+def _settle(future: asyncio.Future[Any], reply: Reply) -> None:
+    if future.cancelled():
+        return  # the awaiter went away: the actor's work stands, nobody is told
+    error = reply.exception()
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(reply.result())
+
+
+async def _answer(reply: Reply) -> Any:
+    """The actor's answer to ``reply``'s call, awaited on the running loop (no thread)."""
+    if reply.done():
+        return reply.result()
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def answered(r: Reply) -> None:
+        loop.call_soon_threadsafe(_settle, future, r)
+
+    reply.add_done_callback(answered)
+    return await future
+
+
+class AsyncCompletion:
+    """Awaitable completion of one input: ``await completion`` or ``await completion.wait(t)``.
+
+    Wraps the input's :class:`~meerkat_runtime.CompletionHandle` (``handle``), which the
+    sync API and other awaiters share; each await has a loop future of its own.
+    """
+
+    __slots__ = ("handle",)
+
+    def __init__(self, handle: CompletionHandle) -> None:
+        self.handle = handle
+
+    @property
+    def input_id(self) -> uuid.UUID:
+        return self.handle.input_id
+
+    def done(self) -> bool:
+        """True once the outcome (or a wait error such as ``channel_closed``) is known."""
+        return self.handle.done()
+
+    def __await__(self) -> Generator[Any, None, CompletionOutcome]:
+        return self._outcome().__await__()
+
+    async def wait(self, timeout: float | None = None) -> CompletionOutcome:
+        """The outcome; :class:`~meerkat_runtime.CompletionWaitError` (``timeout``) after
+        ``timeout`` seconds, as the sync ``wait``. Timing out cancels only this wait."""
+        if timeout is None:
+            return await self._outcome()
+        try:
+            return await asyncio.wait_for(self._outcome(), timeout)
+        except TimeoutError:
+            raise CompletionWaitError(
+                "timeout", f"input {self.input_id} not terminal after {timeout} s"
+            ) from None
+
+    async def _outcome(self) -> CompletionOutcome:
+        shared = self.handle.future
+        loop = asyncio.get_running_loop()
+        mine: asyncio.Future[CompletionOutcome] = loop.create_future()
+
+        def transfer(done: Any) -> None:
+            if mine.cancelled():
+                return
+            error = done.exception()
+            if error is not None:
+                mine.set_exception(error)
+            else:
+                mine.set_result(done.result())
+
+        shared.add_done_callback(lambda f: loop.call_soon_threadsafe(transfer, f))
+        return await mine
+
+    def __repr__(self) -> str:
+        return f"AsyncCompletion({self.input_id})"
+
+
+@dataclass(frozen=True, slots=True)
+class AsyncAcceptOutcome:
+    """What the asyncio ``accept`` returns: :class:`~meerkat_runtime.AcceptOutcome`'s
+    fields, with an awaitable ``completion`` (``await outcome.completion``)."""
+
+    kind: str
+    input_id: uuid.UUID
+    existing_id: uuid.UUID | None = None
+    reason: RejectReason | None = None
+    state: InputState | None = None
+    completion: AsyncCompletion | None = None
+    policy: AdmissionPlan | None = field(default=None, repr=False)
+
+    @classmethod
+    def of(cls, outcome: AcceptOutcome) -> AsyncAcceptOutcome:
+        handle = outcome.completion
+        return cls(
+            kind=outcome.kind,
+            input_id=outcome.input_id,
+            existing_id=outcome.existing_id,
+            reason=outcome.reason,
+            state=outcome.state,
+            completion=None if handle is None else AsyncCompletion(handle),
+            policy=outcome.policy,
+        )
+
+    @property
+    def is_accepted(self) -> bool:
+        return self.kind == "accepted"
+
+    @property
+    def is_deduplicated(self) -> bool:
+        return self.kind == "deduplicated"
+
+    @property
+    def is_rejected(self) -> bool:
+        return self.kind == "rejected"
+
+
+class AsyncSession:
+    """A handle on one session for coroutines: every method is awaited (see the module)."""
+
+    __slots__ = ("_art", "id")
+
+    def __init__(self, runtime: AsyncRuntime, session_id: str) -> None:
+        self._art = runtime
+        self.id = session_id
+
+    def __repr__(self) -> str:
+        return f"AsyncSession({self.id!r})"
+
+    async def _ask(self, kind: str, payload: Any = None, *, admission: bool = False) -> Any:
+        return await _answer(self._art.sync._registry.post(self.id, kind, payload, admission))
+
+    async def _measured(self, call: AcceptCall | None, kind: str, payload: Any) -> Any:
+        if call is None:
+            return await self._ask(kind, payload, admission=True)
+        try:
+            answer = await self._ask(kind, payload, admission=True)
+        except BaseException as exc:
+            call.failed(exc)
+            raise
+        if kind == "accept":
+            call.done(answer)
+        else:
+            call.done_many(answer)
+        return answer
+
+    async def accept(self, input: Input | dict[str, Any] | bytes | str) -> AsyncAcceptOutcome:
+        """Accept an input; returns once its events are durable (see :meth:`Session.accept`).
+
+        Cancelled after the input was handed to the actor, the input is still accepted,
+        once; sending it again (same id or idempotency key) is deduplicated."""
+        rt = self._art.sync
+        inp = coerce_input(input, rt.options.max_input_bytes)
+        tel = rt._telemetry
+        call = tel.accept_started(self.id, inp) if tel is not None else None
+        outcome: AcceptOutcome = await self._measured(call, "accept", inp)
+        return AsyncAcceptOutcome.of(outcome)
+
+    async def accept_many(
+        self, inputs: Sequence[Input | dict[str, Any] | bytes | str]
+    ) -> list[AsyncAcceptOutcome]:
+        """Accept several inputs with one atomic append (see :meth:`Session.accept_many`)."""
+        rt = self._art.sync
+        coerced = _coerce_all(inputs, rt.options.max_input_bytes)
+        if not coerced:
+            return []
+        tel = rt._telemetry
+        call = tel.accept_many_started(self.id, coerced) if tel is not None else None
+        outcomes: list[AcceptOutcome] = await self._measured(call, "accept_many", coerced)
+        return [AsyncAcceptOutcome.of(o) for o in outcomes]
+
+    async def state(self) -> RuntimeState:
+        """The session's state as a host sees it."""
+        result: RuntimeState = await self._ask("query", _observed_state)
+        return result
+
+    async def input_state(self, input_id: uuid.UUID | str) -> InputState | None:
+        """The full state of one input of this session, or None if it never accepted it."""
+        iid = parse_uuid(input_id, "input_id")
+        result: InputState | None = await self._ask("query", lambda st, _: st.inputs.get(iid))
+        return result
+
+    async def active_input_ids(self) -> list[uuid.UUID]:
+        """Ids of the inputs that are not terminal yet."""
+        result: list[uuid.UUID] = await self._ask("query", lambda st, _: st.non_terminal_ids())
+        return result
+
+    async def completion(self, input_id: uuid.UUID | str) -> AsyncCompletion | None:
+        """An awaitable completion of an input accepted earlier (also after a restart)."""
+        handle: CompletionHandle | None = await self._ask(
+            "completion", parse_uuid(input_id, "input_id")
+        )
+        return None if handle is None else AsyncCompletion(handle)
+
+    async def retire(self) -> RetireReport:
+        """Take no new input; drain queued work with an executor, else abandon it."""
+        report: RetireReport = await self._ask(
+            "command", Retire(loop_attached=self._art.sync.executor is not None)
+        )
+        return report
+
+    async def recycle(self) -> RecycleReport:
+        """Rebuild the session's machinery, keeping its pending inputs."""
+        report: RecycleReport = await self._ask("command", Recycle())
+        return report
+
+    async def reset(self) -> ResetReport:
+        """Abandon every pending input and become ready again (refused during a run)."""
+        report: ResetReport = await self._ask("command", Reset())
+        return report
+
+    async def destroy(self) -> DestroyReport:
+        """Abandon everything and end the session for good."""
+        report: DestroyReport = await self._ask("command", Destroy())
+        return report
+
+    async def stop(self) -> StopReport:
+        """Cancel any run, abandon every pending input, go to ``stopped``."""
+        report: StopReport = await self._ask("command", Stop())
+        return report
+
+    async def recover(self) -> RecoveryReport:
+        """Re-apply the recovery rules; a stopped session is re-registered."""
+        report: RecoveryReport = await self._ask("command", Recover(cold=False, reregister=True))
+        return report
+
+    async def cancel_run(
+        self, reason: str = "cancelled", run_id: uuid.UUID | str | None = None
+    ) -> bool:
+        """Cancel the run in flight (see :meth:`Session.cancel_run`); False when there is none."""
+        done: bool = await self._ask("cancel_run", _cancel_run_args(reason, run_id))
+        return done
+
+    async def boundary_receipt(
+        self, run_id: uuid.UUID | str, sequence: int
+    ) -> RunBoundaryReceipt | None:
+        """The committed receipt of run ``run_id``'s checkpoint ``sequence``."""
+        receipt: RunBoundaryReceipt | None = await self._ask(
+            "boundary_receipt", _receipt_args(run_id, sequence)
+        )
+        return receipt
+
+    def events(self, after: int = 0) -> AsyncIterator[RuntimeEventEnvelope]:
+        """``async for`` over the session's durable events with ``sequence > after``
+        (does not wait for new ones); read a page at a time in the default executor."""
+        return self._events(_check_after(after))
+
+    async def _events(self, after: int) -> AsyncIterator[RuntimeEventEnvelope]:
+        pages = SessionJournal(self._art.sync.store).envelopes(self.id, after=after)
+        while True:
+            page = await _offload(lambda: list(itertools.islice(pages, EVENTS_PAGE)))
+            for envelope in page:
+                yield envelope
+            if len(page) < EVENTS_PAGE:
+                return
+
+
+class AsyncLedger:
+    """The input ledger's queries (``rt.ledger``), awaited."""
+
+    __slots__ = ("_q",)
+
+    def __init__(self, queries: LedgerQueries) -> None:
+        self._q = queries
+
+    async def get(
+        self, input_id: uuid.UUID | str, session_id: str | None = None
+    ) -> LedgerRow | None:
+        """See :meth:`LedgerQueries.get`."""
+        return await _offload(self._q.get, input_id, session_id)
+
+    async def find(self, input_id: uuid.UUID | str) -> list[LedgerRow]:
+        """See :meth:`LedgerQueries.find`."""
+        return await _offload(self._q.find, input_id)
+
+    async def list(self, *args: Any, **filters: Any) -> list[LedgerRow]:
+        """See :meth:`LedgerQueries.list` (same arguments)."""
+        return await _offload(self._q.list, *args, **filters)
+
+    async def count(self, *args: Any, **filters: Any) -> int:
+        """See :meth:`LedgerQueries.count` (same arguments)."""
+        return await _offload(self._q.count, *args, **filters)
+
+
+class AsyncViews:
+    """The runtime-state views' queries (``rt.views``), awaited."""
+
+    __slots__ = ("_q",)
+
+    def __init__(self, queries: ViewQueries) -> None:
+        self._q = queries
+
+    async def get(self, session_id: str) -> ViewRow | None:
+        """See :meth:`ViewQueries.get`."""
+        return await _offload(self._q.get, session_id)
+
+    async def list(self, *args: Any, **filters: Any) -> list[ViewRow]:
+        """See :meth:`ViewQueries.list` (same arguments)."""
+        return await _offload(self._q.list, *args, **filters)
+
+    async def count_by_state(self) -> dict[str, int]:
+        """See :meth:`ViewQueries.count_by_state`."""
+        return await _offload(self._q.count_by_state)
+
+
+class AsyncProjections:
+    """The runtime's projections (``rt.projections``): waits and rebuilds awaited."""
+
+    __slots__ = ("_p",)
+
+    def __init__(self, projections: ProjectionSet) -> None:
+        self._p = projections
+
+    async def wait_caught_up(self, timeout: float | None = None) -> None:
+        """See :meth:`ProjectionSet.wait_caught_up`."""
+        await _offload(self._p.wait_caught_up, timeout)
+
+    async def rebuild(self, name: str | None = None) -> None:
+        """See :meth:`ProjectionSet.rebuild`."""
+        await _offload(self._p.rebuild, name)
+
+    def status(self) -> list[ProjectionStatus]:
+        """Each projection's position, status and lag (from memory: no await needed)."""
+        return self._p.status()
+
+    async def skipped(self, name: str | None = None) -> list[SkippedEvent]:
+        """See :meth:`ProjectionSet.skipped`."""
+        return await _offload(self._p.skipped, name)
+
+
+class _Opening:
+    """What :meth:`AsyncRuntime.open` returns: ``await`` it, or ``async with`` it."""
+
+    __slots__ = ("_args", "_runtime")
+
+    def __init__(self, args: tuple[str | EventStore, dict[str, Any]]) -> None:
+        self._args = args
+        self._runtime: AsyncRuntime | None = None
+
+    async def _open(self) -> AsyncRuntime:
+        store, options = self._args
+        options = {**options, "executor_loop": asyncio.get_running_loop()}
+        sync = await _offload(lambda: Runtime.open(store, **options))
+        return AsyncRuntime(sync)
+
+    def __await__(self) -> Generator[Any, None, AsyncRuntime]:
+        return self._open().__await__()
+
+    async def __aenter__(self) -> AsyncRuntime:
+        self._runtime = await self._open()
+        return self._runtime
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._runtime is not None:
+            await self._runtime.close()
+
+
+class AsyncRuntime:
+    """An open runtime for coroutines. Open with ``async with AsyncRuntime.open(...) as rt``
+    (or ``rt = await AsyncRuntime.open(...)`` and ``await rt.close()``).
+
+    ``sync`` is the underlying :class:`~meerkat_runtime.Runtime`, for the rare call this
+    class does not wrap (from a coroutine, run its blocking calls in an executor).
+    """
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.sync = runtime
+        self.store: EventStore = runtime.store
+        self.ledger = AsyncLedger(runtime.ledger)
+        """Input ledger queries, awaited."""
+        self.views = AsyncViews(runtime.views)
+        """Runtime-state view queries, awaited."""
+        self.projections = AsyncProjections(runtime.projections)
+        """The projections: ``wait_caught_up``, ``rebuild``, ``status``, ``skipped``."""
+
+    @staticmethod
+    def open(store: str | EventStore = DEFAULT_STORE_URL, **options: Any) -> _Opening:
+        """Open a runtime; the same arguments as :meth:`Runtime.open`.
+
+        Async executors run on the loop this is awaited on (``executor_loop`` is set to
+        it). Opening reads and may write the store, so it runs in the default executor.
+        """
+        if "executor_loop" in options:
+            raise ValueError("AsyncRuntime.open runs async executors on its own loop")
+        return _Opening((store, options))
+
+    def session(self, session_id: str) -> AsyncSession:
+        """A handle on session ``session_id`` (no I/O: the actor starts on first use)."""
+        self.sync._check_open()
+        self.sync._check_joined()
+        return AsyncSession(self, validate_session_id(session_id))
+
+    def new_session(self) -> AsyncSession:
+        """A handle on a new session with a fresh UUIDv7 id."""
+        return self.session(str(uuid7()))
+
+    async def accept_many(
+        self, items: Sequence[tuple[str, Input | dict[str, Any] | bytes | str]]
+    ) -> list[AsyncAcceptOutcome]:
+        """Accept ``(session_id, input)`` pairs (see :meth:`Runtime.accept_many`; the
+        outcomes inside an ``AcceptManyFailed`` are the sync ones)."""
+        rt = self.sync
+        by_session, coerced = rt._prepare_many(items)
+        tel = rt._telemetry
+        only = next(iter(by_session)) if len(by_session) == 1 else None
+        call = tel.accept_many_started(only, coerced) if tel is not None else None
+        try:
+            answers: dict[str, list[AcceptOutcome] | MeerkatRuntimeError] = {}
+            for sid, reply in rt._post_many(by_session, coerced).items():
+                try:
+                    if isinstance(reply, MeerkatRuntimeError):
+                        raise reply
+                    answers[sid] = await _answer(reply)
+                except MeerkatRuntimeError as exc:
+                    answers[sid] = exc
+            outcomes = _collect_many(by_session, len(coerced), answers)
+        except BaseException as exc:
+            if call is not None:
+                call.failed(exc)
+            raise
+        if call is not None:
+            call.done_many(outcomes)
+        return [AsyncAcceptOutcome.of(o) for o in outcomes]
+
+    async def sessions(self) -> list[str]:
+        """Ids of every session in the store, by first appearance."""
+        return await _offload(self.sync.sessions)
+
+    async def recover(self) -> list[RecoveryReport]:
+        """Recover every session (see :meth:`Runtime.recover`)."""
+        return await _offload(self.sync.recover)
+
+    async def recover_by_session(self) -> dict[str, RecoveryReport]:
+        """Recover every session; reports by session id."""
+        return await _offload(self.sync.recover_by_session)
+
+    async def verify(self) -> VerifyReport:
+        """Refold every session and compare with the read models (see :meth:`Runtime.verify`)."""
+        return await _offload(self.sync.verify)
+
+    async def cluster(self) -> ClusterView:
+        """Nodes, session leases and projection owners of a shared store."""
+        return await _offload(self.sync.cluster)
+
+    def activity(self) -> RuntimeActivity:
+        """What this process is doing now (from memory: no await needed)."""
+        return self.sync.activity()
+
+    def live_session_count(self) -> int:
+        """How many session actors are live now."""
+        return self.sync.live_session_count()
+
+    async def close(self) -> None:
+        """Stop every actor once in-flight work is durable, and release the store (waits
+        for runs in flight up to ``close_timeout``, in the default executor). Idempotent."""
+        await _offload(self.sync.close)
+
+    async def __aenter__(self) -> AsyncRuntime:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
