@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
+import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Generator, Sequence
 from dataclasses import dataclass, field
@@ -167,6 +168,8 @@ class AsyncCompletion:
             return await self._outcome()
         try:
             return await asyncio.wait_for(self._outcome(), timeout)
+        except CompletionWaitError:
+            raise  # channel_closed: a TimeoutError too, which must not pass for this wait's
         except TimeoutError:
             raise CompletionWaitError(
                 "timeout", f"input {self.input_id} not terminal after {timeout} s"
@@ -445,6 +448,15 @@ class AsyncProjections:
         return await _offload(self._p.skipped, name)
 
 
+def _close_unclaimed(done: asyncio.Future[Runtime | None]) -> None:
+    """Close, off the loop, a runtime whose open finished for a caller that was cancelled."""
+    if done.cancelled() or done.exception() is not None:
+        return
+    sync = done.result()
+    if sync is not None:
+        threading.Thread(target=sync.close, name="meerkat-close-unclaimed", daemon=True).start()
+
+
 class _Opening:
     """What :meth:`AsyncRuntime.open` returns: ``await`` it, or ``async with`` it."""
 
@@ -456,8 +468,34 @@ class _Opening:
 
     async def _open(self) -> AsyncRuntime:
         store, options = self._args
-        options = {**options, "executor_loop": asyncio.get_running_loop()}
-        sync = await _offload(lambda: Runtime.open(store, **options))
+        loop = asyncio.get_running_loop()
+        options = {**options, "executor_loop": loop}
+        # A caller cancelled while the open runs in its thread holds nothing: whichever
+        # side comes second (the thread finishing, or the cancellation) closes the runtime,
+        # so its store, leases and threads never outlive the caller.
+        lock = threading.Lock()
+        claim = {"abandoned": False, "handed": False}
+
+        def open_sync() -> Runtime | None:
+            sync = Runtime.open(store, **options)
+            with lock:
+                if not claim["abandoned"]:
+                    claim["handed"] = True
+                    return sync
+            sync.close()
+            return None
+
+        opening = loop.run_in_executor(None, open_sync)
+        try:
+            sync = await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            with lock:
+                claim["abandoned"] = True
+                handed = claim["handed"]
+            if handed:
+                opening.add_done_callback(_close_unclaimed)
+            raise
+        assert sync is not None  # only an abandoned open returns None
         return AsyncRuntime(sync)
 
     def __await__(self) -> Generator[Any, None, AsyncRuntime]:

@@ -1,0 +1,155 @@
+"""The asyncio API's edges: what a wait that also has a timeout reports when the runtime
+closes, a cancelled open, cancelled batch accepts, and queries that must not cost threads."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from meerkat_runtime import (
+    CompletionWaitError,
+    MeerkatRuntimeError,
+    RunRequest,
+    RunResult,
+    Runtime,
+    RuntimeState,
+)
+from meerkat_runtime.aio import AsyncRuntime
+
+from ..waiting import WAIT
+
+pytestmark = pytest.mark.anyio
+
+
+def prompt(text: str = "hello", **header: Any) -> dict[str, Any]:
+    return {"input_type": "prompt", "content": text, "header": header}
+
+
+class Gated:
+    """An async executor whose runs wait until ``gate`` is set."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.started = 0
+
+    async def __call__(self, request: RunRequest) -> RunResult:
+        self.started += 1
+        await self.gate.wait()
+        return RunResult()
+
+
+async def until(predicate: Any) -> None:
+    async with asyncio.timeout(WAIT):
+        while not predicate():
+            await asyncio.sleep(0.002)
+
+
+async def test_a_timed_wait_cut_short_by_close_says_channel_closed(store_url: str) -> None:
+    # CompletionWaitError is a TimeoutError too: a wait with a timeout must not report
+    # the runtime closing under it as its own timeout.
+    held = Gated()
+    rt = await AsyncRuntime.open(store_url, executor=held, close_timeout=0.1)
+    out = await rt.session("s").accept(prompt())
+    assert out.completion is not None
+    await until(lambda: held.started == 1)
+    timed = asyncio.ensure_future(out.completion.wait(WAIT))
+    untimed = asyncio.ensure_future(out.completion.wait())
+    await asyncio.sleep(0)
+    await rt.close()
+    for waiter in (timed, untimed):
+        with pytest.raises(CompletionWaitError) as caught:
+            await asyncio.wait_for(waiter, WAIT)
+        assert caught.value.kind == "channel_closed"
+
+
+async def test_a_cancelled_open_closes_the_runtime_it_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = threading.Event()
+    opened: list[Runtime] = []
+    real_open = Runtime.open
+
+    def slow_open(*args: Any, **kwargs: Any) -> Runtime:
+        gate.wait(WAIT)  # the open is under way in its thread when the caller gives up
+        rt = real_open(*args, **kwargs)
+        opened.append(rt)
+        return rt
+
+    monkeypatch.setattr(Runtime, "open", slow_open)
+    opening = asyncio.ensure_future(AsyncRuntime.open(f"sqlite:///{tmp_path / 'o.db'}"))
+    await asyncio.sleep(0)  # the task has handed the open to the executor
+    opening.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await opening
+    gate.set()
+    await until(lambda: bool(opened))
+
+    def closed() -> bool:
+        try:
+            opened[0].session("s")
+        except MeerkatRuntimeError:
+            return True
+        return False
+
+    try:
+        await until(closed)  # nobody holds it: it must not keep its store, leases, threads
+    finally:
+        await asyncio.get_running_loop().run_in_executor(None, opened[0].close)
+
+
+async def test_a_cancelled_accept_many_is_kept_whole_once(store_url: str) -> None:
+    async with AsyncRuntime.open(store_url) as rt:
+        s = rt.session("s")
+        docs = [prompt("b1", idempotency_key="b1"), prompt("b2", idempotency_key="b2")]
+        batch = asyncio.ensure_future(s.accept_many(docs))
+        await asyncio.sleep(0)  # posted to the actor; the answer cannot have reached us yet
+        assert not batch.done()
+        batch.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await batch
+        again = await s.accept_many(docs)
+        assert [o.kind for o in again] == ["deduplicated", "deduplicated"]
+        await rt.projections.wait_caught_up(WAIT)
+        assert await rt.ledger.count(session_id="s") == 2
+        keyed = [e async for e in s.events() if type(e.event).__name__ == "InputAccepted"]
+        assert len(keyed) == 2
+
+        pairs = [("m1", prompt("x", idempotency_key="x")), ("m2", prompt("y", idempotency_key="y"))]
+        many = asyncio.ensure_future(rt.accept_many(pairs))
+        await asyncio.sleep(0)
+        many.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await many
+        assert [o.kind for o in await rt.accept_many(pairs)] == ["deduplicated"] * 2
+
+
+async def test_an_accept_cancelled_before_it_ran_sent_nothing(store_url: str) -> None:
+    async with AsyncRuntime.open(store_url) as rt:
+        s = rt.session("s")
+        task = asyncio.ensure_future(s.accept(prompt("never", idempotency_key="k")))
+        task.cancel()  # before its first step
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert (await s.accept(prompt("now", idempotency_key="k"))).is_accepted
+
+
+async def test_concurrent_queries_and_commands_start_no_thread(tmp_path: Path) -> None:
+    n = 100
+    held = Gated()
+    async with AsyncRuntime.open(f"sqlite:///{tmp_path / 'q.db'}", executor=held) as rt:
+        for i in range(n):
+            await rt.session(f"s{i}").accept(prompt())
+        await until(lambda: held.started == n)
+        before = threading.active_count()
+        states = [asyncio.ensure_future(rt.session(f"s{i}").state()) for i in range(n)]
+        ids = [asyncio.ensure_future(rt.session(f"s{i}").active_input_ids()) for i in range(n)]
+        answers = await asyncio.wait_for(asyncio.gather(*states, *ids), WAIT)
+        during = threading.active_count()
+        held.gate.set()
+    assert during == before, f"{during - before} threads for {2 * n} concurrent calls"
+    assert answers[:n] == [RuntimeState.RUNNING] * n
+    assert all(len(ids) == 1 for ids in answers[n:])
