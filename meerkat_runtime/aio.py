@@ -36,11 +36,13 @@ How it waits, and what it costs:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Generator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
@@ -145,10 +147,14 @@ class AsyncCompletion:
     sync API and other awaiters share; each await has a loop future of its own.
     """
 
-    __slots__ = ("handle",)
+    __slots__ = ("_relay", "handle")
 
     def __init__(self, handle: CompletionHandle) -> None:
         self.handle = handle
+        # One loop future per completion (and loop), fed by a single done-callback on the
+        # shared future; each await hangs on it and unhooks when it ends, so a host that
+        # waits again and again (polling with a timeout) adds nothing to the shared future.
+        self._relay: asyncio.Future[CompletionOutcome] | None = None
 
     @property
     def input_id(self) -> uuid.UUID:
@@ -175,13 +181,38 @@ class AsyncCompletion:
                 "timeout", f"input {self.input_id} not terminal after {timeout} s"
             ) from None
 
+    def _relay_on(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[CompletionOutcome]:
+        relay = self._relay
+        if relay is not None and relay.get_loop() is loop:
+            return relay
+        relay = self._relay = loop.create_future()
+
+        def transfer(done: Future[CompletionOutcome]) -> None:
+            if relay.done():
+                return
+            error = done.exception()
+            if error is not None:
+                relay.set_exception(error)
+                relay.exception()  # read here: nobody may be awaiting when it lands
+            else:
+                relay.set_result(done.result())
+
+        def answered(done: Future[CompletionOutcome]) -> None:
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody is left to tell
+                loop.call_soon_threadsafe(transfer, done)
+
+        self.handle.future.add_done_callback(answered)
+        return relay
+
     async def _outcome(self) -> CompletionOutcome:
-        shared = self.handle.future
+        if self.handle.done():
+            return self.handle.wait(0)  # known: the outcome (or its wait error) at once
         loop = asyncio.get_running_loop()
+        relay = self._relay_on(loop)
         mine: asyncio.Future[CompletionOutcome] = loop.create_future()
 
-        def transfer(done: Any) -> None:
-            if mine.cancelled():
+        def forward(done: asyncio.Future[CompletionOutcome]) -> None:
+            if mine.done():
                 return
             error = done.exception()
             if error is not None:
@@ -189,8 +220,11 @@ class AsyncCompletion:
             else:
                 mine.set_result(done.result())
 
-        shared.add_done_callback(lambda f: loop.call_soon_threadsafe(transfer, f))
-        return await mine
+        relay.add_done_callback(forward)
+        try:
+            return await mine
+        finally:
+            relay.remove_done_callback(forward)
 
     def __repr__(self) -> str:
         return f"AsyncCompletion({self.input_id})"

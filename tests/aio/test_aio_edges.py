@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from meerkat_runtime import (
+    Completed,
     CompletionWaitError,
     MeerkatRuntimeError,
     RunRequest,
@@ -153,3 +154,27 @@ async def test_concurrent_queries_and_commands_start_no_thread(tmp_path: Path) -
     assert during == before, f"{during - before} threads for {2 * n} concurrent calls"
     assert answers[:n] == [RuntimeState.RUNNING] * n
     assert all(len(ids) == 1 for ids in answers[n:])
+
+
+async def test_repeated_timed_out_waits_leave_nothing_on_the_shared_future(
+    tmp_path: Path,
+) -> None:
+    # A host that polls (``wait(15)`` in a loop, a keep-alive between) must not add one
+    # callback to the input's shared future per poll for as long as the input runs.
+    held = Gated()
+    async with AsyncRuntime.open(f"sqlite:///{tmp_path / 'p.db'}", executor=held) as rt:
+        out = await rt.session("s").accept(prompt())
+        completion = out.completion
+        assert completion is not None
+        await until(lambda: held.started == 1)
+        for _ in range(50):
+            with pytest.raises(CompletionWaitError):
+                await completion.wait(0.001)
+        waiter = asyncio.ensure_future(completion.wait())
+        await asyncio.sleep(0)
+        waiter.cancel()
+        shared = completion.handle.future
+        assert len(shared._done_callbacks) <= 1  # type: ignore[attr-defined]
+        held.gate.set()
+        assert isinstance(await completion.wait(WAIT), Completed)
+        assert isinstance(await completion, Completed)
