@@ -269,6 +269,63 @@ class AsyncAcceptOutcome:
         return self.kind == "rejected"
 
 
+def _measure(call: AcceptCall, kind: str, answer: Any) -> None:
+    if kind == "accept":
+        call.done(answer)
+    else:
+        call.done_many(answer)
+
+
+def _measure_reply(call: AcceptCall, kind: str, reply: Reply) -> None:
+    """Record an accept whose caller was cancelled, once its actor answered (any thread)."""
+    error = reply.exception()
+    if error is not None:
+        call.failed(error)
+    else:
+        _measure(call, kind, reply.result())
+
+
+def _measure_many_later(
+    call: AcceptCall,
+    by_session: dict[str, list[int]],
+    count: int,
+    posted: dict[str, Reply | MeerkatRuntimeError],
+) -> None:
+    """Record a runtime ``accept_many`` whose caller was cancelled, once every session's
+    share is answered (the shares stand: they were posted)."""
+    replies = [r for r in posted.values() if isinstance(r, Reply)]
+    lock = threading.Lock()
+    waiting = [len(replies)]
+
+    def finish() -> None:
+        answers: dict[str, list[AcceptOutcome] | MeerkatRuntimeError] = {}
+        for sid, reply in posted.items():
+            if isinstance(reply, MeerkatRuntimeError):
+                answers[sid] = reply
+                continue
+            error = reply.exception()
+            if error is not None and not isinstance(error, MeerkatRuntimeError):
+                call.failed(error)
+                return
+            answers[sid] = error if error is not None else reply.result()
+        try:
+            call.done_many(_collect_many(by_session, count, answers))
+        except MeerkatRuntimeError as exc:
+            call.failed(exc)
+
+    def answered(_reply: Reply) -> None:
+        with lock:
+            waiting[0] -= 1
+            if waiting[0]:
+                return
+        finish()
+
+    if not replies:
+        finish()
+    for reply in replies:
+        reply.add_done_callback(answered)
+
+
 class AsyncSession:
     """A handle on one session for coroutines: every method is awaited (see the module)."""
 
@@ -288,14 +345,20 @@ class AsyncSession:
         if call is None:
             return await self._ask(kind, payload, admission=True)
         try:
-            answer = await self._ask(kind, payload, admission=True)
+            reply = self._art.sync._registry.post(self.id, kind, payload, True)
         except BaseException as exc:
             call.failed(exc)
             raise
-        if kind == "accept":
-            call.done(answer)
-        else:
-            call.done_many(answer)
+        try:
+            answer = await _answer(reply)
+        except asyncio.CancelledError:
+            # The caller went away, not the input: measure it when the actor answers.
+            reply.add_done_callback(functools.partial(_measure_reply, call, kind))
+            raise
+        except BaseException as exc:
+            call.failed(exc)
+            raise
+        _measure(call, kind, answer)
         return answer
 
     async def accept(self, input: Input | dict[str, Any] | bytes | str) -> AsyncAcceptOutcome:
@@ -598,9 +661,11 @@ class AsyncRuntime:
         tel = rt._telemetry
         only = next(iter(by_session)) if len(by_session) == 1 else None
         call = tel.accept_many_started(only, coerced) if tel is not None else None
+        posted: dict[str, Reply | MeerkatRuntimeError] = {}
         try:
+            posted = rt._post_many(by_session, coerced)
             answers: dict[str, list[AcceptOutcome] | MeerkatRuntimeError] = {}
-            for sid, reply in rt._post_many(by_session, coerced).items():
+            for sid, reply in posted.items():
                 try:
                     if isinstance(reply, MeerkatRuntimeError):
                         raise reply
@@ -608,6 +673,10 @@ class AsyncRuntime:
                 except MeerkatRuntimeError as exc:
                     answers[sid] = exc
             outcomes = _collect_many(by_session, len(coerced), answers)
+        except asyncio.CancelledError:
+            if call is not None:  # the shares stand: measure them once answered
+                _measure_many_later(call, by_session, len(coerced), posted)
+            raise
         except BaseException as exc:
             if call is not None:
                 call.failed(exc)

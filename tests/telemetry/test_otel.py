@@ -478,3 +478,63 @@ async def test_the_asyncio_api_is_measured_like_the_sync_one(otel: Otel) -> None
     assert attrs(span)["meerkat.input.id"] == str(one.input_id)
     assert attrs(span)["meerkat.accept.outcome"] == "accepted"
     assert len(otel.spans("meerkat.accept_many")) == 2
+
+
+@pytest.mark.anyio
+async def test_an_async_accept_whose_caller_was_cancelled_is_measured_as_accepted(
+    otel: Otel,
+) -> None:
+    # The caller going away does not withdraw the input: the actor appends it, so the
+    # metrics and the span say accepted (not a failure of type CancelledError).
+    from meerkat_runtime.aio import AsyncRuntime
+
+    async with AsyncRuntime.open("memory://", **otel.providers) as rt:
+        s = rt.session("s")
+        task = asyncio.ensure_future(s.accept(prompt("x", idempotency_key="k")))
+        many = asyncio.ensure_future(s.accept_many([prompt("y"), prompt("z")]))
+        await asyncio.sleep(0)  # both are posted to the actor
+        task.cancel()
+        many.cancel()
+        for cancelled in (task, many):
+            with pytest.raises(asyncio.CancelledError):
+                await cancelled
+        assert (await s.accept(prompt("x", idempotency_key="k"))).is_deduplicated
+        await asyncio.to_thread(
+            wait_until, lambda: len(otel.spans("meerkat.accept")) == 2, WAIT, "the spans"
+        )
+        await asyncio.to_thread(
+            wait_until, lambda: len(otel.spans("meerkat.accept_many")) == 1, WAIT, "the span"
+        )
+        metrics = otel.metrics()
+    inputs = metrics["meerkat.accept.inputs"]
+    kind = {"meerkat.input.kind": "prompt"}
+    assert value(inputs, **kind, **{"meerkat.accept.outcome": "accepted"}) == 3
+    assert value(inputs, **kind, **{"meerkat.accept.outcome": "deduplicated"}) == 1
+    assert all("error.type" not in a for a in attribute_sets(metrics["meerkat.accept.duration"]))
+    outcomes = sorted(
+        attrs(span)["meerkat.accept.outcome"] for span in otel.spans("meerkat.accept")
+    )
+    assert outcomes == ["accepted", "deduplicated"]
+    assert all(span.status.status_code is not StatusCode.ERROR for span in otel.spans())
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_runtime_accept_many_is_measured_once_answered(otel: Otel) -> None:
+    from meerkat_runtime.aio import AsyncRuntime
+
+    async with AsyncRuntime.open("memory://", **otel.providers) as rt:
+        task = asyncio.ensure_future(rt.accept_many([("a", prompt("x")), ("b", prompt("y"))]))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.to_thread(
+            wait_until, lambda: len(otel.spans("meerkat.accept_many")) == 1, WAIT, "the span"
+        )
+        metrics = otel.metrics()
+    inputs = metrics["meerkat.accept.inputs"]
+    assert (
+        value(inputs, **{"meerkat.input.kind": "prompt", "meerkat.accept.outcome": "accepted"}) == 2
+    )
+    (span,) = otel.spans("meerkat.accept_many")
+    assert span.status.status_code is not StatusCode.ERROR
