@@ -134,7 +134,8 @@ async def _answer(reply: Reply) -> Any:
     future: asyncio.Future[Any] = loop.create_future()
 
     def answered(r: Reply) -> None:
-        loop.call_soon_threadsafe(_settle, future, r)
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is left to tell
+            loop.call_soon_threadsafe(_settle, future, r)
 
     reply.add_done_callback(answered)
     return await future

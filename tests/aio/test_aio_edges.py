@@ -21,7 +21,8 @@ from meerkat_runtime import (
 )
 from meerkat_runtime.aio import AsyncRuntime
 
-from ..waiting import WAIT
+from ..faulty_store import faulty_store
+from ..waiting import WAIT, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -178,3 +179,35 @@ async def test_repeated_timed_out_waits_leave_nothing_on_the_shared_future(
         held.gate.set()
         assert isinstance(await completion.wait(WAIT), Completed)
         assert isinstance(await completion, Completed)
+
+
+def test_an_answer_after_the_callers_loop_closed_is_dropped_quietly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A loop that ends (asyncio.run returning, a test's loop) while an accept it posted is
+    # still in the store: the actor's answer has nowhere to go, which is not an error.
+    store, faults = faulty_store(f"sqlite:///{tmp_path / 'l.db'}")
+    posted = threading.Event()
+    try:
+        with Runtime.open(store) as sync:
+            sync.session("s").accept(prompt("load"))
+            faults.hold_appends.set()
+
+            async def leave_early() -> None:
+                rt = AsyncRuntime(sync)
+                late = asyncio.ensure_future(rt.session("s").accept(prompt("late")))
+                await asyncio.sleep(0)
+                posted.set()
+                assert not late.done()
+
+            asyncio.run(leave_early())  # cancels the pending accept and closes the loop
+            assert posted.is_set()
+            assert faults.append_held.wait(WAIT)
+            faults.release_appends.set()
+            faults.hold_appends.clear()
+            wait_until(lambda: len(sync.store.read_session("s")) > 3, WAIT, "the late append")
+            sync.session("s").state()  # the actor has answered by now
+    finally:
+        faults.clear()
+        store.close()
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
