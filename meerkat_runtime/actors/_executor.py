@@ -81,6 +81,7 @@ therefore run more than once only:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import inspect
 import logging
@@ -619,7 +620,8 @@ class AsyncRunner:
             task.add_done_callback(self._tasks.discard)
 
             def cancel_task(_token: CancelToken) -> None:
-                loop.call_soon_threadsafe(task.cancel)
+                with contextlib.suppress(RuntimeError):  # the loop closed: the task is gone
+                    loop.call_soon_threadsafe(task.cancel)
 
             token.add_callback(cancel_task)
             try:
@@ -629,7 +631,13 @@ class AsyncRunner:
             except Exception as exc:
                 return _failure(exc)
 
-        future = asyncio.run_coroutine_threadsafe(guarded(), loop)
+        coro = guarded()
+        try:
+            future = asyncio.run_coroutine_threadsafe(coro, loop)
+        except RuntimeError as exc:  # a host's loop that has closed: the call must still end
+            coro.close()
+            on_done(_failure(exc))
+            return
 
         def settle(f: Future[RunResult]) -> None:
             try:
@@ -646,7 +654,8 @@ class AsyncRunner:
             self._closed = True
             loop, thread = self._loop, self._thread
         if loop is not None and self._external:
-            if not loop.is_closed():
+            # The host's loop may close at any moment, even between a check and the call.
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(lambda: [t.cancel() for t in list(self._tasks)])
             return
         if loop is None or thread is None:

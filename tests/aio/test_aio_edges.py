@@ -211,3 +211,22 @@ def test_an_answer_after_the_callers_loop_closed_is_dropped_quietly(
         faults.clear()
         store.close()
     assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+
+
+def test_a_run_on_a_host_loop_that_has_closed_fails_instead_of_hanging(tmp_path: Path) -> None:
+    # The host's loop ended while the runtime stayed open: a run must end (failed, so
+    # the retry policy and then the waiter see it), not wait for a loop that is gone.
+    loop = asyncio.new_event_loop()
+
+    async def never_runs(request: RunRequest) -> RunResult:
+        raise AssertionError("ran on a closed loop")
+
+    with Runtime.open(
+        f"sqlite:///{tmp_path / 'x.db'}", executor=never_runs, executor_loop=loop
+    ) as sync:
+        loop.close()
+        out = sync.session("s").accept(prompt())
+        assert out.completion is not None
+        result = out.completion.wait(WAIT)
+    assert not isinstance(result, Completed)
+    assert "closed" in str(result)
