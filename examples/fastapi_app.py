@@ -69,5 +69,8 @@ async def post_message(session_id: str, message: Message) -> dict[str, Any]:
 
 @app.get("/sessions/{session_id}")
 async def get_session(session_id: str) -> dict[str, Any]:
-    session = runtime().session(session_id)
+    try:
+        session = runtime().session(session_id)
+    except InvalidInput as exc:  # not a session id
+        raise HTTPException(status_code=422, detail=str(exc)) from None
     return {"session_id": session_id, "state": (await session.state()).value}

@@ -40,3 +40,5 @@ def test_the_example_app_accepts_replies_and_deduplicates(example: ModuleType) -
 
         bad = client.post(f"/sessions/{'x' * 300}/messages", json={"text": "hi"})
         assert bad.status_code == 422 and "session" in bad.text
+        bad_get = client.get(f"/sessions/{'x' * 300}")
+        assert bad_get.status_code == 422 and "session" in bad_get.text
