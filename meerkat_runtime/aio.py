@@ -171,8 +171,8 @@ class AsyncCompletion:
     async def wait(self, timeout: float | None = None) -> CompletionOutcome:
         """The outcome; :class:`~meerkat_runtime.CompletionWaitError` (``timeout``) after
         ``timeout`` seconds, as the sync ``wait``. Timing out cancels only this wait."""
-        if timeout is None:
-            return await self._outcome()
+        if timeout is None or self.handle.done():
+            return await self._outcome()  # a known outcome is read at once, whatever timeout
         try:
             return await asyncio.wait_for(self._outcome(), timeout)
         except CompletionWaitError:

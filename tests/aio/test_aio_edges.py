@@ -230,3 +230,18 @@ def test_a_run_on_a_host_loop_that_has_closed_fails_instead_of_hanging(tmp_path:
         result = out.completion.wait(WAIT)
     assert not isinstance(result, Completed)
     assert "closed" in str(result)
+
+
+async def test_wait_zero_reads_a_known_outcome_like_the_sync_wait(store_url: str) -> None:
+    held = Gated()
+    async with AsyncRuntime.open(store_url, executor=held) as rt:
+        out = await rt.session("s").accept(prompt())
+        completion = out.completion
+        assert completion is not None
+        with pytest.raises(CompletionWaitError) as pending:
+            await completion.wait(0)  # not terminal yet: a timeout at once
+        assert pending.value.kind == "timeout"
+        held.gate.set()
+        done = await completion.wait(WAIT)
+        assert completion.handle.wait(0) == done
+        assert await completion.wait(0) == done  # known: returned, not timed out
