@@ -245,3 +245,24 @@ async def test_wait_zero_reads_a_known_outcome_like_the_sync_wait(store_url: str
         done = await completion.wait(WAIT)
         assert completion.handle.wait(0) == done
         assert await completion.wait(0) == done  # known: returned, not timed out
+
+
+async def test_eager_recovery_at_open_runs_the_backlog_on_the_hosts_loop(store_url: str) -> None:
+    def leave_a_backlog() -> list[Any]:
+        with Runtime.open(store_url) as sync:  # no executor: the inputs stay queued
+            return [sync.session(f"s{i}").accept(prompt()).input_id for i in range(3)]
+
+    ids = await asyncio.to_thread(leave_a_backlog)
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    async def record(request: RunRequest) -> RunResult:
+        loops.append(asyncio.get_running_loop())
+        return RunResult()
+
+    async with AsyncRuntime.open(store_url, executor=record, recover="eager") as rt:
+        assert rt.sync.last_recovery is not None and len(rt.sync.last_recovery) == 3
+        for i, input_id in enumerate(ids):
+            completion = await rt.session(f"s{i}").completion(input_id)
+            assert completion is not None
+            assert isinstance(await completion.wait(WAIT), Completed)
+    assert loops == [asyncio.get_running_loop()] * 3
