@@ -48,7 +48,8 @@ from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
 from meerkat_runtime.actors import AcceptOutcome, CompletionHandle, RunBoundaryReceipt
-from meerkat_runtime.actors._session import Reply
+from meerkat_runtime.actors import _messages as msg
+from meerkat_runtime.actors._messages import Reply
 from meerkat_runtime.cluster import ClusterView
 from meerkat_runtime.errors import CompletionWaitError, MeerkatRuntimeError
 from meerkat_runtime.events.completion import CompletionOutcome
@@ -339,14 +340,15 @@ class AsyncSession:
     def __repr__(self) -> str:
         return f"AsyncSession({self.id!r})"
 
-    async def _ask(self, kind: str, payload: Any = None, *, admission: bool = False) -> Any:
-        return await _answer(self._art.sync._registry.post(self.id, kind, payload, admission))
+    async def _ask(self, message: msg.Message, *, admission: bool = False) -> Any:
+        return await _answer(self._art.sync._registry.post(self.id, message, admission))
 
-    async def _measured(self, call: AcceptCall | None, kind: str, payload: Any) -> Any:
+    async def _measured(self, call: AcceptCall | None, message: msg.Message) -> Any:
         if call is None:
-            return await self._ask(kind, payload, admission=True)
+            return await self._ask(message, admission=True)
+        kind = "accept" if isinstance(message, msg.Accept) else "accept_many"
         try:
-            reply = self._art.sync._registry.post(self.id, kind, payload, True)
+            reply = self._art.sync._registry.post(self.id, message, True)
         except BaseException as exc:
             call.failed(exc)
             raise
@@ -371,7 +373,7 @@ class AsyncSession:
         inp = coerce_input(input, rt.options.max_input_bytes)
         tel = rt._telemetry
         call = tel.accept_started(self.id, inp) if tel is not None else None
-        outcome: AcceptOutcome = await self._measured(call, "accept", inp)
+        outcome: AcceptOutcome = await self._measured(call, msg.Accept(inp))
         return AsyncAcceptOutcome.of(outcome)
 
     async def accept_many(
@@ -384,69 +386,69 @@ class AsyncSession:
             return []
         tel = rt._telemetry
         call = tel.accept_many_started(self.id, coerced) if tel is not None else None
-        outcomes: list[AcceptOutcome] = await self._measured(call, "accept_many", coerced)
+        outcomes: list[AcceptOutcome] = await self._measured(call, msg.AcceptMany(coerced))
         return [AsyncAcceptOutcome.of(o) for o in outcomes]
 
     async def state(self) -> RuntimeState:
         """The session's state as a host sees it."""
-        result: RuntimeState = await self._ask("query", _observed_state)
+        result: RuntimeState = await self._ask(msg.Query(_observed_state))
         return result
 
     async def input_state(self, input_id: uuid.UUID | str) -> InputState | None:
         """The full state of one input of this session, or None if it never accepted it."""
         iid = parse_uuid(input_id, "input_id")
-        result: InputState | None = await self._ask("query", lambda st, _: st.inputs.get(iid))
+        result: InputState | None = await self._ask(msg.Query(lambda st, _: st.inputs.get(iid)))
         return result
 
     async def active_input_ids(self) -> list[uuid.UUID]:
         """Ids of the inputs that are not terminal yet."""
-        result: list[uuid.UUID] = await self._ask("query", lambda st, _: st.non_terminal_ids())
+        result: list[uuid.UUID] = await self._ask(msg.Query(lambda st, _: st.non_terminal_ids()))
         return result
 
     async def completion(self, input_id: uuid.UUID | str) -> AsyncCompletion | None:
         """An awaitable completion of an input accepted earlier (also after a restart)."""
         handle: CompletionHandle | None = await self._ask(
-            "completion", parse_uuid(input_id, "input_id")
+            msg.GetCompletion(parse_uuid(input_id, "input_id"))
         )
         return None if handle is None else AsyncCompletion(handle)
 
     async def retire(self) -> RetireReport:
         """Take no new input; drain queued work with an executor, else abandon it."""
         report: RetireReport = await self._ask(
-            "command", Retire(loop_attached=self._art.sync.executor is not None)
+            msg.Execute(Retire(loop_attached=self._art.sync.executor is not None))
         )
         return report
 
     async def recycle(self) -> RecycleReport:
         """Rebuild the session's machinery, keeping its pending inputs."""
-        report: RecycleReport = await self._ask("command", Recycle())
+        report: RecycleReport = await self._ask(msg.Execute(Recycle()))
         return report
 
     async def reset(self) -> ResetReport:
         """Abandon every pending input and become ready again (refused during a run)."""
-        report: ResetReport = await self._ask("command", Reset())
+        report: ResetReport = await self._ask(msg.Execute(Reset()))
         return report
 
     async def destroy(self) -> DestroyReport:
         """Abandon everything and end the session for good."""
-        report: DestroyReport = await self._ask("command", Destroy())
+        report: DestroyReport = await self._ask(msg.Execute(Destroy()))
         return report
 
     async def stop(self) -> StopReport:
         """Cancel any run, abandon every pending input, go to ``stopped``."""
-        report: StopReport = await self._ask("command", Stop())
+        report: StopReport = await self._ask(msg.Execute(Stop()))
         return report
 
     async def recover(self) -> RecoveryReport:
         """Re-apply the recovery rules; a stopped session is re-registered."""
-        report: RecoveryReport = await self._ask("command", Recover(cold=False, reregister=True))
+        report: RecoveryReport = await self._ask(msg.Execute(Recover(cold=False, reregister=True)))
         return report
 
     async def cancel_run(
         self, reason: str = "cancelled", run_id: uuid.UUID | str | None = None
     ) -> bool:
         """Cancel the run in flight (see :meth:`Session.cancel_run`); False when there is none."""
-        done: bool = await self._ask("cancel_run", _cancel_run_args(reason, run_id))
+        done: bool = await self._ask(msg.CancelRun(*_cancel_run_args(reason, run_id)))
         return done
 
     async def boundary_receipt(
@@ -454,7 +456,7 @@ class AsyncSession:
     ) -> RunBoundaryReceipt | None:
         """The committed receipt of run ``run_id``'s checkpoint ``sequence``."""
         receipt: RunBoundaryReceipt | None = await self._ask(
-            "boundary_receipt", _receipt_args(run_id, sequence)
+            msg.BoundaryReceipt(*_receipt_args(run_id, sequence))
         )
         return receipt
 

@@ -34,9 +34,10 @@ from meerkat_runtime.actors import (
     Services,
     SessionRegistry,
 )
+from meerkat_runtime.actors import _messages as msg
 from meerkat_runtime.actors._executor import AsyncRunner
+from meerkat_runtime.actors._messages import Reply
 from meerkat_runtime.actors._recovery import recover_batch
-from meerkat_runtime.actors._session import Reply
 from meerkat_runtime.cluster import ClusterView, Membership, default_node_id
 from meerkat_runtime.errors import (
     AcceptManyFailed,
@@ -361,14 +362,14 @@ class Session:
     def __repr__(self) -> str:
         return f"Session({self.id!r})"
 
-    def _call(self, kind: str, payload: Any = None, *, admission: bool = False) -> Any:
-        return self._rt._registry.call(self.id, kind, payload, admission=admission)
+    def _call(self, message: msg.Message, *, admission: bool = False) -> Any:
+        return self._rt._registry.call(self.id, message, admission=admission)
 
     def _command(self, command: Command) -> Any:
-        return self._call("command", command)
+        return self._call(msg.Execute(command))
 
-    def _query(self, fn: Any) -> Any:
-        return self._call("query", fn)
+    def _query(self, fn: Callable[[SessionState, bool], Any]) -> Any:
+        return self._call(msg.Query(fn))
 
     def accept(self, input: Input | dict[str, Any] | bytes | str) -> AcceptOutcome:
         """Accept an input; returns once its events are durable. ``InvalidInput`` when malformed."""
@@ -379,7 +380,7 @@ class Session:
         return self._send_accept(inp)
 
     def _send_accept(self, inp: Input) -> AcceptOutcome:
-        outcome: AcceptOutcome = self._call("accept", inp, admission=True)
+        outcome: AcceptOutcome = self._call(msg.Accept(inp), admission=True)
         return outcome
 
     def accept_many(
@@ -400,7 +401,7 @@ class Session:
             return []
 
         def send() -> list[AcceptOutcome]:
-            outcomes: list[AcceptOutcome] = self._call("accept_many", coerced, admission=True)
+            outcomes: list[AcceptOutcome] = self._call(msg.AcceptMany(coerced), admission=True)
             return outcomes
 
         telemetry = self._rt._telemetry
@@ -426,7 +427,9 @@ class Session:
 
     def completion(self, input_id: uuid.UUID | str) -> CompletionHandle | None:
         """A handle for an input accepted earlier (also after a restart); None if unknown."""
-        handle: CompletionHandle | None = self._call("completion", parse_uuid(input_id, "input_id"))
+        handle: CompletionHandle | None = self._call(
+            msg.GetCompletion(parse_uuid(input_id, "input_id"))
+        )
         return handle
 
     def retire(self) -> RetireReport:
@@ -459,13 +462,13 @@ class Session:
         abandoned (``cancelled``; waiters get ``cancelled``), inputs it applied at a
         checkpoint are consumed, and the executor's cancel token is signalled with
         ``reason``. False when there is no such run."""
-        done: bool = self._call("cancel_run", _cancel_run_args(reason, run_id))
+        done: bool = self._call(msg.CancelRun(*_cancel_run_args(reason, run_id)))
         return done
 
     def boundary_receipt(self, run_id: uuid.UUID | str, sequence: int) -> RunBoundaryReceipt | None:
         """The committed receipt of run ``run_id``'s checkpoint ``sequence`` (from the log)."""
         receipt: RunBoundaryReceipt | None = self._call(
-            "boundary_receipt", _receipt_args(run_id, sequence)
+            msg.BoundaryReceipt(*_receipt_args(run_id, sequence))
         )
         return receipt
 
@@ -521,19 +524,6 @@ class Runtime:
         pool = ThreadPoolExecutor(
             max_workers=options.executor_threads, thread_name_prefix="meerkat-executor"
         )
-        self._services = Services(
-            store=store,
-            executor=executor,
-            completions=self.completions,
-            scheduler=scheduler,
-            pool=pool,
-            run_timeout=options.run_timeout,
-            retry=options.retry_policy(),
-            cancel_grace=options.cancel_grace,
-            recovery_timeout=options.recovery_timeout,
-            telemetry=self._telemetry,
-            runner=AsyncRunner(loop=options.executor_loop),
-        )
         self.membership: Membership | None = None
         # Without leases a runtime may not write sessions another process may own; a
         # read-only store writes nothing anyway.
@@ -558,7 +548,21 @@ class Runtime:
             raise ValueError(
                 f"node_id needs a shared store (SQLite file or PostgreSQL), not {store.url}"
             )
-        self._services.membership = self.membership
+        self._services = Services(
+            store=store,
+            journal=SessionJournal(store),
+            executor=executor,
+            completions=self.completions,
+            scheduler=scheduler,
+            pool=pool,
+            run_timeout=options.run_timeout,
+            retry=options.retry_policy(),
+            cancel_grace=options.cancel_grace,
+            recovery_timeout=options.recovery_timeout,
+            telemetry=self._telemetry,
+            runner=AsyncRunner(loop=options.executor_loop),
+            membership=self.membership,
+        )
         # A read-only store keeps its read models in memory (ScratchSql), seeded from the
         # stored ones: looking at a store never writes to it.
         sql = ScratchSql(store) if store.read_only else Sql(store)
@@ -747,7 +751,7 @@ class Runtime:
         for sid, positions in by_session.items():
             try:
                 share = [coerced[n] for n in positions]
-                replies[sid] = self._registry.post(sid, "accept_many", share, admission=True)
+                replies[sid] = self._registry.post(sid, msg.AcceptMany(share), admission=True)
             except MeerkatRuntimeError as exc:  # e.g. Overloaded: the other shares go on
                 replies[sid] = exc
         return replies
@@ -820,7 +824,7 @@ class Runtime:
     ) -> tuple[dict[str, RecoveryReport], list[SessionOwnedElsewhere]]:
         # Passivated sessions recover inline in batches; live ones (and all on a store
         # with leases) through their actors, which own their state and lease.
-        batch = recover_batch(self._services, order)
+        batch = recover_batch(self._services, self._registry, order)
         reports, owned = self._recover_with_actors(batch.to_actors)
         reports.update(batch.reports)
         return {sid: reports[sid] for sid in order if sid in reports}, owned
@@ -851,7 +855,7 @@ class Runtime:
         for sid in session_ids:
             if len(pending) >= window:
                 settle(*pending.popleft())
-            pending.append((sid, self._registry.send(sid, "recover_all")))
+            pending.append((sid, self._registry.send(sid, msg.RecoverAll())))
         for sid, fut in pending:
             settle(sid, fut)
         return reports, owned
@@ -875,7 +879,7 @@ class Runtime:
 
     def _lease_lost(self, name: str) -> None:
         if name.startswith("session:"):
-            self._registry.tell_if_live(name.removeprefix("session:"), "lease_lost")
+            self._registry.tell_if_live(name.removeprefix("session:"), msg.LeaseLost())
 
     def live_session_count(self) -> int:
         """How many session actors are live now (the rest are passivated)."""

@@ -14,9 +14,10 @@ from meerkat_runtime.actors._executor import (
     RunStatus,
     call_executor,
 )
+from meerkat_runtime.actors._messages import Call
 from meerkat_runtime.actors._registry import Services, SessionRegistry
 from meerkat_runtime.actors._scheduler import Scheduler
-from meerkat_runtime.actors._session import AcceptOutcome, Call, SessionActor
+from meerkat_runtime.actors._session import AcceptOutcome, SessionActor
 from meerkat_runtime.events.runtime_event import RunBoundaryReceipt
 
 __all__ = [

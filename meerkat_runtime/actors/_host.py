@@ -42,7 +42,8 @@ from meerkat_runtime.telemetry import log_ids
 if TYPE_CHECKING:
     from pykka._actor import ActorInbox
 
-    from meerkat_runtime.actors._session import Call, SessionActor
+    from meerkat_runtime.actors._messages import Call
+    from meerkat_runtime.actors._session import SessionActor
 
 __all__ = ["Hosts", "Mailbox", "default_host_count"]
 

@@ -25,6 +25,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from meerkat_runtime.actors._messages import RecoverAll
 from meerkat_runtime.cluster import Membership, session_lease
 from meerkat_runtime.errors import MeerkatRuntimeError
 from meerkat_runtime.events.ids import uuid7
@@ -46,7 +47,7 @@ from meerkat_runtime.store._journal import Recovered
 from meerkat_runtime.telemetry import log_ids
 
 if TYPE_CHECKING:
-    from meerkat_runtime.actors._registry import Services
+    from meerkat_runtime.actors._registry import Services, SessionRegistry
 
 __all__ = ["BatchRecovery", "recover_batch"]
 
@@ -67,21 +68,28 @@ class BatchRecovery:
 
 
 def recover_batch(
-    services: Services, session_ids: Sequence[str], *, batch: int = BATCH_SESSIONS
+    services: Services,
+    registry: SessionRegistry,
+    session_ids: Sequence[str],
+    *,
+    batch: int = BATCH_SESSIONS,
 ) -> BatchRecovery:
-    """Recover ``session_ids`` inline, a batch at a time; see the module docstring."""
+    """Recover ``session_ids`` inline, a batch at a time; see the module docstring.
+
+    Sessions live in ``registry`` are left to their actors; a recovered session with
+    work to run is woken through it."""
     reports: dict[str, RecoveryReport] = {}
     handled: set[str] = set()
     membership = services.membership
     for start in range(0, len(session_ids), batch):
         chunk = session_ids[start : start + batch]
-        live = set(services.registry.live_ids())
+        live = set(registry.live_ids())
         candidates = [sid for sid in chunk if sid not in live]
         holder = object()
         if membership is not None:
             candidates = [sid for sid in candidates if _lease(membership, sid, holder)]
         try:
-            for sid, report in _recover_chunk(services, candidates).items():
+            for sid, report in _recover_chunk(services, registry, candidates).items():
                 handled.add(sid)
                 if report is not None:
                     reports[sid] = report
@@ -103,7 +111,9 @@ def _lease(membership: Membership, sid: str, holder: object) -> bool:
     return True
 
 
-def _recover_chunk(services: Services, session_ids: list[str]) -> dict[str, RecoveryReport | None]:
+def _recover_chunk(
+    services: Services, registry: SessionRegistry, session_ids: list[str]
+) -> dict[str, RecoveryReport | None]:
     """Recover what can be recovered inline; sessions missing from the result go to actors."""
     journal = services.journal
     try:
@@ -139,7 +149,7 @@ def _recover_chunk(services: Services, session_ids: list[str]) -> dict[str, Reco
             continue  # the actor path raises it to the caller, as it always did
         if not decision.events:
             done[sid] = decision.reply
-            _wake_if_wanted(services, sid, st)
+            _wake_if_wanted(services, registry, sid, st)
             continue
         fence = None
         if services.membership is not None:
@@ -163,13 +173,17 @@ def _recover_chunk(services: Services, session_ids: list[str]) -> dict[str, Reco
                 extra=log_ids(sid),
             )
             continue
-        _written(services, sid, loaded[sid], decision.events)
+        _written(services, registry, sid, loaded[sid], decision.events)
         done[sid] = decision.reply
     return done
 
 
 def _written(
-    services: Services, sid: str, item: Recovered, events: list[RuntimeEventEnvelope]
+    services: Services,
+    registry: SessionRegistry,
+    sid: str,
+    item: Recovered,
+    events: list[RuntimeEventEnvelope],
 ) -> None:
     """After a durable append: what ``SessionActor._commit`` does next, then wake the session."""
     st = item.state
@@ -178,12 +192,14 @@ def _written(
     journal = services.journal
     if journal.snapshot_due(st, item.snapshot_version):
         journal.save_snapshot(st)
-    _wake_if_wanted(services, sid, st)
+    _wake_if_wanted(services, registry, sid, st)
 
 
-def _wake_if_wanted(services: Services, sid: str, st: SessionState) -> None:
+def _wake_if_wanted(
+    services: Services, registry: SessionRegistry, sid: str, st: SessionState
+) -> None:
     """Queued work and a bound executor: the actor starts the run, as after its own recovery."""
-    if services.executor is not None and not services.closing and wants_run(st):
+    if services.executor is not None and not services.closing.is_set() and wants_run(st):
         # "recover_all", not a bare wake: it also takes the cold report a load may recompute,
         # which would otherwise be added to the next ``session.recover()``.
-        services.registry.tell(sid, "recover_all")
+        registry.tell(sid, RecoverAll())

@@ -31,8 +31,9 @@ from meerkat_runtime.actors._calls import CallTable
 from meerkat_runtime.actors._completion import CompletionRegistry
 from meerkat_runtime.actors._executor import AsyncRunner, ExecutorLike, RetryPolicy
 from meerkat_runtime.actors._host import Hosts, default_host_count
+from meerkat_runtime.actors._messages import Call, Message, Passivate, Reply
 from meerkat_runtime.actors._scheduler import Scheduler
-from meerkat_runtime.actors._session import Call, Reply, SessionActor
+from meerkat_runtime.actors._session import SessionActor
 from meerkat_runtime.cluster import Membership
 from meerkat_runtime.errors import MeerkatRuntimeError, Overloaded
 from meerkat_runtime.store import EventStore, SessionJournal
@@ -66,15 +67,25 @@ class PendingRetries:
         return self._n
 
 
-@dataclass(eq=False)
+@dataclass(frozen=True, eq=False)
 class Services:
-    """What every session actor of one runtime shares."""
+    """What every session actor of one runtime shares: set once, when the runtime opens.
+
+    The fields never change; the few that hold changing state are objects made for
+    sharing between threads (the run and call tables, the retry gauge, ``closing``).
+    How an actor messages sessions is not here: the registry hands each actor itself,
+    as a :class:`~meerkat_runtime.actors._messages.Mailer`.
+    """
 
     store: EventStore
+    journal: SessionJournal
     executor: ExecutorLike | None
     completions: CompletionRegistry
     scheduler: Scheduler
     pool: ThreadPoolExecutor
+    runner: AsyncRunner
+    membership: Membership | None = None
+    telemetry: Telemetry | None = None  # None: no OpenTelemetry SDK to report to
     run_timeout: float | None = 300.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     cancel_grace: float | None = 30.0
@@ -84,15 +95,8 @@ class Services:
     active_runs: set[uuid.UUID] = field(default_factory=set)
     retries: PendingRetries = field(default_factory=PendingRetries)
     calls: CallTable = field(default_factory=CallTable)
-    runner: AsyncRunner = field(default_factory=AsyncRunner)
-    closing: bool = False
-    membership: Membership | None = None
-    telemetry: Telemetry | None = None  # None: no OpenTelemetry SDK to report to
-    registry: SessionRegistry = field(init=False)
-    journal: SessionJournal = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.journal = SessionJournal(self.store)
+    closing: threading.Event = field(default_factory=threading.Event)
+    """Set when the runtime closes: no run starts any more."""
 
 
 class _Entry:
@@ -120,7 +124,6 @@ class SessionRegistry:
         if max_live < 1 or max_pending < 1 or idle_timeout <= 0:
             raise ValueError("max_live and max_pending must be >= 1, idle_timeout > 0")
         self.svc = services
-        services.registry = self
         self.hosts = Hosts(services.store, session_threads or default_host_count())
         self.max_live = max_live
         self.idle_timeout = idle_timeout
@@ -134,11 +137,9 @@ class SessionRegistry:
 
     # ------------------------------------------------------------ sending
 
-    def send(
-        self, session_id: str, kind: str, payload: Any = None, *, admission: bool = False
-    ) -> Future[Any]:
+    def send(self, session_id: str, message: Message, *, admission: bool = False) -> Future[Any]:
         """Queue a message for the session's actor (starting it if needed); the future gets the reply."""
-        reply = self.post(session_id, kind, payload, admission)
+        reply = self.post(session_id, message, admission)
         future: Future[Any] = Future()
 
         def settle(r: Reply) -> None:
@@ -151,12 +152,12 @@ class SessionRegistry:
         reply.add_done_callback(settle)
         return future
 
-    def post(self, session_id: str, kind: str, payload: Any, admission: bool = False) -> Reply:
+    def post(self, session_id: str, message: Message, admission: bool = False) -> Reply:
         """Queue a message for the session's actor (starting it if needed); never blocks.
 
         ``Overloaded`` at once when ``admission`` and the session has ``max_pending``
         commands waiting. The actor settles the returned :class:`Reply`."""
-        call = Call(kind, payload)
+        call = Call(message)
         to_stop: list[SessionActor] = []
         with self._lock:
             if self._closed:
@@ -164,7 +165,7 @@ class SessionRegistry:
             entry = self._entries.get(session_id)
             if entry is None:
                 to_stop = self._evict_for_room()
-                entry = _Entry(SessionActor(session_id, self.svc))
+                entry = _Entry(SessionActor(session_id, self.svc, self))
                 self._entries[session_id] = entry
                 self.started += 1
             elif admission and entry.inflight >= self.max_pending:
@@ -182,16 +183,14 @@ class SessionRegistry:
             self._passivate(actor)
         return call.reply
 
-    def call(
-        self, session_id: str, kind: str, payload: Any = None, *, admission: bool = False
-    ) -> Any:
+    def call(self, session_id: str, message: Message, *, admission: bool = False) -> Any:
         """Send and wait for the reply; the actor's exception is raised here."""
-        return self.post(session_id, kind, payload, admission).result()
+        return self.post(session_id, message, admission).result()
 
-    def tell(self, session_id: str, kind: str, payload: Any = None) -> None:
+    def tell(self, session_id: str, message: Message) -> None:
         """Send without waiting (executor results, timers); errors are logged."""
         try:
-            reply = self.post(session_id, kind, payload)
+            reply = self.post(session_id, message)
         except MeerkatRuntimeError:
             return  # closed: the log keeps the run as started; recovery closes it later
 
@@ -199,17 +198,21 @@ class SessionRegistry:
             exc = f.exception()
             if exc is not None:
                 log.warning(
-                    "session %s: %s failed: %s", session_id, kind, exc, extra=log_ids(session_id)
+                    "session %s: %s failed: %s",
+                    session_id,
+                    type(message).__name__,
+                    exc,
+                    extra=log_ids(session_id),
                 )
 
         reply.add_done_callback(report)
 
-    def tell_if_live(self, session_id: str, kind: str, payload: Any = None) -> None:
+    def tell_if_live(self, session_id: str, message: Message) -> None:
         """Like :meth:`tell`, but only to an actor that is running now."""
         with self._lock:
             live = session_id in self._entries
         if live:
-            self.tell(session_id, kind, payload)
+            self.tell(session_id, message)
 
     def message_done(self, session_id: str, busy: bool) -> None:
         """Called by the actor after each message: one fewer in flight."""
@@ -257,7 +260,7 @@ class SessionRegistry:
 
     def _passivate(self, actor: SessionActor) -> Reply:
         """Stop ``actor`` on its host after the messages it already has."""
-        call = Call("passivate")
+        call = Call(Passivate())
         self.hosts.post(actor, call)
         return call.reply
 
@@ -290,7 +293,7 @@ class SessionRegistry:
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop starting runs, let runs in flight finish (bounded), then stop every actor."""
-        self.svc.closing = True
+        self.svc.closing.set()
         deadline = time.monotonic() + timeout
         while self.svc.active_runs and time.monotonic() < deadline:
             time.sleep(0.01)

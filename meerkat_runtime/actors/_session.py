@@ -27,7 +27,7 @@ durability, and per-session order is the mailbox order.
 
 Runs. The actor starts a run (``run.started``) and hands the executor call to
 the pool or the runtime's event loop; the call's result comes back as a
-``run_done`` message. Every call is fenced by its run id: whenever the log
+``RunDone`` message (``_messages``). Every call is fenced by its run id: whenever the log
 ends a run the call has not finished (timeout, stop, destroy, recycle,
 retire, cancel-run, lease loss, recovery), the call's cancel token is
 signalled, its late result is ignored (logged as such), and the session
@@ -39,17 +39,17 @@ messages and decisions, so deciding stays pure.
 
 from __future__ import annotations
 
-import _thread
 import logging
 import math
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, assert_never
 
+from meerkat_runtime.actors import _messages as msg
 from meerkat_runtime.actors._completion import CompletionHandle
 from meerkat_runtime.actors._executor import (
     Interrupt,
@@ -59,6 +59,7 @@ from meerkat_runtime.actors._executor import (
     start_call,
 )
 from meerkat_runtime.actors._host import Mailbox
+from meerkat_runtime.actors._messages import Call, Mailer
 from meerkat_runtime.cluster import session_lease
 from meerkat_runtime.errors import (
     ConcurrencyConflict,
@@ -128,7 +129,7 @@ from meerkat_runtime.telemetry import (
 if TYPE_CHECKING:
     from meerkat_runtime.actors._registry import Services
 
-__all__ = ["AcceptOutcome", "Call", "Reply", "SessionActor"]
+__all__ = ["AcceptOutcome", "SessionActor"]
 
 log = logging.getLogger(__name__)
 
@@ -161,88 +162,6 @@ class AcceptOutcome:
     @property
     def is_rejected(self) -> bool:
         return self.kind == "rejected"
-
-
-# Serialises the first-set-wins check of every Reply (held for two assignments).
-_SETTING = _thread.allocate_lock()
-
-
-class Reply:
-    """A one-shot answer: set once by the actor (or a commit callback), awaited by the host.
-
-    What ``concurrent.futures.Future`` does for a call, minus its per-object
-    ``Condition``: a pre-acquired lock that setting releases. A profile of the
-    accept path put a fifth of its CPU into creating, waking and notifying those.
-    """
-
-    __slots__ = ("_callbacks", "_error", "_gate", "_set", "_value")
-
-    def __init__(self) -> None:
-        self._gate = _thread.allocate_lock()
-        self._gate.acquire()
-        self._set = False
-        self._value: Any = None
-        self._error: BaseException | None = None
-        self._callbacks: list[Callable[[Reply], None]] | None = None
-
-    def done(self) -> bool:
-        return self._set
-
-    def set_result(self, value: Any) -> None:
-        self._settle(value, None)
-
-    def set_exception(self, error: BaseException) -> None:
-        self._settle(None, error)
-
-    def _settle(self, value: Any, error: BaseException | None) -> None:
-        with _SETTING:
-            if self._set:
-                return  # the first answer wins
-            self._value, self._error = value, error
-            self._set = True
-            callbacks, self._callbacks = self._callbacks, None
-        self._gate.release()
-        for callback in callbacks or ():
-            try:
-                callback(self)
-            except Exception:
-                log.exception("reply callback %r failed", callback)
-
-    def _wait(self, timeout: float | None) -> None:
-        if not self._set:
-            if not self._gate.acquire(timeout=-1 if timeout is None else max(timeout, 0.0)):
-                raise TimeoutError("no reply yet")
-            self._gate.release()  # let any other waiter through too
-
-    def result(self, timeout: float | None = None) -> Any:
-        """The answer, or raise the actor's exception; ``TimeoutError`` after ``timeout`` s."""
-        self._wait(timeout)
-        if self._error is not None:
-            raise self._error
-        return self._value
-
-    def exception(self, timeout: float | None = None) -> BaseException | None:
-        self._wait(timeout)
-        return self._error
-
-    def add_done_callback(self, callback: Callable[[Reply], None]) -> None:
-        """Call ``callback(self)`` once set (at once if it already is)."""
-        with _SETTING:
-            if not self._set:
-                if self._callbacks is None:
-                    self._callbacks = []
-                self._callbacks.append(callback)
-                return
-        callback(self)
-
-
-@dataclass(slots=True)
-class Call:
-    """One message to a session actor: what to do, and where to put the answer."""
-
-    kind: str
-    payload: Any = None
-    reply: Reply = field(default_factory=Reply)
 
 
 class _InFlight:
@@ -284,6 +203,7 @@ class SessionActor:
         "last_writer",
         "lease",
         "mailbox",
+        "mailer",
         "owned_elsewhere",
         "retry_scheduled",
         "session_id",
@@ -293,8 +213,9 @@ class SessionActor:
         "unreadable",
     )
 
-    def __init__(self, session_id: str, services: Services) -> None:
+    def __init__(self, session_id: str, services: Services, mailer: Mailer) -> None:
         self.mailbox = Mailbox()
+        self.mailer = mailer  # the registry: how this actor messages sessions later
         self.session_id = session_id
         self.lease = session_lease(session_id)
         self.svc = services
@@ -321,7 +242,7 @@ class SessionActor:
 
     def on_receive(self, message: Call) -> None:
         """Handle one message (on the actor's host thread)."""
-        if message.kind == "passivate":  # posted by the registry, which forgot this actor
+        if isinstance(message.message, msg.Passivate):  # the registry forgot this actor
             try:
                 self.on_stop()
             finally:
@@ -338,9 +259,9 @@ class SessionActor:
                     self.session_id,
                     extra=log_ids(self.session_id),
                 )
-            if message.kind == "retry":
+            if isinstance(message.message, msg.Retry):
                 self.svc.retries.add(-1)  # after any retry this one scheduled
-            self.svc.registry.message_done(self.session_id, self._busy())
+            self.mailer.message_done(self.session_id, self._busy())
 
     def _answer(self, call: Call) -> None:
         """Handle ``call`` and put its answer in its reply, unless a commit callback will."""
@@ -356,31 +277,67 @@ class SessionActor:
                 call.reply.set_result(result)
 
     def _handle(self, call: Call) -> Any:
-        if call.kind == "settle":
+        m = call.message
+        if isinstance(m, msg.Settle):
             if self._broken:
                 self._drain()
             return None
         if self._inflight and (
-            call.kind != "accept"
+            not isinstance(m, msg.Accept)
             or self._broken
             or self.state is None
             or len(self._inflight) >= MAX_IN_FLIGHT
         ):
             self._drain()
         self._call = call
-        if call.kind == "retry":
+        if isinstance(m, msg.Retry):
             self.retry_scheduled = False  # before loading: a failed reload schedules another
         try:
             self._ensure_loaded()
         except SessionOwnedElsewhere:
-            if call.kind == "run_done":
+            if isinstance(m, msg.RunDone):
                 # The run's session moved to another node, which recovers it: stop
                 # waiting for the run here (close() waits for every active run).
-                self.svc.active_runs.discard(call.payload[0])
-                self.svc.calls.finish(self.session_id, call.payload[0])
+                self.svc.active_runs.discard(m.run_id)
+                self.svc.calls.finish(self.session_id, m.run_id)
             raise
-        handler = getattr(self, f"_on_{call.kind}")
-        return handler(call.payload)
+        return self._dispatch(m)
+
+    def _dispatch(self, m: msg.Message) -> Any:
+        """The handler of ``m``, on a loaded state."""
+        match m:
+            case msg.Accept():
+                return self._on_accept(m)
+            case msg.AcceptMany(inputs):
+                return self._on_accept_many(inputs)
+            case msg.Execute(command):
+                return self._on_command(command)
+            case msg.Query(fn):
+                st = self.state
+                assert st is not None
+                return fn(st, self.svc.executor is not None)
+            case msg.GetCompletion(input_id):
+                return self._on_completion(input_id)
+            case msg.CancelRun(reason, run_id):
+                return self._on_cancel_run(reason, run_id)
+            case msg.BoundaryReceipt(run_id, sequence):
+                return self._on_boundary_receipt(run_id, sequence)
+            case msg.RecoverAll():
+                return self._on_recover_all()
+            case msg.RunDone():
+                return self._on_run_done(m)
+            case msg.RunTimeout(run_id):
+                return self._on_run_timeout(run_id)
+            case msg.Checkpoint():
+                return self._on_checkpoint(m)
+            case msg.LeaseLost():
+                return self._on_lease_lost()
+            case msg.Retry() | msg.Touch():
+                return None  # loaded: _after_message starts what is due
+            case msg.Settle() | msg.Passivate():
+                raise AssertionError(f"{m!r} is handled before dispatch")
+            case _:
+                assert_never(m)
 
     def _busy(self) -> bool:
         st = self.state
@@ -403,7 +360,7 @@ class SessionActor:
             except SessionOwnedElsewhere:
                 raise  # another live node owns it: the host routes there
             except StoreError as exc:
-                if self.svc.closing or time.monotonic() + delay > deadline:
+                if self.svc.closing.is_set() or time.monotonic() + delay > deadline:
                     raise StoreError(
                         f"session {self.session_id!r} could not be loaded: {exc}"
                     ) from exc
@@ -494,7 +451,7 @@ class SessionActor:
         self._lease_gone()
         return SessionOwnedElsewhere(self.session_id, exc.owner or "nobody (lease expired)")
 
-    def _on_lease_lost(self, _: Any) -> None:
+    def _on_lease_lost(self) -> None:
         """The heartbeat found our lease taken: drop the state; the next call re-acquires or fails."""
         self.svc.calls.cancel(self.session_id, "lease lost")
         self._invalidate()
@@ -645,9 +602,10 @@ class SessionActor:
 
     # ------------------------------------------------------------ host calls
 
-    def _on_accept(self, inp: Input) -> Any:
+    def _on_accept(self, m: msg.Accept) -> Any:
+        inp = m.input
         call = self._call
-        if self._pipelining and call is not None and call.payload is inp:
+        if self._pipelining and call is not None and call.message is m:
             st = self.state
             assert st is not None
             expected = st.version
@@ -663,7 +621,7 @@ class SessionActor:
         self._interrupt(outcome)
         return outcome
 
-    def _on_accept_many(self, inputs: list[Input]) -> list[AcceptOutcome]:
+    def _on_accept_many(self, inputs: Sequence[Input]) -> list[AcceptOutcome]:
         """Accept ``inputs`` in order with one atomic append; outcomes in the same order.
 
         Each input is decided on the state the ones before it left (so a repeated
@@ -736,7 +694,7 @@ class SessionActor:
         if error is not None:
             # The actor answers the host once it has drained; wake it if idle.
             self._broken = True
-            self.svc.registry.tell_if_live(self.session_id, "settle")
+            self.mailer.tell_if_live(self.session_id, msg.Settle())
             return
         svc = self.svc
         for iid, outcome in entry.resolutions:
@@ -838,7 +796,7 @@ class SessionActor:
             details=cold.details + report.details,
         )
 
-    def _on_recover_all(self, _: Any) -> RecoveryReport | None:
+    def _on_recover_all(self) -> RecoveryReport | None:
         """``rt.recover()``: the cold recovery done at load, else an in-process one."""
         st = self.state
         assert st is not None
@@ -857,11 +815,6 @@ class SessionActor:
         in_process: RecoveryReport = self._commit(Recover()).reply
         return in_process
 
-    def _on_query(self, fn: Any) -> Any:
-        st = self.state
-        assert st is not None
-        return fn(st, self.svc.executor is not None)
-
     def _on_completion(self, input_id: uuid.UUID) -> CompletionHandle | None:
         st = self.state
         assert st is not None
@@ -870,16 +823,13 @@ class SessionActor:
         outcome: CompletionOutcome | None = completion_outcome(st, input_id)
         return self.svc.completions.handle(self.session_id, input_id, outcome)
 
-    def _on_touch(self, _: Any) -> None:
-        return None
-
     # ------------------------------------------------------------ runs
 
     def _after_message(self) -> None:
         """Snapshot when due; start a run when the session wants one and an executor is bound."""
         self._snapshot_when_settled()
         st = self.state
-        if self.svc.executor is None or self.svc.closing or self.retry_scheduled:
+        if self.svc.executor is None or self.svc.closing.is_set() or self.retry_scheduled:
             return
         if st is None:
             # A store failure dropped the state. No host call may come to reload it,
@@ -893,8 +843,8 @@ class SessionActor:
             # A call of an ended run is still executing: no input runs twice at once.
             # Its run_done (or the grace period's end) brings us back here.
             if wait != math.inf:
-                svc, sid = self.svc, self.session_id
-                svc.scheduler.call_later(wait, lambda: svc.registry.tell(sid, "touch"))
+                mailer, sid = self.mailer, self.session_id
+                self.svc.scheduler.call_later(wait, lambda: mailer.tell(sid, msg.Touch()))
             return
         if self._inflight:
             # Start runs from durable state only: let the accepts in flight settle.
@@ -921,14 +871,14 @@ class SessionActor:
             self._schedule_retry()
 
     def _submit(self, run_id: uuid.UUID, primitive: RunPrimitive) -> None:
-        svc = self.svc
+        svc, mailer = self.svc, self.mailer
         sid = self.session_id
         request = RunRequest(
             session_id=sid,
             run_id=run_id,
             primitive=primitive,
             contributing_input_ids=primitive.primitive_input_ids(),
-            control=_SessionControl(svc, sid),
+            control=_SessionControl(mailer, sid),
         )
         executor = svc.executor
         assert executor is not None
@@ -936,7 +886,7 @@ class SessionActor:
         svc.calls.add(request)
 
         def done(result: RunResult) -> None:
-            svc.registry.tell(sid, "run_done", (run_id, result))
+            mailer.tell(sid, msg.RunDone(run_id, result))
 
         tel = svc.telemetry
         try:
@@ -961,14 +911,11 @@ class SessionActor:
             return
         if svc.run_timeout is not None:
             svc.scheduler.call_later(
-                svc.run_timeout, lambda: svc.registry.tell(sid, "run_timeout", run_id)
+                svc.run_timeout, lambda: mailer.tell(sid, msg.RunTimeout(run_id))
             )
 
-    def _on_run_done(
-        self, payload: tuple[uuid.UUID, RunResult] | tuple[uuid.UUID, RunResult, int]
-    ) -> None:
-        run_id, result = payload[0], payload[1]
-        redeliveries = payload[2] if len(payload) > 2 else 0
+    def _on_run_done(self, m: msg.RunDone) -> None:
+        run_id, result, redeliveries = m.run_id, m.result, m.redeliveries
         self.svc.active_runs.discard(run_id)
         self.svc.calls.finish(self.session_id, run_id)
         st = self.state
@@ -993,8 +940,9 @@ class SessionActor:
             self.svc.active_runs.add(run_id)
             svc, sid = self.svc, self.session_id
             delay = min(svc.backoff_initial * 2**redeliveries, svc.backoff_max)
-            again = (run_id, result, redeliveries + 1)
-            svc.scheduler.call_later(delay, lambda: svc.registry.tell(sid, "run_done", again))
+            again = msg.RunDone(run_id, result, redeliveries + 1)
+            mailer = self.mailer
+            svc.scheduler.call_later(delay, lambda: mailer.tell(sid, again))
             raise
         if not isinstance(command, CompleteRun):
             self._schedule_retry()
@@ -1015,9 +963,8 @@ class SessionActor:
         self._commit(FailRun(run_id=run_id, error=error), reason="timeout")
         self._schedule_retry()
 
-    def _on_cancel_run(self, payload: tuple[str, uuid.UUID | None]) -> bool:
+    def _on_cancel_run(self, reason: str, run_id: uuid.UUID | None) -> bool:
         """``session.cancel_run``: end the current run (only ``run_id`` when given)."""
-        reason, run_id = payload
         st = self.state
         assert st is not None
         run = st.run
@@ -1035,10 +982,13 @@ class SessionActor:
         self._schedule_retry()
         return True
 
-    def _on_checkpoint(
-        self, payload: tuple[uuid.UUID, tuple[uuid.UUID, ...], str | None, int]
-    ) -> RunBoundaryReceipt | None:
-        run_id, absorbed, digest, count = payload
+    def _on_checkpoint(self, m: msg.Checkpoint) -> RunBoundaryReceipt | None:
+        run_id, absorbed, digest, count = (
+            m.run_id,
+            m.absorbed,
+            m.conversation_digest,
+            m.message_count,
+        )
         st = self.state
         assert st is not None
         if st.run is None or st.run.run_id != run_id:
@@ -1049,8 +999,7 @@ class SessionActor:
         receipt: RunBoundaryReceipt | None = self._commit(command).reply
         return receipt
 
-    def _on_boundary_receipt(self, key: tuple[uuid.UUID, int]) -> RunBoundaryReceipt | None:
-        run_id, sequence = key
+    def _on_boundary_receipt(self, run_id: uuid.UUID, sequence: int) -> RunBoundaryReceipt | None:
         if self._inflight:
             self._drain()
         for env in self._read_log():
@@ -1084,11 +1033,8 @@ class SessionActor:
         self.retry_scheduled = True
         self.svc.retries.add(1)
         sid = self.session_id
-        registry = self.svc.registry
-        self.svc.scheduler.call_later(delay, lambda: registry.tell(sid, "retry", None))
-
-    def _on_retry(self, _: Any) -> None:
-        self.retry_scheduled = False
+        mailer = self.mailer
+        self.svc.scheduler.call_later(delay, lambda: mailer.tell(sid, msg.Retry()))
 
 
 _END_REASONS: dict[type, str] = {
@@ -1152,10 +1098,10 @@ def _command_for(run_id: uuid.UUID, result: RunResult) -> Command:
 class _SessionControl:
     """A request's way back to its session: checkpoints as actor messages."""
 
-    __slots__ = ("sid", "svc")
+    __slots__ = ("mailer", "sid")
 
-    def __init__(self, svc: Services, sid: str) -> None:
-        self.svc = svc
+    def __init__(self, mailer: Mailer, sid: str) -> None:
+        self.mailer = mailer
         self.sid = sid
 
     def checkpoint(
@@ -1177,5 +1123,5 @@ class _SessionControl:
         conversation_digest: str | None,
         message_count: int,
     ) -> Future[RunBoundaryReceipt | None]:
-        payload = (run_id, absorbed, conversation_digest, message_count)
-        return self.svc.registry.send(self.sid, "checkpoint", payload)
+        message = msg.Checkpoint(run_id, absorbed, conversation_digest, message_count)
+        return self.mailer.send(self.sid, message)

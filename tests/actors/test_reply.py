@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from meerkat_runtime.actors._session import Reply
+from meerkat_runtime.actors._messages import Reply
 
 
 def _record(into: list[object], reply: Reply) -> None:

@@ -24,6 +24,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from meerkat_runtime import MeerkatRuntimeError, Runtime, StoreError, UndecodableEvent
+from meerkat_runtime.actors import _messages as msg
 from meerkat_runtime.cli import app
 from meerkat_runtime.events.catalogue import decode_recorded, envelope_to_record
 from meerkat_runtime.events.ids import uuid7
@@ -89,7 +90,7 @@ def test_the_session_actor_never_appends_an_event_that_would_not_read_back(
     assert s.accept(PromptInput(content="before")).kind == "accepted"
     head = rt.store.max_position()
     with pytest.raises(StoreError, match="would not read back"):
-        s._call("accept", make(), admission=True)  # type: ignore[operator]
+        s._call(msg.Accept(make()), admission=True)  # type: ignore[operator]
     assert rt.store.max_position() == head, name
     assert s.accept(PromptInput(content="after")).kind == "accepted"
     assert len(s.active_input_ids()) == 2
