@@ -68,7 +68,15 @@ from meerkat_runtime.events.reports import (
 )
 from meerkat_runtime.events.runtime_event import RuntimeEventEnvelope
 from meerkat_runtime.events.runtime_state import RuntimeState
-from meerkat_runtime.events.session import Destroy, Recover, Recycle, Reset, Retire, Stop
+from meerkat_runtime.events.session import (
+    Create,
+    Destroy,
+    Recover,
+    Recycle,
+    Reset,
+    Retire,
+    Stop,
+)
 from meerkat_runtime.projections import (
     LedgerQueries,
     LedgerRow,
@@ -649,6 +657,13 @@ class AsyncRuntime:
         self.sync._check_open()
         self.sync._check_joined()
         return AsyncSession(self, validate_session_id(session_id))
+
+    async def create_session(self, session_id: str) -> AsyncSession:
+        """Bring session ``session_id`` into being without an input (see
+        :meth:`Runtime.create_session`); its handle."""
+        session = self.session(session_id)
+        await session._ask(msg.Execute(Create()))
+        return session
 
     def new_session(self) -> AsyncSession:
         """A handle on a new session with a fresh UUIDv7 id."""

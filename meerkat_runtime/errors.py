@@ -25,6 +25,7 @@ __all__ = [
     "Overloaded",
     "RuntimeControlPlaneError",
     "RuntimeStateTransitionError",
+    "SessionNotFound",
     "SessionOwnedElsewhere",
     "StoreError",
     "StoreUnavailable",
@@ -205,6 +206,25 @@ class AmbiguousInputId(MeerkatRuntimeError, LookupError):
 
 class Overloaded(MeerkatRuntimeError):
     """Admission refused at once because a bounded queue is full; nothing was written."""
+
+
+class SessionNotFound(MeerkatRuntimeError, LookupError):
+    """The session was never used: its log holds no event (the Rust crate's ``NotFound``).
+
+    Raised by lifecycle calls and queries on such a session id; nothing is written,
+    so the id stays free (a ``destroy`` of a mistyped id no longer burns it). A
+    session comes into being with its first accepted input or
+    :meth:`Runtime.create_session`.
+    """
+
+    hint = (
+        "list sessions with `meerkat-runtime sessions`; a session exists once it has "
+        "accepted an input or was created"
+    )
+
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+        super().__init__(f"session {session_id!r} not found: it has no events")
 
 
 class SessionOwnedElsewhere(MeerkatRuntimeError):

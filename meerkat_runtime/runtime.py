@@ -69,6 +69,7 @@ from meerkat_runtime.events.runtime_event import RuntimeEventEnvelope
 from meerkat_runtime.events.runtime_state import RuntimeState
 from meerkat_runtime.events.session import (
     Command,
+    Create,
     Destroy,
     Recover,
     Recycle,
@@ -351,7 +352,12 @@ def _check_after(after: int) -> int:
 
 
 class Session:
-    """A handle on one session; its actor starts on first use."""
+    """A handle on one session; its actor starts on first use.
+
+    A session exists once it has accepted an input (or :meth:`Runtime.create_session`
+    made it). Before that, its lifecycle calls and queries raise
+    :class:`~meerkat_runtime.SessionNotFound` and write nothing; ``events()`` is empty.
+    """
 
     __slots__ = ("_rt", "id")
 
@@ -768,6 +774,17 @@ class Runtime:
             except MeerkatRuntimeError as exc:
                 answers[sid] = exc
         return _collect_many(by_session, len(coerced), answers)
+
+    def create_session(self, session_id: str) -> Session:
+        """Bring session ``session_id`` into being without an input; its handle.
+
+        Writes its ``runtime.created`` event, so lifecycle calls and queries work on it
+        before its first input. A session that exists (a destroyed one included) is
+        left as it is.
+        """
+        session = self.session(session_id)
+        self._registry.call(session.id, msg.Execute(Create()))
+        return session
 
     def new_session(self) -> Session:
         """A handle on a new session with a fresh UUIDv7 id."""

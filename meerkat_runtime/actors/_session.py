@@ -66,6 +66,7 @@ from meerkat_runtime.errors import (
     InvalidInput,
     LeaseUnavailable,
     MeerkatRuntimeError,
+    SessionNotFound,
     SessionOwnedElsewhere,
     StoreError,
     UndecodableEvent,
@@ -99,6 +100,7 @@ from meerkat_runtime.events.session import (
     CancelRun,
     Command,
     CompleteRun,
+    Create,
     Decision,
     DecisionContext,
     Destroy,
@@ -181,6 +183,16 @@ class _InFlight:
         self.ticket: AppendTicket | None = None
         self.settled = False
         self.error: BaseException | None = None
+
+
+def _needs_session(m: msg.Message) -> bool:
+    """Host calls that need the session to exist: lifecycle commands and queries.
+
+    Accepts and ``Create`` bring it into being; the runtime's own messages (runs,
+    timers, retries) never reach a session without events."""
+    if isinstance(m, msg.Execute):
+        return not isinstance(m.command, Create)
+    return isinstance(m, msg.Query | msg.GetCompletion | msg.CancelRun | msg.BoundaryReceipt)
 
 
 class SessionActor:
@@ -301,6 +313,11 @@ class SessionActor:
                 self.svc.active_runs.discard(m.run_id)
                 self.svc.calls.finish(self.session_id, m.run_id)
             raise
+        if _needs_session(m):
+            st = self.state
+            assert st is not None
+            if st.version == 0:  # no event: never used (the load read its version anyway)
+                raise SessionNotFound(self.session_id)
         return self._dispatch(m)
 
     def _dispatch(self, m: msg.Message) -> Any:

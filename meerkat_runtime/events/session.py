@@ -184,6 +184,7 @@ __all__ = [
     "CancelRun",
     "Command",
     "CompleteRun",
+    "Create",
     "Decision",
     "DecisionContext",
     "Destroy",
@@ -355,6 +356,12 @@ class Recover:
     reregister: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Create:
+    """Bring a session into being (``runtime_created``) without an input; a no-op if it
+    exists (a destroyed session stays destroyed)."""
+
+
 Command = (
     Accept
     | StartRun
@@ -368,6 +375,7 @@ Command = (
     | Destroy
     | Recycle
     | Recover
+    | Create
 )
 
 
@@ -413,8 +421,11 @@ class _Builder:
 
     def add(self, event: RuntimeEvent) -> None:
         if not self.state.created and not self.envelopes:
-            self._append(RuntimeCreated(runtime_id=self.state.session_id))
+            self.add_created()
         self._append(event)
+
+    def add_created(self) -> None:
+        self._append(RuntimeCreated(runtime_id=self.state.session_id))
 
     def _append(self, event: RuntimeEvent) -> None:
         self.envelopes.append(
@@ -1003,6 +1014,14 @@ def _receipt_missing(run: RunInfo | None, st: InputState) -> bool:
     return (st.last_boundary_sequence or 0) not in run.receipts
 
 
+def _decide_create(state: SessionState, cmd: Create, b: _Builder) -> Decision:
+    """Reply True when this decision creates the session, False when it existed."""
+    if state.created or state.version > 0:
+        return b.done(False)
+    b.add_created()
+    return b.done(True)
+
+
 _DECIDERS: dict[type, Callable[[SessionState, Any, _Builder], Decision]] = {
     Accept: _decide_accept,
     StartRun: _decide_start_run,
@@ -1016,6 +1035,7 @@ _DECIDERS: dict[type, Callable[[SessionState, Any, _Builder], Decision]] = {
     Destroy: _decide_destroy,
     Recycle: _decide_recycle,
     Recover: _decide_recover,
+    Create: _decide_create,
 }
 
 # ---------------------------------------------------------------- evolve

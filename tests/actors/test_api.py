@@ -22,6 +22,7 @@ from meerkat_runtime import (
     RuntimeState,
     RuntimeStateTransitionError,
     RuntimeTerminated,
+    SessionNotFound,
     StagedRunInput,
 )
 
@@ -85,7 +86,8 @@ def test_sessions_and_new_session(open_runtime: OpenRuntime) -> None:
     assert rt.sessions() == []
     for sid in ("b", "a", "c"):
         rt.session(sid).accept(prompt())
-    rt.session("only-read").state()  # reading writes nothing
+    with pytest.raises(SessionNotFound):
+        rt.session("only-read").state()  # a never-used session: reading writes nothing
     assert rt.sessions() == ["b", "a", "c"]  # by first appearance
     fresh = rt.new_session()
     other = rt.new_session()

@@ -271,7 +271,7 @@ def test_cancel_run_abandons_staged_inputs_and_targets_only_its_run(
 ) -> None:
     probe = Probe()
     rt = open_runtime(executor=probe)
-    s = rt.session("s-1")
+    s = rt.create_session("s-1")
     assert s.cancel_run("nothing to cancel") is False
     out = s.accept(prompt("one"))
     later = s.accept(prompt("two"))

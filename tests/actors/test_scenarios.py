@@ -489,7 +489,7 @@ def test_19_31_stop_abandons_and_terminates_waiters(open_runtime: OpenRuntime) -
 
 def test_stopped_session_rejects_until_recover(open_runtime: OpenRuntime) -> None:
     rt = open_runtime(executor=EchoExecutor())
-    s = rt.session("s-1")
+    s = rt.create_session("s-1")
     s.stop()
     assert s.state() is S.STOPPED
     out = s.accept(prompt())
@@ -742,8 +742,8 @@ def test_lifecycle_states_survive_reopen(open_runtime: OpenRuntime) -> None:
     rt = open_runtime()
     rt.session("retired").accept(prompt())
     rt.session("retired").retire()
-    rt.session("stopped").stop()
-    rt.session("destroyed").destroy()
+    rt.create_session("stopped").stop()
+    rt.create_session("destroyed").destroy()
     rt.session("idle").accept(prompt())
     rt.close()
     rt2 = open_runtime()

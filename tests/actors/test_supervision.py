@@ -243,7 +243,7 @@ def test_non_json_output_fails_the_run(store: Any) -> None:
 def test_work_resumes_by_itself_after_an_outage_longer_than_recovery_timeout(store: Any) -> None:
     """No host call is needed: the actor keeps reloading (with backoff) until the store is back."""
     with open_on(store, executor=EchoExecutor(), recovery_timeout=0.2) as rt:
-        s = rt.session("s-1")
+        s = rt.create_session("s-1")
         assert s.state() is RuntimeState.ATTACHED  # loaded before the outage
         store.faults.fail_topics = {"run.started"}
         store.faults.fail_topic_budget = 1

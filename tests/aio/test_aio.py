@@ -238,3 +238,14 @@ async def test_closing_cancels_its_executor_tasks_and_leaves_the_hosts_loop(tmp_
     await rt.close()
     await asyncio.wait_for(cancelled.wait(), WAIT)
     assert asyncio.get_running_loop().is_running()
+
+
+async def test_a_never_used_session_is_not_found_until_created(store_url: str) -> None:
+    from meerkat_runtime import SessionNotFound
+
+    async with AsyncRuntime.open(store_url) as rt:
+        with pytest.raises(SessionNotFound):
+            await rt.session("ghost").destroy()
+        made = await rt.create_session("made")
+        assert await made.state() is RuntimeState.IDLE
+        assert await rt.sessions() == ["made"]
