@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from meerkat_runtime import Runtime
+from meerkat_runtime import Runtime, SessionNotFound
 from meerkat_runtime.cli import app
 
 from ..waiting import wait_until
@@ -112,7 +112,8 @@ def test_writing_commands_leave_what_a_live_process_owns_alone_unless_forced(
     assert cli("export", "x", "--store", source, "-o", str(exported)).exit_code == 0
     with Runtime.open(url, node_id="node-p") as rt:
         rt.session("p-1").accept(PROMPT)
-        rt.session("x").state()  # node-p serves session "x" (no event of it yet)
+        with pytest.raises(SessionNotFound):  # no event of it yet, but node-p serves it now
+            rt.session("x").state()
         rt.projections.wait_caught_up(60)
 
         result = cli("import", str(exported), "--store", url)

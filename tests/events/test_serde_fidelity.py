@@ -1320,7 +1320,7 @@ CASES: dict[str, Cases] = {
 NOT_WIRE = {
     # The pure decider's commands, decisions and state: in-memory only.
     "Accept", "AcceptDecision", "ApplyBoundary", "CancelRun", "CompleteRun", "Decision",
-    "DecisionContext", "Destroy", "FailRun", "Recover", "Recycle", "Reset", "Retire",
+    "Create", "DecisionContext", "Destroy", "FailRun", "Recover", "Recycle", "Reset", "Retire",
     "SessionState", "StartRun", "Stop",
     # Results of pure functions, with no wire form in the spec.
     "AdmissionPlan", "PostAdmissionSignal", "Standalone", "Supersedes",

@@ -77,6 +77,8 @@ def run_random_workload(rt: Runtime, seed: int, ops: int, sessions: int) -> dict
     rnd = random.Random(seed)
     ids = [f"{('sess', 'hold', 'sess', 'fail')[i % 4]}-{seed}-{i}" for i in range(sessions)]
     tally: dict[str, int] = {}
+    for sid in ids:  # lifecycle calls on a never-used session raise SessionNotFound
+        rt.create_session(sid)
     for _ in range(ops):
         s = rt.session(rnd.choice(ids))
         if rnd.random() < 0.1 and not s.id.startswith("hold"):  # hold-* sessions stay open

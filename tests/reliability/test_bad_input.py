@@ -81,7 +81,7 @@ def rt(
         stopped = runtime.session("stopped")
         stopped.accept({"input_type": "prompt", "content": "before the stop"})
         stopped.stop()
-        runtime.session("destroyed").destroy()
+        runtime.create_session("destroyed").destroy()
         yield runtime
 
 

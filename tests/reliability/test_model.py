@@ -472,6 +472,9 @@ class RuntimeVsModel(RuleBasedStateMachine):
             close_timeout=0.2,
             idle_timeout=600.0,
         )
+        # The model's session exists from the start: lifecycle calls on a never-used
+        # session raise SessionNotFound (tests/actors/test_not_found.py), not modelled here.
+        self.rt.create_session(SID)
 
     @property
     def session(self) -> Any:
