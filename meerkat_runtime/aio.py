@@ -50,6 +50,7 @@ from typing import Any, ParamSpec, TypeVar
 from meerkat_runtime.actors import AcceptOutcome, CompletionHandle, RunBoundaryReceipt
 from meerkat_runtime.actors import _messages as msg
 from meerkat_runtime.actors._messages import Reply
+from meerkat_runtime.actors._session import OutcomeKind
 from meerkat_runtime.cluster import ClusterView
 from meerkat_runtime.errors import CompletionWaitError, MeerkatRuntimeError
 from meerkat_runtime.events.completion import CompletionOutcome
@@ -241,7 +242,7 @@ class AsyncCompletion:
 
 
 @dataclass(frozen=True, slots=True)
-class AsyncAcceptOutcome:
+class AsyncAcceptOutcome(OutcomeKind):
     """What the asyncio ``accept`` returns: :class:`~meerkat_runtime.AcceptOutcome`'s
     fields, with an awaitable ``completion`` (``await outcome.completion``)."""
 
@@ -265,18 +266,6 @@ class AsyncAcceptOutcome:
             completion=None if handle is None else AsyncCompletion(handle),
             policy=outcome.policy,
         )
-
-    @property
-    def is_accepted(self) -> bool:
-        return self.kind == "accepted"
-
-    @property
-    def is_deduplicated(self) -> bool:
-        return self.kind == "deduplicated"
-
-    @property
-    def is_rejected(self) -> bool:
-        return self.kind == "rejected"
 
 
 def _measure(call: AcceptCall, kind: str, answer: Any) -> None:

@@ -141,17 +141,12 @@ MAX_IN_FLIGHT = 128
 _LATER: Any = object()
 
 
-@dataclass(frozen=True, slots=True)
-class AcceptOutcome:
-    """What ``session.accept`` returns: ``kind`` is accepted, deduplicated or rejected."""
+class OutcomeKind:
+    """``is_accepted`` / ``is_deduplicated`` / ``is_rejected`` of an accept's outcome
+    (shared by the sync and the asyncio outcome)."""
 
+    __slots__ = ()
     kind: str
-    input_id: uuid.UUID
-    existing_id: uuid.UUID | None = None
-    reason: RejectReason | None = None
-    state: InputState | None = None
-    completion: CompletionHandle | None = None
-    policy: AdmissionPlan | None = field(default=None, repr=False)
 
     @property
     def is_accepted(self) -> bool:
@@ -164,6 +159,19 @@ class AcceptOutcome:
     @property
     def is_rejected(self) -> bool:
         return self.kind == "rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptOutcome(OutcomeKind):
+    """What ``session.accept`` returns: ``kind`` is accepted, deduplicated or rejected."""
+
+    kind: str
+    input_id: uuid.UUID
+    existing_id: uuid.UUID | None = None
+    reason: RejectReason | None = None
+    state: InputState | None = None
+    completion: CompletionHandle | None = None
+    policy: AdmissionPlan | None = field(default=None, repr=False)
 
 
 class _InFlight:
