@@ -24,37 +24,9 @@ from meerkat_runtime.aio import AsyncCompletion, AsyncRuntime
 
 from ..faulty_store import faulty_store
 from ..waiting import WAIT
+from ._support import HeldAsync, prompt, until
 
 pytestmark = pytest.mark.anyio
-
-
-def prompt(text: str = "hello", **header: Any) -> dict[str, Any]:
-    return {"input_type": "prompt", "content": text, "header": header}
-
-
-class HeldAsync:
-    """An async executor that holds each run until ``release()``; records where it ran."""
-
-    def __init__(self) -> None:
-        self.loops: list[asyncio.AbstractEventLoop] = []
-        self.threads: list[int] = []
-        self.started = 0
-        self._gate: asyncio.Event | None = None
-
-    def gate(self) -> asyncio.Event:
-        if self._gate is None:
-            self._gate = asyncio.Event()
-        return self._gate
-
-    def release(self) -> None:
-        self.gate().set()
-
-    async def __call__(self, request: RunRequest) -> RunResult:
-        self.loops.append(asyncio.get_running_loop())
-        self.threads.append(threading.get_ident())
-        self.started += 1
-        await self.gate().wait()
-        return RunResult(output={"text": request.primitive.extract_content()})
 
 
 async def test_accept_and_await_the_completion(store_url: str) -> None:
@@ -76,8 +48,7 @@ async def test_async_executor_runs_on_the_hosts_loop(store_url: str) -> None:
     async with AsyncRuntime.open(store_url, executor=held) as rt:
         out = await rt.session("s").accept(prompt("x"))
         assert out.completion is not None
-        while held.started == 0:
-            await asyncio.sleep(0.001)
+        await until(lambda: held.started > 0)
         held.release()
         assert isinstance(await out.completion.wait(WAIT), Completed)
     assert held.loops == [asyncio.get_running_loop()]
@@ -108,8 +79,7 @@ async def test_waiting_costs_no_thread(tmp_path: Any) -> None:
     n = 200
     async with AsyncRuntime.open(f"sqlite:///{tmp_path / 'w.db'}", executor=held) as rt:
         outs = [await rt.session(f"s{i}").accept(prompt(str(i))) for i in range(n)]
-        while held.started < n:
-            await asyncio.sleep(0.005)
+        await until(lambda: held.started == n)
         before = threading.active_count()
         waiters = [asyncio.ensure_future(o.completion.wait(WAIT)) for o in outs if o.completion]
         await asyncio.sleep(0.05)  # every waiter is parked on its loop future now
@@ -132,8 +102,7 @@ async def test_a_cancelled_accept_is_accepted_once_and_a_retry_deduplicates(
             faults.hold_appends.set()
             doc = prompt("once", idempotency_key="k-1")
             task = asyncio.ensure_future(s.accept(doc))
-            while not faults.append_held.is_set():
-                await asyncio.sleep(0.001)
+            await until(faults.append_held.is_set)
             task.cancel()  # the caller goes away while the append is in the store
             with pytest.raises(asyncio.CancelledError):
                 await task
@@ -155,8 +124,7 @@ async def test_every_lifecycle_operation_and_query_is_awaitable(store_url: str) 
     async with AsyncRuntime.open(store_url, executor=held) as rt:
         s = rt.session("ops")
         first = await s.accept(prompt("one"))
-        while held.started == 0:
-            await asyncio.sleep(0.001)
+        await until(lambda: held.started > 0)
         queued = await s.accept(prompt("two"))
         assert await s.state() is RuntimeState.RUNNING
         assert set(await s.active_input_ids()) == {first.input_id, queued.input_id}

@@ -23,37 +23,15 @@ from meerkat_runtime.aio import AsyncRuntime
 
 from ..faulty_store import faulty_store
 from ..waiting import WAIT, wait_until
+from ._support import HeldAsync, prompt, until
 
 pytestmark = pytest.mark.anyio
-
-
-def prompt(text: str = "hello", **header: Any) -> dict[str, Any]:
-    return {"input_type": "prompt", "content": text, "header": header}
-
-
-class Gated:
-    """An async executor whose runs wait until ``gate`` is set."""
-
-    def __init__(self) -> None:
-        self.gate = asyncio.Event()
-        self.started = 0
-
-    async def __call__(self, request: RunRequest) -> RunResult:
-        self.started += 1
-        await self.gate.wait()
-        return RunResult()
-
-
-async def until(predicate: Any) -> None:
-    async with asyncio.timeout(WAIT):
-        while not predicate():
-            await asyncio.sleep(0.002)
 
 
 async def test_a_timed_wait_cut_short_by_close_says_channel_closed(store_url: str) -> None:
     # CompletionWaitError is a TimeoutError too: a wait with a timeout must not report
     # the runtime closing under it as its own timeout.
-    held = Gated()
+    held = HeldAsync()
     rt = await AsyncRuntime.open(store_url, executor=held, close_timeout=0.1)
     out = await rt.session("s").accept(prompt())
     assert out.completion is not None
@@ -141,7 +119,7 @@ async def test_an_accept_cancelled_before_it_ran_sent_nothing(store_url: str) ->
 
 async def test_concurrent_queries_and_commands_start_no_thread(tmp_path: Path) -> None:
     n = 100
-    held = Gated()
+    held = HeldAsync()
     async with AsyncRuntime.open(f"sqlite:///{tmp_path / 'q.db'}", executor=held) as rt:
         for i in range(n):
             await rt.session(f"s{i}").accept(prompt())
@@ -162,7 +140,7 @@ async def test_repeated_timed_out_waits_leave_nothing_on_the_shared_future(
 ) -> None:
     # A host that polls (``wait(15)`` in a loop, a keep-alive between) must not add one
     # callback to the input's shared future per poll for as long as the input runs.
-    held = Gated()
+    held = HeldAsync()
     async with AsyncRuntime.open(f"sqlite:///{tmp_path / 'p.db'}", executor=held) as rt:
         out = await rt.session("s").accept(prompt())
         completion = out.completion
@@ -233,7 +211,7 @@ def test_a_run_on_a_host_loop_that_has_closed_fails_instead_of_hanging(tmp_path:
 
 
 async def test_wait_zero_reads_a_known_outcome_like_the_sync_wait(store_url: str) -> None:
-    held = Gated()
+    held = HeldAsync()
     async with AsyncRuntime.open(store_url, executor=held) as rt:
         out = await rt.session("s").accept(prompt())
         completion = out.completion
