@@ -37,6 +37,13 @@ from meerkat_runtime.errors import (
 from meerkat_runtime.events import *  # noqa: F403  (names: events.__all__)
 from meerkat_runtime.runtime import Runtime, RuntimeActivity, RuntimeOptions, Session
 from meerkat_runtime.store import EventStore, open_store
+from meerkat_runtime.terminal_status import (
+    InteractionTerminalReport,
+    RunResolutionClass,
+    RunTerminalReport,
+    RunTerminalStatus,
+    TerminalWitnessSource,
+)
 
 __version__ = "0.1.0"
 
@@ -51,6 +58,7 @@ __all__ = [
     "EchoExecutor",
     "EventStore",
     "Executor",
+    "InteractionTerminalReport",
     "Interrupt",
     "InterruptQueue",
     "InvalidInput",
@@ -58,8 +66,11 @@ __all__ = [
     "Overloaded",
     "RetryPolicy",
     "RunRequest",
+    "RunResolutionClass",
     "RunResult",
     "RunStatus",
+    "RunTerminalReport",
+    "RunTerminalStatus",
     "Runtime",
     "RuntimeActivity",
     "RuntimeControlPlaneError",
@@ -70,6 +81,7 @@ __all__ = [
     "SessionOwnedElsewhere",
     "StoreError",
     "StoreUnavailable",
+    "TerminalWitnessSource",
     "UndecodableEvent",
     "open_store",
 ]

@@ -52,7 +52,7 @@ from meerkat_runtime.actors import _messages as msg
 from meerkat_runtime.actors._messages import Reply
 from meerkat_runtime.actors._session import OutcomeKind
 from meerkat_runtime.cluster import ClusterView
-from meerkat_runtime.errors import CompletionWaitError, MeerkatRuntimeError
+from meerkat_runtime.errors import CompletionWaitError, MeerkatRuntimeError, SessionOwnedElsewhere
 from meerkat_runtime.events.completion import CompletionOutcome
 from meerkat_runtime.events.ids import parse_uuid, uuid7, validate_session_id
 from meerkat_runtime.events.input_state import InputState
@@ -102,6 +102,17 @@ from meerkat_runtime.runtime import (
 )
 from meerkat_runtime.store import EventStore, SessionJournal
 from meerkat_runtime.telemetry import AcceptCall
+from meerkat_runtime.terminal_status import (
+    MISS,
+    InteractionQuery,
+    InteractionTerminalReport,
+    KeyQuery,
+    Miss,
+    RunQuery,
+    RunTerminalReport,
+    TerminalQuery,
+    read_input_states,
+)
 
 __all__ = [
     "AsyncAcceptOutcome",
@@ -401,6 +412,41 @@ class AsyncSession:
         """Ids of the inputs that are not terminal yet."""
         result: list[uuid.UUID] = await self._ask(msg.Query(lambda st, _: st.non_terminal_ids()))
         return result
+
+    async def stored_input_states_snapshot(self) -> list[InputState]:
+        """The states of the inputs the session holds, in acceptance order."""
+        result: list[InputState] = await self._ask(
+            msg.Query(lambda st, _: list(st.inputs.values()))
+        )
+        return result
+
+    async def interaction_status(
+        self, input_id: uuid.UUID | str | None = None, *, idempotency_key: str | None = None
+    ) -> InteractionTerminalReport | None:
+        """Did the interaction finish, and how (see :meth:`Session.interaction_status`)."""
+        return await self._witness(InteractionQuery(input_id, idempotency_key))
+
+    async def run_status(self, run_id: uuid.UUID | str) -> RunTerminalReport:
+        """Did the run finish, and how (see :meth:`Session.run_status`)."""
+        return await self._witness(RunQuery(run_id))
+
+    async def input_id_for_idempotency_key(self, key: str) -> uuid.UUID | None:
+        """The id of the input accepted under idempotency key ``key``, or None."""
+        return await self._witness(KeyQuery(key))
+
+    async def _witness(self, query: TerminalQuery[T]) -> T:
+        """The live session answers on the loop; the log is read in the default executor."""
+        rt = self._art.sync
+        reply = rt._registry.post_if_live(self.id, msg.Query(query.live))
+        if reply is not None:
+            try:
+                answer: T | Miss = await _answer(reply)
+            except SessionOwnedElsewhere:
+                answer = MISS
+            if answer is not MISS:
+                return answer  # type: ignore[return-value]
+        inputs = await _offload(read_input_states, rt.store, self.id)
+        return query.durable(inputs)
 
     async def completion(self, input_id: uuid.UUID | str) -> AsyncCompletion | None:
         """An awaitable completion of an input accepted earlier (also after a restart)."""

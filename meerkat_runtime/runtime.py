@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import orjson
 
@@ -99,6 +99,17 @@ from meerkat_runtime.telemetry import (
     log_ids,
     telemetry_for,
 )
+from meerkat_runtime.terminal_status import (
+    MISS,
+    InteractionQuery,
+    InteractionTerminalReport,
+    KeyQuery,
+    Miss,
+    RunQuery,
+    RunTerminalReport,
+    TerminalQuery,
+    read_input_states,
+)
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
@@ -115,6 +126,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 DEFAULT_STORE_URL = "sqlite:///meerkat-runtime.db"
 
@@ -430,6 +443,50 @@ class Session:
         """Ids of the inputs that are not terminal yet."""
         result: list[uuid.UUID] = self._query(lambda st, _: st.non_terminal_ids())
         return result
+
+    def stored_input_states_snapshot(self) -> list[InputState]:
+        """The states of the inputs the session holds, in acceptance order (Rust's driver
+        ``stored_input_states_snapshot``: the live witness set of terminal status)."""
+        result: list[InputState] = self._query(lambda st, _: list(st.inputs.values()))
+        return result
+
+    def interaction_status(
+        self, input_id: uuid.UUID | str | None = None, *, idempotency_key: str | None = None
+    ) -> InteractionTerminalReport | None:
+        """Did interaction ``input_id`` (or the one accepted under ``idempotency_key``)
+        finish, and how? Give exactly one; None when the session has no such input.
+
+        The live session answers when its actor is in memory here and holds the input;
+        otherwise the session's log, read from the store, does, without starting the
+        session (``report.source``). The same answer before and after a restart (see
+        :mod:`meerkat_runtime.terminal_status`).
+        """
+        return self._witness(InteractionQuery(input_id, idempotency_key))
+
+    def run_status(self, run_id: uuid.UUID | str) -> RunTerminalReport:
+        """Did run ``run_id`` finish, and how, judged by the inputs whose last run it is.
+
+        ``no_durable_witness`` for a run no input names: unknown, or retried (its inputs
+        were re-staged into a later run), which is not a failure. The live session
+        answers for its run in flight, the log for any other run.
+        """
+        return self._witness(RunQuery(run_id))
+
+    def input_id_for_idempotency_key(self, key: str) -> uuid.UUID | None:
+        """The id of the input accepted under idempotency key ``key`` (exact match), or None."""
+        return self._witness(KeyQuery(key))
+
+    def _witness(self, query: TerminalQuery[T]) -> T:
+        """``query`` answered by the live session if it is in memory here, else by its log."""
+        reply = self._rt._registry.post_if_live(self.id, msg.Query(query.live))
+        if reply is not None:
+            try:
+                answer: T | Miss = reply.result()
+            except SessionOwnedElsewhere:
+                answer = MISS  # another node owns it now: its committed log answers
+            if answer is not MISS:
+                return answer  # type: ignore[return-value]
+        return query.durable(read_input_states(self._rt.store, self.id))
 
     def completion(self, input_id: uuid.UUID | str) -> CompletionHandle | None:
         """A handle for an input accepted earlier (also after a restart); None if unknown."""

@@ -26,6 +26,7 @@ PUBLIC_MODULES = (
     "meerkat_runtime.runtime",
     "meerkat_runtime.store",
     "meerkat_runtime.telemetry",
+    "meerkat_runtime.terminal_status",
 )
 
 

@@ -214,6 +214,22 @@ class SessionRegistry:
         if live:
             self.tell(session_id, message)
 
+    def post_if_live(self, session_id: str, message: Message) -> Reply | None:
+        """Like :meth:`post`, but only to an actor that is in memory now (None otherwise:
+        nothing is started or loaded)."""
+        with self._lock:
+            if self._closed:
+                raise MeerkatRuntimeError("the runtime is closed")
+            entry = self._entries.get(session_id)
+            if entry is None:
+                return None
+            call = Call(message)
+            self._entries.move_to_end(session_id)
+            entry.inflight += 1
+            entry.last_used = time.monotonic()
+            self.hosts.post(entry.actor, call)
+        return call.reply
+
     def message_done(self, session_id: str, busy: bool) -> None:
         """Called by the actor after each message: one fewer in flight."""
         with self._lock:
