@@ -444,7 +444,7 @@ class AsyncSession:
             except SessionOwnedElsewhere:
                 answer = MISS
             if answer is not MISS:
-                return answer  # type: ignore[return-value]
+                return answer
         inputs = await _offload(read_input_states, rt.store, self.id)
         return query.durable(inputs)
 

@@ -3,9 +3,10 @@
 Every command takes ``--store URL`` (default: ``$MEERKAT_STORE``, else the
 embedded SQLite file; the variable keeps a password out of ``ps``) and
 ``--json``. Read commands (``sessions``, ``inspect``, ``events``, ``export``,
-``ledger``, ``views``, ``verify``, ``health``, ``cluster``) open the store
-read-only: they never create or change anything, work on a read-only file or
-a backup copy, and say "not a meerkat-runtime store" where there is none.
+``ledger``, ``interaction-status``, ``views``, ``verify``, ``health``,
+``cluster``) open the store read-only: they never create or change anything,
+work on a read-only file or a backup copy, and say "not a meerkat-runtime
+store" where there is none.
 Those that read the ledger or views bring them up to date in memory (seeded
 from the stored read models) without writing them back. Writing commands
 (``recover``, ``rebuild-projections``) refuse a database that holds no store;
@@ -56,6 +57,7 @@ from meerkat_runtime.errors import (
     InvalidInput,
     LeaseUnavailable,
     MeerkatRuntimeError,
+    SessionNotFound,
     mask_url,
     split_userinfo,
 )
@@ -73,6 +75,12 @@ from meerkat_runtime.events.timefmt import format_timestamp, utc_now
 from meerkat_runtime.health import HealthLimits, check_health
 from meerkat_runtime.runtime import DEFAULT_STORE_URL, Runtime, event_codec
 from meerkat_runtime.store import EventStore, SessionJournal, open_store
+from meerkat_runtime.terminal_status import (
+    InteractionQuery,
+    RunQuery,
+    RunTerminalStatus,
+    read_input_states,
+)
 
 STORE_ENV = "MEERKAT_STORE"
 """Environment variable read for ``--store`` when the option is not given."""
@@ -772,6 +780,90 @@ def ledger(
         _add_row(t, str(r.position), str(r.input_id), r.session_id, r.kind or "-", r.state, _ts(r.state_since),
                     str(r.run_id or "-"), str(len(r.history)))  # fmt: skip
     _print_table(t)
+
+
+@app.command("interaction-status")
+@command
+def interaction_status(
+    session: str = typer.Argument(..., help="Session id."),
+    input_id: str | None = typer.Option(None, "--input", help="The input (interaction) id."),
+    key: str | None = typer.Option(
+        None, "--key", help="The idempotency key the input was accepted with (exact match)."
+    ),
+    run_id: str | None = typer.Option(None, "--run", help="A run id: the run's status instead."),
+    store: str = StoreOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Did an interaction (or a run) finish, and how? Read from the session's log, as
+    ``session.interaction_status`` / ``run_status`` answer when the session is not live.
+
+    Give exactly one of ``--input``, ``--key`` and ``--run``. Exit 1 when the session
+    never accepted such an input (a run nobody names is ``no_durable_witness``).
+    """
+    if sum(x is not None for x in (input_id, key, run_id)) != 1:
+        _fail("give exactly one of --input, --key and --run", "see --help", code=2)
+    validate_session_id(session)
+    with _open_store(store) as es:
+        try:
+            inputs = read_input_states(es, session)
+        except SessionNotFound:
+            _fail(f"unknown session {session!r}", "list sessions with `meerkat-runtime sessions`")
+    if run_id is not None:
+        run = RunQuery(run_id).durable(inputs)
+        if json_out:
+            _print_json({"session_id": session, **_fields(run)})
+            return
+        outcome = "" if run.outcome is None else f"  outcome [bold]{run.outcome}[/bold]"
+        reason = "" if run.abandon_reason is None else f" ({run.abandon_reason})"
+        console.print(f"run {run.run_id}: [bold]{run.status}[/bold]{outcome}{escape(reason)}")
+        t = Table(title=f"{len(run.witnesses)} inputs name it as their last run")
+        for col in ("input", "phase", "terminal", "attempts", "updated"):
+            t.add_column(col)
+        for w in run.witnesses:
+            _add_row(t, str(w.input_id), w.phase.value, _outcome_text(w.terminal),
+                     str(w.attempt_count), _ts(w.updated_at))  # fmt: skip
+        _print_table(t)
+        if run.status is RunTerminalStatus.NO_DURABLE_WITNESS:
+            console.print(
+                "[dim]no input names this run: unknown, or retried (its inputs were "
+                "re-staged into a later run); not a failure[/dim]"
+            )
+        return
+    report = InteractionQuery(input_id, key).durable(inputs)
+    if report is None:
+        what = (
+            f"input {input_id}" if input_id is not None else f"input with idempotency key {key!r}"
+        )
+        _fail(
+            f"session {session!r} has no {what}",
+            "list its inputs with `meerkat-runtime ledger --session`",
+        )
+    if json_out:
+        _print_json({"session_id": session, **_fields(report)})
+        return
+    t = Table(title=escape(f"{session}: input {report.input_id}"), show_header=False)
+    for col in ("field", "value"):
+        t.add_column(col)
+    rows = (
+        ("phase", report.phase.value),
+        ("terminal", _outcome_text(report.terminal)),
+        ("resolving run", str(report.resolving_run_id or "-")),
+        ("attempts", str(report.attempt_count)),
+        ("idempotency key", report.idempotency_key or "-"),
+        ("updated at", _ts(report.updated_at)),
+        ("source", report.source.value),
+    )
+    for name, value in rows:
+        _add_row(t, name, value)
+    _print_table(t)
+
+
+def _outcome_text(outcome: Any) -> str:
+    if outcome is None:
+        return "-"
+    data = wire.to_json_value(outcome)
+    detail = {k: v for k, v in data.items() if k != "outcome_type"}
+    return data["outcome_type"] + (f" {orjson.dumps(detail).decode()}" if detail else "")
 
 
 @app.command()

@@ -485,7 +485,7 @@ class Session:
             except SessionOwnedElsewhere:
                 answer = MISS  # another node owns it now: its committed log answers
             if answer is not MISS:
-                return answer  # type: ignore[return-value]
+                return answer
         return query.durable(read_input_states(self._rt.store, self.id))
 
     def completion(self, input_id: uuid.UUID | str) -> CompletionHandle | None:

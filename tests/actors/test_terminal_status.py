@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -326,7 +327,7 @@ def test_a_selector_names_exactly_one_thing(open_runtime: OpenRuntime) -> None:
 def test_a_never_used_session_is_not_found_on_both_witnesses(open_runtime: OpenRuntime) -> None:
     rt = open_runtime()
     s = rt.session("ghost")
-    calls = (
+    calls: tuple[Callable[[], object], ...] = (
         lambda: s.interaction_status(uuid.uuid4()),
         lambda: s.interaction_status(idempotency_key="k"),
         lambda: s.run_status(uuid.uuid4()),

@@ -39,6 +39,7 @@ READ_COMMANDS: dict[str, list[str]] = {
     "inspect": ["inspect", "alpha"],
     "events": ["events", "alpha"],
     "ledger": ["ledger"],
+    "interaction-status": ["interaction-status", "alpha", "--key", "k-hello"],
     "views": ["views"],
     "verify": ["verify"],
     "export": ["export", "alpha"],
