@@ -861,9 +861,9 @@ def interaction_status(
 def _outcome_text(outcome: Any) -> str:
     if outcome is None:
         return "-"
-    data = wire.to_json_value(outcome)
-    detail = {k: v for k, v in data.items() if k != "outcome_type"}
-    return data["outcome_type"] + (f" {orjson.dumps(detail).decode()}" if detail else "")
+    data: dict[str, Any] = wire.to_json_value(outcome)
+    tag = str(data.pop("outcome_type"))
+    return tag + (f" {orjson.dumps(data).decode()}" if data else "")
 
 
 @app.command()
