@@ -35,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -58,6 +59,7 @@ from meerkat_runtime.errors import (
     LeaseUnavailable,
     MeerkatRuntimeError,
     SessionNotFound,
+    SessionOwnedElsewhere,
     mask_url,
     split_userinfo,
 )
@@ -73,7 +75,7 @@ from meerkat_runtime.events.runtime_state import RuntimeState
 from meerkat_runtime.events.session import SessionState, evolve
 from meerkat_runtime.events.timefmt import format_timestamp, utc_now
 from meerkat_runtime.health import HealthLimits, check_health
-from meerkat_runtime.runtime import DEFAULT_STORE_URL, Runtime, event_codec
+from meerkat_runtime.runtime import DEFAULT_STORE_URL, Runtime, Session, event_codec
 from meerkat_runtime.store import EventStore, SessionJournal, open_store
 from meerkat_runtime.terminal_status import (
     InteractionQuery,
@@ -373,8 +375,17 @@ def _open_for_writing(url: str, command: str, force: bool = False) -> Runtime:
     )
 
 
-def _fold(store: EventStore, session_id: str) -> tuple[SessionState, list[RuntimeEventEnvelope]]:
-    state, envelopes = SessionJournal(store).replay(session_id)
+def _fold(
+    store: EventStore, session_id: str, upto: int | None = None
+) -> tuple[SessionState, list[RuntimeEventEnvelope]]:
+    if upto is not None:
+        version = store.session_version(session_id)
+        if 0 < version < upto:
+            _fail(
+                f"session {session_id!r} has {version} events; there is no sequence {upto}",
+                f"pass --at between 1 and {version}",
+            )
+    state, envelopes = SessionJournal(store).replay(session_id, upto=upto)
     if not envelopes:
         _fail(f"unknown session {session_id!r}", "list sessions with `meerkat-runtime sessions`")
     return state, envelopes
@@ -631,6 +642,12 @@ def _all(lister: Callable[..., list[Any]], **filters: Any) -> Iterator[Any]:
 def inspect(
     session: str = typer.Argument(..., help="Session id."),
     recent: int = typer.Option(10, min=0, help="How many recent events to show."),
+    at: int | None = typer.Option(
+        None,
+        "--at",
+        min=1,
+        help="Fold the log only up to this sequence (the session as it was then).",
+    ),
     store: str = StoreOpt,
     json_out: bool = JsonOpt,
 ) -> None:
@@ -638,12 +655,14 @@ def inspect(
 
     ``state`` is the session's phase, as ``sessions`` shows it; ``attached`` says whether
     its last recorded state change bound an executor (observed as ``attached``).
+    ``--at SEQ`` shows the session as it was after its event ``SEQ`` (no snapshot used).
     """
     with _open_store(store) as es:
-        state, envelopes = _fold(es, session)
+        state, envelopes = _fold(es, session, upto=at)
     run = state.run
     info = {
         "session_id": session,
+        "at": envelopes[-1].sequence,
         "state": state.phase.value,
         "attached": _last_recorded_attached(envelopes),
         "version": state.version,
@@ -967,6 +986,177 @@ def recover(store: str = StoreOpt, force: bool = ForceOpt, json_out: bool = Json
                 console.print(f"  {escape(line)}", highlight=False)
     if owned:
         _owned_error("session(s)", {e.session_id: e.owner for e in owned})
+
+
+# ---------------------------------------------------------------- lifecycle operations
+
+YesOpt = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")
+
+
+def _session_operation(
+    store: str, session: str, command: str, force: bool, op: Callable[[Session], Any]
+) -> tuple[Any, str]:
+    """Run ``op`` on one session as a node of its own; returns its result and the new state.
+
+    A session another live process owns is left alone (exit 1) unless ``force``; an
+    unknown session id is an error and writes nothing.
+    """
+    validate_session_id(session)
+    with _open_for_writing(store, command, force) as rt:
+        handle = rt.session(session)
+        try:
+            result = op(handle)
+        except SessionOwnedElsewhere as exc:
+            _owned_error("session(s)", {exc.session_id: exc.owner})
+        return result, handle.state().value
+
+
+def _print_report(session: str, verb: str, report: Any, state: str, json_out: bool) -> None:
+    if json_out:
+        _print_json({"session_id": session, "operation": verb, **_fields(report), "state": state})
+        return
+    counts = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in _fields(report).items())
+    console.print(f"{verb} {escape(session)} (now {state}); {counts}", highlight=False)
+
+
+@app.command()
+@command
+def retire(
+    session: str = typer.Argument(..., help="Session id."),
+    store: str = StoreOpt,
+    force: bool = ForceOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Retire a session: it takes no new input.
+
+    Queued work drains when a process with an executor serves the session; this
+    command binds none, so it abandons what it cannot drain.
+
+    A session owned by a live runtime process is that process's (exit 1) unless --force.
+    """
+    report, state = _session_operation(store, session, "retire", force, lambda s: s.retire())
+    _print_report(session, "retired", report, state, json_out)
+
+
+@app.command()
+@command
+def reset(
+    session: str = typer.Argument(..., help="Session id."),
+    store: str = StoreOpt,
+    force: bool = ForceOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Reset a session to idle, abandoning every input not yet terminal.
+
+    A session owned by a live runtime process is that process's (exit 1) unless --force.
+    """
+    report, state = _session_operation(store, session, "reset", force, lambda s: s.reset())
+    _print_report(session, "reset", report, state, json_out)
+
+
+@app.command()
+@command
+def stop(
+    session: str = typer.Argument(..., help="Session id."),
+    store: str = StoreOpt,
+    force: bool = ForceOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Stop a session, abandoning every input not yet terminal.
+
+    It accepts nothing until a host recovers it (``Session.recover()``).
+
+    A session owned by a live runtime process is that process's (exit 1) unless --force.
+    """
+    report, state = _session_operation(store, session, "stop", force, lambda s: s.stop())
+    _print_report(session, "stopped", report, state, json_out)
+
+
+@app.command()
+@command
+def destroy(
+    session: str = typer.Argument(..., help="Session id."),
+    yes: bool = YesOpt,
+    store: str = StoreOpt,
+    force: bool = ForceOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Destroy a session for good (asks first unless --yes).
+
+    Every input not yet terminal is abandoned and the id accepts nothing ever again.
+
+    A session owned by a live runtime process is that process's (exit 1) unless --force.
+    """
+    if not yes:
+        if not sys.stdin.isatty():
+            _fail(
+                f"destroying session {session!r} cannot be undone; refusing without --yes",
+                "pass --yes to confirm (no terminal to ask on)",
+            )
+        typer.confirm(f"Destroy session {session!r} for good?", abort=True, err=True)
+    report, state = _session_operation(store, session, "destroy", force, lambda s: s.destroy())
+    _print_report(session, "destroyed", report, state, json_out)
+
+
+@app.command("cancel-run")
+@command
+def cancel_run(
+    session: str = typer.Argument(..., help="Session id."),
+    run: str | None = typer.Option(
+        None, "--run", help="Only this run id (default: the run in flight)."
+    ),
+    reason: str = typer.Option("cancelled", help="The reason given to the run's cancel token."),
+    store: str = StoreOpt,
+    force: bool = ForceOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Cancel a session's run in flight, abandoning its staged inputs.
+
+    Exit 1 when the log holds no such run. A run left in flight by a process that died
+    is cancelled instead of recovered, so its inputs are not run again. A run in a live
+    runtime process is that process's (exit 1) unless --force, which fences the process
+    off and cancels the run (what its executor still does is discarded).
+    """
+    if run is not None:
+        try:
+            run = str(uuid.UUID(run))
+        except ValueError:
+            _fail(
+                f"--run {run!r} is not a run id (a UUID)",
+                "see the run ids with `meerkat-runtime inspect SESSION`",
+            )
+    validate_session_id(session)
+    with _open_store(store) as es:  # first look: loading a session may recover it
+        logged, _ = _fold(es, session)
+    in_flight = None if logged.run is None else str(logged.run.run_id)
+    if in_flight is None or run not in (None, in_flight):
+        what = f"run {run}" if run is not None else "run"
+        _fail(
+            f"session {session!r} has no {what} in flight (now {logged.phase.value})",
+            "see its current run with `meerkat-runtime inspect SESSION`",
+        )
+    done, state = _session_operation(
+        store, session, "cancel-run", force, lambda s: s.cancel_run(reason, in_flight)
+    )
+    if json_out:
+        _print_json(
+            {
+                "session_id": session,
+                "operation": "cancel-run",
+                "cancelled": done,
+                "run_id": in_flight,
+                "state": state,
+            }
+        )
+    elif done:
+        console.print(
+            f"cancelled run {in_flight} of {escape(session)} (now {state})", highlight=False
+        )
+    if not done:
+        _fail(
+            f"session {session!r} has no run {in_flight} in flight any more (now {state})",
+            "it ended before the cancel reached it; see `meerkat-runtime inspect SESSION`",
+        )
 
 
 @app.command("rebuild-projections")

@@ -524,7 +524,10 @@ class Session:
         """Cancel the run in flight (only run ``run_id`` when given): its staged inputs are
         abandoned (``cancelled``; waiters get ``cancelled``), inputs it applied at a
         checkpoint are consumed, and the executor's cancel token is signalled with
-        ``reason``. False when there is no such run."""
+        ``reason``. False when there is no such run. A run that a process which died
+        left in flight is cancelled the same way, instead of being closed as
+        interrupted and its inputs run again, when this is the first call on the
+        session after the restart."""
         done: bool = self._call(msg.CancelRun(*_cancel_run_args(reason, run_id)))
         return done
 

@@ -215,6 +215,8 @@ class SessionActor:
         "__weakref__",
         "_broken",
         "_call",
+        "_cancel_at_load",
+        "_cancelled_at_load",
         "_draining",
         "_inflight",
         "_pipelining",
@@ -243,6 +245,10 @@ class SessionActor:
         self.last_writer: str | None = None
         self.snapshot_version = 0
         self.cold_report: RecoveryReport | None = None
+        # A cancel-run that arrives when the log holds a run a gone process left in
+        # flight: that run is cancelled by the load (see _startup_recovery).
+        self._cancel_at_load: msg.CancelRun | None = None
+        self._cancelled_at_load: uuid.UUID | None = None
         self.retry_scheduled = False
         # Another live node holds the session's lease: its work is that node's to do,
         # so no retry is scheduled here (only a host call tries to load it again).
@@ -312,6 +318,8 @@ class SessionActor:
         self._call = call
         if isinstance(m, msg.Retry):
             self.retry_scheduled = False  # before loading: a failed reload schedules another
+        self._cancel_at_load = m if isinstance(m, msg.CancelRun) and self.state is None else None
+        self._cancelled_at_load = None
         try:
             self._ensure_loaded()
         except SessionOwnedElsewhere:
@@ -321,6 +329,8 @@ class SessionActor:
                 self.svc.active_runs.discard(m.run_id)
                 self.svc.calls.finish(self.session_id, m.run_id)
             raise
+        finally:
+            self._cancel_at_load = None
         if _needs_session(m):
             st = self.state
             assert st is not None
@@ -438,7 +448,23 @@ class SessionActor:
         if self.svc.journal.is_foreign(self.last_writer) and (
             st.run is not None or st.non_terminal_ids()
         ):
-            decision = self._commit(Recover(cold=True))
+            cancel, self._cancel_at_load = self._cancel_at_load, None
+            if st.run is not None and cancel is not None and cancel.run_id in (None, st.run.run_id):
+                # An operator cancels the run a gone process left in flight: its staged
+                # inputs are abandoned (cancelled) instead of re-queued by the recovery,
+                # in the same append; the cancel-run call then reports it cancelled.
+                run_id = st.run.run_id
+                _, decision = self._commit_all((CancelRun(run_id=run_id), Recover(cold=True)))
+                self._cancelled_at_load = run_id
+                log.info(
+                    "session %s: run %s (left in flight by a gone process) cancelled: %s",
+                    self.session_id,
+                    run_id,
+                    cancel.reason,
+                    extra=log_ids(self.session_id, run_id=run_id),
+                )
+            else:
+                decision = self._commit(Recover(cold=True))
             self.cold_report = decision.reply
             return
         if st.run is not None and st.run.run_id not in self.svc.active_runs:
@@ -992,6 +1018,9 @@ class SessionActor:
         """``session.cancel_run``: end the current run (only ``run_id`` when given)."""
         st = self.state
         assert st is not None
+        cancelled, self._cancelled_at_load = self._cancelled_at_load, None
+        if cancelled is not None:
+            return True  # the load cancelled the run this call named (_startup_recovery)
         run = st.run
         if run is None or (run_id is not None and run.run_id != run_id):
             return False
