@@ -48,6 +48,7 @@ from meerkat_runtime.events.ids import (
     parse_uuid,
     uuid7,
 )
+from meerkat_runtime.events.ingress import ContentShape, RequestId, ReservationKey
 from meerkat_runtime.events.input_state import (
     INPUT_TRANSITIONS,
     MAX_STAGE_ATTEMPTS,
@@ -252,6 +253,7 @@ __all__ = [
     "ConsumePoint",
     "ConsumedOutcome",
     "ContentInput",
+    "ContentShape",
     "ContinuationInput",
     "ContinuationKind",
     "ConversationAppend",
@@ -344,6 +346,8 @@ __all__ = [
     "RecycleReport",
     "ReferenceRenderable",
     "RejectReason",
+    "RequestId",
+    "ReservationKey",
     "Reset",
     "ResetReport",
     "ResponseProgressPhase",

@@ -18,6 +18,7 @@ from typing import Annotated, Any, ClassVar
 from meerkat_runtime.errors import InvalidInput, MeerkatRuntimeError
 from meerkat_runtime.events._codec import Custom, JsonValue, join_path, tagged, wfield
 from meerkat_runtime.events.completion import CompletionOutcome
+from meerkat_runtime.events.ingress import ContentShape
 from meerkat_runtime.events.inputs import Input, InputDurability
 from meerkat_runtime.events.policy import PolicySnapshot, RuntimeSemantics
 from meerkat_runtime.events.run_primitive import HandlingMode
@@ -328,6 +329,12 @@ class InputState:
     def kind(self) -> str | None:
         """The input kind of the persisted input, when it is retained."""
         return self.persisted_input.kind.value if self.persisted_input is not None else None
+
+    @property
+    def content_shape(self) -> ContentShape | None:
+        """The content shape of the persisted input, when it is retained."""
+        inp = self.persisted_input
+        return ContentShape(inp.kind) if inp is not None else None
 
     def transition(
         self,

@@ -302,6 +302,8 @@ CASES: dict[str, Cases] = {
     "LogicalRuntimeId": _string_cases("rt:session:" + U1, "agent-1", ""),
     "IdempotencyKey": _string_cases("req-42", ""),
     "SupersessionKey": _string_cases("ci-status"),
+    "RequestId": _string_cases("r-7", ""),
+    "ReservationKey": _string_cases("reservation-1"),
     "SchemaId": _string_cases("meerkat.input.v5"),
     "ProjectionRuleId": _string_cases("rule-1"),
     "EventCodeId": _string_cases("input.accepted", "topology.runtime_created"),
@@ -1324,6 +1326,8 @@ NOT_WIRE = {
     "SessionState", "StartRun", "Stop",
     # Results of pure functions, with no wire form in the spec.
     "AdmissionPlan", "PostAdmissionSignal", "Standalone", "Supersedes",
+    # Ingress metadata kept in memory: no serde in Rust, no form in the spec.
+    "ContentShape",
 }  # fmt: skip
 #: Public names that are other names of a type with cases.
 ALIASES = {"RunError": "TurnErrorMetadata"}
@@ -1453,6 +1457,8 @@ STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
             "SchemaId",
             "ProjectionRuleId",
             "EventCodeId",
+            "RequestId",
+            "ReservationKey",
         ),
         s.text,
     ),
