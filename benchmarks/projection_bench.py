@@ -21,6 +21,17 @@ For each backend, in the same run:
   whole log written so far: the rate at which a projection processes a
   backlog (its capacity, not limited by the write rate).
 
+The projections' cost, as ratios of the accept rate measured in the same run
+(issue 17's target: the ledger and views together cost at most 20% of it):
+
+* **rate cost**: ``1 - live write rate / baseline write rate``, the share of the
+  accept rate lost by running the read models in the accepting process;
+* **CPU cost**: the CPU time of the projection runner threads per event written
+  in the live phase (until they caught up), over the whole process's CPU time per event in the
+  baseline (what an accepted event costs without read models). It does not
+  count the contention the runners cause (GIL, the database's write lock),
+  which the rate cost does.
+
 ``sqlite`` is ``synchronous=FULL`` (the default), ``sqlite-normal`` is
 ``synchronous=NORMAL``. PostgreSQL comes from MEERKAT_BENCH_POSTGRES_URL or
 MEERKAT_TEST_POSTGRES_URL (``eval "$(bash scripts/test-postgres.sh)"``);
@@ -74,6 +85,14 @@ class ProjectionResult:
 @dataclass
 class BackendResult:
     backend: str
+    rate_ratio: float
+    """Live write rate over the baseline's (projections on / off)."""
+    rate_cost: float
+    """``1 - rate_ratio``: the share of the accept rate the read models take."""
+    cpu_cost: float
+    """Projection runner threads' CPU per live event / process CPU per baseline event."""
+    baseline_cpu_us_per_event: float
+    projection_cpu_us_per_event: float
     threads: int
     sessions: int
     seconds: float
@@ -86,6 +105,28 @@ class BackendResult:
     accept_p50_ms: float
     accept_p99_ms: float
     projections: list[ProjectionResult] = field(default_factory=list)
+
+
+def process_cpu() -> float:
+    """CPU seconds (user + system) of this process so far."""
+    t = os.times()
+    return t.user + t.system
+
+
+def runner_threads_cpu() -> float:
+    """CPU seconds (user + system) of the live projection runner threads (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for thread in threading.enumerate():
+        if not thread.name.startswith("ProjectionRunner") or thread.native_id is None:
+            continue
+        try:
+            stat = Path(f"/proc/self/task/{thread.native_id}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -182,7 +223,9 @@ def bench_backend(
 
     # Baseline: no read models.
     with database(backend, pg_url) as url, Runtime.open(url, projections=False, **options) as rt:
+        cpu0 = process_cpu()
         base_accepts, base_elapsed, _ = accept_load(rt, threads, sessions, seconds, "base")
+        base_cpu = process_cpu() - cpu0
         base_events = count_events(rt)
 
     with database(backend, pg_url) as url, Runtime.open(url, **options) as rt:
@@ -219,6 +262,7 @@ def bench_backend(
         poller = threading.Thread(target=poll_status, daemon=True)
         load_started = time.perf_counter()
         poller.start()
+        runners_cpu0 = runner_threads_cpu()
         live_accepts, live_elapsed, accept_latencies = accept_load(
             rt, threads, sessions, seconds, "live"
         )
@@ -226,13 +270,24 @@ def bench_backend(
         end_position = rt.store.max_position()  # every accept of the load is durable now
         pset.wait_caught_up(120)
         caught_up = time.perf_counter()
+        # Until caught up: the runners' whole cost of the live events, tail included.
+        runners_cpu = runner_threads_cpu() - runners_cpu0
         polling.set()
         poller.join()
         recording.clear()
         live_events = count_events(rt, start_position)
+        base_rate = base_events / base_elapsed
+        live_rate = live_events / live_elapsed
+        base_us = base_cpu / max(1, base_events) * 1e6
+        proj_us = runners_cpu / max(1, live_events) * 1e6
 
         result = BackendResult(
             backend=backend,
+            rate_ratio=round(live_rate / base_rate, 3),
+            rate_cost=round(1 - live_rate / base_rate, 3),
+            cpu_cost=round(proj_us / base_us, 3),
+            baseline_cpu_us_per_event=round(base_us, 1),
+            projection_cpu_us_per_event=round(proj_us, 1),
             threads=threads,
             sessions=sessions,
             seconds=round(seconds, 2),
@@ -313,6 +368,23 @@ def table(results: list[BackendResult]) -> str:
     return "\n".join(lines)
 
 
+def cost_table(results: list[BackendResult]) -> str:
+    """The projections' cost as ratios of the accept rate (target: <= 0.20)."""
+    header = (
+        f"{'backend':<14} {'on/off rate':>11} {'rate cost':>9} {'CPU us/ev off':>13} "
+        f"{'proj CPU us/ev':>14} {'CPU cost':>8} {'lag p99 ms (ledger/views)':>25}"
+    )
+    lines = [header, "-" * len(header)]
+    for r in results:
+        lag = "/".join(f"{p.lag_p99_ms:.1f}" for p in r.projections)
+        lines.append(
+            f"{r.backend:<14} {r.rate_ratio:>10.2f}x {r.rate_cost:>9.2f} "
+            f"{r.baseline_cpu_us_per_event:>13.1f} {r.projection_cpu_us_per_event:>14.1f} "
+            f"{r.cpu_cost:>8.2f} {lag:>25}"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backends", default="sqlite,sqlite-normal,postgres")
@@ -349,6 +421,9 @@ def main(argv: list[str] | None = None) -> int:
         results.append(bench_backend(backend, args.threads, args.sessions, args.seconds, pg_url))
     print()
     print(table(results))
+    print()
+    print("projection cost (target: rate cost and CPU cost <= 0.20, lag p99 <= 100 ms)")
+    print(cost_table(results))
     for note in notes:
         print(f"note: {note}")
     print(

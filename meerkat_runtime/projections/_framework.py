@@ -15,7 +15,12 @@ event that commits later.
 
 Following: catch-up from the offset on start, then live: woken in-process by
 the store's commit listener, and polling every ``poll_interval`` seconds for
-writes by other processes.
+writes by other processes. A live runner (caught up at its last poll) starts
+at most one read-model transaction per ``batch_interval`` seconds: the commits
+that land meanwhile go into the next one. A transaction costs far more than an
+event in it (a commit, an fsync on SQLite ``FULL``, the offset update, the
+lookups), so a busy log then costs one transaction per interval instead of one
+per store commit, for at most that much more lag.
 
 Read-model layouts: a projection declares ``schema_version``; the version each
 store holds is recorded beside the offsets. When a runtime opens a store whose
@@ -262,6 +267,7 @@ class RunnerHost(Protocol):
     membership: Membership | None
     page_size: int
     pages_per_message: int
+    batch_interval: float
     telemetry: Telemetry | None
 
     @property
@@ -270,6 +276,8 @@ class RunnerHost(Protocol):
     def report_progress(self, name: str, position: int, status: str, error: str | None) -> None: ...
 
     def poll_taken(self, name: str) -> None: ...
+
+    def linger(self, seconds: float) -> None: ...
 
 
 class ProjectionRunner(pykka.ThreadingActor):
@@ -289,6 +297,10 @@ class ProjectionRunner(pykka.ThreadingActor):
         self.started = False
         # Sessions whose events this projection holds back after an unreadable one.
         self.held: dict[str, str] = {}
+        # Live (the last poll read the log to its end) and when it last applied a page: a
+        # poll within batch_interval of that waits, so the commits meanwhile share a page.
+        self.live = False
+        self.last_batch = 0.0
 
     def _start(self) -> bool:
         """Create the schema and read the offset; on failure report ``retrying`` and try at next poll."""
@@ -379,6 +391,7 @@ class ProjectionRunner(pykka.ThreadingActor):
         if message == "poll":
             self.owner.poll_taken(self.projection.name)
             if not self.paused and self.status != "failed" and self._leader() and self._start():
+                self._batch_wait()
                 self._follow()
         elif message == "pause":
             self.paused = True
@@ -412,7 +425,16 @@ class ProjectionRunner(pykka.ThreadingActor):
             self.status, self.error = "running", None
             self.owner.report_progress(self.projection.name, self.position, self.status, self.error)
 
+    def _batch_wait(self) -> None:
+        """Live, and the last page was applied less than ``batch_interval`` ago: wait out
+        the rest (after a quiet spell, the next commit is applied at once)."""
+        if self.live:
+            wait = self.last_batch + self.owner.batch_interval - time.monotonic()
+            if wait > 0:
+                self.owner.linger(wait)
+
     def _catch_up(self) -> None:
+        self.live = False
         pages = 0
         while pages < self.owner.pages_per_message:
             try:
@@ -432,10 +454,15 @@ class ProjectionRunner(pykka.ThreadingActor):
                 pages += 1
                 continue
             if not events:
+                self.live = True
                 return
             self._process(events)
+            self.last_batch = time.monotonic()
             pages += 1
             if self.status == "failed" or self.owner.closed:
+                return
+            if len(events) < self.owner.page_size:
+                self.live = True
                 return
         self.actor_ref.tell("poll")  # more to do: yield so pause/stop messages get a turn
 
@@ -661,6 +688,7 @@ class ProjectionSet:
         poll_interval: float = 0.2,
         page_size: int = 500,
         pages_per_message: int = 20,
+        batch_interval: float = 0.025,
         schedule_every: Callable[[float, Callable[[], None]], None] | None = None,
         membership: Membership | None = None,
         sql: Sql | None = None,
@@ -673,12 +701,14 @@ class ProjectionSet:
         self.projections = {p.name: p for p in projections}
         self.page_size = page_size
         self.pages_per_message = pages_per_message
+        self.batch_interval = batch_interval
         self.poll_interval = poll_interval
         self._cond = threading.Condition()
         self._state: dict[str, tuple[int, str, str | None]] = {}
         self._poll_pending: set[str] = set()
         self._runners: dict[str, pykka.ActorRef[ProjectionRunner]] = {}
         self._closed = False
+        self._closing = threading.Event()  # cuts a runner's batch wait short
         ensure_framework_schema(self.sql)
         for p in projections:
             # The read-model tables exist (in the projection's layout) before open returns,
@@ -765,6 +795,10 @@ class ProjectionSet:
         """The runner ``name`` took its queued poll: the next poke queues another."""
         with self._cond:
             self._poll_pending.discard(name)
+
+    def linger(self, seconds: float) -> None:
+        """A runner's wait for its next batch: ``seconds``, or until :meth:`close`."""
+        self._closing.wait(seconds)
 
     # ------------------------------------------------------------ control
 
@@ -866,6 +900,7 @@ class ProjectionSet:
             if self._closed:
                 return
             self._closed = True
+        self._closing.set()
         self._stop_watch()
         for ref in self._runners.values():
             try:
