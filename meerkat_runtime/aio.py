@@ -41,7 +41,7 @@ import functools
 import itertools
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Generator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -76,6 +76,7 @@ from meerkat_runtime.events.session import (
     Recycle,
     Reset,
     Retire,
+    SetSilentIntents,
     Stop,
 )
 from meerkat_runtime.projections import (
@@ -98,6 +99,7 @@ from meerkat_runtime.runtime import (
     _collect_many,
     _observed_state,
     _receipt_args,
+    _silent_intents_arg,
     coerce_input,
 )
 from meerkat_runtime.store import EventStore, SessionJournal
@@ -372,8 +374,11 @@ class AsyncSession:
         _measure(call, kind, answer)
         return answer
 
-    async def accept(self, input: Input | dict[str, Any] | bytes | str) -> AsyncAcceptOutcome:
-        """Accept an input; returns once its events are durable (see :meth:`Session.accept`).
+    async def accept(
+        self, input: Input | dict[str, Any] | bytes | str, *, wake: bool = True
+    ) -> AsyncAcceptOutcome:
+        """Accept an input; returns once its events are durable (see :meth:`Session.accept`,
+        also for ``wake=False``).
 
         Cancelled after the input was handed to the actor, the input is still accepted,
         once; sending it again (same id or idempotency key) is deduplicated."""
@@ -381,7 +386,7 @@ class AsyncSession:
         inp = coerce_input(input, rt.options.max_input_bytes)
         tel = rt._telemetry
         call = tel.accept_started(self.id, inp) if tel is not None else None
-        outcome: AcceptOutcome = await self._measured(call, msg.Accept(inp))
+        outcome: AcceptOutcome = await self._measured(call, msg.Accept(inp, wake=wake))
         return AsyncAcceptOutcome.of(outcome)
 
     async def accept_many(
@@ -481,6 +486,16 @@ class AsyncSession:
         """Cancel any run, abandon every pending input, go to ``stopped``."""
         report: StopReport = await self._ask(msg.Execute(Stop()))
         return report
+
+    async def set_silent_intents(self, intents: Iterable[str]) -> None:
+        """Make peer requests with one of ``intents`` silent (see
+        :meth:`Session.set_silent_intents`)."""
+        await self._ask(msg.Execute(SetSilentIntents(_silent_intents_arg(intents))))
+
+    async def silent_intents(self) -> frozenset[str]:
+        """The session's silent intents (empty when none are set)."""
+        result: frozenset[str] = await self._ask(msg.Query(lambda st, _: st.silent_intents))
+        return result
 
     async def recover(self) -> RecoveryReport:
         """Re-apply the recovery rules; a stopped session is re-registered."""

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from types import TracebackType
@@ -57,6 +57,7 @@ from meerkat_runtime.events.catalogue import (
 from meerkat_runtime.events.ids import parse_uuid, uuid7, validate_session_id
 from meerkat_runtime.events.input_state import InputState
 from meerkat_runtime.events.inputs import Input
+from meerkat_runtime.events.policy import DEFAULT_POLICY, Policy
 from meerkat_runtime.events.reports import (
     DestroyReport,
     RecoveryReport,
@@ -76,6 +77,7 @@ from meerkat_runtime.events.session import (
     Reset,
     Retire,
     SessionState,
+    SetSilentIntents,
     Stop,
 )
 from meerkat_runtime.events.timefmt import format_timestamp, utc_now
@@ -192,6 +194,9 @@ class RuntimeOptions:
     * ``executor_loop`` (None): the running asyncio event loop async executors run on;
       None gives the runtime a loop thread of its own. :class:`~meerkat_runtime.aio.AsyncRuntime`
       passes the loop it was opened on.
+    * ``policy`` (None = :class:`DefaultPolicyTable`): the admission
+      :class:`~meerkat_runtime.Policy` every accept of this runtime asks; its ``version``
+      is recorded with each decision. Decisions already in the log stay as recorded.
     """
 
     executor_threads: int = 8
@@ -207,6 +212,7 @@ class RuntimeOptions:
     close_timeout: float = 10.0
     max_input_bytes: int = 1024 * 1024
     executor_loop: asyncio.AbstractEventLoop | None = None
+    policy: Policy | None = None
 
     @classmethod
     def split(cls, options: dict[str, Any]) -> tuple[RuntimeOptions, dict[str, Any]]:
@@ -224,6 +230,9 @@ class RuntimeOptions:
                         f"got {type(value).__name__}"
                     )
                 continue
+            if key == "policy":
+                _check_policy(value)
+                continue
             if key == "retry":
                 if value is not None and not isinstance(value, RetryPolicy):
                     raise ValueError(
@@ -238,6 +247,19 @@ class RuntimeOptions:
 
     def retry_policy(self) -> RetryPolicy:
         return self.retry or RetryPolicy(initial_backoff=self.retry_backoff)
+
+
+def _check_policy(policy: object) -> None:
+    if policy is None:
+        return
+    version = getattr(policy, "version", None)
+    if not callable(getattr(policy, "resolve", None)):
+        raise ValueError(
+            "runtime option 'policy' must have a resolve(input, runtime_idle, ...) method, "
+            f"got {type(policy).__name__}"
+        )
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise ValueError(f"runtime option 'policy' must have an int version >= 0, got {version!r}")
 
 
 def coerce_input(data: Any, max_bytes: int = 1024 * 1024) -> Input:
@@ -358,6 +380,16 @@ def _receipt_args(run_id: uuid.UUID | str, sequence: int) -> tuple[uuid.UUID, in
     return rid, sequence
 
 
+def _silent_intents_arg(intents: Iterable[str]) -> frozenset[str]:
+    if isinstance(intents, (str, bytes)):
+        raise InvalidInput("expected a collection of intent strings, not one string", "intents")
+    result = frozenset(intents)
+    for n, intent in enumerate(result):
+        if not isinstance(intent, str):
+            raise InvalidInput(f"expected a string, got {type(intent).__name__}", f"intents[{n}]")
+    return result
+
+
 def _check_after(after: int) -> int:
     if isinstance(after, bool) or not isinstance(after, int) or after < 0:
         raise InvalidInput(f"must be an int >= 0, got {after!r:.40}", "after")
@@ -390,16 +422,27 @@ class Session:
     def _query(self, fn: Callable[[SessionState, bool], Any]) -> Any:
         return self._call(msg.Query(fn))
 
-    def accept(self, input: Input | dict[str, Any] | bytes | str) -> AcceptOutcome:
-        """Accept an input; returns once its events are durable. ``InvalidInput`` when malformed."""
+    def accept(
+        self, input: Input | dict[str, Any] | bytes | str, *, wake: bool = True
+    ) -> AcceptOutcome:
+        """Accept an input; returns once its events are durable. ``InvalidInput`` when malformed.
+
+        ``wake=False`` admits it without waking the session (spec 6.2 "without wake"):
+        its wake mode is ``none``, so it waits for the next run something else starts.
+        """
         inp = coerce_input(input, self._rt.options.max_input_bytes)
+        send = self._send_accept if wake else self._send_accept_quietly
         telemetry = self._rt._telemetry
         if telemetry is not None:
-            return telemetry.accept(self.id, inp, self._send_accept)
-        return self._send_accept(inp)
+            return telemetry.accept(self.id, inp, send)
+        return send(inp)
 
     def _send_accept(self, inp: Input) -> AcceptOutcome:
         outcome: AcceptOutcome = self._call(msg.Accept(inp), admission=True)
+        return outcome
+
+    def _send_accept_quietly(self, inp: Input) -> AcceptOutcome:
+        outcome: AcceptOutcome = self._call(msg.Accept(inp, wake=False), admission=True)
         return outcome
 
     def accept_many(
@@ -520,6 +563,19 @@ class Session:
         report: StopReport = self._command(Stop())
         return report
 
+    def set_silent_intents(self, intents: Iterable[str]) -> None:
+        """Make peer requests with one of ``intents`` silent (replacing the previous set;
+        empty clears it): admitted with wake ``none``, they start no run of their own and
+        run with the next work something else wakes. Persisted; ``reset``, ``stop`` and
+        ``destroy`` clear it. Refused (``RuntimeControlPlaneError``, ``invalid_state``) on a
+        stopped or destroyed session."""
+        self._command(SetSilentIntents(_silent_intents_arg(intents)))
+
+    def silent_intents(self) -> frozenset[str]:
+        """The session's silent intents (empty when none are set)."""
+        result: frozenset[str] = self._query(lambda st, _: st.silent_intents)
+        return result
+
     def cancel_run(self, reason: str = "cancelled", run_id: uuid.UUID | str | None = None) -> bool:
         """Cancel the run in flight (only run ``run_id`` when given): its staged inputs are
         abandoned (``cancelled``; waiters get ``cancelled``), inputs it applied at a
@@ -628,6 +684,7 @@ class Runtime:
             telemetry=self._telemetry,
             runner=AsyncRunner(loop=options.executor_loop),
             membership=self.membership,
+            policy=options.policy or DEFAULT_POLICY,
         )
         # A read-only store keeps its read models in memory (ScratchSql), seeded from the
         # stored ones: looking at a store never writes to it.

@@ -63,6 +63,7 @@ class Accept:
     """``Session.accept``: admit one input; answered once its events are durable."""
 
     input: Input
+    wake: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -131,6 +131,7 @@ def _recover_chunk(
         new_id=uuid7,
         attached=services.executor is not None,
         max_attempts=services.retry.max_attempts,
+        policy=services.policy,
     )
     for sid, item in loaded.items():
         st = item.state

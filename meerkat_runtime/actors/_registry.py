@@ -36,6 +36,7 @@ from meerkat_runtime.actors._scheduler import Scheduler
 from meerkat_runtime.actors._session import SessionActor
 from meerkat_runtime.cluster import Membership
 from meerkat_runtime.errors import MeerkatRuntimeError, Overloaded
+from meerkat_runtime.events.policy import DEFAULT_POLICY, Policy
 from meerkat_runtime.store import EventStore, SessionJournal
 from meerkat_runtime.telemetry import Telemetry, log_ids
 
@@ -92,6 +93,7 @@ class Services:
     recovery_timeout: float = 10.0
     backoff_initial: float = 0.05
     backoff_max: float = 2.0
+    policy: Policy = DEFAULT_POLICY
     active_runs: set[uuid.UUID] = field(default_factory=set)
     retries: PendingRetries = field(default_factory=PendingRetries)
     calls: CallTable = field(default_factory=CallTable)

@@ -541,6 +541,7 @@ class SessionActor:
             new_id=uuid7,
             attached=self.svc.executor is not None,
             max_attempts=self.svc.retry.max_attempts,
+            policy=self.svc.policy,
         )
 
     def _commit(self, command: Command, reason: str | None = None) -> Decision:
@@ -660,7 +661,7 @@ class SessionActor:
             st = self.state
             assert st is not None
             expected = st.version
-            decision = decide(st, Accept(inp), self._context())
+            decision = decide(st, Accept(inp, m.wake), self._context())
             if decision.events:
                 return self._pipeline(call, st, expected, decision)
             if self._inflight:
@@ -668,7 +669,7 @@ class SessionActor:
                 # it on durable state only.
                 self._drain()
                 self._ensure_loaded()
-        outcome = self._accept_reply(self._commit(Accept(inp)))
+        outcome = self._accept_reply(self._commit(Accept(inp, m.wake)))
         self._interrupt(outcome)
         return outcome
 

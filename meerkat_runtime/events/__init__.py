@@ -107,6 +107,7 @@ from meerkat_runtime.events.inputs import (
     peer_terminal_response,
 )
 from meerkat_runtime.events.policy import (
+    DEFAULT_POLICY,
     AdmissionPlan,
     ApplyMode,
     ConsumePoint,
@@ -114,6 +115,7 @@ from meerkat_runtime.events.policy import (
     DrainPolicy,
     PeerResponseTerminalApplyIntent,
     PeerTerminalApplyIntent,
+    Policy,
     PolicyDecision,
     PolicySnapshot,
     PostAdmissionSignal,
@@ -192,6 +194,7 @@ from meerkat_runtime.events.runtime_event import (
     RuntimeRetired,
     RuntimeStateChangeEvent,
     RuntimeTopologyEvent,
+    SilentIntentsSet,
 )
 from meerkat_runtime.events.runtime_state import TRANSITIONS, RuntimeState, check_transition
 from meerkat_runtime.events.session import (
@@ -211,6 +214,7 @@ from meerkat_runtime.events.session import (
     Reset,
     Retire,
     SessionState,
+    SetSilentIntents,
     StartRun,
     Stop,
     completion_outcome,
@@ -220,8 +224,10 @@ from meerkat_runtime.events.session import (
     fold,
     wants_run,
 )
+from meerkat_runtime.events.silent_intent import matches_silent_intent
 
 __all__ = [
+    "DEFAULT_POLICY",
     "INPUT_TRANSITIONS",
     "MAX_STAGE_ATTEMPTS",
     "TRANSITIONS",
@@ -331,6 +337,7 @@ __all__ = [
     "PeerResponseTerminalApplyIntent",
     "PeerResponseTerminalInvalid",
     "PeerTerminalApplyIntent",
+    "Policy",
     "PolicyDecision",
     "PolicySnapshot",
     "PolicyVersion",
@@ -386,6 +393,8 @@ __all__ = [
     "SenderTaint",
     "SessionId",
     "SessionState",
+    "SetSilentIntents",
+    "SilentIntentsSet",
     "SpecificScope",
     "StagedRunInput",
     "Standalone",
@@ -414,6 +423,7 @@ __all__ = [
     "fold",
     "generated_default_policy_version",
     "is_coalescing_eligible",
+    "matches_silent_intent",
     "parse_uuid",
     "peer_terminal_response",
     "uuid7",

@@ -52,6 +52,7 @@ EVENT_TOPICS: tuple[str, ...] = (
     "topology.runtime_recycled",
     "topology.runtime_destroyed",
     "runtime.projection_emitted",
+    "runtime.silent_intents_set",
 )
 
 #: The current schema version of each topic's payload (bump with an upcaster when a shape changes):

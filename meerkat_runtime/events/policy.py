@@ -1,19 +1,27 @@
-"""Policy: the policy enums, ``PolicyDecision`` and ``DefaultPolicyTable``.
+"""Policy: the policy enums, ``PolicyDecision``, the :class:`Policy` protocol and
+``DefaultPolicyTable``.
 
 For users: docs/concepts/policy-and-queueing.md.
 
 The default table is data: :data:`DEFAULT_ROWS` maps a row family and
 ``runtime idle?`` to the decision and run semantics, and :data:`LANE_OVERRIDES`
 holds the requested-lane overrides. :class:`DefaultPolicyTable`
-only looks rows up and lays the overrides over them.
+only looks rows up and lays the overrides over them, then the three admission
+facts of spec 6.2 (silent intent match, without wake, active turn boundary).
+
+A runtime asks its policy (``Runtime.open(..., policy=...)``, the default table
+otherwise) once per accepted input; the decision is recorded in the input's
+``input.accepted`` event with the policy's version, and nothing ever asks again:
+folding, recovery and re-queueing read the recorded decision.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
+from meerkat_runtime.errors import RuntimeControlPlaneError
 from meerkat_runtime.events._codec import wfield
 from meerkat_runtime.events.inputs import (
     ContinuationInput,
@@ -28,6 +36,7 @@ from meerkat_runtime.events.run_primitive import (
 )
 
 __all__ = [
+    "DEFAULT_POLICY",
     "DEFAULT_POLICY_VERSION",
     "AdmissionPlan",
     "ApplyMode",
@@ -36,6 +45,7 @@ __all__ = [
     "DrainPolicy",
     "PeerResponseTerminalApplyIntent",
     "PeerTerminalApplyIntent",
+    "Policy",
     "PolicyDecision",
     "PolicySnapshot",
     "PostAdmissionSignal",
@@ -292,31 +302,104 @@ WAKE_SIGNAL = {
 _LANE_ELIGIBLE = frozenset(_Row) - {_Row.PEER_PROGRESS, _Row.PEER_TERMINAL, _Row.WORKGRAPH}
 
 
+@runtime_checkable
+class Policy(Protocol):
+    """An admission policy: what a runtime asks once per accepted input.
+
+    ``resolve`` must be a pure function of its arguments (it runs inside the
+    session's decision, which has no I/O and no clock). ``version`` is recorded
+    with every decision it makes (``PolicySnapshot.version`` and
+    ``PolicyDecision.policy_version`` of the ``input.accepted`` event): change it
+    whenever the rules change, so the log says which rules admitted an input.
+    Subclassing :class:`DefaultPolicyTable` is the easy way to write one.
+    """
+
+    @property
+    def version(self) -> int:
+        """The version recorded with each decision (an int >= 0)."""
+        ...
+
+    def resolve(
+        self,
+        input: Input,
+        runtime_idle: bool,
+        *,
+        silent_intent: bool = False,
+        without_wake: bool = False,
+        active_turn_boundary: bool = False,
+    ) -> AdmissionPlan:
+        """The plan for ``input``; the keyword facts are those of spec 6.2's overrides."""
+        ...
+
+
 class DefaultPolicyTable:
-    """The default policy table, version 1: a pure function of kind, idleness and requested lane."""
+    """The default policy table, version 1: a pure function of kind, idleness, requested
+    lane and the three admission facts (spec 6.1 and 6.2)."""
 
     version = DEFAULT_POLICY_VERSION
 
-    def resolve(self, input: Input, runtime_idle: bool) -> AdmissionPlan:
-        """The plan for a real input: its kind, requested lane and continuation kind."""
-        row = _KIND_ROW[input.kind]
+    def resolve(
+        self,
+        input: Input,
+        runtime_idle: bool,
+        *,
+        silent_intent: bool = False,
+        without_wake: bool = False,
+        active_turn_boundary: bool = False,
+    ) -> AdmissionPlan:
+        """The plan for a real input: its kind, requested lane and continuation kind.
+
+        * ``silent_intent``: the input is a peer request whose intent the session
+          configured silent: wake ``none`` and no wake signal; with a steer lane it
+          applies at run start. For any other kind no rule matches: raises
+          :class:`RuntimeControlPlaneError` (``internal``).
+        * ``without_wake``: admission that must not wake the loop: wake ``none``.
+        * ``active_turn_boundary``: a turn boundary is available; counts as running
+          for the wake mode only.
+        """
+        kind = input.kind
+        row = _KIND_ROW[kind]
         if (
             isinstance(input, ContinuationInput)
             and input.continuation_kind is ContinuationKind.WORKGRAPH_ATTENTION
         ):
             row = _Row.WORKGRAPH
-        return self._plan(row, input.requested_handling_mode(), runtime_idle)
+        if silent_intent and kind is not InputKind.PEER_REQUEST:
+            raise RuntimeControlPlaneError(
+                "internal", f"no admission rule matches a silent intent on a {kind} input"
+            )
+        return self._plan(
+            row,
+            input.requested_handling_mode(),
+            runtime_idle and not active_turn_boundary,
+            silent=silent_intent,
+            without_wake=without_wake,
+        )
 
     def resolve_by_kind(self, kind: InputKind, runtime_idle: bool) -> AdmissionPlan:
         """The plan for a kind with no requested lane and an ordinary continuation."""
         return self._plan(_KIND_ROW[kind], None, runtime_idle)
 
-    def _plan(self, row: _Row, lane: HandlingMode | None, idle: bool) -> AdmissionPlan:
+    def _plan(
+        self,
+        row: _Row,
+        lane: HandlingMode | None,
+        idle: bool,
+        *,
+        silent: bool = False,
+        without_wake: bool = False,
+    ) -> AdmissionPlan:
+        # Every row differs between idle and running in its wake mode only, so an
+        # active turn boundary (running for the wake) can pick the running row.
         decision, semantics = DEFAULT_ROWS[(row, idle)]
         steer = False
         if lane is not None and row in _LANE_ELIGIBLE:
             changes = dict(LANE_OVERRIDES[(lane, idle)])
             boundary = changes.pop("boundary")
+            steer = lane is HandlingMode.STEER
+            if silent and steer:  # a silent steer request applies at run start (6.2)
+                changes["apply_mode"] = A.STAGE_RUN_START
+                boundary = B.RUN_START
             decision = replace(decision, **changes)
             if semantics is not None:
                 semantics = replace(
@@ -324,18 +407,23 @@ class DefaultPolicyTable:
                     boundary=boundary,
                     execution_handling_mode=handling_mode_for(decision),
                 )
-            steer = lane is HandlingMode.STEER
         elif lane is HandlingMode.STEER and row is _Row.PEER_TERMINAL:
             decision = replace(decision, **PEER_TERMINAL_STEER[idle])
             if semantics is not None:
                 semantics = replace(semantics, execution_handling_mode=HandlingMode.STEER)
             steer = True
+        if (silent or without_wake) and decision.wake_mode is not W.NONE:
+            decision = replace(decision, wake_mode=W.NONE)
         signal = (
             PostAdmissionSignal.REQUEST_IMMEDIATE_PROCESSING
             if steer
             else WAKE_SIGNAL[decision.wake_mode]
         )
         return AdmissionPlan(decision=decision, semantics=semantics, signal=signal)
+
+
+#: The policy a runtime uses when ``Runtime.open`` is given none.
+DEFAULT_POLICY: Policy = DefaultPolicyTable()
 
 
 def generated_default_policy_version() -> int:

@@ -65,6 +65,7 @@ __all__ = [
     "RuntimeRetired",
     "RuntimeStateChangeEvent",
     "RuntimeTopologyEvent",
+    "SilentIntentsSet",
     "event_from_wire",
     "event_to_wire",
 ]
@@ -307,6 +308,19 @@ class RuntimeProjectionEvent(RuntimeEvent):
     source_event_id: uuid.UUID
 
 
+@dataclass(frozen=True, slots=True)
+class SilentIntentsSet(RuntimeEvent):
+    """The session's silent intents became ``intents`` (empty: cleared).
+
+    A Python-port event (the Rust machine keeps them in its state): written by
+    ``session.set_silent_intents`` and, when any were set, by reset, stop and destroy.
+    """
+
+    __category__: ClassVar[str] = "silent_intents"
+    __code_prefix__: ClassVar[str] = "runtime.silent_intents_set"
+    intents: tuple[str, ...] = wfield(default=(), required=True)
+
+
 _FAMILIES: dict[str, type[RuntimeEvent]] = {
     cls.__category__: cls
     for cls in (
@@ -315,6 +329,7 @@ _FAMILIES: dict[str, type[RuntimeEvent]] = {
         RuntimeStateChangeEvent,
         RuntimeTopologyEvent,
         RuntimeProjectionEvent,
+        SilentIntentsSet,
     )
 }
 

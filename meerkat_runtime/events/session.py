@@ -49,6 +49,15 @@ Design choices, with reasons:
 * **Crash loops.** Cold recovery applies the max-attempts rule to staged
   inputs too (the spec re-queues them unconditionally), so an input that kills
   its process three times is abandoned instead of looping forever.
+* **Policy.** ``DecisionContext.policy`` (the runtime's, the default table
+  otherwise) decides each accept; its version is recorded with the decision in
+  ``input.accepted``. Folding reads recorded decisions and never asks a policy,
+  so a log replays the same under any policy.
+* **Unwoken inputs.** An ordinary-queue input admitted with wake ``none`` while
+  no run is in flight (a silent intent, ``wake=False``) does not start a run:
+  it waits until something wakes the session, and the next run drains it (the
+  Rust loop drains its whole queue once woken). Inputs queued during a run are
+  drained after it, as before.
 """
 
 from __future__ import annotations
@@ -111,8 +120,9 @@ from meerkat_runtime.events.inputs import (
     ResponseTerminalStatus,
 )
 from meerkat_runtime.events.policy import (
+    DEFAULT_POLICY,
     AdmissionPlan,
-    DefaultPolicyTable,
+    Policy,
     PolicySnapshot,
     WakeMode,
 )
@@ -172,8 +182,10 @@ from meerkat_runtime.events.runtime_event import (
     RuntimeRecycled,
     RuntimeRetired,
     RuntimeStateChangeEvent,
+    SilentIntentsSet,
 )
 from meerkat_runtime.events.runtime_state import RuntimeState, check_transition
+from meerkat_runtime.events.silent_intent import matches_silent_intent
 from meerkat_runtime.events.timefmt import format_timestamp, parse_timestamp
 from meerkat_runtime.events.upcast import input_state_from_stored
 
@@ -195,6 +207,7 @@ __all__ = [
     "Retire",
     "RunInfo",
     "SessionState",
+    "SetSilentIntents",
     "StartRun",
     "Stop",
     "completion_outcome",
@@ -210,7 +223,6 @@ __all__ = [
 
 L = InputLifecycleState
 S = RuntimeState
-_POLICY_TABLE = DefaultPolicyTable()
 SNAPSHOT_FORMAT = 1
 
 # ---------------------------------------------------------------- state
@@ -249,6 +261,10 @@ class SessionState:
     admission_counter: int = 0
     wake_pending: bool = False
     updated_at: datetime | None = None
+    silent_intents: frozenset[str] = frozenset()
+    # Ordinary-queue inputs admitted with wake none while no run was in flight: they
+    # start no run of their own (see the module docstring); the next run clears it.
+    unwoken: set[uuid.UUID] = field(default_factory=set)
 
     def observed_state(self, attached: bool) -> RuntimeState:
         """The state a host sees: ``idle`` reads ``attached`` while an executor is bound."""
@@ -270,7 +286,11 @@ def wants_run(state: SessionState) -> bool:
         return False
     if state.phase is S.RETIRED:
         return bool(state.queue) or bool(state.steer_queue)
-    return bool(state.queue) or (bool(state.steer_queue) and state.wake_pending)
+    if state.wake_pending:
+        return bool(state.queue) or bool(state.steer_queue)
+    if state.unwoken:
+        return any(i not in state.unwoken for i in state.queue)
+    return bool(state.queue)
 
 
 # ---------------------------------------------------------------- commands
@@ -278,7 +298,10 @@ def wants_run(state: SessionState) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Accept:
+    """Admit ``input``; ``wake=False`` is spec 6.2's "without wake" (wake ``none``)."""
+
     input: Input
+    wake: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,6 +380,14 @@ class Recover:
 
 
 @dataclass(frozen=True, slots=True)
+class SetSilentIntents:
+    """Replace the session's silent intents (empty clears them); allowed while idle,
+    attached, running or retired, as in the Rust machine (not stopped or destroyed)."""
+
+    intents: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
 class Create:
     """Bring a session into being (``runtime_created``) without an input; a no-op if it
     exists (a destroyed session stays destroyed)."""
@@ -376,6 +407,7 @@ Command = (
     | Recycle
     | Recover
     | Create
+    | SetSilentIntents
 )
 
 
@@ -387,6 +419,7 @@ class DecisionContext:
     new_id: Callable[[], uuid.UUID]
     attached: bool = False
     max_attempts: int = MAX_STAGE_ATTEMPTS
+    policy: Policy = DEFAULT_POLICY
 
 
 @dataclass(frozen=True, slots=True)
@@ -489,7 +522,7 @@ def _decide_accept(state: SessionState, cmd: Accept, b: _Builder) -> Decision:
         b.add(InputDeduplicated(input_id=input_id, existing_id=existing))
         return b.done(AcceptDecision("deduplicated", input_id, existing_id=existing))
 
-    plan = _POLICY_TABLE.resolve(inp, runtime_idle=state.phase is not S.RUNNING)
+    plan = _resolve(state, cmd, b.ctx.policy)
     b.add(
         InputAccepted(
             input_id=input_id,
@@ -507,6 +540,22 @@ def _decide_accept(state: SessionState, cmd: Accept, b: _Builder) -> Decision:
                 b.add(InputSuperseded(input_id=older, superseded_by=input_id))
         b.add(InputQueued(input_id=input_id, lane=plan.lane))
     return b.done(AcceptDecision("accepted", input_id, plan=plan))
+
+
+def _resolve(state: SessionState, cmd: Accept, policy: Policy) -> AdmissionPlan:
+    """Ask the policy; the decision carries the policy's own version, whatever it wrote."""
+    plan = policy.resolve(
+        cmd.input,
+        state.phase is not S.RUNNING,
+        silent_intent=matches_silent_intent(cmd.input, state.silent_intents),
+        without_wake=not cmd.wake,
+        # The run in flight is this port's only turn boundary (it is running then).
+        active_turn_boundary=state.run is not None,
+    )
+    version = policy.version
+    if plan.decision.policy_version != version:
+        plan = replace(plan, decision=replace(plan.decision, policy_version=version))
+    return plan
 
 
 def _older_in_scope(state: SessionState, inp: Input) -> uuid.UUID | None:
@@ -878,6 +927,7 @@ def _decide_reset(state: SessionState, cmd: Reset, b: _Builder) -> Decision:
     if observed not in _RESET_FROM or state.run is not None:
         _refuse(observed if state.run is None else S.RUNNING, target)
     abandoned = _abandon_all(state, b, AbandonKind.RESET)
+    _clear_silent_intents(state, b)
     b.to_ready(observed)
     return b.done(ResetReport(inputs_abandoned=abandoned))
 
@@ -889,6 +939,7 @@ def _decide_stop(state: SessionState, cmd: Stop, b: _Builder) -> Decision:
     if state.run is not None:
         b.add(RunCancelled(run_id=state.run.run_id))
     abandoned = _abandon_all(state, b, AbandonKind.STOPPED)
+    _clear_silent_intents(state, b)
     if observed is not S.RETIRED:
         b.state_change(observed, S.STOPPED)
     return b.done(StopReport(inputs_abandoned=abandoned))
@@ -900,6 +951,7 @@ def _decide_destroy(state: SessionState, cmd: Destroy, b: _Builder) -> Decision:
     if state.run is not None:
         b.add(RunCancelled(run_id=state.run.run_id))
     abandoned = _abandon_all(state, b, AbandonKind.DESTROYED)
+    _clear_silent_intents(state, b)
     b.state_change(observed, S.DESTROYED)
     b.add(RuntimeDestroyed(runtime_id=state.session_id))
     return b.done(DestroyReport(inputs_abandoned=abandoned))
@@ -1014,6 +1066,27 @@ def _receipt_missing(run: RunInfo | None, st: InputState) -> bool:
     return (st.last_boundary_sequence or 0) not in run.receipts
 
 
+def _clear_silent_intents(state: SessionState, b: _Builder) -> None:
+    """Reset (spec 14), stop and destroy (the Rust machine) clear the silent intents."""
+    if state.silent_intents:
+        b.add(SilentIntentsSet(intents=()))
+
+
+_SILENT_INTENTS_FROM = frozenset({S.IDLE, S.ATTACHED, S.RUNNING, S.RETIRED})
+
+
+def _decide_set_silent_intents(state: SessionState, cmd: SetSilentIntents, b: _Builder) -> Decision:
+    """Replace the silent intents; nothing is written when they are already those."""
+    observed = state.observed_state(b.ctx.attached)
+    if observed not in _SILENT_INTENTS_FROM:
+        raise RuntimeControlPlaneError(
+            "invalid_state", f"silent intents cannot be set on a {observed} session"
+        )
+    if cmd.intents != state.silent_intents:
+        b.add(SilentIntentsSet(intents=tuple(sorted(cmd.intents))))
+    return b.done(None)
+
+
 def _decide_create(state: SessionState, cmd: Create, b: _Builder) -> Decision:
     """Reply True when this decision creates the session, False when it existed."""
     if state.created or state.version > 0:
@@ -1036,6 +1109,7 @@ _DECIDERS: dict[type, Callable[[SessionState, Any, _Builder], Decision]] = {
     Recycle: _decide_recycle,
     Recover: _decide_recover,
     Create: _decide_create,
+    SetSilentIntents: _decide_set_silent_intents,
 }
 
 # ---------------------------------------------------------------- evolve
@@ -1065,6 +1139,7 @@ def fold(
 
 
 def _dequeue(state: SessionState, iid: uuid.UUID) -> None:
+    state.unwoken.discard(iid)
     if state.queue.remove(iid) is None:
         state.steer_queue.remove(iid)
     if not state.queue and not state.steer_queue:
@@ -1105,7 +1180,10 @@ def _ev_input(state: SessionState, ev: InputLifecycleEvent, at: datetime) -> Non
         if not st.is_terminal and _wakes(st):
             state.wake_pending = True
     elif isinstance(ev, InputQueued):
-        state.lane_of(iid).enqueue(iid)
+        lane = state.lane_of(iid)
+        lane.enqueue(iid)
+        if lane is state.queue and state.run is None and not _wakes(st):
+            state.unwoken.add(iid)
     elif isinstance(ev, InputStaged):
         _dequeue(state, iid)
         if state.run is not None and state.run.run_id == ev.run_id:
@@ -1131,6 +1209,7 @@ def _wakes(st: InputState) -> bool:
 def _ev_run_started(state: SessionState, ev: RunStarted, at: datetime) -> None:
     state.run = RunInfo(run_id=ev.run_id, pre_run_phase=state.phase, primitive=ev.primitive)
     state.wake_pending = False
+    state.unwoken.clear()  # the loop is draining: it takes every queued input in turn
 
 
 def _finish_run(state: SessionState, run_id: uuid.UUID) -> RunInfo | None:
@@ -1215,6 +1294,10 @@ def _ev_created(state: SessionState, ev: RuntimeCreated, at: datetime) -> None:
     state.created = True
 
 
+def _ev_silent_intents(state: SessionState, ev: SilentIntentsSet, at: datetime) -> None:
+    state.silent_intents = frozenset(ev.intents)
+
+
 def _ev_ignore(state: SessionState, ev: RuntimeEvent, at: datetime) -> None:
     pass
 
@@ -1241,6 +1324,7 @@ _EVOLVERS: dict[type, Callable[[SessionState, Any, datetime], None]] = {
     RuntimeRecycled: _ev_ignore,
     RuntimeDestroyed: _ev_ignore,
     RuntimeProjectionEvent: _ev_ignore,
+    SilentIntentsSet: _ev_silent_intents,
 }
 
 
@@ -1312,6 +1396,8 @@ def state_to_snapshot(state: SessionState) -> dict[str, Any]:
         "admission_counter": state.admission_counter,
         "wake_pending": state.wake_pending,
         "updated_at": None if state.updated_at is None else format_timestamp(state.updated_at),
+        "silent_intents": sorted(state.silent_intents),
+        "unwoken": [str(i) for i in state.queue if i in state.unwoken],
     }
 
 
@@ -1353,6 +1439,9 @@ def state_from_snapshot(data: dict[str, Any]) -> SessionState:
             admission_counter=int(data["admission_counter"]),
             wake_pending=bool(data["wake_pending"]),
             updated_at=parse_timestamp(updated) if updated is not None else None,
+            # Absent from snapshots written before silent intents existed: none then.
+            silent_intents=frozenset(str(i) for i in data.get("silent_intents", ())),
+            unwoken={parse_uuid(i) for i in data.get("unwoken", ())},
         )
     except InvalidInput:
         raise

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from meerkat_runtime.events import (
+    DEFAULT_POLICY,
     Accept,
     AcceptDecision,
     ApplyBoundary,
@@ -42,6 +43,7 @@ from meerkat_runtime.events import (
     PeerRequest,
     PeerResponseProgress,
     PeerResponseTerminal,
+    Policy,
     PromptInput,
     ResponseProgressPhase,
     ResponseTerminalStatus,
@@ -197,6 +199,7 @@ class Driver:
     now: datetime = NOW
     ids: IdGen = field(default_factory=IdGen)
     log: list[RuntimeEventEnvelope] = field(default_factory=list)
+    policy: Policy = DEFAULT_POLICY
     state: SessionState = field(init=False)
 
     def __post_init__(self) -> None:
@@ -204,7 +207,10 @@ class Driver:
 
     def ctx(self, attached: bool | None = None) -> DecisionContext:
         return DecisionContext(
-            now=self.now, new_id=self.ids, attached=self.attached if attached is None else attached
+            now=self.now,
+            new_id=self.ids,
+            attached=self.attached if attached is None else attached,
+            policy=self.policy,
         )
 
     def run(self, command: Command, *, attached: bool | None = None) -> Decision:

@@ -117,6 +117,7 @@ from meerkat_runtime.events import (
     RuntimeTerminated,
     RuntimeTurnMetadata,
     SenderTaint,
+    SilentIntentsSet,
     SpecificScope,
     StagedRunInput,
     StopReport,
@@ -490,6 +491,7 @@ runtime_events = st.one_of(
     st.builds(
         RuntimeProjectionEvent, rule_id=text, projected_input_id=uuids, source_event_id=uuids
     ),
+    st.builds(SilentIntentsSet, intents=st.lists(text, max_size=3).map(tuple)),
 )
 envelopes = st.builds(
     RuntimeEventEnvelope,

@@ -1296,6 +1296,10 @@ CASES: dict[str, Cases] = {
             ({"from": "idle", "to": "sideways"}, "to"),
         ],
     ),
+    "SilentIntentsSet": Cases(
+        accepted=[{"intents": ["mob.peer_added", "probe.intent"]}, {"intents": []}],
+        refused=[({}, "intents"), ({"intents": [1]}, "intents[0]"), ({"intents": "x"}, "intents")],
+    ),
     "RuntimeTopologyEvent": Cases(
         accepted=list(TOPOLOGY_EVENTS.values()),
         refused=[({"code": "runtime_exploded", "runtime_id": "a"}, "code")],
@@ -1323,7 +1327,7 @@ NOT_WIRE = {
     # The pure decider's commands, decisions and state: in-memory only.
     "Accept", "AcceptDecision", "ApplyBoundary", "CancelRun", "CompleteRun", "Decision",
     "Create", "DecisionContext", "Destroy", "FailRun", "Recover", "Recycle", "Reset", "Retire",
-    "SessionState", "StartRun", "Stop",
+    "SessionState", "SetSilentIntents", "StartRun", "Stop",
     # Results of pure functions, with no wire form in the spec.
     "AdmissionPlan", "PostAdmissionSignal", "Standalone", "Supersedes",
     # Ingress metadata kept in memory: no serde in Rust, no form in the spec.
@@ -1488,6 +1492,7 @@ STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
     "RunBoundaryReceipt": _of(s.run_events, ev.RunCheckpointed).map(lambda e: e.receipt),
     "RuntimeStateChangeEvent": _of(s.runtime_events, ev.RuntimeStateChangeEvent),
     "RuntimeProjectionEvent": _of(s.runtime_events, ev.RuntimeProjectionEvent),
+    "SilentIntentsSet": _of(s.runtime_events, ev.SilentIntentsSet),
     "AggregateDescriptor": st.builds(
         ev.AggregateDescriptor,
         aggregate_id=s.uuids,
