@@ -252,6 +252,11 @@ class RuntimeOptions:
 def _check_policy(policy: object) -> None:
     if policy is None:
         return
+    if isinstance(policy, type):
+        raise ValueError(
+            f"runtime option 'policy' must be a policy object, got the class {policy.__name__} "
+            f"(pass {policy.__name__}())"
+        )
     version = getattr(policy, "version", None)
     if not callable(getattr(policy, "resolve", None)):
         raise ValueError(
