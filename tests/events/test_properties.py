@@ -71,6 +71,7 @@ from meerkat_runtime.events import (
     RuntimeState,
     RuntimeStateChangeEvent,
     SessionState,
+    SetSilentIntents,
     StartRun,
     Stop,
     SystemOrigin,
@@ -185,7 +186,10 @@ _COMMANDS = (
     + ["start"] * 4
     + ["boundary", "boundary", "complete", "complete", "fail", "cancel"]
     + ["retire", "retire", "reset", "stop", "destroy", "recycle", "recycle", "recover", "represent"]
+    + ["silent"]
 )
+#: Silent intent sets a session is given (its peer requests ask for "review").
+_SILENT_SETS = [(), ("review",), ("review", "other")]
 
 
 @dataclass
@@ -213,7 +217,11 @@ class Session:
             self.n_inputs += 1
             inp = draw_input(data, self.n_inputs)
             self.inputs.append(inp)
-            return Accept(inp)
+            wake = data.draw(st.sampled_from([True, True, True, False]), label="wake")
+            return Accept(inp, wake=wake)
+        if name == "silent":
+            intents = data.draw(st.sampled_from(_SILENT_SETS), label="silent_intents")
+            return SetSilentIntents(frozenset(intents))
         if name == "represent" and self.inputs:
             return Accept(data.draw(st.sampled_from(self.inputs), label="same_input"))
         if name == "start":
@@ -344,6 +352,11 @@ def check_invariants(st_: SessionState, log_len: int) -> None:
             raise AssertionError(f"input {iid} left in accepted after a decision")
     if st_.phase in (S.STOPPED, S.DESTROYED):
         assert st_.non_terminal_ids() == [], f"a {st_.phase} session holds live inputs"
+        assert st_.silent_intents == frozenset(), f"a {st_.phase} session keeps silent intents"
+    # Inputs waiting for a wake are ordinary-queue inputs, and a run drains them all.
+    assert st_.unwoken <= set(ordinary), "an unwoken input is not in the ordinary queue"
+    if run is not None:
+        assert not st_.unwoken, "inputs still wait for a wake while a run is draining"
     # Every key maps to the first input accepted with it.
     first: dict[str, uuid.UUID] = {}
     for iid, row in st_.inputs.items():
