@@ -80,6 +80,7 @@ from meerkat_runtime.events.session import (
     Stop,
 )
 from meerkat_runtime.projections import (
+    Cursor,
     LedgerQueries,
     LedgerRow,
     ProjectionSet,
@@ -103,6 +104,7 @@ from meerkat_runtime.runtime import (
     coerce_input,
 )
 from meerkat_runtime.store import EventStore, SessionJournal
+from meerkat_runtime.subscriptions import AsyncSubscription, EventObserver, Until, deliver_async
 from meerkat_runtime.telemetry import AcceptCall
 from meerkat_runtime.terminal_status import (
     MISS,
@@ -523,6 +525,15 @@ class AsyncSession:
         (does not wait for new ones); read a page at a time in the default executor."""
         return self._events(_check_after(after))
 
+    def subscribe(
+        self, after: int = 0, *, timeout: float | None = None, until: Until | None = None
+    ) -> AsyncSubscription:
+        """``async for`` over the session's events with ``sequence > after`` as they commit
+        (see :meth:`Session.subscribe`); holds no thread while it waits."""
+        return self._art.sync._feed.subscribe_async(
+            _check_after(after), session_id=self.id, timeout=timeout, until=until
+        )
+
     async def _events(self, after: int) -> AsyncIterator[RuntimeEventEnvelope]:
         pages = SessionJournal(self._art.sync.store).envelopes(self.id, after=after)
         while True:
@@ -600,6 +611,11 @@ class AsyncProjections:
     def status(self) -> list[ProjectionStatus]:
         """Each projection's position, status and lag (from memory: no await needed)."""
         return self._p.status()
+
+    async def query(self, fn: Callable[[Cursor], T]) -> T:
+        """``fn(cur)`` in a read-only transaction on the read models, in the default
+        executor (see :meth:`ProjectionSet.query`)."""
+        return await _offload(self._p.query, fn)
 
     async def skipped(self, name: str | None = None) -> list[SkippedEvent]:
         """See :meth:`ProjectionSet.skipped`."""
@@ -690,6 +706,7 @@ class AsyncRuntime:
         """Runtime-state view queries, awaited."""
         self.projections = AsyncProjections(runtime.projections)
         """The projections: ``wait_caught_up``, ``rebuild``, ``status``, ``skipped``."""
+        self._observers: set[asyncio.Task[None]] = set()  # held: the loop keeps weak refs
 
     @staticmethod
     def open(store: str | EventStore = DEFAULT_STORE_URL, **options: Any) -> _Opening:
@@ -772,6 +789,33 @@ class AsyncRuntime:
     async def cluster(self) -> ClusterView:
         """Nodes, session leases and projection owners of a shared store."""
         return await _offload(self.sync.cluster)
+
+    def subscribe(
+        self, after: int = 0, *, timeout: float | None = None, until: Until | None = None
+    ) -> AsyncSubscription:
+        """``async for`` over every session's events after log position ``after`` as they
+        commit (see :meth:`Runtime.subscribe`); holds no thread while it waits."""
+        self.sync._check_open()
+        return self.sync._feed.subscribe_async(_check_after(after), timeout=timeout, until=until)
+
+    def on_runtime_event(
+        self, callback: EventObserver, *, after: int | None = None
+    ) -> Callable[[], None]:
+        """Call ``callback(envelope)`` (awaited if it returns an awaitable) with each event
+        committed from now on (or after log position ``after``), from a task on the running
+        loop; return a function that stops it. One that raises is logged and goes on."""
+        self.sync._check_open()
+        start = self.sync.store.max_position() if after is None else _check_after(after)
+        sub = self.sync._feed.subscribe_async(start)
+        task = asyncio.get_running_loop().create_task(deliver_async(sub, callback))
+        self._observers.add(task)
+        task.add_done_callback(self._observers.discard)
+
+        def stop() -> None:
+            sub.close()
+            task.cancel()
+
+        return stop
 
     def activity(self) -> RuntimeActivity:
         """What this process is doing now (from memory: no await needed)."""

@@ -60,6 +60,7 @@ from meerkat_runtime.errors import (
     MeerkatRuntimeError,
     SessionNotFound,
     SessionOwnedElsewhere,
+    UndecodableEvent,
     mask_url,
     split_userinfo,
 )
@@ -77,6 +78,7 @@ from meerkat_runtime.events.timefmt import format_timestamp, utc_now
 from meerkat_runtime.health import HealthLimits, check_health
 from meerkat_runtime.runtime import DEFAULT_STORE_URL, Runtime, Session, event_codec
 from meerkat_runtime.store import EventStore, SessionJournal, open_store
+from meerkat_runtime.subscriptions import CommitFeed
 from meerkat_runtime.terminal_status import (
     InteractionQuery,
     RunQuery,
@@ -707,16 +709,27 @@ def _counts(state: SessionState) -> dict[str, int]:
 @app.command()
 @command
 def events(
-    session: str = typer.Argument(..., help="Session id."),
-    after: int = typer.Option(0, min=0, help="Show events with sequence > AFTER."),
+    session: str | None = typer.Argument(
+        None, help="Session id (with --follow it may be left out: every session)."
+    ),
+    after: int = typer.Option(
+        0, min=0, help="Show events with sequence > AFTER (log position without SESSION)."
+    ),
     limit: int = typer.Option(50, min=1, help="Page size."),
     event_type: list[str] = typer.Option(
         [], "--type", help="Only these event codes (e.g. input.accepted)."
     ),
+    follow: bool = typer.Option(
+        False,
+        "--follow",
+        "-f",
+        help="Keep printing events as they commit (one line each) until Ctrl-C or SIGTERM.",
+    ),
     store: str = StoreOpt,
-    json_out: bool = JsonOpt,
+    json_out: bool = typer.Option(False, "--json", help="Output JSON (with -f: one line each)."),
 ) -> None:
-    """A session's events, paged, optionally filtered by event code."""
+    """A session's events, paged, optionally filtered by event code; or, with ``--follow``,
+    a session's or the whole store's events as they commit (like ``tail -f``)."""
     unknown = sorted(set(event_type) - set(EVENT_TOPICS))
     if unknown:
         _fail(
@@ -724,6 +737,14 @@ def events(
             f"use event codes such as {', '.join(sorted(EVENT_TOPICS)[:6])}, ... "
             f"(all: {', '.join(sorted(EVENT_TOPICS))})",
         )
+    if follow:
+        if session is not None:
+            session = validate_session_id(session)
+        with _open_store(store) as es:
+            _follow_events(es, session, after, frozenset(event_type), json_out)
+        return
+    if session is None:
+        _fail("give a SESSION", "or --follow to tail every session's events as they commit")
     with _open_store(store) as es:
         if es.session_version(session) == 0:
             _fail(f"unknown session {session!r}", "list sessions with `meerkat-runtime sessions`")
@@ -752,6 +773,53 @@ def events(
     _print_table(t)
     if shown and len(shown) == limit:
         console.print(f"[dim]next page: --after {shown[-1].sequence}[/dim]")
+
+
+def _follow_events(
+    store: EventStore, session: str | None, after: int, codes: frozenset[str], json_out: bool
+) -> None:
+    """Print events after ``after`` as they commit, one line each, until Ctrl-C or SIGTERM."""
+    feed = CommitFeed(store)
+    sub = feed.subscribe(after, session_id=session)
+    previous = signal.signal(signal.SIGTERM, lambda *_: sub.close())
+    try:
+        while True:
+            try:
+                envelope = next(sub)
+            except StopIteration:
+                return
+            except UndecodableEvent as exc:  # the subscription has moved past it
+                _print_error("warning", str(exc), exc.hint)
+                continue
+            if codes and envelope.event.event_code not in codes:
+                continue
+            sys.stdout.write(
+                _follow_line(
+                    envelope, sub.session_id or "", sub.position, session is None, json_out
+                )
+                + "\n"
+            )
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        pass  # Ctrl-C: the normal way to stop following
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        sub.close()
+        feed.close()
+
+
+def _follow_line(
+    envelope: RuntimeEventEnvelope, session: str, position: int, whole: bool, json_out: bool
+) -> str:
+    if json_out:
+        doc = wire.to_json_value(envelope) | {"sequence": envelope.sequence, "session_id": session}
+        if whole:
+            doc["position"] = position
+        return orjson.dumps(doc).decode()
+    data = orjson.dumps(wire.to_json_value(envelope.event, as_type=RuntimeEvent)["data"]).decode()
+    cells = [str(position), session] if whole else []
+    cells += [str(envelope.sequence), _ts(envelope.timestamp), envelope.event.event_code, data]
+    return "  ".join(cells)
 
 
 @app.command()

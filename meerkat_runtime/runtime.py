@@ -84,6 +84,7 @@ from meerkat_runtime.events.timefmt import format_timestamp, utc_now
 from meerkat_runtime.projections import (
     LedgerProjection,
     LedgerQueries,
+    Projection,
     ProjectionSet,
     ScratchSql,
     Sql,
@@ -93,6 +94,7 @@ from meerkat_runtime.projections import (
     verify,
 )
 from meerkat_runtime.store import EventCodec, EventStore, SessionJournal, open_store
+from meerkat_runtime.subscriptions import CommitFeed, EventObserver, Subscription, Until
 from meerkat_runtime.telemetry import (
     RECOVERY_OWNED,
     RECOVERY_RECOVERED,
@@ -401,6 +403,27 @@ def _check_after(after: int) -> int:
     return after
 
 
+def _projections_to_run(projections: bool | Sequence[Projection]) -> list[Projection]:
+    """The built-in read models (unless ``False``) and a host's own (a sequence)."""
+    if isinstance(projections, bool):
+        return [LedgerProjection(), ViewsProjection()] if projections else []
+    own = list(projections)
+    names = {"ledger", "views"}
+    for n, p in enumerate(own):
+        if not isinstance(p, Projection):
+            raise TypeError(
+                f"projections[{n}] must be a Projection (see meerkat_runtime.projections."
+                f"HostProjection), got {type(p).__name__}"
+            )
+        if not p.name or p.name in names:
+            raise ValueError(
+                f"projections[{n}]: the name {p.name!r} is "
+                + ("empty" if not p.name else "taken (built-in or listed twice)")
+            )
+        names.add(p.name)
+    return [LedgerProjection(), ViewsProjection(), *own]
+
+
 class Session:
     """A handle on one session; its actor starts on first use.
 
@@ -614,6 +637,21 @@ class Session:
     def _events(self, after: int) -> Iterator[RuntimeEventEnvelope]:
         return SessionJournal(self._rt.store).envelopes(self.id, after=after)
 
+    def subscribe(
+        self, after: int = 0, *, timeout: float | None = None, until: Until | None = None
+    ) -> Subscription:
+        """The session's events with ``sequence > after`` as they commit: a blocking iterator.
+
+        Waits for each next event; ends on ``sub.close()`` (from any thread), after
+        ``timeout`` seconds without an event, after the event ``until(envelope)`` is true
+        for, or when the runtime closes. ``sub.position`` is the sequence of the last
+        event yielded (resume with ``after=sub.position``). See
+        :mod:`meerkat_runtime.subscriptions`.
+        """
+        return self._rt._feed.subscribe(
+            _check_after(after), session_id=self.id, timeout=timeout, until=until
+        )
+
 
 class Runtime:
     """An open runtime: a store, a registry of session actors, and an executor pool.
@@ -628,7 +666,7 @@ class Runtime:
         executor: ExecutorLike | None,
         options: RuntimeOptions,
         owns_store: bool,
-        projections: bool = True,
+        projections: bool | Sequence[Projection] = True,
         node_id: str | None = None,
         lease_ttl: float = 10.0,
         join_cluster: bool = True,
@@ -701,13 +739,14 @@ class Runtime:
         """Runtime state view queries (``get``, ``list``)."""
         self.projections = ProjectionSet(
             store,
-            [LedgerProjection(), ViewsProjection()] if projections else [],
+            _projections_to_run(projections),
             schedule_every=scheduler.every,
             membership=self.membership,
             sql=sql,
             telemetry=self._telemetry,
         )
         """The projections: ``wait_caught_up``, ``rebuild``, ``status``, ``skipped``."""
+        self._feed = CommitFeed(store)
         self._registry = SessionRegistry(
             self._services,
             max_live=options.max_live_sessions,
@@ -734,7 +773,7 @@ class Runtime:
         *,
         executor: ExecutorLike | None = None,
         recover: Literal["lazy", "eager"] = "lazy",
-        projections: bool = True,
+        projections: bool | Sequence[Projection] = True,
         node_id: str | None = None,
         lease_ttl: float = 10.0,
         join_cluster: bool = True,
@@ -1041,6 +1080,34 @@ class Runtime:
             steer_inputs=steer,
         )
 
+    def subscribe(
+        self, after: int = 0, *, timeout: float | None = None, until: Until | None = None
+    ) -> Subscription:
+        """Every session's events after log position ``after``, as they commit: a blocking
+        iterator, in log order, other processes' commits included.
+
+        After each envelope, ``sub.position`` is its log position (resume with
+        ``after=sub.position``) and ``sub.session_id`` its session. Ends like
+        :meth:`Session.subscribe`. Works on a read-only runtime too.
+        """
+        self._check_open()
+        return self._feed.subscribe(_check_after(after), timeout=timeout, until=until)
+
+    def on_runtime_event(
+        self, callback: EventObserver, *, after: int | None = None
+    ) -> Callable[[], None]:
+        """Call ``callback(envelope)`` with each event committed to the store from now on
+        (or after log position ``after``), in log order; return a function that stops it.
+
+        It runs on a thread of its own, never on an accepting one: a slow observer
+        delays only itself, and one that raises is logged and goes on with the next
+        event, so accepts never see it. On a shared store it sees every process's events.
+        """
+        self._check_open()
+        if after is not None:
+            _check_after(after)
+        return self._feed.observe(callback, after=after)
+
     def _check_open(self) -> None:
         if self._closed:
             raise MeerkatRuntimeError("the runtime is closed")
@@ -1058,6 +1125,7 @@ class Runtime:
             return
         self._closed = True
         self._registry.close(self.options.close_timeout)
+        self._feed.close()  # after the actors: subscribers see the last events first
         # Calls still executing belong to runs the log keeps as started (recovery closes
         # them): tell them to stop, so they do not outlive the runtime for long.
         self._services.calls.cancel_all("runtime closed")

@@ -59,7 +59,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 import pykka
 
@@ -93,6 +93,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 OFFSETS = "meerkat_projection_offsets"
 SKIPPED = "meerkat_projection_skipped"
@@ -881,6 +883,12 @@ class ProjectionSet:
                 state = "stopped" if self._closed else status
                 out.append(ProjectionStatus(n, state, position, head, error))  # type: ignore[arg-type]
             return out
+
+    def query(self, fn: Callable[[Cursor], _T]) -> _T:
+        """``fn(cur)`` in a read-only transaction on the read models (a host projection's
+        tables included): every statement sees one consistent state."""
+        with self.sql.read_transaction() as cur:
+            return fn(cur)
 
     def skipped(self, name: str | None = None) -> list[SkippedEvent]:
         """Events a projection skipped under its failure strategy."""

@@ -1,0 +1,560 @@
+"""Push subscriptions: follow the store's log as events commit (``rt.subscribe``).
+
+A subscription reads the store's own log, so it is resumable and sees every
+committed event in order whatever process wrote it: ``rt.subscribe(after=position)``
+follows the store-wide notification log by position, ``session.subscribe(after=
+sequence)`` one session's log by sequence. It yields typed
+:class:`~meerkat_runtime.events.RuntimeEventEnvelope` s; after each one,
+``sub.position`` is where to resume from and ``sub.session_id`` names its session.
+
+Waking, without polling where the store can tell: one :class:`CommitFeed` per
+runtime counts commits. This process's commits wake it at once (the store's
+commit listener, on every backend); on PostgreSQL other processes' commits wake
+it through LISTEN/NOTIFY; elsewhere (a SQLite file shared by processes, a
+``memory://NAME`` store opened twice) one poller thread per feed checks the
+log's head every ``poll_interval``. Subscribers read only when woken.
+
+The sync :class:`Subscription` is a blocking iterator; the asyncio
+:class:`AsyncSubscription` holds no thread while it waits (a loop event set by
+the feed; each read is a short hop to the loop's default executor). Both end
+cleanly: ``close()`` (from any thread), their ``timeout`` (seconds without a new
+event), their ``until`` predicate (after yielding the event it accepts), or the
+runtime closing.
+
+An event that cannot be read back raises
+:class:`~meerkat_runtime.errors.UndecodableEvent` from the iterator, once; the
+subscription has then moved past it, so iterating again goes on with the next
+event. Events of topics that are not runtime events are passed over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from meerkat_runtime.errors import StoreError, UndecodableEvent
+from meerkat_runtime.events.catalogue import EVENT_TOPICS, decode_recorded
+from meerkat_runtime.events.runtime_event import RuntimeEventEnvelope
+from meerkat_runtime.store import EventStore, RecordedEvent, UnreadableInLog
+from meerkat_runtime.telemetry import log_ids
+
+__all__ = [
+    "AsyncSubscription",
+    "CommitFeed",
+    "EventObserver",
+    "Subscription",
+]
+
+log = logging.getLogger(__name__)
+
+#: How many events a subscription reads at a time.
+PAGE = 500
+
+EventObserver = Callable[[RuntimeEventEnvelope], Any]
+"""An ``on_runtime_event`` callback: called with each committed envelope."""
+
+Until = Callable[[RuntimeEventEnvelope], bool]
+
+
+def _listens(store: EventStore) -> bool:
+    """Whether the store hears other processes' commits (overrides ``watch_commits``)."""
+    return type(store).watch_commits is not EventStore.watch_commits
+
+
+class CommitFeed:
+    """Wakes the subscribers of one store when events may have committed.
+
+    ``poll_interval``: how often the poller checks the log's head for commits it
+    cannot hear (other processes on SQLite; on PostgreSQL, a safety net behind
+    LISTEN/NOTIFY, ``listen_poll_interval``). The poller and the listener start
+    with the first subscriber.
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        *,
+        poll_interval: float = 0.2,
+        listen_poll_interval: float = 5.0,
+    ) -> None:
+        self.store = store
+        self._listens = _listens(store)
+        self._poll_interval = listen_poll_interval if self._listens else poll_interval
+        self._cond = threading.Condition()
+        self._generation = 0
+        self._closed = False
+        self._wakers: list[Callable[[], None]] = []
+        self._started = False
+        self._stop = threading.Event()
+        self._stop_watch: Callable[[], None] | None = None
+        self._poller: threading.Thread | None = None
+        store.add_listener(self._on_commit)
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called: every subscription has ended or will end."""
+        return self._closed
+
+    @property
+    def generation(self) -> int:
+        """A number that grows whenever events may have committed."""
+        with self._cond:
+            return self._generation
+
+    def _on_commit(self, _position: int) -> None:
+        if not self._closed:
+            self.wake()
+
+    def wake(self) -> None:
+        """Tell every subscriber that events may have committed."""
+        with self._cond:
+            self._generation += 1
+            self._cond.notify_all()
+            wakers = list(self._wakers)
+        for waker in wakers:
+            try:
+                waker()
+            except Exception:  # a subscriber's loop has gone: nothing to tell
+                log.debug("a subscription waker failed", exc_info=True)
+
+    def notify(self) -> None:
+        """Wake blocked waiters without a new commit (a subscription closed)."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait(self, seen: int, timeout: float | None, stop: Callable[[], bool]) -> None:
+        """Block until the generation moves past ``seen``, ``stop()``, close or ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._generation == seen and not self._closed and not stop():
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return
+                # Bounded waits: a signal handler (Ctrl-C) gets its turn promptly.
+                self._cond.wait(1.0 if remaining is None else min(remaining, 1.0))
+
+    def attach(self, waker: Callable[[], None] | None = None) -> Callable[[], None]:
+        """Register a subscriber (and its ``waker``, called on every wake); return a detacher."""
+        with self._cond:
+            if waker is not None:
+                self._wakers.append(waker)
+            start = not self._started and not self._closed
+            self._started = True
+        if start:
+            self._start()
+
+        def detach() -> None:
+            if waker is not None:
+                with self._cond, contextlib.suppress(ValueError):
+                    self._wakers.remove(waker)
+
+        return detach
+
+    def _start(self) -> None:
+        if self._listens:
+            self._stop_watch = self.store.watch_commits(self.wake)
+        # The head before the first subscriber reads: a commit after it is always seen.
+        head = self._head()
+        self._poller = threading.Thread(
+            target=self._poll_loop, args=(head,), name="meerkat-subscriptions", daemon=True
+        )
+        self._poller.start()
+
+    def _head(self) -> int | None:
+        try:
+            return self.store.max_position()
+        except StoreError:
+            return None  # closed under us, or the database is away: try at the next tick
+
+    def _poll_loop(self, head: int | None) -> None:
+        while not self._stop.wait(self._poll_interval):
+            now = self._head()
+            if now is None:
+                continue
+            if now != head:
+                self.wake()
+            head = now
+
+    def subscribe(
+        self,
+        after: int = 0,
+        *,
+        session_id: str | None = None,
+        timeout: float | None = None,
+        until: Until | None = None,
+    ) -> Subscription:
+        """A blocking iterator over the events after ``after`` (a position, or a sequence
+        of ``session_id``), as they commit."""
+        return Subscription(self, _Reader(self.store, session_id), after, timeout, until)
+
+    def subscribe_async(
+        self,
+        after: int = 0,
+        *,
+        session_id: str | None = None,
+        timeout: float | None = None,
+        until: Until | None = None,
+    ) -> AsyncSubscription:
+        """Like :meth:`subscribe`, for ``async for``."""
+        return AsyncSubscription(self, _Reader(self.store, session_id), after, timeout, until)
+
+    def observe(self, callback: EventObserver, *, after: int | None = None) -> Callable[[], None]:
+        """Call ``callback(envelope)`` for each event committed after ``after`` (default:
+        the log's head now), on a thread of its own; return a function that stops it."""
+        start = self.store.max_position() if after is None else after
+        sub = self.subscribe(start)
+        thread = threading.Thread(
+            target=_deliver, args=(sub, callback), name="meerkat-observer", daemon=True
+        )
+        thread.start()
+
+        def stop() -> None:
+            sub.close()
+            if threading.current_thread() is not thread:
+                thread.join(timeout=5)
+
+        return stop
+
+    def close(self) -> None:
+        """End every subscription (their iterators stop) and stop waking. Idempotent."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._cond.notify_all()
+            wakers = list(self._wakers)
+        for waker in wakers:
+            with contextlib.suppress(Exception):
+                waker()
+        self._stop.set()
+        if self._stop_watch is not None:
+            self._stop_watch()
+        if self._poller is not None and self._poller is not threading.current_thread():
+            self._poller.join(timeout=5)
+
+
+def _deliver(sub: Subscription, callback: EventObserver) -> None:
+    """An observer's thread: every envelope to ``callback``; a raise is logged, never fatal."""
+    while True:
+        try:
+            envelope = next(sub)
+        except StopIteration:
+            return
+        except UndecodableEvent as exc:
+            log.error("observer %r: event not delivered: %s", callback, exc,
+                      extra=log_ids(exc.session_id))  # fmt: skip
+            continue
+        except Exception:
+            if sub.closed:
+                return
+            log.exception("observer %r: reading the log failed; retrying", callback)
+            time.sleep(0.5)
+            continue
+        try:
+            callback(envelope)
+        except Exception:
+            log.exception(
+                "observer %r raised on event %s of session %s (sequence %d)",
+                callback, envelope.event.event_code, sub.session_id, envelope.sequence,
+                extra=log_ids(sub.session_id),
+            )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    """One read event: where it is, and its envelope or why it has none."""
+
+    cursor: int
+    session_id: str
+    envelope: RuntimeEventEnvelope | None  # None with no error: not a runtime event
+    error: UndecodableEvent | None = None
+
+
+class _Reader:
+    """Reads a page of the store-wide log (by position) or of one session (by sequence)."""
+
+    def __init__(self, store: EventStore, session_id: str | None) -> None:
+        self.store = store
+        self.session_id = session_id
+
+    def read(self, after: int) -> list[_Item]:
+        if self.session_id is None:
+            return self._read_all(after)
+        return self._read_session(self.session_id, after)
+
+    def _read_all(self, after: int) -> list[_Item]:
+        try:
+            records = self.store.read_all(after_position=after, limit=PAGE)
+        except UnreadableInLog as exc:
+            items = [self._item(r, r.position) for r in exc.before]
+            return [*items, _Item(exc.position, exc.session_id, None, exc)]
+        return [self._item(r, r.position) for r in records]
+
+    def _read_session(self, session_id: str, after: int) -> list[_Item]:
+        try:
+            records = self.store.read_session(session_id, after_version=after, limit=PAGE)
+        except UndecodableEvent as exc:
+            # A session read fails as a whole: read the events before the bad one alone.
+            good = exc.version - after - 1
+            before = (
+                self.store.read_session(session_id, after_version=after, limit=good)
+                if good > 0
+                else []
+            )
+            items = [self._item(r, r.version) for r in before]
+            return [*items, _Item(exc.version, session_id, None, exc)]
+        return [self._item(r, r.version) for r in records]
+
+    @staticmethod
+    def _item(rec: RecordedEvent, cursor: int) -> _Item:
+        if rec.topic not in EVENT_TOPICS:
+            return _Item(cursor, rec.session_id, None)
+        try:
+            return _Item(cursor, rec.session_id, decode_recorded(rec))
+        except UndecodableEvent as exc:
+            return _Item(cursor, rec.session_id, None, exc)
+
+
+class _Cursor:
+    """What the sync and asyncio subscriptions share: the position and the read-ahead."""
+
+    def __init__(
+        self,
+        feed: CommitFeed,
+        reader: _Reader,
+        after: int,
+        timeout: float | None,
+        until: Until | None,
+    ) -> None:
+        if type(after) is not int or after < 0:
+            raise ValueError(f"after must be an int >= 0, got {after!r}")
+        if timeout is not None and timeout < 0:
+            raise ValueError("timeout must be >= 0")
+        self._feed = feed
+        self._reader = reader
+        self._timeout = timeout
+        self._until = until
+        self._buffer: deque[_Item] = deque()
+        self._closed = False
+        self.position = after
+        """Where this subscription stands: the log position (``rt.subscribe``) or the session
+        sequence (``session.subscribe``) of the last event yielded; resume with ``after=``."""
+        self.session_id: str | None = reader.session_id
+        """The session of the last event yielded (the subscribed one for a session)."""
+
+    @property
+    def closed(self) -> bool:
+        """Whether the subscription has ended (closed, timed out, ``until`` met, runtime closed)."""
+        return self._ended()
+
+    def _ended(self) -> bool:
+        # A method, not the property: its answer changes between two checks (other threads).
+        return self._closed or self._feed.closed
+
+    def _take(self) -> RuntimeEventEnvelope | None:
+        """The next buffered envelope (None when the buffer is empty); raises a bad event's
+        error after moving past it."""
+        while self._buffer:
+            item = self._buffer.popleft()
+            self.position = item.cursor
+            if item.error is not None:
+                raise item.error
+            if item.envelope is None:
+                continue
+            self.session_id = item.session_id
+            if self._until is not None and self._until(item.envelope):
+                self._end()
+            return item.envelope
+        return None
+
+    def _end(self) -> None:
+        self._closed = True
+        self._buffer.clear()
+
+    def _deadline(self) -> float | None:
+        return None if self._timeout is None else time.monotonic() + self._timeout
+
+
+class Subscription(_Cursor, Iterator[RuntimeEventEnvelope]):
+    """A blocking iterator over committed events (``rt.subscribe``, ``session.subscribe``).
+
+    Iteration waits for the next event; it ends when :meth:`close` is called (from any
+    thread), after ``timeout`` seconds without an event, after the event ``until``
+    accepts, or when the runtime closes. Also a context manager (closes on exit).
+    """
+
+    def __init__(
+        self,
+        feed: CommitFeed,
+        reader: _Reader,
+        after: int,
+        timeout: float | None,
+        until: Until | None,
+    ) -> None:
+        super().__init__(feed, reader, after, timeout, until)
+        self._detach = feed.attach()
+
+    def __iter__(self) -> Subscription:
+        return self
+
+    def __next__(self) -> RuntimeEventEnvelope:
+        deadline = self._deadline()
+        while True:
+            envelope = self._take()
+            if envelope is not None:
+                return envelope
+            if self._ended():
+                self.close()
+                raise StopIteration
+            seen = self._feed.generation
+            try:
+                items = self._reader.read(self.position)
+            except StoreError:
+                if self._ended():  # the store closed with the runtime
+                    self.close()
+                    raise StopIteration from None
+                raise
+            if items:
+                self._buffer.extend(items)
+                continue
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                self.close()
+                raise StopIteration
+            self._feed.wait(seen, remaining, lambda: self._closed)
+
+    def close(self) -> None:
+        """End the subscription; a blocked iteration returns at once. Idempotent."""
+        if not self._closed:
+            self._end()
+        self._detach()
+        self._feed.notify()
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncSubscription(_Cursor, AsyncIterator[RuntimeEventEnvelope]):
+    """``async for`` over committed events; holds no thread while it waits.
+
+    Ends like :class:`Subscription`; ``await sub.aclose()`` or ``sub.close()``, or
+    ``async with``.
+    """
+
+    def __init__(
+        self,
+        feed: CommitFeed,
+        reader: _Reader,
+        after: int,
+        timeout: float | None,
+        until: Until | None,
+    ) -> None:
+        super().__init__(feed, reader, after, timeout, until)
+        self._event: asyncio.Event | None = None
+        self._detach: Callable[[], None] | None = None
+
+    def _bind(self) -> asyncio.Event:
+        """The loop event the feed sets on each wake (made on the first ``__anext__``)."""
+        if self._event is None:
+            loop = asyncio.get_running_loop()
+            event = self._event = asyncio.Event()
+
+            def waker() -> None:
+                with contextlib.suppress(RuntimeError):  # the loop has closed
+                    loop.call_soon_threadsafe(event.set)
+
+            self._detach = self._feed.attach(waker)
+        return self._event
+
+    def __aiter__(self) -> AsyncSubscription:
+        return self
+
+    async def __anext__(self) -> RuntimeEventEnvelope:
+        event = self._bind()
+        deadline = self._deadline()
+        loop = asyncio.get_running_loop()
+        while True:
+            envelope = self._take()
+            if envelope is not None:
+                return envelope
+            if self._ended():
+                self.close()
+                raise StopAsyncIteration
+            event.clear()  # before reading: a commit during the read sets it again
+            try:
+                items = await loop.run_in_executor(None, self._reader.read, self.position)
+            except StoreError:
+                if self._ended():
+                    self.close()
+                    raise StopAsyncIteration from None
+                raise
+            if items:
+                self._buffer.extend(items)
+                continue
+            if self._ended():
+                continue
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                self.close()
+                raise StopAsyncIteration
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), remaining)
+
+    def close(self) -> None:
+        """End the subscription; a waiting ``__anext__`` returns soon. Idempotent."""
+        if not self._closed:
+            self._end()
+        if self._detach is not None:
+            self._detach()
+        if self._event is not None:
+            self._event.set()
+
+    async def aclose(self) -> None:
+        """:meth:`close`, awaitable (for ``contextlib.aclosing``)."""
+        self.close()
+
+    async def __aenter__(self) -> AsyncSubscription:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+
+async def deliver_async(sub: AsyncSubscription, callback: EventObserver) -> None:
+    """An asyncio observer's task: every envelope to ``callback`` (awaited when it returns
+    an awaitable); a raise is logged, never fatal."""
+    while True:
+        try:
+            envelope = await anext(sub)
+        except StopAsyncIteration:
+            return
+        except UndecodableEvent as exc:
+            log.error("observer %r: event not delivered: %s", callback, exc,
+                      extra=log_ids(exc.session_id))  # fmt: skip
+            continue
+        except Exception:
+            if sub.closed:
+                return
+            log.exception("observer %r: reading the log failed; retrying", callback)
+            await asyncio.sleep(0.5)
+            continue
+        try:
+            result = callback(envelope)
+            if isinstance(result, Awaitable):
+                await result
+        except Exception:
+            log.exception(
+                "observer %r raised on event %s of session %s (sequence %d)",
+                callback, envelope.event.event_code, sub.session_id, envelope.sequence,
+                extra=log_ids(sub.session_id),
+            )  # fmt: skip

@@ -1,0 +1,134 @@
+"""Push subscriptions with the asyncio API: ``async for`` over committed events without a
+thread per subscriber, resumable, ending cleanly; asyncio ``on_runtime_event`` observers."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+
+from meerkat_runtime import RuntimeEventEnvelope
+from meerkat_runtime.aio import AsyncRuntime
+from meerkat_runtime.events.runtime_event import InputAccepted
+
+from ..aio._support import until
+
+pytestmark = pytest.mark.anyio
+
+
+def prompt(text: str) -> dict[str, Any]:
+    return {"input_type": "prompt", "content": text}
+
+
+async def test_async_session_subscription_yields_events_as_they_commit(store_url: str) -> None:
+    async with AsyncRuntime.open(store_url) as rt:
+        s = rt.session("s")
+        got: list[RuntimeEventEnvelope] = []
+
+        async def consume() -> None:
+            async for envelope in s.subscribe():
+                got.append(envelope)
+
+        task = asyncio.create_task(consume())
+        for n in range(3):
+            await s.accept(prompt(f"p{n}"))
+            stored = [e async for e in s.events()]
+            await until(lambda: len(got) == len(stored))  # noqa: B023
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert got == [e async for e in s.events()]
+
+
+async def test_async_whole_store_resumes_from_a_position(store_url: str) -> None:
+    async with AsyncRuntime.open(store_url) as rt:
+        for sid in ("a", "b"):
+            await rt.session(sid).accept(prompt(sid))
+        sub = rt.subscribe(timeout=0)
+        first = await anext(sub)
+        position = sub.position
+        rest = [e async for e in rt.subscribe(after=position, timeout=0)]
+        await sub.aclose()
+        everything = [e async for e in rt.subscribe(timeout=0)]
+        assert [first, *rest] == everything
+        assert everything == list(rt.sync.subscribe(timeout=0))
+        assert sub.closed
+
+
+async def test_until_and_close_end_async_iteration(store_url: str) -> None:
+    async with AsyncRuntime.open(store_url) as rt:
+        s = rt.session("s")
+        accepted = s.subscribe(until=lambda e: isinstance(e.event, InputAccepted))
+        waiting = rt.subscribe()
+
+        async def drain(sub: Any) -> list[RuntimeEventEnvelope]:
+            return [e async for e in sub]
+
+        ending = asyncio.create_task(drain(accepted))
+        blocked = asyncio.create_task(drain(waiting))
+        await s.accept(prompt("one"))
+        got = await asyncio.wait_for(ending, 60)
+        assert [e.event.event_code for e in got][-1] == "input.accepted"
+        await until(lambda: rt.sync._feed._started)
+        waiting.close()  # from the loop, while the other task waits on its event
+        assert isinstance(await asyncio.wait_for(blocked, 60), list)
+
+
+async def test_closing_the_runtime_ends_async_subscriptions(store_url: str) -> None:
+    rt = await AsyncRuntime.open(store_url)
+    sub = rt.subscribe()
+    task = asyncio.create_task(anext(sub, None))
+    await until(lambda: rt.sync._feed._started)
+    await rt.close()
+    assert await asyncio.wait_for(task, 60) is None
+
+
+async def test_waiting_async_subscribers_hold_no_threads(store_url: str) -> None:
+    async with AsyncRuntime.open(store_url) as rt:
+        await rt.session("warm").accept(prompt("warm"))
+        # Warm the default executor and the feed's poller/listener before counting.
+        [e async for e in rt.subscribe(timeout=0)]
+        before = threading.active_count()
+        subs = [rt.session(f"s{n}").subscribe() for n in range(200)]
+        tasks = [asyncio.create_task(anext(sub, None)) for sub in subs]
+        await until(lambda: all(sub._event is not None for sub in subs))
+        await asyncio.sleep(0.05)  # let the reads settle into waits
+        during = threading.active_count()
+        await rt.session("s7").accept(prompt("wake one"))
+        woken = await asyncio.wait_for(tasks[7], 60)
+        assert woken is not None and woken.runtime_id == "s7"
+        for sub in subs:
+            sub.close()
+        await asyncio.gather(*tasks)
+    # The default executor may add a few threads for the reads; never one per subscriber.
+    assert during - before < 20, (before, during)
+
+
+async def test_async_observers(store_url: str) -> None:
+    async with AsyncRuntime.open(store_url) as rt:
+        plain: list[RuntimeEventEnvelope] = []
+        awaited: list[RuntimeEventEnvelope] = []
+        loop_threads: set[int] = set()
+
+        async def coroutine_observer(envelope: RuntimeEventEnvelope) -> None:
+            loop_threads.add(threading.get_ident())
+            await asyncio.sleep(0)
+            awaited.append(envelope)
+
+        def failing(envelope: RuntimeEventEnvelope) -> None:
+            raise RuntimeError("observer bug")
+
+        stops = [
+            rt.on_runtime_event(plain.append),
+            rt.on_runtime_event(coroutine_observer),
+            rt.on_runtime_event(failing),
+        ]
+        await rt.session("s").accept(prompt("one"))
+        every = [e async for e in rt.session("s").events()]
+        await until(lambda: len(plain) == len(awaited) == len(every))
+        for stop in stops:
+            stop()
+        assert plain == awaited == every
+        assert loop_threads == {threading.get_ident()}  # on the host's loop, no thread
