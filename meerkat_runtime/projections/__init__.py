@@ -1,4 +1,5 @@
-"""Projections: read models kept from the event log, exactly once (``rt.ledger``, ``rt.views``).
+"""Projections: read models kept from the event log, exactly once (``rt.ledger``, ``rt.views``,
+and a host's own: :class:`HostProjection`).
 
 A handler failure follows the projection's :class:`FailureStrategy`. An event that
 cannot be read back (written by an older version, or edited by hand) is never
@@ -15,6 +16,7 @@ from meerkat_runtime.projections._framework import (
     ProjectionStatus,
     SkippedEvent,
 )
+from meerkat_runtime.projections._host import HostProjection, ProjectedEvent
 from meerkat_runtime.projections._ledger import LedgerProjection, LedgerQueries, LedgerRow
 from meerkat_runtime.projections._sql import Cursor, ScratchSql, Sql
 from meerkat_runtime.projections._verify import Mismatch, VerifyReport, verify
@@ -23,10 +25,12 @@ from meerkat_runtime.projections._views import ViewQueries, ViewRow, ViewsProjec
 __all__ = [
     "Cursor",
     "FailureStrategy",
+    "HostProjection",
     "LedgerProjection",
     "LedgerQueries",
     "LedgerRow",
     "Mismatch",
+    "ProjectedEvent",
     "Projection",
     "ProjectionRunner",
     "ProjectionSet",
