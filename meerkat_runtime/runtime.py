@@ -785,8 +785,11 @@ class Runtime:
         """Open a runtime on a store URL (or a store object, which the caller keeps owning).
 
         Sessions already in the store recover lazily on first use, or all at
-        once with ``recover="eager"``. See :class:`RuntimeOptions` for runtime
-        options; the rest are store options (``open_store``), among them:
+        once with ``recover="eager"``. ``projections``: True runs the built-in
+        read models (``ledger``, ``views``), False none, and a list of
+        :class:`~meerkat_runtime.projections.HostProjection` runs those too (a
+        host's own read models; names must be unique). See :class:`RuntimeOptions`
+        for runtime options; the rest are store options (``open_store``), among them:
 
         * ``create_schema``: ``"auto"`` (default) creates the store's tables in an
           empty database or completes an existing store's, and raises

@@ -25,6 +25,7 @@ PUBLIC_MODULES = (
     "meerkat_runtime.projections",
     "meerkat_runtime.runtime",
     "meerkat_runtime.store",
+    "meerkat_runtime.subscriptions",
     "meerkat_runtime.telemetry",
     "meerkat_runtime.terminal_status",
 )

@@ -7,7 +7,9 @@ and its position and lag show in ``rt.projections.status()`` and in ``health``.
 
 from __future__ import annotations
 
+import importlib.util
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -249,3 +251,13 @@ async def test_async_runtime_runs_host_projections(db: Db, anyio_backend: str) -
         model = await rt.projections.query(read_counts)
         assert model == expected_counts(rt.sync)
         assert "session_counts" in {s.name for s in rt.projections.status()}
+
+
+def test_the_guide_example_runs_on_every_backend(db: Db) -> None:
+    """``examples/host_read_model.py``, included verbatim in the read-models guide."""
+    path = Path(__file__).resolve().parents[2] / "examples" / "host_read_model.py"
+    spec = importlib.util.spec_from_file_location("host_read_model_example", path)
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    assert example.main(db.url) == {"chat-1": (2, "how are you?"), "chat-2": (1, "hi")}
