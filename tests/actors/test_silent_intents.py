@@ -30,6 +30,7 @@ from meerkat_runtime import (
     RunResult,
     Runtime,
     RuntimeControlPlaneError,
+    RuntimeState,
     SessionNotFound,
     WakeMode,
 )
@@ -176,11 +177,16 @@ def test_silent_intents_must_be_strings(open_runtime: OpenRuntime) -> None:
 
 
 def test_accept_without_wake_waits_for_the_next_wake(open_runtime: OpenRuntime) -> None:
+    """Rust ``accept_input_without_wake_keeps_idle_runtime_idle`` (the input stays active,
+    the runtime idle) and ``batch_selection_drains_queue_next_turn_after_prior_run_even_without_wake``
+    (wake none only suppresses the immediate wake)."""
     ex = Recording()
     rt = open_runtime(executor=ex)
     s = rt.session("s-1")
     quiet = s.accept(prompt("later"), wake=False)
     assert recorded_wake(s, quiet.input_id) == (1, WakeMode.NONE)
+    assert s.state() is RuntimeState.ATTACHED  # idle, with an executor bound
+    assert s.active_input_ids() == [quiet.input_id]
     assert phase(s, quiet.input_id) is L.QUEUED and ex.runs == []
     loud = s.accept(prompt("now"))
     assert loud.completion is not None and isinstance(loud.completion.wait(WAIT), Completed)
@@ -271,3 +277,22 @@ def test_silent_intents_and_their_queued_request_survive_kill_9(crash_url: str) 
         handle = s.completion(silent_id)
         assert handle is not None and isinstance(handle.wait(WAIT), Completed)
         assert ex.runs == [[silent_id], [loud.input_id]]
+
+
+def test_a_policy_that_raises_fails_that_accept_only(open_runtime: OpenRuntime) -> None:
+    class Refuses(DefaultPolicyTable):
+        def resolve(self, input: Input, runtime_idle: bool, **facts: bool) -> AdmissionPlan:
+            if input.kind is InputKind.EXTERNAL_EVENT:
+                raise KeyError("a bug in the host's policy")
+            return super().resolve(input, runtime_idle, **facts)
+
+    rt = open_runtime(executor=EchoExecutor(), policy=Refuses())
+    s = rt.session("s-1")
+    first = s.accept(prompt("one"))
+    assert first.completion is not None and isinstance(first.completion.wait(WAIT), Completed)
+    written = len(events_of(s))
+    with pytest.raises(KeyError):
+        s.accept({"input_type": "external_event", "event_type": "ci", "payload": {}})
+    assert len(events_of(s)) == written  # nothing of it was written
+    second = s.accept(prompt("two"))  # the session goes on
+    assert second.completion is not None and isinstance(second.completion.wait(WAIT), Completed)
