@@ -207,7 +207,13 @@ def test_an_unreadable_event_affects_only_its_session(
     with Runtime.open(p.url) as rt:
         bad = rt.session(BAD)
         head = rt.store.max_position()
-        for call in (bad.state, lambda: bad.accept(PromptInput(content="more")), bad.reset):
+        calls = (
+            bad.state,
+            lambda: bad.accept(PromptInput(content="more")),
+            bad.reset,
+            lambda: bad.interaction_status(idempotency_key="k"),  # the durable witness
+        )
+        for call in calls:
             with pytest.raises(UndecodableEvent) as caught:
                 call()
             err = caught.value
@@ -262,12 +268,17 @@ def test_cli_read_commands_work_around_an_unreadable_event(poisoned: Poisoned) -
     rows = orjson.loads(ledger.stdout)
     rows = rows["rows"] if isinstance(rows, dict) else rows
     assert sum(1 for r in rows if r["session_id"] in GOOD) == p.good_inputs
-    for args in (("views",), ("inspect", GOOD[0]), ("events", GOOD[1])):
+    for args in (
+        ("views",),
+        ("inspect", GOOD[0]),
+        ("events", GOOD[1]),
+        ("interaction-status", GOOD[0], "--run", str(uuid.uuid4())),
+    ):
         result = cli(*args, *store, "--json")
         assert result.exit_code == 0, (args, result.output)
 
     # The bad session itself: a clean error naming it and the event.
-    for args in (("inspect", BAD), ("events", BAD)):
+    for args in (("inspect", BAD), ("events", BAD), ("interaction-status", BAD, "--key", "k")):
         result = cli(*args, *store)
         assert result.exit_code == 1, (args, result.output)
         assert "Traceback" not in result.output
