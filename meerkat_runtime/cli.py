@@ -655,6 +655,9 @@ def inspect(
 ) -> None:
     """A session's state, queues, staged inputs, current run and recent events (read-only fold).
 
+    ``silent_intents`` are the session's silent peer-request intents; ``waiting_for_wake``
+    the queued inputs admitted without a wake that start no run of their own.
+
     ``state`` is the session's phase, as ``sessions`` shows it; ``attached`` says whether
     its last recorded state change bound an executor (observed as ``attached``).
     ``--at SEQ`` shows the session as it was after its event ``SEQ`` (no snapshot used).
@@ -670,6 +673,8 @@ def inspect(
         "version": state.version,
         "queue": [str(i) for i in state.queue],
         "steer_queue": [str(i) for i in state.steer_queue],
+        "silent_intents": sorted(state.silent_intents),
+        "waiting_for_wake": [str(i) for i in state.queue if i in state.unwoken],
         "current_run": None if run is None else {"run_id": str(run.run_id), "inputs": [str(i) for i in run.input_ids]},
         "counts": _counts(state),
         "recent_events": [wire.to_json_value(e) | {"sequence": e.sequence} for e in envelopes[-recent:]] if recent else [],
@@ -683,6 +688,11 @@ def inspect(
     console.print(
         f"queue: {len(state.queue)}  steer queue: {len(state.steer_queue)}  inputs: {info['counts']}"
     )
+    if state.silent_intents or state.unwoken:
+        console.print(
+            f"silent intents: {', '.join(info['silent_intents']) or '-'}  "
+            f"waiting for a wake: {len(info['waiting_for_wake'])}"
+        )
     if run is not None:
         console.print(f"current run {run.run_id} with {len(run.input_ids)} staged inputs")
     t = Table(title="recent events")
