@@ -665,6 +665,8 @@ def inspect(
     with _open_store(store) as es:
         state, envelopes = _fold(es, session, upto=at)
     run = state.run
+    silent = sorted(state.silent_intents)
+    waiting = [str(i) for i in state.queue if i in state.unwoken]
     info = {
         "session_id": session,
         "at": envelopes[-1].sequence,
@@ -673,8 +675,8 @@ def inspect(
         "version": state.version,
         "queue": [str(i) for i in state.queue],
         "steer_queue": [str(i) for i in state.steer_queue],
-        "silent_intents": sorted(state.silent_intents),
-        "waiting_for_wake": [str(i) for i in state.queue if i in state.unwoken],
+        "silent_intents": silent,
+        "waiting_for_wake": waiting,
         "current_run": None if run is None else {"run_id": str(run.run_id), "inputs": [str(i) for i in run.input_ids]},
         "counts": _counts(state),
         "recent_events": [wire.to_json_value(e) | {"sequence": e.sequence} for e in envelopes[-recent:]] if recent else [],
@@ -690,8 +692,7 @@ def inspect(
     )
     if state.silent_intents or state.unwoken:
         console.print(
-            f"silent intents: {', '.join(info['silent_intents']) or '-'}  "
-            f"waiting for a wake: {len(info['waiting_for_wake'])}"
+            f"silent intents: {', '.join(silent) or '-'}  waiting for a wake: {len(waiting)}"
         )
     if run is not None:
         console.print(f"current run {run.run_id} with {len(run.input_ids)} staged inputs")
