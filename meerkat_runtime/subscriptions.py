@@ -34,6 +34,7 @@ import contextlib
 import logging
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -90,7 +91,8 @@ class CommitFeed:
         self._cond = threading.Condition()
         self._generation = 0
         self._closed = False
-        self._wakers: list[Callable[[], None]] = []
+        # Called on every wake; one that returns False is dropped (its subscriber is gone).
+        self._wakers: list[Callable[[], bool]] = []
         self._started = False
         self._stop = threading.Event()
         self._stop_watch: Callable[[], None] | None = None
@@ -118,11 +120,18 @@ class CommitFeed:
             self._generation += 1
             self._cond.notify_all()
             wakers = list(self._wakers)
+        gone = []
         for waker in wakers:
             try:
-                waker()
-            except Exception:  # a subscriber's loop has gone: nothing to tell
+                alive = waker()
+            except Exception:
                 log.debug("a subscription waker failed", exc_info=True)
+                alive = False
+            if not alive:
+                gone.append(waker)
+        if gone:
+            with self._cond:
+                self._wakers = [w for w in self._wakers if w not in gone]
 
     def notify(self) -> None:
         """Wake blocked waiters without a new commit (a subscription closed)."""
@@ -140,8 +149,9 @@ class CommitFeed:
                 # Bounded waits: a signal handler (Ctrl-C) gets its turn promptly.
                 self._cond.wait(1.0 if remaining is None else min(remaining, 1.0))
 
-    def attach(self, waker: Callable[[], None] | None = None) -> Callable[[], None]:
-        """Register a subscriber (and its ``waker``, called on every wake); return a detacher."""
+    def attach(self, waker: Callable[[], bool] | None = None) -> Callable[[], None]:
+        """Register a subscriber (and its ``waker``, called on every wake until it returns
+        False); return a detacher."""
         with self._cond:
             if waker is not None:
                 self._wakers.append(waker)
@@ -152,8 +162,8 @@ class CommitFeed:
 
         def detach() -> None:
             if waker is not None:
-                with self._cond, contextlib.suppress(ValueError):
-                    self._wakers.remove(waker)
+                with self._cond:
+                    self._wakers = [w for w in self._wakers if w is not waker]
 
         return detach
 
@@ -466,14 +476,8 @@ class AsyncSubscription(_Cursor, AsyncIterator[RuntimeEventEnvelope]):
     def _bind(self) -> asyncio.Event:
         """The loop event the feed sets on each wake (made on the first ``__anext__``)."""
         if self._event is None:
-            loop = asyncio.get_running_loop()
-            event = self._event = asyncio.Event()
-
-            def waker() -> None:
-                with contextlib.suppress(RuntimeError):  # the loop has closed
-                    loop.call_soon_threadsafe(event.set)
-
-            self._detach = self._feed.attach(waker)
+            self._event = asyncio.Event()
+            self._detach = self._feed.attach(_waker(self, asyncio.get_running_loop()))
         return self._event
 
     def __aiter__(self) -> AsyncSubscription:
@@ -528,6 +532,25 @@ class AsyncSubscription(_Cursor, AsyncIterator[RuntimeEventEnvelope]):
 
     async def __aexit__(self, *exc: object) -> None:
         self.close()
+
+
+def _waker(sub: AsyncSubscription, loop: asyncio.AbstractEventLoop) -> Callable[[], bool]:
+    """Sets ``sub``'s loop event from any thread. It holds ``sub`` weakly: a subscription
+    dropped without ``close`` (its task cancelled) is then forgotten by the feed, as is
+    one whose loop has closed."""
+    ref = weakref.ref(sub)
+
+    def waker() -> bool:
+        alive = ref()
+        if alive is None or alive._event is None or alive._closed:
+            return False
+        try:
+            loop.call_soon_threadsafe(alive._event.set)
+        except RuntimeError:  # the loop has closed
+            return False
+        return True
+
+    return waker
 
 
 async def deliver_async(sub: AsyncSubscription, callback: EventObserver) -> None:

@@ -4,6 +4,7 @@ thread per subscriber, resumable, ending cleanly; asyncio ``on_runtime_event`` o
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 from typing import Any
 
@@ -132,3 +133,26 @@ async def test_async_observers(store_url: str) -> None:
             stop()
         assert plain == awaited == every
         assert loop_threads == {threading.get_ident()}  # on the host's loop, no thread
+
+
+async def test_an_abandoned_async_subscription_is_forgotten(store_url: str) -> None:
+    """A task iterating a subscription is cancelled and nobody closes it: once it is
+    garbage, the feed stops waking it (it kept a waker, and the loop, for good)."""
+    async with AsyncRuntime.open(store_url) as rt:
+        feed = rt.sync._feed
+        await rt.session("s").accept(prompt("one"))
+
+        async def first_then_wait() -> None:
+            sub = rt.subscribe()
+            async for _ in sub:
+                pass  # waits for more after the stored events, until cancelled
+
+        task = asyncio.create_task(first_then_wait())
+        await until(lambda: len(feed._wakers) == 1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        del task
+        gc.collect()
+        await rt.session("s").accept(prompt("two"))  # a wake finds the waker dead
+        await until(lambda: not feed._wakers)
