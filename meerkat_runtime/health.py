@@ -5,7 +5,9 @@ Unhealthy when an input has waited queued longer than ``max_queue_age``, a sessi
 current run has lasted longer than ``max_run_age`` (counted from when its inputs were
 staged, not from the session's last event, so a stuck run that keeps receiving input
 still shows), a projection is not running (``standby`` is fine: another node runs it)
-or lags more than ``max_lag`` events, or a projection skipped an event.
+or lags more than ``max_lag`` events, or a projection skipped an event. Projections the
+store records but ``rt`` does not run (a host's own read models, seen from the command
+line) count too, as ``standby`` at their stored offsets.
 """
 
 from __future__ import annotations
@@ -94,8 +96,10 @@ def check_health(
         for v in _all(rt.views.list, state="running")
         if (now - run_started(rt, v)).total_seconds() > limits.max_run_age
     ]
-    status = rt.projections.status()
-    skipped = rt.projections.skipped()
+    # Read models run by other processes (a host's own) report from their stored offsets.
+    others, others_skipped = rt.projections.elsewhere()
+    status = rt.projections.status() + others
+    skipped = rt.projections.skipped() + others_skipped
     problems = []
     if oldest > limits.max_queue_age:
         problems.append(

@@ -884,6 +884,36 @@ class ProjectionSet:
                 out.append(ProjectionStatus(n, state, position, head, error))  # type: ignore[arg-type]
             return out
 
+    def elsewhere(self) -> tuple[list[ProjectionStatus], list[SkippedEvent]]:
+        """The projections the store records that this set does not run (a host's own read
+        models, seen from another process such as ``meerkat-runtime health``): each at its
+        stored offset, as ``standby``, and their skipped events. Read from the store's
+        database; empty when it holds no projection tables."""
+        mine = set(self._runners)
+        try:
+            head = self.store.max_position()
+            with Sql(self.store).read_transaction() as cur:
+                offsets = cur.execute(
+                    f"SELECT name, position FROM {cur.table(OFFSETS)} ORDER BY name"
+                ).fetchall()
+                skipped = cur.execute(
+                    f"SELECT * FROM {cur.table(SKIPPED)} ORDER BY name, position"
+                ).fetchall()
+        except StoreError:
+            return [], []
+        return (
+            [
+                ProjectionStatus(r["name"], "standby", int(r["position"]), head)
+                for r in offsets
+                if r["name"] not in mine
+            ],
+            [
+                SkippedEvent(r["name"], int(r["position"]), r["session_id"], r["topic"], r["error"], r["skipped_at"])
+                for r in skipped
+                if r["name"] not in mine
+            ],
+        )  # fmt: skip
+
     def query(self, fn: Callable[[Cursor], _T]) -> _T:
         """``fn(cur)`` in a read-only transaction on the read models (a host projection's
         tables included): every statement sees one consistent state."""

@@ -8,6 +8,7 @@ and its position and lag show in ``rt.projections.status()`` and in ``health``.
 from __future__ import annotations
 
 import importlib.util
+import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from meerkat_runtime.projections import (
     ProjectionStatus,
 )
 
+from ..cli._support import cli
 from ..waiting import WAIT, wait_until
 from ._host_support import SessionCounts, read_counts
 from .conftest import Db
@@ -261,3 +263,24 @@ def test_the_guide_example_runs_on_every_backend(db: Db) -> None:
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
     assert example.main(db.url) == {"chat-1": (2, "how are you?"), "chat-2": (1, "hi")}
+
+
+def test_the_health_command_reports_a_host_read_model_it_does_not_run(durable_db: Db) -> None:
+    """``meerkat-runtime health`` runs only the built-in read models; a host's own shows
+    from its stored offset (as standby), with its lag and its skipped events."""
+    counts = SessionCounts(fail_for=frozenset({"poison"}), failure_strategy=FailureStrategy("skip"))
+    rt = durable_db.runtime(projections=[counts])
+    accept_some(rt, ("ok", "poison"), n=1)
+    rt.projections.wait_caught_up(WAIT)
+    rt.close()
+    plain = durable_db.runtime()  # the host's read model does not run here
+    accept_some(plain, ("later",), n=2)
+    plain.close()
+    result = cli("health", "--max-lag", "1", "--store", durable_db.url, "--json")
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    (mine,) = [p for p in report["projections"] if p["name"] == "session_counts"]
+    assert mine["status"] == "standby" and mine["lag"] > 1
+    assert any(p.startswith("projection session_counts lags") for p in report["problems"])
+    assert any("session_counts skipped session 'poison'" in p for p in report["problems"])
+    assert {p["name"] for p in report["projections"]} == {"ledger", "views", "session_counts"}
