@@ -1,7 +1,9 @@
 """Health signals of a runtime's store, as ``meerkat-runtime health`` and the web console
 report them: one definition of "healthy" for both.
 
-Unhealthy when an input has waited queued longer than ``max_queue_age``, a session's
+Unhealthy when an input that asked for a wake has waited queued longer than
+``max_queue_age`` (one admitted with wake ``none`` waits for another input's run by
+design: a silent peer request, ``accept(..., wake=False)``, a peer progress update), a session's
 current run has lasted longer than ``max_run_age`` (counted from when its inputs were
 staged, not from the session's last event, so a stuck run that keeps receiving input
 still shows), a projection is not running (``standby`` is fine: another node runs it)
@@ -18,8 +20,9 @@ from datetime import datetime
 from typing import Any
 
 from meerkat_runtime.events.input_state import InputLifecycleState
+from meerkat_runtime.events.policy import WakeMode
 from meerkat_runtime.events.timefmt import utc_now
-from meerkat_runtime.projections import ProjectionStatus, SkippedEvent, ViewRow
+from meerkat_runtime.projections import LedgerRow, ProjectionStatus, SkippedEvent, ViewRow
 from meerkat_runtime.runtime import Runtime
 
 __all__ = ["HealthLimits", "HealthReport", "check_health"]
@@ -43,7 +46,8 @@ class HealthReport:
 
     queued_inputs: int
     oldest_queued_age: float
-    """Seconds the longest-waiting queued input has waited (0 without any)."""
+    """Seconds the longest-waiting queued input that asked for a wake has waited (0 without
+    any); inputs admitted with wake ``none`` wait for another input's run by design."""
     stuck_runs: list[str]
     """Sessions whose current run has lasted longer than ``max_run_age``."""
     projections: list[ProjectionStatus]
@@ -63,6 +67,11 @@ def _all(lister: Callable[..., list[Any]], **filters: Any) -> Iterator[Any]:
         if len(page) < 1000:
             return
         after = page[-1].position
+
+
+def _asked_for_wake(row: LedgerRow) -> bool:
+    policy = row.input_state.policy
+    return policy is None or policy.decision.wake_mode is not WakeMode.NONE
 
 
 def run_started(rt: Runtime, view: ViewRow) -> datetime:
@@ -90,7 +99,8 @@ def check_health(
     """Read the signals from ``rt``'s read models and projections (nothing is written)."""
     now = now or utc_now()
     queued = list(_all(rt.ledger.list, state=InputLifecycleState.QUEUED.value))
-    oldest = max(((now - r.state_since).total_seconds() for r in queued), default=0.0)
+    waking = [r for r in queued if _asked_for_wake(r)]
+    oldest = max(((now - r.state_since).total_seconds() for r in waking), default=0.0)
     stuck = [
         v.session_id
         for v in _all(rt.views.list, state="running")
