@@ -1433,7 +1433,9 @@ HEALTH_CATCH_UP = 10.0
 @command
 def health(
     max_queue_age: float = typer.Option(
-        300.0, min=0, help="Unhealthy when an input has been queued longer (s)."
+        300.0,
+        min=0,
+        help="Unhealthy when an input that asked for a wake has been queued longer (s).",
     ),
     max_run_age: float = typer.Option(
         600.0, min=0, help="Unhealthy when a session has been running longer (s)."
