@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
+from meerkat_runtime._session_ops import AsyncSessionOperations
 from meerkat_runtime.actors import AcceptOutcome, CompletionHandle, RunBoundaryReceipt
 from meerkat_runtime.actors import _messages as msg
 from meerkat_runtime.actors._messages import Reply
@@ -340,7 +341,7 @@ def _measure_many_later(
         reply.add_done_callback(answered)
 
 
-class AsyncSession:
+class AsyncSession(AsyncSessionOperations):
     """A handle on one session for coroutines: every method is awaited (see the module)."""
 
     __slots__ = ("_art", "id")

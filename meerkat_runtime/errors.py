@@ -22,6 +22,7 @@ __all__ = [
     "InvalidInput",
     "LeaseUnavailable",
     "MeerkatRuntimeError",
+    "OperationLifecycleError",
     "Overloaded",
     "RuntimeControlPlaneError",
     "RuntimeStateTransitionError",
@@ -307,3 +308,32 @@ class AcceptManyFailed(MeerkatRuntimeError):
             if failed
             else "accept_many failed"
         )
+
+
+class OperationLifecycleError(MeerkatRuntimeError):
+    """An operation input asks for a move its operation's lifecycle forbids; nothing was written.
+
+    The Rust crate's ``OpsLifecycleError``: ``kind`` is ``not_found`` (an event for an
+    operation the session does not know), ``already_registered`` (``started`` for one it
+    knows), ``invalid_transition`` (any event for an operation that is terminal),
+    ``id_mismatch`` (the event's ``id`` is not the input's ``operation_id``) or
+    ``duplicate_wait`` (a wait names an operation twice). ``status`` is the
+    operation's status when there is one, ``action`` the refused event's type.
+    """
+
+    hint = "read the operation's status with `meerkat-runtime operations SESSION`"
+
+    def __init__(
+        self,
+        kind: str,
+        operation_id: str,
+        message: str,
+        *,
+        status: str | None = None,
+        action: str | None = None,
+    ) -> None:
+        self.kind = kind
+        self.operation_id = operation_id
+        self.status = status
+        self.action = action
+        super().__init__(message)

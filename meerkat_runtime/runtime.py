@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import orjson
 
+from meerkat_runtime._session_ops import SessionOperations
 from meerkat_runtime.actors import (
     AcceptOutcome,
     CompletionHandle,
@@ -424,7 +425,7 @@ def _projections_to_run(projections: bool | Sequence[Projection]) -> list[Projec
     return [LedgerProjection(), ViewsProjection(), *own]
 
 
-class Session:
+class Session(SessionOperations):
     """A handle on one session; its actor starts on first use.
 
     A session exists once it has accepted an input (or :meth:`Runtime.create_session`
@@ -1136,6 +1137,7 @@ class Runtime:
         self._services.scheduler.stop()
         self._services.pool.shutdown(wait=False, cancel_futures=True)
         self.completions.close()
+        self._services.operations.close()
         self.projections.close()
         if self._telemetry is not None:
             self._telemetry.close()

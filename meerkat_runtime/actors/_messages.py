@@ -103,6 +103,13 @@ class CancelRun:
 
 
 @dataclass(frozen=True, slots=True)
+class UserInterrupt:
+    """``Session.interrupt``: cancel the run in flight and report what was found."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class BoundaryReceipt:
     """``Session.boundary_receipt``: the committed receipt of a run's checkpoint."""
 
@@ -176,6 +183,7 @@ Message = (
     | Query
     | GetCompletion
     | CancelRun
+    | UserInterrupt
     | BoundaryReceipt
     | RecoverAll
     | RunDone

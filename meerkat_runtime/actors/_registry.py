@@ -32,6 +32,7 @@ from meerkat_runtime.actors._completion import CompletionRegistry
 from meerkat_runtime.actors._executor import AsyncRunner, ExecutorLike, RetryPolicy
 from meerkat_runtime.actors._host import Hosts, default_host_count
 from meerkat_runtime.actors._messages import Call, Message, Passivate, Reply
+from meerkat_runtime.actors._operations import OperationWatchers
 from meerkat_runtime.actors._scheduler import Scheduler
 from meerkat_runtime.actors._session import SessionActor
 from meerkat_runtime.cluster import Membership
@@ -99,6 +100,8 @@ class Services:
     calls: CallTable = field(default_factory=CallTable)
     closing: threading.Event = field(default_factory=threading.Event)
     """Set when the runtime closes: no run starts any more."""
+    operations: OperationWatchers = field(default_factory=OperationWatchers)
+    """Pending ``wait_operations`` calls (``_operations``)."""
 
 
 class _Entry:

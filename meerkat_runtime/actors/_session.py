@@ -83,6 +83,17 @@ from meerkat_runtime.events.completion import (
 from meerkat_runtime.events.ids import uuid7
 from meerkat_runtime.events.input_state import InputState
 from meerkat_runtime.events.inputs import Input
+from meerkat_runtime.events.interrupt import (
+    UserInterruptObservation,
+    UserInterruptOutcome,
+    observe_user_interrupt,
+    resolve_user_interrupt_public_result,
+)
+from meerkat_runtime.events.operations import (
+    OperationRecord,
+    operation_sequences,
+    settled_operations,
+)
 from meerkat_runtime.events.policy import AdmissionPlan, WakeMode
 from meerkat_runtime.events.reports import RecoveryReport, RejectReason
 from meerkat_runtime.events.run_primitive import RunPrimitive
@@ -177,7 +188,7 @@ class AcceptOutcome(OutcomeKind):
 class _InFlight:
     """A pipelined accept whose append the store has not settled yet."""
 
-    __slots__ = ("call", "error", "reply", "resolutions", "settled", "ticket")
+    __slots__ = ("call", "error", "operations", "reply", "resolutions", "settled", "ticket")
 
     def __init__(
         self,
@@ -191,6 +202,7 @@ class _InFlight:
         self.ticket: AppendTicket | None = None
         self.settled = False
         self.error: BaseException | None = None
+        self.operations: Sequence[OperationRecord] = ()  # operations it ends, once durable
 
 
 def _needs_session(m: msg.Message) -> bool:
@@ -355,6 +367,8 @@ class SessionActor:
                 return self._on_completion(input_id)
             case msg.CancelRun(reason, run_id):
                 return self._on_cancel_run(reason, run_id)
+            case msg.UserInterrupt(reason):
+                return self._on_user_interrupt(reason)
             case msg.BoundaryReceipt(run_id, sequence):
                 return self._on_boundary_receipt(run_id, sequence)
             case msg.RecoverAll():
@@ -601,11 +615,18 @@ class SessionActor:
                 self.svc.telemetry.committed(events)
             for iid, outcome in settled:
                 self.svc.completions.resolve(self.session_id, iid, outcome)
+            self._settle_operations(st, events)
             self._maybe_snapshot(st)
             if reason is None and len(commands) == 1:
                 reason = _END_REASONS.get(type(commands[0]))
             self._fence_calls(reason or "the log ended the run")
         return decisions
+
+    def _settle_operations(self, st: SessionState, events: Sequence[RuntimeEventEnvelope]) -> None:
+        """Answer the ``wait_operations`` calls on operations that durable ``events`` ended."""
+        seqs = operation_sequences(events)
+        if seqs:
+            self.svc.operations.settle(self.session_id, settled_operations(st.operations, seqs))
 
     def _fence_calls(self, reason: str) -> None:
         """Signal every live call of this session whose run the log no longer has."""
@@ -716,6 +737,9 @@ class SessionActor:
                 raise self._lease_lost(LeaseUnavailable(self.lease, None))
         resolutions = evolve_settling(st, decision.events)
         entry = _InFlight(call, self._accept_reply(decision), resolutions)
+        seqs = operation_sequences(decision.events)
+        if seqs:
+            entry.operations = settled_operations(st.operations, seqs)
         inflight = self._inflight
         after = inflight[-1].ticket if inflight else None
         inflight.append(entry)
@@ -751,6 +775,8 @@ class SessionActor:
         svc = self.svc
         for iid, outcome in entry.resolutions:
             svc.completions.resolve(self.session_id, iid, outcome)
+        if entry.operations:
+            svc.operations.settle(self.session_id, entry.operations)
         self._interrupt(entry.reply)
         reply = entry.call.reply
         if not reply.done():
@@ -1036,6 +1062,21 @@ class SessionActor:
         )
         self._schedule_retry()
         return True
+
+    def _on_user_interrupt(self, reason: str) -> UserInterruptOutcome:
+        """``session.interrupt``: observe and cancel in one message, so no run slips between."""
+        st = self.state
+        assert st is not None
+        run = st.run
+        if st.version == 0:  # never used: no record, seen as Rust sees a missing session
+            observation = UserInterruptObservation.DESTROYED
+        else:
+            observed = st.observed_state(self.svc.executor is not None)
+            observation = observe_user_interrupt(observed, run is not None)
+        if run is not None:
+            self._on_cancel_run(reason, run.run_id)
+        result = resolve_user_interrupt_public_result(observation, target_present=st.version > 0)
+        return UserInterruptOutcome(result, observation, run.run_id if run is not None else None)
 
     def _on_checkpoint(self, m: msg.Checkpoint) -> RunBoundaryReceipt | None:
         run_id, absorbed, digest, count = (

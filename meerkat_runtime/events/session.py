@@ -110,6 +110,7 @@ from meerkat_runtime.events.inputs import (
     Input,
     InputDurability,
     InputKind,
+    OperationInput,
     OperatorOrigin,
     PeerInput,
     PeerMessage,
@@ -118,6 +119,11 @@ from meerkat_runtime.events.inputs import (
     PeerResponseTerminal,
     PromptInput,
     ResponseTerminalStatus,
+)
+from meerkat_runtime.events.operations import (
+    OWNER_GONE,
+    OperationRegistry,
+    check_operation_input,
 )
 from meerkat_runtime.events.policy import (
     DEFAULT_POLICY,
@@ -265,6 +271,8 @@ class SessionState:
     # Ordinary-queue inputs admitted with wake none while no run was in flight: they
     # start no run of their own (see the module docstring); the next run clears it.
     unwoken: set[uuid.UUID] = field(default_factory=set)
+    # The operations its operation inputs report (events/operations.py).
+    operations: OperationRegistry = field(default_factory=OperationRegistry)
 
     def observed_state(self, attached: bool) -> RuntimeState:
         """The state a host sees: ``idle`` reads ``attached`` while an executor is bound."""
@@ -521,6 +529,8 @@ def _decide_accept(state: SessionState, cmd: Accept, b: _Builder) -> Decision:
     if existing is not None:
         b.add(InputDeduplicated(input_id=input_id, existing_id=existing))
         return b.done(AcceptDecision("deduplicated", input_id, existing_id=existing))
+    if isinstance(inp, OperationInput):
+        check_operation_input(state.operations, inp)  # an illegal move raises: nothing written
 
     plan = _resolve(state, cmd, b.ctx.policy)
     b.add(
@@ -1175,6 +1185,8 @@ def _ev_input(state: SessionState, ev: InputLifecycleEvent, at: datetime) -> Non
         return
     state.inputs[iid] = st
     if isinstance(ev, InputAccepted):
+        if isinstance(ev.input, OperationInput):
+            state.operations.apply(ev.input.operation_id, ev.input.event, at, state.version + 1)
         if st.idempotency_key is not None:
             state.idempotency.setdefault(st.idempotency_key, iid)
         if not st.is_terminal and _wakes(st):
@@ -1288,6 +1300,8 @@ _PERSISTED_PHASE = {
 
 def _ev_state_changed(state: SessionState, ev: RuntimeStateChangeEvent, at: datetime) -> None:
     state.phase = _PERSISTED_PHASE.get(ev.to, ev.to)
+    if ev.to in OWNER_GONE:
+        state.operations.terminate(f"session {ev.to.value}", at, state.version + 1)
 
 
 def _ev_created(state: SessionState, ev: RuntimeCreated, at: datetime) -> None:
@@ -1398,7 +1412,22 @@ def state_to_snapshot(state: SessionState) -> dict[str, Any]:
         "updated_at": None if state.updated_at is None else format_timestamp(state.updated_at),
         "silent_intents": sorted(state.silent_intents),
         "unwoken": [str(i) for i in state.queue if i in state.unwoken],
+        "operations": state.operations.to_json(),
     }
+
+
+def _registry_from_snapshot(
+    data: dict[str, Any], inputs: dict[uuid.UUID, InputState]
+) -> OperationRegistry:
+    """The snapshot's operations registry. A snapshot written before the registry existed
+    has none: it is empty if the snapshot holds no operation input (it holds every input
+    it accepted), else the snapshot is unreadable and the log is refolded."""
+    stored = data.get("operations")
+    if stored is not None:
+        return OperationRegistry.from_json(stored)
+    if any(isinstance(st.persisted_input, OperationInput) for st in inputs.values()):
+        raise InvalidInput("snapshot predates the operations registry", "operations")
+    return OperationRegistry()
 
 
 def state_from_snapshot(data: dict[str, Any]) -> SessionState:
@@ -1442,6 +1471,7 @@ def state_from_snapshot(data: dict[str, Any]) -> SessionState:
             # Absent from snapshots written before silent intents existed: none then.
             silent_intents=frozenset(str(i) for i in data.get("silent_intents", ())),
             unwoken={parse_uuid(i) for i in data.get("unwoken", ())},
+            operations=_registry_from_snapshot(data, inputs),
         )
     except InvalidInput:
         raise

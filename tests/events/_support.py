@@ -180,9 +180,14 @@ def continuation(
     )
 
 
-def operation(**kw: Any) -> OperationInput:
+_OP_IDS = itertools.count(1)
+
+
+def operation(op_id: str | None = None, **kw: Any) -> OperationInput:
+    """A ``started`` operation input, for a fresh operation unless ``op_id`` names one."""
+    op_id = op_id or f"op-{next(_OP_IDS)}"
     return OperationInput(
-        operation_id="op-1", event=OperationStarted(id="op-1", kind="shell"), header=header(**kw)
+        operation_id=op_id, event=OperationStarted(id=op_id, kind="shell"), header=header(**kw)
     )
 
 

@@ -60,7 +60,7 @@ def _random_input(rnd: random.Random) -> dict[str, Any]:
     if kind == "continuation":
         return continuation(**header)
     if kind == "operation":
-        return operation(f"op-{rnd.randrange(1000)}", **header)
+        return operation(f"op-{rnd.getrandbits(64):x}", **header)
     if kind == "peer_message":
         return peer_message(**header)
     if kind == "peer_progress":

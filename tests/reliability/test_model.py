@@ -410,8 +410,8 @@ def document(
     else:
         doc = {
             "input_type": "operation",
-            "operation_id": f"op-{iid[-4:]}",
-            "event": {"type": "started", "id": f"op-{iid[-4:]}", "kind": "tool"},
+            "operation_id": f"op-{iid}",
+            "event": {"type": "started", "id": f"op-{iid}", "kind": "tool"},
         }
     doc["header"] = header
     return doc
