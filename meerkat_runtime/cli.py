@@ -71,6 +71,7 @@ from meerkat_runtime.events.catalogue import (
 )
 from meerkat_runtime.events.ids import validate_session_id
 from meerkat_runtime.events.input_state import InputLifecycleState
+from meerkat_runtime.events.operations import OperationStatus
 from meerkat_runtime.events.runtime_event import RuntimeEvent, RuntimeEventEnvelope
 from meerkat_runtime.events.runtime_state import RuntimeState
 from meerkat_runtime.events.session import SessionState, evolve
@@ -831,6 +832,62 @@ def _follow_line(
     cells = [str(position), session] if whole else []
     cells += [str(envelope.sequence), _ts(envelope.timestamp), envelope.event.event_code, data]
     return "  ".join(cells)
+
+
+@app.command()
+@command
+def operations(
+    session: str = typer.Argument(..., help="Session id."),
+    status: list[str] = typer.Option(
+        [], "--status", help="Only operations in this status (repeatable), e.g. running."
+    ),
+    store: str = StoreOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """A session's operations (read-only fold): status, progress, result or error.
+
+    Running ones and the newest 256 terminal ones, in the order they started, with
+    the completion feed's watermark (docs: concepts/operations.md).
+    """
+    for value in status:
+        _check_state(value, OperationStatus, "operation")
+    with _open_store(store) as es:
+        state, _ = _fold(es, session)
+    registry = state.operations
+    shown = [r for r in registry.records() if not status or r.status.value in status]
+    if json_out:
+        _print_json(
+            {
+                "session_id": session,
+                "watermark": registry.watermark,
+                "dropped_through": registry.dropped_through,
+                "operations": [r.to_json() for r in shown],
+            }
+        )
+        return
+    t = Table(
+        title=escape(f"{session}: {len(shown)} operations (feed watermark {registry.watermark})")
+    )
+    for col in ("operation", "kind", "status", "progress", "started", "ended", "detail"):
+        t.add_column(col)
+    for r in shown:
+        pct = "" if r.progress_percent is None else f" {r.progress_percent:g}%"
+        progress = f"{r.progress_count}{pct}" if r.progress_count else "-"
+        if r.status is OperationStatus.COMPLETED:
+            detail = orjson.dumps(r.result).decode()
+        else:
+            detail = r.error or r.reason or r.progress_message or ""
+        _add_row(
+            t,
+            r.operation_id,
+            r.kind,
+            r.status.value,
+            progress,
+            _ts(r.started_at),
+            _ts(r.completed_at),
+            _clip(detail, 60),
+        )
+    _print_table(t)
 
 
 @app.command()

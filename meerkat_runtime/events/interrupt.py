@@ -1,6 +1,6 @@
 """User interrupt: what an interrupt saw, and the public result it resolves to.
 
-For users: docs/concepts/runs.md (Interrupting a run).
+For users: docs/concepts/runtime-and-runs.md (Interrupting a run).
 
 The Rust crate's ``user_interrupt.rs`` hard-cancels a session's current run
 and ``interrupt_public_result.rs`` classifies what the interrupt observed into
