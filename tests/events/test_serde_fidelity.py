@@ -1332,6 +1332,11 @@ NOT_WIRE = {
     "AdmissionPlan", "PostAdmissionSignal", "Standalone", "Supersedes",
     # Ingress metadata kept in memory: no serde in Rust, no form in the spec.
     "ContentShape",
+    # The operations registry's read model and the user interrupt's results: folded or
+    # returned in memory, not in the spec's wire (OperationRecord.to_json is our own).
+    "CompletionBatch", "CompletionEntry", "CompletionFeedGap", "OperationPublicResultClass",
+    "OperationRecord", "OperationStatus", "UserInterruptObservation", "UserInterruptOutcome",
+    "UserInterruptPublicResult",
 }  # fmt: skip
 #: Public names that are other names of a type with cases.
 ALIASES = {"RunError": "TurnErrorMetadata"}
