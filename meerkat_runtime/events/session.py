@@ -1308,6 +1308,10 @@ def _ev_created(state: SessionState, ev: RuntimeCreated, at: datetime) -> None:
     state.created = True
 
 
+def _ev_recycled(state: SessionState, ev: RuntimeRecycled, at: datetime) -> None:
+    state.unwoken.clear()  # recycle wakes the fresh loop (spec 14): it drains the queue
+
+
 def _ev_silent_intents(state: SessionState, ev: SilentIntentsSet, at: datetime) -> None:
     state.silent_intents = frozenset(ev.intents)
 
@@ -1335,7 +1339,7 @@ _EVOLVERS: dict[type, Callable[[SessionState, Any, datetime], None]] = {
     RuntimeStateChangeEvent: _ev_state_changed,
     RuntimeCreated: _ev_created,
     RuntimeRetired: _ev_ignore,
-    RuntimeRecycled: _ev_ignore,
+    RuntimeRecycled: _ev_recycled,
     RuntimeDestroyed: _ev_ignore,
     RuntimeProjectionEvent: _ev_ignore,
     SilentIntentsSet: _ev_silent_intents,

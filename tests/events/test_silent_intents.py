@@ -42,6 +42,7 @@ from meerkat_runtime.events.session import (
     Accept,
     CompleteRun,
     Recover,
+    Recycle,
     Retire,
     state_from_snapshot,
     state_to_snapshot,
@@ -462,3 +463,14 @@ def test_a_policy_that_raises_fails_the_accept_and_writes_nothing() -> None:
     with pytest.raises(RuntimeControlPlaneError):
         d.accept(prompt())
     assert d.log == [] and d.state.inputs == {}
+
+
+def test_recycle_wakes_the_loop_for_inputs_waiting_for_a_wake() -> None:
+    """Spec 14 recycle row: "fresh driver, same runtime id; loop woken"."""
+    d = silent_driver()
+    silent = d.accept(peer_request("mob.peer_added")).input_id
+    assert not wants_run(d.state)
+    d.run(Recycle())
+    assert d.state.unwoken == set() and wants_run(d.state)
+    assert fold(d.log, session_id=d.session_id).unwoken == set()
+    assert d.phase_of(silent) == "queued"
