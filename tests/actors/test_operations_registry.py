@@ -11,16 +11,19 @@ survives a restart.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from meerkat_runtime import (
+    AcceptManyFailed,
     CompletionWaitError,
     EchoExecutor,
     OperationLifecycleError,
     OperationStatus,
     Runtime,
+    SessionNotFound,
 )
 
 from ..waiting import WAIT, wait_until
@@ -240,3 +243,54 @@ def test_the_registry_survives_a_restart_and_snapshots(store_url: str) -> None:
         s.accept(completed("a", "late"))
         (rec,) = s.wait_operations(["a"], timeout=0)
         assert rec.result == "late"
+
+
+def test_reads_and_waits_on_a_never_used_session_raise_not_found(
+    open_runtime: OpenRuntime,
+) -> None:
+    rt = open_runtime()
+    s = rt.session("ghost")
+    calls: dict[str, Callable[[], object]] = {
+        "operations": s.operations,
+        "operation": lambda: s.operation("a"),
+        "operation_completions": s.operation_completions,
+        "wait_operations": lambda: s.wait_operations(["a"], timeout=1),
+    }
+    for name, call in calls.items():
+        with pytest.raises(SessionNotFound):
+            call()
+        assert rt.store.session_version("ghost") == 0, name
+    assert rt._services.operations.pending_count() == 0
+
+
+def test_runtime_accept_many_settles_waits_per_session(open_runtime: OpenRuntime) -> None:
+    rt = open_runtime()
+    rt.accept_many([("s1", started("a")), ("s2", started("a"))])
+    out: list[Any] = []
+    t = threading.Thread(
+        target=lambda: out.append(rt.session("s2").wait_operations(["a"], timeout=WAIT))
+    )
+    t.start()
+    wait_until(lambda: rt._services.operations.pending_count() == 1)
+    rt.accept_many([("s1", completed("a", 1)), ("s2", completed("a", 2))])
+    t.join(WAIT)
+    assert [r.result for r in out[0]] == [2]  # s2's own operation, not s1's of the same id
+    with pytest.raises(AcceptManyFailed) as info:
+        rt.accept_many([("s1", started("b")), ("s2", completed("a"))])
+    first, second = info.value.results
+    assert getattr(first, "is_accepted", False) and isinstance(second, OperationLifecycleError)
+
+
+def test_a_wait_outlives_the_passivation_of_its_session(open_runtime: OpenRuntime) -> None:
+    """Waits live outside the actors: the incarnation that ends the operation answers."""
+    rt = open_runtime(idle_timeout=0.05)
+    s = rt.session("s")
+    s.accept(started("a"))
+    out: list[Any] = []
+    t = threading.Thread(target=lambda: out.append(s.wait_operations(["a"], timeout=WAIT)))
+    t.start()
+    wait_until(lambda: rt._services.operations.pending_count() == 1)
+    wait_until(lambda: rt.live_session_count() == 0, what="the session to passivate")
+    s.accept(completed("a", "after passivation"))
+    t.join(WAIT)
+    assert out and out[0][0].result == "after passivation"
