@@ -307,7 +307,8 @@ class Policy(Protocol):
     """An admission policy: what a runtime asks once per accepted input.
 
     ``resolve`` must be a pure function of its arguments (it runs inside the
-    session's decision, which has no I/O and no clock). ``version`` is recorded
+    session's decision, which has no I/O and no clock, on several session host
+    threads at once). ``version`` is recorded
     with every decision it makes (``PolicySnapshot.version`` and
     ``PolicyDecision.policy_version`` of the ``input.accepted`` event): change it
     whenever the rules change, so the log says which rules admitted an input.
