@@ -127,6 +127,17 @@ def test_only_the_request_convention_carries_an_intent() -> None:
         assert not matches_silent_intent(inp, ["r-7", "hi", "mob.peer_added"])
 
 
+def test_the_table_alone_knows_no_intent() -> None:
+    """Rust regression_comms_runtime ``silent_intent_maps_to_request_with_wake`` and
+    ``non_silent_intent_triggers_wake``: an intent is silent only through the session's
+    set; resolved without the fact, a ``mob.peer_added`` request is an ordinary one."""
+    for intent in ("mob.peer_added", "custom.action"):
+        plan = TABLE.resolve(peer_request(intent), True)
+        assert plan.decision.apply_mode is ApplyMode.STAGE_RUN_START
+        assert plan.decision.wake_mode is WakeMode.WAKE_IF_IDLE
+        assert plan.signal is PostAdmissionSignal.WAKE_LOOP
+
+
 # ================================================================ overrides (6.2), every row
 
 
