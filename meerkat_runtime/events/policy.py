@@ -390,37 +390,61 @@ class DefaultPolicyTable:
         silent: bool = False,
         without_wake: bool = False,
     ) -> AdmissionPlan:
-        # Every row differs between idle and running in its wake mode only, so an
-        # active turn boundary (running for the wake) can pick the running row.
-        decision, semantics = DEFAULT_ROWS[(row, idle)]
-        steer = False
-        if lane is not None and row in _LANE_ELIGIBLE:
-            changes = dict(LANE_OVERRIDES[(lane, idle)])
-            boundary = changes.pop("boundary")
-            steer = lane is HandlingMode.STEER
-            if silent and steer:  # a silent steer request applies at run start (6.2)
-                changes["apply_mode"] = A.STAGE_RUN_START
-                boundary = B.RUN_START
-            decision = replace(decision, **changes)
-            if semantics is not None:
-                semantics = replace(
-                    semantics,
-                    boundary=boundary,
-                    execution_handling_mode=handling_mode_for(decision),
-                )
-        elif lane is HandlingMode.STEER and row is _Row.PEER_TERMINAL:
-            decision = replace(decision, **PEER_TERMINAL_STEER[idle])
-            if semantics is not None:
-                semantics = replace(semantics, execution_handling_mode=HandlingMode.STEER)
-            steer = True
-        if (silent or without_wake) and decision.wake_mode is not W.NONE:
-            decision = replace(decision, wake_mode=W.NONE)
-        signal = (
-            PostAdmissionSignal.REQUEST_IMMEDIATE_PROCESSING
-            if steer
-            else WAKE_SIGNAL[decision.wake_mode]
-        )
-        return AdmissionPlan(decision=decision, semantics=semantics, signal=signal)
+        key = (row, lane, idle, silent, without_wake, self.version)
+        plan = _PLANS.get(key)
+        if plan is None:
+            plan = _PLANS[key] = _make_plan(*key)
+        return plan
+
+
+#: Every plan the table has made, by its inputs and version (a subclass's own version
+#: is stamped here once, not per accept): 7 rows x 3 lanes x 8 facts per version, each
+#: a frozen value, so one object serves every accept that asks the same.
+_PLANS: dict[tuple[_Row, HandlingMode | None, bool, bool, bool, int], AdmissionPlan] = {}
+
+
+def _make_plan(
+    row: _Row,
+    lane: HandlingMode | None,
+    idle: bool,
+    silent: bool,
+    without_wake: bool,
+    version: int,
+) -> AdmissionPlan:
+    """The row for ``(row, idle)``, the requested lane's overrides, then the 6.2 facts."""
+    # Every row differs between idle and running in its wake mode only, so an
+    # active turn boundary (running for the wake) can pick the running row.
+    decision, semantics = DEFAULT_ROWS[(row, idle)]
+    steer = False
+    if lane is not None and row in _LANE_ELIGIBLE:
+        changes = dict(LANE_OVERRIDES[(lane, idle)])
+        boundary = changes.pop("boundary")
+        steer = lane is HandlingMode.STEER
+        if silent and steer:  # a silent steer request applies at run start (6.2)
+            changes["apply_mode"] = A.STAGE_RUN_START
+            boundary = B.RUN_START
+        decision = replace(decision, **changes)
+        if semantics is not None:
+            semantics = replace(
+                semantics,
+                boundary=boundary,
+                execution_handling_mode=handling_mode_for(decision),
+            )
+    elif lane is HandlingMode.STEER and row is _Row.PEER_TERMINAL:
+        decision = replace(decision, **PEER_TERMINAL_STEER[idle])
+        if semantics is not None:
+            semantics = replace(semantics, execution_handling_mode=HandlingMode.STEER)
+        steer = True
+    if (silent or without_wake) and decision.wake_mode is not W.NONE:
+        decision = replace(decision, wake_mode=W.NONE)
+    if decision.policy_version != version:
+        decision = replace(decision, policy_version=version)
+    signal = (
+        PostAdmissionSignal.REQUEST_IMMEDIATE_PROCESSING
+        if steer
+        else WAKE_SIGNAL[decision.wake_mode]
+    )
+    return AdmissionPlan(decision=decision, semantics=semantics, signal=signal)
 
 
 #: The policy a runtime uses when ``Runtime.open`` is given none.

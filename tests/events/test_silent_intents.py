@@ -439,10 +439,53 @@ def test_the_policy_version_is_recorded_with_each_decision() -> None:
     out = d.accept(prompt())
     snap = d.state.inputs[out.input_id].policy
     assert isinstance(snap, PolicySnapshot)
-    # The decision says 1 (the default rows); the runtime records the policy's version.
     assert snap.version == 7 and snap.decision.policy_version == 7
     assert snap.decision.wake_mode is WakeMode.NONE
     assert not wants_run(d.state)
+
+
+class Delegating:
+    """A policy that is no DefaultPolicyTable: it hands the table's plans on unchanged,
+    so its decisions say version 1 while it is version 9."""
+
+    version = 9
+
+    def __init__(self) -> None:
+        self.table = DefaultPolicyTable()
+
+    def resolve(
+        self,
+        input: Input,
+        runtime_idle: bool,
+        *,
+        silent_intent: bool = False,
+        without_wake: bool = False,
+        active_turn_boundary: bool = False,
+    ) -> AdmissionPlan:
+        return self.table.resolve(
+            input,
+            runtime_idle,
+            silent_intent=silent_intent,
+            without_wake=without_wake,
+            active_turn_boundary=active_turn_boundary,
+        )
+
+
+def test_the_runtime_stamps_the_policy_version_whatever_the_decision_says() -> None:
+    policy = Delegating()
+    assert isinstance(policy, Policy)
+    assert policy.resolve(prompt(), True).decision.policy_version == 1
+    d = Driver(policy=policy)
+    out = d.accept(prompt())
+    snap = d.state.inputs[out.input_id].policy
+    assert snap is not None and snap.version == 9 and snap.decision.policy_version == 9
+    assert out.plan is not None and out.plan.decision.policy_version == 9
+
+
+def test_a_subclass_of_the_table_stamps_its_own_version() -> None:
+    plan = QuietPrompts().resolve(peer_request(), True)
+    assert plan.decision.policy_version == 7
+    assert TABLE.resolve(peer_request(), True).decision.policy_version == 1
 
 
 def test_folding_never_asks_the_policy_again() -> None:
