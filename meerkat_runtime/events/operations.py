@@ -36,6 +36,7 @@ the evicted prefix reads a :class:`CompletionFeedGap`.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -268,10 +269,11 @@ _ACTIONS: dict[type, str] = {
 class OperationRegistry:
     """The operations of one session (mutated in place by the fold, read by queries)."""
 
-    __slots__ = ("dropped_through", "max_completed", "ops", "watermark")
+    __slots__ = ("_done", "dropped_through", "max_completed", "ops", "watermark")
 
     def __init__(self, max_completed: int = DEFAULT_MAX_COMPLETED) -> None:
         self.ops: dict[str, OperationRecord] = {}
+        self._done: deque[str] = deque()  # terminal operation ids, oldest completion first
         self.watermark = 0  # the last completion sequence handed out
         self.dropped_through = 0  # the last completion sequence evicted
         self.max_completed = max_completed
@@ -301,8 +303,7 @@ class OperationRegistry:
 
     def feed(self, after_seq: int = 0) -> CompletionBatch:
         """Terminal operations whose completion sequence is after ``after_seq``, in order."""
-        done = [r for r in self.ops.values() if r.completion_seq is not None]
-        done.sort(key=lambda r: r.completion_seq or 0)
+        done = (self.ops[i] for i in self._done)
         entries = tuple(
             CompletionEntry(r.completion_seq, r)
             for r in done
@@ -416,17 +417,11 @@ class OperationRegistry:
             completion_seq=self.watermark,
             terminal_sequence=sequence,
         )
-        self._evict()
-
-    def _evict(self) -> None:
-        done = [r for r in self.ops.values() if r.completion_seq is not None]
-        excess = len(done) - self.max_completed
-        if excess <= 0:
-            return
-        done.sort(key=lambda r: r.completion_seq or 0)
-        for r in done[:excess]:
-            del self.ops[r.operation_id]
-            self.dropped_through = max(self.dropped_through, r.completion_seq or 0)
+        done = self._done
+        done.append(record.operation_id)
+        while len(done) > self.max_completed:  # evict the oldest terminal operation
+            gone = self.ops.pop(done.popleft())
+            self.dropped_through = max(self.dropped_through, gone.completion_seq or 0)
 
     # ---------------------------------------------------------------- snapshots
 
@@ -445,6 +440,9 @@ class OperationRegistry:
         for row in data["operations"]:
             record = OperationRecord.from_json(row)
             reg.ops[record.operation_id] = record
+        ended = [r for r in reg.ops.values() if r.completion_seq is not None]
+        ended.sort(key=lambda r: r.completion_seq or 0)
+        reg._done.extend(r.operation_id for r in ended)
         return reg
 
 
