@@ -281,6 +281,8 @@ class RunnerHost(Protocol):
 
     def linger(self, seconds: float) -> None: ...
 
+    def read_log(self, after: int, limit: int, fresh_after: float) -> list[RecordedEvent]: ...
+
 
 class ProjectionRunner(pykka.ThreadingActor):
     """Follows the log for one projection. Messages: ``"poll"``, ``"pause"``, ``"resume"``."""
@@ -303,6 +305,9 @@ class ProjectionRunner(pykka.ThreadingActor):
         # poll within batch_interval of that waits, so the commits meanwhile share a page.
         self.live = False
         self.last_batch = 0.0
+        # When this runner took its poll: a shared page read before then may miss
+        # commits whose poke that poll answers.
+        self.poll_taken_at = 0.0
 
     def _start(self) -> bool:
         """Create the schema and read the offset; on failure report ``retrying`` and try at next poll."""
@@ -391,6 +396,7 @@ class ProjectionRunner(pykka.ThreadingActor):
 
     def on_receive(self, message: Any) -> Any:
         if message == "poll":
+            self.poll_taken_at = time.monotonic()
             self.owner.poll_taken(self.projection.name)
             if not self.paused and self.status != "failed" and self._leader() and self._start():
                 self._batch_wait()
@@ -401,6 +407,7 @@ class ProjectionRunner(pykka.ThreadingActor):
             self.paused = False
             self.status, self.error = "running", None
             self.started = False
+            self.poll_taken_at = time.monotonic()
             if self._start():
                 self._follow()
         elif message == "status":
@@ -440,8 +447,8 @@ class ProjectionRunner(pykka.ThreadingActor):
         pages = 0
         while pages < self.owner.pages_per_message:
             try:
-                events = self.sql.store.read_all(
-                    after_position=self.position, limit=self.owner.page_size
+                events = self.owner.read_log(
+                    self.position, self.owner.page_size, self.poll_taken_at
                 )
             except UnreadableInLog as exc:
                 # The store cannot read an event at all: the events before it, then it.
@@ -662,6 +669,9 @@ class ProjectionRunner(pykka.ThreadingActor):
         self._fail(event, error)
 
 
+#: How many recently read pages of the log the runners of one set share.
+_SHARED_PAGES = 8
+
 #: How the skipped table marks an unreadable event (and the events held back after it).
 _UNREADABLE = "UndecodableEvent:"
 
@@ -711,6 +721,9 @@ class ProjectionSet:
         self._runners: dict[str, pykka.ActorRef[ProjectionRunner]] = {}
         self._closed = False
         self._closing = threading.Event()  # cuts a runner's batch wait short
+        # The last pages read (by offset and size): when they were read, and the events.
+        self._pages: dict[tuple[int, int], tuple[float, list[RecordedEvent]]] = {}
+        self._pages_lock = threading.Lock()
         ensure_framework_schema(self.sql)
         for p in projections:
             # The read-model tables exist (in the projection's layout) before open returns,
@@ -801,6 +814,27 @@ class ProjectionSet:
     def linger(self, seconds: float) -> None:
         """A runner's wait for its next batch: ``seconds``, or until :meth:`close`."""
         self._closing.wait(seconds)
+
+    def read_log(self, after: int, limit: int, fresh_after: float) -> list[RecordedEvent]:
+        """The page of the log after position ``after``, read once for every runner at that
+        offset: a page another runner read is reused if its read began after
+        ``fresh_after`` (the log is append-only and committed in position order, so it
+        holds every event committed before then). Decoding the log is a large share of
+        a projection's cost, and live runners poked by the same commit read the same page.
+        """
+        key = (after, limit)
+        with self._pages_lock:
+            hit = self._pages.get(key)
+        if hit is not None and hit[0] >= fresh_after:
+            return hit[1]
+        started = time.monotonic()
+        events = self.sql.store.read_all(after_position=after, limit=limit)
+        with self._pages_lock:
+            self._pages.pop(key, None)
+            self._pages[key] = (started, events)
+            while len(self._pages) > _SHARED_PAGES:
+                del self._pages[next(iter(self._pages))]
+        return events
 
     # ------------------------------------------------------------ control
 

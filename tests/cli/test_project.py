@@ -15,6 +15,7 @@ import pytest
 
 from meerkat_runtime import Runtime
 
+from ..store_urls import store_url_for
 from ..waiting import WAIT
 from ._support import cli
 
@@ -46,10 +47,11 @@ def _wait_until(predicate: Callable[[], bool], what: str) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_a_project_process_keeps_the_read_models_of_a_host_without_projections(
-    tmp_path: Path,
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'runtime.db'}"
+    url = store_url_for(backend, request, tmp_path)
     with Runtime.open(url, projections=False) as host:
         first = host.session("s-1").accept({"input_type": "prompt", "content": "before"})
         proc = _start(url)

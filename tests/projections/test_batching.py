@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import pytest
 
@@ -62,3 +63,25 @@ def test_close_cuts_a_batch_wait_short(db: Db, caplog: pytest.LogCaptureFixture)
     with caplog.at_level(logging.WARNING, logger="meerkat_runtime"):
         pset.close()
     assert not [r for r in caplog.records if "did not stop" in r.getMessage()]
+
+
+def test_runners_at_one_offset_share_a_page_read_after_their_poll(db: Db) -> None:
+    store = db.store(plain_codec())
+    for v in range(3):
+        store.append("s", v, [NewEvent(TEST_TOPIC, {"n": v})])
+    pset = db.projections(store, [], poll_interval=60)
+    reads: list[int] = []
+    read_all = store.read_all
+
+    def counting_read_all(after_position: int = 0, limit: int = 500, topics: Any = ()) -> Any:
+        reads.append(after_position)
+        return read_all(after_position=after_position, limit=limit, topics=topics)
+
+    store.read_all = counting_read_all  # type: ignore[method-assign]
+    polled = time.monotonic()
+    first = pset.read_log(0, 10, polled)
+    assert pset.read_log(0, 10, polled) == first and reads == [0]  # read once, for both
+    # A runner that took its poll after that read began may be answering a later commit.
+    later = store.append("s", 3, [NewEvent(TEST_TOPIC, {"n": 3})])
+    fresh = pset.read_log(0, 10, time.monotonic())
+    assert reads == [0, 0] and fresh[-1].position == later[-1].position
