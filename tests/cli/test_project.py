@@ -47,7 +47,9 @@ def _wait_until(predicate: Callable[[], bool], what: str) -> None:
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
 def test_a_project_process_keeps_the_read_models_of_a_host_without_projections(
     backend: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
