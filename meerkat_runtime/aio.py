@@ -53,7 +53,12 @@ from meerkat_runtime.actors import _messages as msg
 from meerkat_runtime.actors._messages import Reply
 from meerkat_runtime.actors._session import OutcomeKind
 from meerkat_runtime.cluster import ClusterView
-from meerkat_runtime.errors import CompletionWaitError, MeerkatRuntimeError, SessionOwnedElsewhere
+from meerkat_runtime.errors import (
+    CompletionWaitError,
+    MeerkatRuntimeError,
+    OperationLifecycleError,
+    SessionOwnedElsewhere,
+)
 from meerkat_runtime.events.completion import CompletionOutcome
 from meerkat_runtime.events.ids import parse_uuid, uuid7, validate_session_id
 from meerkat_runtime.events.input_state import InputState
@@ -269,6 +274,7 @@ class AsyncAcceptOutcome(OutcomeKind):
     state: InputState | None = None
     completion: AsyncCompletion | None = None
     policy: AdmissionPlan | None = field(default=None, repr=False)
+    operation_error: OperationLifecycleError | None = None
 
     @classmethod
     def of(cls, outcome: AcceptOutcome) -> AsyncAcceptOutcome:
@@ -281,6 +287,7 @@ class AsyncAcceptOutcome(OutcomeKind):
             state=outcome.state,
             completion=None if handle is None else AsyncCompletion(handle),
             policy=outcome.policy,
+            operation_error=outcome.operation_error,
         )
 
 

@@ -311,7 +311,11 @@ class AcceptManyFailed(MeerkatRuntimeError):
 
 
 class OperationLifecycleError(MeerkatRuntimeError):
-    """An operation input asks for a move its operation's lifecycle forbids; nothing was written.
+    """A move an operation's lifecycle forbids; the operations registry did not change.
+
+    An operation input asking for one is accepted all the same (as the Rust runtime
+    admits it) and its outcome's ``operation_error`` holds this error; a
+    ``wait_operations`` naming an unknown or repeated operation raises it.
 
     The Rust crate's ``OpsLifecycleError``: ``kind`` is ``not_found`` (an event for an
     operation the session does not know), ``already_registered`` (``started`` for one it

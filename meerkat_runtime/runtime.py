@@ -454,8 +454,7 @@ class Session(SessionOperations):
     def accept(
         self, input: Input | dict[str, Any] | bytes | str, *, wake: bool = True
     ) -> AcceptOutcome:
-        """Accept an input; returns once its events are durable. ``InvalidInput`` when malformed,
-        ``OperationLifecycleError`` for an operation event its lifecycle forbids.
+        """Accept an input; returns once its events are durable. ``InvalidInput`` when malformed.
 
         ``wake=False`` admits it without waking the session (spec 6.2 "without wake"):
         its wake mode is ``none``, so it waits for the next run something else starts.

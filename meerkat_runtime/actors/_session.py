@@ -66,6 +66,7 @@ from meerkat_runtime.errors import (
     InvalidInput,
     LeaseUnavailable,
     MeerkatRuntimeError,
+    OperationLifecycleError,
     SessionNotFound,
     SessionOwnedElsewhere,
     StoreError,
@@ -183,6 +184,9 @@ class AcceptOutcome(OutcomeKind):
     state: InputState | None = None
     completion: CompletionHandle | None = None
     policy: AdmissionPlan | None = field(default=None, repr=False)
+    operation_error: OperationLifecycleError | None = None
+    """An operation input whose event its operation's lifecycle refused (accepted all the
+    same; the session's operations registry did not change)."""
 
 
 class _InFlight:
@@ -847,12 +851,21 @@ class SessionActor:
                 existing_id=d.existing_id,
                 completion=handle,
             )
+        if d.operation_error is not None:
+            log.warning(
+                "session %s: operation input %s accepted, its event refused: %s",
+                self.session_id,
+                d.input_id,
+                d.operation_error,
+                extra=log_ids(self.session_id),
+            )
         return AcceptOutcome(
             kind="accepted",
             input_id=d.input_id,
             state=st.inputs.get(d.input_id),
             completion=handle,
             policy=d.plan,
+            operation_error=d.operation_error,
         )
 
     def _on_command(self, command: Command) -> Any:

@@ -21,11 +21,13 @@ Mapping of the wire events onto the Rust registry calls:
 The guards are the Rust machine's (``from_status_valid``): an event for an
 unknown operation is ``not_found``, ``started`` for a known one is
 ``already_registered``, and every event for a terminal operation is
-``invalid_transition``. :meth:`OperationRegistry.check` raises
-:class:`~meerkat_runtime.errors.OperationLifecycleError` for them, at accept, so
-the refused input writes nothing (see :func:`check_operation_input`). The fold
-itself (:meth:`OperationRegistry.apply`) skips an illegal event instead, so a
-log written before the guards existed still folds.
+``invalid_transition``. The Rust runtime admits an operation input whatever
+its registry says (the registry is a separate authority whose calls fail), so
+here too the input is accepted (and consumed); the registry refuses the move
+and changes nothing, and the accept's reply carries the refusal
+(:func:`check_operation_input`, ``AcceptOutcome.operation_error``). The fold
+(:meth:`OperationRegistry.apply`) applies the same guards, so a refused event
+in the log has no effect on any replay.
 
 Retention is the Rust default: the newest 256 terminal operations are kept,
 older ones are evicted (an event for an evicted id is ``not_found``; ``started``
@@ -446,9 +448,15 @@ class OperationRegistry:
         return reg
 
 
-def check_operation_input(registry: OperationRegistry, inp: OperationInput) -> None:
-    """The accept-time guard: raise when ``inp``'s event is illegal for its operation."""
-    registry.check(inp.operation_id, inp.event)
+def check_operation_input(
+    registry: OperationRegistry, inp: OperationInput
+) -> OperationLifecycleError | None:
+    """The accept-time guard: why ``inp``'s event is illegal for its operation, or None."""
+    try:
+        registry.check(inp.operation_id, inp.event)
+    except OperationLifecycleError as exc:
+        return exc
+    return None
 
 
 #: Session states that take no input: the operations still running there are terminated.

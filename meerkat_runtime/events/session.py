@@ -70,6 +70,7 @@ from typing import Any, Literal
 
 from meerkat_runtime.errors import (
     InvalidInput,
+    OperationLifecycleError,
     RuntimeControlPlaneError,
     RuntimeStateTransitionError,
 )
@@ -439,6 +440,9 @@ class AcceptDecision:
     existing_id: uuid.UUID | None = None
     reason: RejectReason | None = None
     plan: AdmissionPlan | None = None
+    # An accepted operation input whose event its operation's lifecycle refuses: the
+    # registry is left as it was (see events/operations.py).
+    operation_error: OperationLifecycleError | None = None
 
 
 @dataclass(slots=True)
@@ -529,8 +533,11 @@ def _decide_accept(state: SessionState, cmd: Accept, b: _Builder) -> Decision:
     if existing is not None:
         b.add(InputDeduplicated(input_id=input_id, existing_id=existing))
         return b.done(AcceptDecision("deduplicated", input_id, existing_id=existing))
-    if isinstance(inp, OperationInput):
-        check_operation_input(state.operations, inp)  # an illegal move raises: nothing written
+    # Admitted whatever the operation's lifecycle says (as Rust admits it); the registry
+    # applies the event only when legal, and the reply names a refused one.
+    refusal = (
+        check_operation_input(state.operations, inp) if isinstance(inp, OperationInput) else None
+    )
 
     plan = _resolve(state, cmd, b.ctx.policy)
     b.add(
@@ -549,7 +556,7 @@ def _decide_accept(state: SessionState, cmd: Accept, b: _Builder) -> Decision:
             else:
                 b.add(InputSuperseded(input_id=older, superseded_by=input_id))
         b.add(InputQueued(input_id=input_id, lane=plan.lane))
-    return b.done(AcceptDecision("accepted", input_id, plan=plan))
+    return b.done(AcceptDecision("accepted", input_id, plan=plan, operation_error=refusal))
 
 
 def _resolve(state: SessionState, cmd: Accept, policy: Policy) -> AdmissionPlan:

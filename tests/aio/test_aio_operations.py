@@ -46,8 +46,9 @@ async def test_reads_and_refusals(store_url: str) -> None:
         batch = await s.operation_completions()
         assert [e.operation.operation_id for e in batch.entries] == ["b"]
         assert (await s.operation_completions(after=batch.watermark)).entries == ()
-        with pytest.raises(OperationLifecycleError, match="completed -> completed"):
-            await s.accept(completed("b"))
+        refused = await s.accept(completed("b"))
+        assert refused.is_accepted and refused.operation_error is not None
+        assert refused.operation_error.kind == "invalid_transition"
         with pytest.raises(OperationLifecycleError, match="not found"):
             await s.wait_operations(["ghost"])
         with pytest.raises(CompletionWaitError) as info:
