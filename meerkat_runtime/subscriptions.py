@@ -30,7 +30,9 @@ event. Events of topics that are not runtime events are passed over.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
+import itertools
 import logging
 import threading
 import time
@@ -70,12 +72,18 @@ def _listens(store: EventStore) -> bool:
 
 
 class CommitFeed:
-    """Wakes the subscribers of one store when events may have committed.
+    """Reads one store's log once for all its subscribers, and wakes those it concerns.
 
-    ``poll_interval``: how often the poller checks the log's head for commits it
-    cannot hear (other processes on SQLite; on PostgreSQL, a safety net behind
-    LISTEN/NOTIFY, ``listen_poll_interval``). The poller and the listener start
-    with the first subscriber.
+    A tail thread reads the events committed since it last looked, keeps the last
+    ``ring_size`` of them in memory, and wakes the subscribers they concern (every
+    whole-store subscriber; a session's subscribers only for its events). A
+    subscriber within the ring reads it there (no query, each event decoded once
+    for all); one further behind reads the store itself until it has caught up.
+
+    The tail looks when told (this process's commits; NOTIFY on PostgreSQL) and
+    every ``poll_interval`` for commits it cannot hear (other processes on SQLite;
+    on PostgreSQL only a safety net behind LISTEN/NOTIFY: ``listen_poll_interval``).
+    It starts with the first subscriber.
     """
 
     def __init__(
@@ -84,19 +92,28 @@ class CommitFeed:
         *,
         poll_interval: float = 0.2,
         listen_poll_interval: float = 5.0,
+        ring_size: int = 4096,
     ) -> None:
         self.store = store
         self._listens = _listens(store)
         self._poll_interval = listen_poll_interval if self._listens else poll_interval
-        self._cond = threading.Condition()
+        self._ring_size = ring_size
+        self._lock = threading.Lock()
+        self._dirty = threading.Event()
+        self._stop = threading.Event()
         self._generation = 0
         self._closed = False
-        # Called on every wake; one that returns False is dropped (its subscriber is gone).
-        self._wakers: list[Callable[[], bool]] = []
         self._started = False
-        self._stop = threading.Event()
+        # The ring: the events with positions in (floor, head], in log order. floor < 0:
+        # the tail has not read the log yet and the ring covers nothing.
+        self._ring: list[_Entry] = []
+        self._positions: list[int] = []
+        self._floor = -1
+        self._head = -1
+        # By session (None: whole-store subscribers); a waker returning False is dropped.
+        self._wakers: dict[str | None, list[Callable[[], bool]]] = {}
         self._stop_watch: Callable[[], None] | None = None
-        self._poller: threading.Thread | None = None
+        self._tail: threading.Thread | None = None
         store.add_listener(self._on_commit)
 
     @property
@@ -106,20 +123,97 @@ class CommitFeed:
 
     @property
     def generation(self) -> int:
-        """A number that grows whenever events may have committed."""
-        with self._cond:
-            return self._generation
+        """A number that grows whenever events may have committed (or NOTIFY connected)."""
+        return self._generation
 
     def _on_commit(self, _position: int) -> None:
         if not self._closed:
             self.wake()
 
     def wake(self) -> None:
-        """Tell every subscriber that events may have committed."""
-        with self._cond:
-            self._generation += 1
-            self._cond.notify_all()
-            wakers = list(self._wakers)
+        """Tell the tail that events may have committed (cheap: any thread, any time)."""
+        self._generation += 1
+        self._dirty.set()
+
+    def attach(self, session_id: str | None, waker: Callable[[], bool]) -> Callable[[], None]:
+        """Register a subscriber of ``session_id`` (None: every session): ``waker()`` is
+        called when events for it are in the ring, and at close; return a detacher."""
+        with self._lock:
+            self._wakers.setdefault(session_id, []).append(waker)
+            start = not self._started and not self._closed
+            self._started = True
+        if start:
+            self._start()
+
+        def detach() -> None:
+            with self._lock:
+                kept = [w for w in self._wakers.get(session_id, []) if w is not waker]
+                if kept:
+                    self._wakers[session_id] = kept
+                else:
+                    self._wakers.pop(session_id, None)
+
+        return detach
+
+    def _start(self) -> None:
+        if self._listens:
+            self._stop_watch = self.store.watch_commits(self.wake)
+        self._tail = threading.Thread(target=self._tail_loop, name="meerkat-subscriptions", daemon=True)  # fmt: skip
+        self._tail.start()
+        self._dirty.set()  # read the head at once
+
+    def _tail_loop(self) -> None:
+        while not self._stop.is_set():
+            self._dirty.wait(self._poll_interval)
+            self._dirty.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self._catch_up()
+            except StoreError:
+                continue  # closed under us, or the database is away: try at the next tick
+            except Exception:
+                log.exception("subscriptions: reading the log failed; retrying")
+
+    def _catch_up(self) -> None:
+        if self._head < 0:  # first look: the ring starts at the head
+            head = self.store.max_position()
+            with self._lock:
+                self._head = self._floor = head
+                everyone = [w for ws in self._wakers.values() for w in ws]
+            # A commit between a subscriber's first read and this look is behind the ring's
+            # start and will never be in it: wake everyone to read the store once more.
+            self._call(everyone)
+        while True:
+            bad: UnreadableInLog | None = None
+            try:
+                records = self.store.read_all(after_position=self._head, limit=PAGE)
+            except UnreadableInLog as exc:
+                records, bad = exc.before, exc
+            entries = [_Entry(r) for r in records]
+            if bad is not None:
+                hole = RecordedEvent(bad.session_id, bad.version, bad.position, bad.topic, {}, "")
+                entries.append(_Entry(hole, bad))
+            if not entries:
+                return
+            self._add(entries)
+            if bad is None and len(records) < PAGE:
+                return
+
+    def _add(self, entries: list[_Entry]) -> None:
+        with self._lock:
+            self._ring.extend(entries)
+            self._positions.extend(e.record.position for e in entries)
+            self._head = entries[-1].record.position
+            excess = len(self._ring) - self._ring_size
+            if excess > self._ring_size // 4:  # trim in steps, not on every add
+                self._floor = self._positions[excess - 1]
+                del self._ring[:excess], self._positions[:excess]
+            sessions = {e.record.session_id for e in entries}
+            wakers = [w for sid in (None, *sessions) for w in self._wakers.get(sid, ())]
+        self._call(wakers)
+
+    def _call(self, wakers: list[Callable[[], bool]]) -> None:
         gone = []
         for waker in wakers:
             try:
@@ -130,67 +224,37 @@ class CommitFeed:
             if not alive:
                 gone.append(waker)
         if gone:
-            with self._cond:
-                self._wakers = [w for w in self._wakers if w not in gone]
+            with self._lock:
+                for sid in list(self._wakers):
+                    kept = [w for w in self._wakers[sid] if w not in gone]
+                    if kept:
+                        self._wakers[sid] = kept
+                    else:
+                        del self._wakers[sid]
 
-    def notify(self) -> None:
-        """Wake blocked waiters without a new commit (a subscription closed)."""
-        with self._cond:
-            self._cond.notify_all()
+    def head(self) -> int:
+        """The tail's position: every event up to it is in the store (-1: not read yet)."""
+        with self._lock:
+            return self._head
 
-    def wait(self, seen: int, timeout: float | None, stop: Callable[[], bool]) -> None:
-        """Block until the generation moves past ``seen``, ``stop()``, close or ``timeout``."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while self._generation == seen and not self._closed and not stop():
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return
-                # Bounded waits: a signal handler (Ctrl-C) gets its turn promptly.
-                self._cond.wait(1.0 if remaining is None else min(remaining, 1.0))
-
-    def attach(self, waker: Callable[[], bool] | None = None) -> Callable[[], None]:
-        """Register a subscriber (and its ``waker``, called on every wake until it returns
-        False); return a detacher."""
-        with self._cond:
-            if waker is not None:
-                self._wakers.append(waker)
-            start = not self._started and not self._closed
-            self._started = True
-        if start:
-            self._start()
-
-        def detach() -> None:
-            if waker is not None:
-                with self._cond:
-                    self._wakers = [w for w in self._wakers if w is not waker]
-
-        return detach
-
-    def _start(self) -> None:
-        if self._listens:
-            self._stop_watch = self.store.watch_commits(self.wake)
-        # The head before the first subscriber reads: a commit after it is always seen.
-        head = self._head()
-        self._poller = threading.Thread(
-            target=self._poll_loop, args=(head,), name="meerkat-subscriptions", daemon=True
-        )
-        self._poller.start()
-
-    def _head(self) -> int | None:
-        try:
-            return self.store.max_position()
-        except StoreError:
-            return None  # closed under us, or the database is away: try at the next tick
-
-    def _poll_loop(self, head: int | None) -> None:
-        while not self._stop.wait(self._poll_interval):
-            now = self._head()
-            if now is None:
-                continue
-            if now != head:
-                self.wake()
-            head = now
+    def from_ring(self, after: int, session_id: str | None) -> tuple[list[_Entry], int] | None:
+        """The events after ``after`` (a position: whole-store; for a session, the log
+        position up to which its subscriber has all its events) from the ring, and the
+        position the subscriber then stands at; None when the ring does not cover it."""
+        with self._lock:
+            if self._floor < 0 or after < self._floor:
+                return None
+            first = bisect.bisect_right(self._positions, after)
+            if session_id is None:
+                page = self._ring[first : first + PAGE]
+                return page, (page[-1].record.position if page else after)
+            mine = []
+            for entry in itertools.islice(self._ring, first, None):
+                if entry.record.session_id == session_id:
+                    mine.append(entry)
+                    if len(mine) == PAGE:
+                        return mine, entry.record.position
+            return mine, max(after, self._head)
 
     def subscribe(
         self,
@@ -202,7 +266,7 @@ class CommitFeed:
     ) -> Subscription:
         """A blocking iterator over the events after ``after`` (a position, or a sequence
         of ``session_id``), as they commit."""
-        return Subscription(self, _Reader(self.store, session_id), after, timeout, until)
+        return Subscription(self, _Reader(self, session_id), after, timeout, until)
 
     def subscribe_async(
         self,
@@ -213,7 +277,7 @@ class CommitFeed:
         until: Until | None = None,
     ) -> AsyncSubscription:
         """Like :meth:`subscribe`, for ``async for``."""
-        return AsyncSubscription(self, _Reader(self.store, session_id), after, timeout, until)
+        return AsyncSubscription(self, _Reader(self, session_id), after, timeout, until)
 
     def observe(self, callback: EventObserver, *, after: int | None = None) -> Callable[[], None]:
         """Call ``callback(envelope)`` for each event committed after ``after`` (default:
@@ -233,21 +297,19 @@ class CommitFeed:
         return stop
 
     def close(self) -> None:
-        """End every subscription (their iterators stop) and stop waking. Idempotent."""
-        with self._cond:
+        """End every subscription (their iterators stop) and stop the tail. Idempotent."""
+        with self._lock:
             if self._closed:
                 return
             self._closed = True
-            self._cond.notify_all()
-            wakers = list(self._wakers)
-        for waker in wakers:
-            with contextlib.suppress(Exception):
-                waker()
+            wakers = [w for ws in self._wakers.values() for w in ws]
+        self._call(wakers)
         self._stop.set()
+        self._dirty.set()
         if self._stop_watch is not None:
             self._stop_watch()
-        if self._poller is not None and self._poller is not threading.current_thread():
-            self._poller.join(timeout=5)
+        if self._tail is not None and self._tail is not threading.current_thread():
+            self._tail.join(timeout=5)
 
 
 def _deliver(sub: Subscription, callback: EventObserver) -> None:
@@ -287,27 +349,89 @@ class _Item:
     error: UndecodableEvent | None = None
 
 
+class _Entry:
+    """An event in the feed's ring, decoded once (on first use) for every subscriber."""
+
+    __slots__ = ("_decoded", "error", "record")
+
+    def __init__(self, record: RecordedEvent, error: UndecodableEvent | None = None) -> None:
+        self.record = record
+        self.error = error
+        self._decoded: tuple[RuntimeEventEnvelope | None, UndecodableEvent | None] | None = None
+
+    def item(self, cursor: int) -> _Item:
+        if self._decoded is None:  # two threads may both decode: the same answer
+            if self.error is not None:
+                self._decoded = (None, self.error)
+            else:
+                item = _decode(self.record, cursor)
+                self._decoded = (item.envelope, item.error)
+        envelope, error = self._decoded
+        return _Item(cursor, self.record.session_id, envelope, error)
+
+
+def _decode(rec: RecordedEvent, cursor: int) -> _Item:
+    if rec.topic not in EVENT_TOPICS:
+        return _Item(cursor, rec.session_id, None)
+    try:
+        return _Item(cursor, rec.session_id, decode_recorded(rec))
+    except UndecodableEvent as exc:
+        return _Item(cursor, rec.session_id, None, exc)
+
+
 class _Reader:
-    """Reads a page of the store-wide log (by position) or of one session (by sequence)."""
+    """Reads a page of the store-wide log (by position) or of one session (by sequence):
+    from the feed's ring when it covers the reader, else from the store.
 
-    def __init__(self, store: EventStore, session_id: str | None) -> None:
-        self.store = store
+    ``watermark`` (a session's reader): the log position up to which it has every event
+    of its session; -1 when unknown (read the store).
+    """
+
+    def __init__(self, feed: CommitFeed, session_id: str | None) -> None:
+        self.feed = feed
+        self.store = feed.store
         self.session_id = session_id
+        self.watermark = -1
 
-    def read(self, after: int) -> list[_Item]:
+    def from_ring(self, after: int) -> list[_Item] | None:
+        """The page after ``after`` from the ring (no I/O); None: read the store."""
+        if self.session_id is None:
+            got = self.feed.from_ring(after, None)
+            if got is None:
+                return None
+            return [e.item(e.record.position) for e in got[0]]
+        if self.watermark < 0:
+            return None
+        got = self.feed.from_ring(self.watermark, self.session_id)
+        if got is None:
+            return None
+        entries, self.watermark = got
+        return [e.item(e.record.version) for e in entries if e.record.version > after]
+
+    def from_store(self, after: int) -> list[_Item]:
         if self.session_id is None:
             return self._read_all(after)
-        return self._read_session(self.session_id, after)
+        head = self.feed.head()  # every event up to it is in the store: the read sees it
+        items, full = self._read_session(self.session_id, after)
+        if full or (items and items[-1].error is not None):
+            self.watermark = -1  # more to read, or a hole: read the store again
+        else:
+            self.watermark = head
+        return items
+
+    def read(self, after: int) -> list[_Item]:
+        items = self.from_ring(after)
+        return self.from_store(after) if items is None else items
 
     def _read_all(self, after: int) -> list[_Item]:
         try:
             records = self.store.read_all(after_position=after, limit=PAGE)
         except UnreadableInLog as exc:
-            items = [self._item(r, r.position) for r in exc.before]
+            items = [_decode(r, r.position) for r in exc.before]
             return [*items, _Item(exc.position, exc.session_id, None, exc)]
-        return [self._item(r, r.position) for r in records]
+        return [_decode(r, r.position) for r in records]
 
-    def _read_session(self, session_id: str, after: int) -> list[_Item]:
+    def _read_session(self, session_id: str, after: int) -> tuple[list[_Item], bool]:
         try:
             records = self.store.read_session(session_id, after_version=after, limit=PAGE)
         except UndecodableEvent as exc:
@@ -318,18 +442,9 @@ class _Reader:
                 if good > 0
                 else []
             )
-            items = [self._item(r, r.version) for r in before]
-            return [*items, _Item(exc.version, session_id, None, exc)]
-        return [self._item(r, r.version) for r in records]
-
-    @staticmethod
-    def _item(rec: RecordedEvent, cursor: int) -> _Item:
-        if rec.topic not in EVENT_TOPICS:
-            return _Item(cursor, rec.session_id, None)
-        try:
-            return _Item(cursor, rec.session_id, decode_recorded(rec))
-        except UndecodableEvent as exc:
-            return _Item(cursor, rec.session_id, None, exc)
+            items = [_decode(r, r.version) for r in before]
+            return [*items, _Item(exc.version, session_id, None, exc)], False
+        return [_decode(r, r.version) for r in records], len(records) == PAGE
 
 
 class _Cursor:
@@ -409,7 +524,8 @@ class Subscription(_Cursor, Iterator[RuntimeEventEnvelope]):
         until: Until | None,
     ) -> None:
         super().__init__(feed, reader, after, timeout, until)
-        self._detach = feed.attach()
+        self._wake = threading.Event()
+        self._detach = feed.attach(reader.session_id, _sync_waker(self))
 
     def __iter__(self) -> Subscription:
         return self
@@ -423,7 +539,7 @@ class Subscription(_Cursor, Iterator[RuntimeEventEnvelope]):
             if self._ended():
                 self.close()
                 raise StopIteration
-            seen = self._feed.generation
+            self._wake.clear()  # before reading: events added during the read set it again
             try:
                 items = self._reader.read(self.position)
             except StoreError:
@@ -436,16 +552,32 @@ class Subscription(_Cursor, Iterator[RuntimeEventEnvelope]):
                 continue
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
+                # The ring may trail the store by a commit: look at the store itself
+                # before ending, so a timeout never ends short of what is durable now.
+                items = [] if self._ended() else self._reader.from_store(self.position)
+                if items:
+                    self._buffer.extend(items)
+                    continue
                 self.close()
                 raise StopIteration
-            self._feed.wait(seen, remaining, lambda: self._closed)
+            self._sleep(deadline)
+
+    def _sleep(self, deadline: float | None) -> None:
+        """Until woken, closed or ``deadline``; in bounded waits, so that a signal handler
+        (Ctrl-C) gets its turn promptly, but without reading again after each."""
+        while not self._ended():
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return
+            if self._wake.wait(1.0 if remaining is None else min(remaining, 1.0)):
+                return
 
     def close(self) -> None:
         """End the subscription; a blocked iteration returns at once. Idempotent."""
         if not self._closed:
             self._end()
         self._detach()
-        self._feed.notify()
+        self._wake.set()
 
     def __enter__(self) -> Subscription:
         return self
@@ -477,7 +609,9 @@ class AsyncSubscription(_Cursor, AsyncIterator[RuntimeEventEnvelope]):
         """The loop event the feed sets on each wake (made on the first ``__anext__``)."""
         if self._event is None:
             self._event = asyncio.Event()
-            self._detach = self._feed.attach(_waker(self, asyncio.get_running_loop()))
+            self._detach = self._feed.attach(
+                self._reader.session_id, _waker(self, asyncio.get_running_loop())
+            )
         return self._event
 
     def __aiter__(self) -> AsyncSubscription:
@@ -495,13 +629,15 @@ class AsyncSubscription(_Cursor, AsyncIterator[RuntimeEventEnvelope]):
                 self.close()
                 raise StopAsyncIteration
             event.clear()  # before reading: a commit during the read sets it again
-            try:
-                items = await loop.run_in_executor(None, self._reader.read, self.position)
-            except StoreError:
-                if self._ended():
-                    self.close()
-                    raise StopAsyncIteration from None
-                raise
+            items = self._reader.from_ring(self.position)  # in memory: no hop needed
+            if items is None:
+                try:
+                    items = await loop.run_in_executor(None, self._reader.from_store, self.position)
+                except StoreError:
+                    if self._ended():
+                        self.close()
+                        raise StopAsyncIteration from None
+                    raise
             if items:
                 self._buffer.extend(items)
                 continue
@@ -509,6 +645,11 @@ class AsyncSubscription(_Cursor, AsyncIterator[RuntimeEventEnvelope]):
                 continue
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
+                # As in Subscription: the store itself before ending.
+                items = await loop.run_in_executor(None, self._reader.from_store, self.position)
+                if items:
+                    self._buffer.extend(items)
+                    continue
                 self.close()
                 raise StopAsyncIteration
             with contextlib.suppress(TimeoutError):
@@ -548,6 +689,20 @@ def _waker(sub: AsyncSubscription, loop: asyncio.AbstractEventLoop) -> Callable[
             loop.call_soon_threadsafe(alive._event.set)
         except RuntimeError:  # the loop has closed
             return False
+        return True
+
+    return waker
+
+
+def _sync_waker(sub: Subscription) -> Callable[[], bool]:
+    """Sets ``sub``'s thread event; holds it weakly, like :func:`_waker`."""
+    ref = weakref.ref(sub)
+
+    def waker() -> bool:
+        alive = ref()
+        if alive is None or alive._closed:
+            return False
+        alive._wake.set()
         return True
 
     return waker

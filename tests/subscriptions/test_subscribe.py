@@ -305,3 +305,35 @@ def test_an_unreadable_event_raises_once_and_the_subscription_goes_on(
         next(bad)
     assert bad.position == 1  # moved past it
     assert list(bad) == []
+
+
+def test_a_commit_before_the_feeds_first_look_still_wakes_the_subscriber(
+    open_runtime: OpenRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The feed's ring starts at the head it reads first. An event committed after a
+    subscriber's first read but before that look is behind the ring for good: the feed
+    must wake its subscribers to read the store once more, or they wait for ever."""
+    rt = open_runtime()
+    rt.create_session("s")
+    store = rt.store
+    original = store.max_position
+    gate = threading.Event()
+    looking = threading.Event()
+
+    def held_first_look() -> int:
+        if threading.current_thread().name == "meerkat-subscriptions" and not gate.is_set():
+            looking.set()
+            assert gate.wait(WAIT)
+        return original()
+
+    monkeypatch.setattr(store, "max_position", held_first_look)
+    sub = rt.session("s").subscribe()
+    seen = Collector(sub)
+    wait_until(lambda: len(seen.got) == 1 and looking.is_set(), what="first read and look")
+    rt.session("s").accept(prompt("between the read and the look"))
+    gate.set()
+    expected = list(rt.session("s").events())
+    wait_until(lambda: len(seen.got) == len(expected), what="the events committed meanwhile")
+    sub.close()
+    seen.join()
+    assert seen.got == expected
