@@ -7,19 +7,23 @@ sequence)`` one session's log by sequence. It yields typed
 :class:`~meerkat_runtime.events.RuntimeEventEnvelope` s; after each one,
 ``sub.position`` is where to resume from and ``sub.session_id`` names its session.
 
-Waking, without polling where the store can tell: one :class:`CommitFeed` per
-runtime counts commits. This process's commits wake it at once (the store's
-commit listener, on every backend); on PostgreSQL other processes' commits wake
-it through LISTEN/NOTIFY; elsewhere (a SQLite file shared by processes, a
-``memory://NAME`` store opened twice) one poller thread per feed checks the
-log's head every ``poll_interval``. Subscribers read only when woken.
+One reader of the log per runtime: a :class:`CommitFeed` tail thread reads what
+committed since it last looked, keeps the most recent events in memory (a ring)
+and wakes only the subscribers they concern; a subscriber within the ring reads
+it there (no query, each event decoded once for all), one further behind reads
+the store until it has caught up. The tail looks when told, without polling
+where the store can tell: this process's commits (the store's commit listener,
+every backend) and, on PostgreSQL, other processes' commits (LISTEN/NOTIFY).
+Elsewhere (a SQLite file shared by processes, a ``memory://NAME`` store opened
+twice) it also looks every ``poll_interval``.
 
 The sync :class:`Subscription` is a blocking iterator; the asyncio
 :class:`AsyncSubscription` holds no thread while it waits (a loop event set by
-the feed; each read is a short hop to the loop's default executor). Both end
-cleanly: ``close()`` (from any thread), their ``timeout`` (seconds without a new
-event), their ``until`` predicate (after yielding the event it accepts), or the
-runtime closing.
+the feed; reads from the ring happen on the loop, reads from the store are a
+short hop to the loop's default executor). Both end cleanly: ``close()`` (from
+any thread), their ``timeout`` (seconds without a new event; the store is
+looked at once more before ending), their ``until`` predicate (after yielding
+the event it accepts), or the runtime closing.
 
 An event that cannot be read back raises
 :class:`~meerkat_runtime.errors.UndecodableEvent` from the iterator, once; the
@@ -32,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
-import itertools
 import logging
 import threading
 import time
@@ -249,7 +252,8 @@ class CommitFeed:
                 page = self._ring[first : first + PAGE]
                 return page, (page[-1].record.position if page else after)
             mine = []
-            for entry in itertools.islice(self._ring, first, None):
+            for index in range(first, len(self._ring)):
+                entry = self._ring[index]
                 if entry.record.session_id == session_id:
                     mine.append(entry)
                     if len(mine) == PAGE:
