@@ -205,15 +205,12 @@ def main() -> None:
             continue
         with database(backend, pg) as url:
             results.append(measure(backend, url, args.seconds, args.threads, args.sessions))
-    print(
-        table(
-            ["backend", "accepts/s base", "with subs", "ratio", "deliveries", "p50 ms", "p99 ms",
-             "other inst. p50 ms", "p99 ms"],
-            [[r.backend, r.baseline_accepts_per_s, r.subscribed_accepts_per_s, r.accept_rate_ratio,
-              r.deliveries, r.latency_p50_ms, r.latency_p99_ms, r.other_instance_p50_ms,
-              r.other_instance_p99_ms] for r in results],
-        )  # fmt: skip
-    )
+    headers = ["backend", "accepts/s base", "with subs", "ratio", "deliveries", "p50 ms",
+               "p99 ms", "other inst. p50 ms", "p99 ms"]  # fmt: skip
+    rows = [[r.backend, r.baseline_accepts_per_s, r.subscribed_accepts_per_s, r.accept_rate_ratio,
+             r.deliveries, r.latency_p50_ms, r.latency_p99_ms, r.other_instance_p50_ms,
+             r.other_instance_p99_ms] for r in results]  # fmt: skip
+    print(table(headers, rows))
     path = write_results(
         "subscription_bench",
         {"args": vars(args), "machine": machine_info(pg), "results": [asdict(r) for r in results]},
