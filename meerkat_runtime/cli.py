@@ -793,7 +793,9 @@ def _follow_events(
     """Print events after ``after`` as they commit, one line each, until Ctrl-C or SIGTERM."""
     feed = CommitFeed(store)
     sub = feed.subscribe(after, session_id=session)
-    previous = signal.signal(signal.SIGTERM, lambda *_: sub.close())
+    # SIGTERM ends it like Ctrl-C. Raised, not sub.close() in the handler: the handler runs
+    # on this thread, which may hold the feed's (non-reentrant) lock at that moment.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         while True:
             try:
@@ -818,6 +820,10 @@ def _follow_events(
         signal.signal(signal.SIGTERM, previous)
         sub.close()
         feed.close()
+
+
+def _interrupt(*_: object) -> NoReturn:
+    raise KeyboardInterrupt
 
 
 def _follow_line(
