@@ -26,6 +26,8 @@ from meerkat_runtime.projections import (
     ProjectedEvent,
     ProjectionStatus,
 )
+from meerkat_runtime.runtime import event_codec
+from meerkat_runtime.store import open_store
 
 from ..cli._support import cli
 from ..waiting import WAIT, wait_until
@@ -284,3 +286,27 @@ def test_the_health_command_reports_a_host_read_model_it_does_not_run(durable_db
     assert any(p.startswith("projection session_counts lags") for p in report["problems"])
     assert any("session_counts skipped session 'poison'" in p for p in report["problems"])
     assert {p["name"] for p in report["projections"]} == {"ledger", "views", "session_counts"}
+
+
+def test_a_read_only_runtime_serves_a_host_read_model_without_writing(durable_db: Db) -> None:
+    rt = durable_db.runtime(projections=[SessionCounts()])
+    accept_some(rt, ("a", "b"), n=1)
+    rt.projections.wait_caught_up(WAIT)
+    rt.close()
+    plain = durable_db.runtime()
+    accept_some(plain, ("c",), n=1)  # not in the stored host read model yet
+    plain.close()
+    stored_before = _stored_offset(durable_db, "session_counts")
+    viewer = durable_db.runtime(read_only=True, projections=[SessionCounts()])
+    viewer.projections.wait_caught_up(WAIT)
+    assert viewer.projections.query(read_counts) == expected_counts(viewer)
+    assert set(viewer.projections.query(read_counts)) == {"a", "b", "c"}
+    viewer.close()
+    assert _stored_offset(durable_db, "session_counts") == stored_before  # nothing written
+
+
+def _stored_offset(db: Db, name: str) -> int:
+    from ._support import stored_offset
+
+    with open_store(db.url, codec=event_codec()) as store:
+        return stored_offset(store, name)
