@@ -95,7 +95,7 @@ class CommitFeed:
         *,
         poll_interval: float = 0.2,
         listen_poll_interval: float = 5.0,
-        ring_size: int = 4096,
+        ring_size: int = 1024,
     ) -> None:
         self.store = store
         self._listens = _listens(store)

@@ -38,7 +38,7 @@ class Collector:
         self.positions: list[int] = []
         self.sessions: list[str | None] = []
         self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread = threading.Thread(target=self._run, name="subscriber", daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
@@ -337,3 +337,60 @@ def test_a_commit_before_the_feeds_first_look_still_wakes_the_subscriber(
     sub.close()
     seen.join()
     assert seen.got == expected
+
+
+def test_a_subscriber_that_fell_behind_the_ring_reads_the_store(
+    open_runtime: OpenRuntime,
+) -> None:
+    """White-box: a ring of 8 events, subscribers that do not iterate while many more
+    commit; they read the evicted part from the store, then the ring, missing nothing."""
+    rt = open_runtime()
+    rt._feed._ring_size = 8
+    s = rt.session("s")
+    whole, mine = rt.subscribe(timeout=0), s.subscribe(timeout=0)
+    wait_until(lambda: rt._feed.head() >= 0, what="the feed's first look")
+    start = rt._feed.head()
+    for n in range(10):
+        s.accept(prompt(f"p{n}"))
+        rt.session("other").accept(prompt(f"o{n}"))
+    head = rt.store.max_position()
+    wait_until(lambda: rt._feed.head() == head, what="the feed to read everything")
+    assert rt._feed._floor > start  # the first events left the ring
+    assert list(whole) == list(rt.subscribe(timeout=0)) and whole.position == head
+    assert list(mine) == list(s.events())
+
+
+def test_following_subscribers_read_the_ring_not_the_store(
+    open_runtime: OpenRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """White-box: once caught up, a session's and a whole-store subscriber get each new
+    commit from the feed's ring; the store is read by the feed's tail only (before, every
+    subscriber ran a query of its own for every commit)."""
+    rt = open_runtime()
+    s = rt.create_session("s")
+    store = rt.store
+    reads: list[str] = []
+    read_session, read_all = store.read_session, store.read_all
+
+    def counted_session(*args: Any, **kwargs: Any) -> Any:
+        reads.append(threading.current_thread().name)
+        return read_session(*args, **kwargs)
+
+    def counted_all(*args: Any, **kwargs: Any) -> Any:
+        reads.append(threading.current_thread().name)
+        return read_all(*args, **kwargs)
+
+    monkeypatch.setattr(store, "read_session", counted_session)
+    monkeypatch.setattr(store, "read_all", counted_all)
+    subs = [Collector(s.subscribe()), Collector(rt.subscribe())]
+    wait_until(lambda: all(c.got for c in subs), what="the stored events")
+    before = reads.count("subscriber")
+    for n in range(10):
+        s.accept(prompt(f"p{n}"))
+        total = len(list(read_session("s")))
+        wait_until(lambda: all(len(c.got) == total for c in subs), what=f"accept {n}")  # noqa: B023
+    by_subscribers = reads.count("subscriber") - before
+    for c in subs:
+        c.sub.close()
+        c.join()
+    assert by_subscribers <= 2, reads  # at most a read each while the ring starts
