@@ -301,8 +301,9 @@ class ProjectionRunner(pykka.ThreadingActor):
         self.started = False
         # Sessions whose events this projection holds back after an unreadable one.
         self.held: dict[str, str] = {}
-        # Live (the last poll read the log to its end) and when it last applied a page: a
-        # poll within batch_interval of that waits, so the commits meanwhile share a page.
+        # Live (the last poll read the log to its end) and when it began reading the last
+        # page it applied: a poll within batch_interval of that waits, so the commits
+        # meanwhile share a page (a page that took longer than that is followed at once).
         self.live = False
         self.last_batch = 0.0
         # When this runner took its poll: a shared page read before then may miss
@@ -435,8 +436,8 @@ class ProjectionRunner(pykka.ThreadingActor):
             self.owner.report_progress(self.projection.name, self.position, self.status, self.error)
 
     def _batch_wait(self) -> None:
-        """Live, and the last page was applied less than ``batch_interval`` ago: wait out
-        the rest (after a quiet spell, the next commit is applied at once)."""
+        """Live, and the last page applied was read less than ``batch_interval`` ago: wait
+        out the rest (after a quiet spell, the next commit is applied at once)."""
         if self.live:
             wait = self.last_batch + self.owner.batch_interval - time.monotonic()
             if wait > 0:
@@ -446,6 +447,7 @@ class ProjectionRunner(pykka.ThreadingActor):
         self.live = False
         pages = 0
         while pages < self.owner.pages_per_message:
+            read_at = time.monotonic()
             try:
                 events = self.owner.read_log(
                     self.position, self.owner.page_size, self.poll_taken_at
@@ -466,7 +468,7 @@ class ProjectionRunner(pykka.ThreadingActor):
                 self.live = True
                 return
             self._process(events)
-            self.last_batch = time.monotonic()
+            self.last_batch = read_at
             pages += 1
             if self.status == "failed" or self.owner.closed:
                 return
