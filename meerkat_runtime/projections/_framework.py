@@ -702,7 +702,7 @@ class ProjectionSet:
         poll_interval: float = 0.2,
         page_size: int = 500,
         pages_per_message: int = 20,
-        batch_interval: float = 0.025,
+        batch_interval: float = 0.01,
         schedule_every: Callable[[float, Callable[[], None]], None] | None = None,
         membership: Membership | None = None,
         sql: Sql | None = None,
