@@ -692,7 +692,13 @@ def _unreadable(event: RecordedEvent, exc: Exception) -> UndecodableEvent | None
 
 
 class ProjectionSet:
-    """The projections of one runtime: start, follow, wait, rebuild, report (``rt.projections``)."""
+    """The projections of one runtime: start, follow, wait, rebuild, report (``rt.projections``).
+
+    ``page_size``: events per read-model transaction at most. ``batch_interval``: a
+    caught-up projection starts at most one transaction per that many seconds (the
+    commits meanwhile share it). ``poll_interval``: how often the log is checked for
+    other processes' writes.
+    """
 
     def __init__(
         self,
