@@ -32,6 +32,11 @@ The projections' cost, as ratios of the accept rate measured in the same run
   count the contention the runners cause (GIL, the database's write lock),
   which the rate cost does.
 
+``--external`` adds a third phase on SQLite and PostgreSQL: the same load on a
+host opened with ``projections=False`` while a ``meerkat-runtime project``
+process keeps the read models, its write rate over the baseline's and how long
+that process needed after the load to catch up.
+
 ``sqlite`` is ``synchronous=FULL`` (the default), ``sqlite-normal`` is
 ``synchronous=NORMAL``. PostgreSQL comes from MEERKAT_BENCH_POSTGRES_URL or
 MEERKAT_TEST_POSTGRES_URL (``eval "$(bash scripts/test-postgres.sh)"``);
@@ -46,6 +51,8 @@ import bisect
 import json
 import os
 import platform
+import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -61,7 +68,9 @@ import psycopg
 from psycopg import sql
 
 from meerkat_runtime import Runtime
-from meerkat_runtime.errors import mask_url
+from meerkat_runtime.errors import StoreError, mask_url
+from meerkat_runtime.projections._framework import OFFSETS
+from meerkat_runtime.projections._sql import Sql
 
 RESULTS = Path(__file__).parent / "results" / "projection_bench.json"
 PROJECTIONS = ("ledger", "views")
@@ -105,6 +114,11 @@ class BackendResult:
     accept_p50_ms: float
     accept_p99_ms: float
     projections: list[ProjectionResult] = field(default_factory=list)
+    external_rate_ratio: float | None = None
+    """With ``--external``: the write rate of a ``projections=False`` host while a
+    ``meerkat-runtime project`` process keeps the read models, over the baseline's."""
+    external_caught_up_s: float | None = None
+    """How long that process took, after the load, to have projected all of it."""
 
 
 def process_cpu() -> float:
@@ -216,8 +230,58 @@ def accept_load(
     return sum(counts), elapsed, sorted(x for lat in latencies for x in lat)
 
 
+def stored_offsets(rt: Runtime) -> dict[str, int]:
+    """The ledger's and views' committed offsets, as another process stored them."""
+    sql = Sql(rt.store)
+    try:
+        with sql.transaction() as cur:
+            rows = cur.execute(f"SELECT name, position FROM {cur.table(OFFSETS)}").fetchall()
+    except StoreError:  # the tables are not there yet
+        return {}
+    return {r["name"]: int(r["position"]) for r in rows if r["name"] in PROJECTIONS}
+
+
+def external_phase(
+    url: str, options: dict[str, Any], threads: int, sessions: int, seconds: float
+) -> tuple[float, float]:
+    """The write rate (events/s) of a host without projections while a ``meerkat-runtime
+    project`` process keeps them, and the seconds it needed after the load to catch up."""
+    script = Path(sys.executable).with_name("meerkat-runtime")
+    with Runtime.open(url, projections=False, **options) as rt:
+        proc = subprocess.Popen(
+            [str(script), "project", "--store", url, "--every", "60"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while len(stored_offsets(rt)) < len(PROJECTIONS):
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise SystemExit("meerkat-runtime project did not start its projections")
+                time.sleep(0.05)
+            _, elapsed, _ = accept_load(rt, threads, sessions, seconds, "ext")
+            load_ended = time.perf_counter()
+            end = rt.store.max_position()
+            deadline = time.monotonic() + 120
+            while min(stored_offsets(rt).values()) < end:
+                if time.monotonic() > deadline:
+                    raise SystemExit("meerkat-runtime project did not catch up in 120 s")
+                time.sleep(0.01)
+            caught_up = time.perf_counter() - load_ended
+            events = count_events(rt)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(60)
+    return events / elapsed, caught_up
+
+
 def bench_backend(
-    backend: str, threads: int, sessions: int, seconds: float, pg_url: str | None
+    backend: str,
+    threads: int,
+    sessions: int,
+    seconds: float,
+    pg_url: str | None,
+    external: bool = False,
 ) -> BackendResult:
     options: dict[str, Any] = {"sqlite_synchronous": "normal"} if backend == "sqlite-normal" else {}
 
@@ -341,6 +405,11 @@ def bench_backend(
             raise SystemExit(
                 f"{backend}: verify failed after the benchmark: {report.mismatches[:5]}"
             )
+    if external and backend != "memory":
+        with database(backend, pg_url) as url:
+            rate, caught_up = external_phase(url, options, threads, sessions, seconds)
+        result.external_rate_ratio = round(rate / base_rate, 3)
+        result.external_caught_up_s = round(caught_up, 3)
     return result
 
 
@@ -381,6 +450,12 @@ def cost_table(results: list[BackendResult]) -> str:
             f"{r.backend:<14} {r.rate_ratio:>10.2f}x {r.rate_cost:>9.2f} "
             f"{r.baseline_cpu_us_per_event:>13.1f} {r.projection_cpu_us_per_event:>14.1f} "
             f"{r.cpu_cost:>8.2f} {lag:>25}"
+            + (
+                f"   external process: {r.external_rate_ratio:.2f}x, caught up "
+                f"{r.external_caught_up_s:.2f} s after the load"
+                if r.external_rate_ratio is not None and r.external_caught_up_s is not None
+                else ""
+            )
         )
     return "\n".join(lines)
 
@@ -394,6 +469,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=8, help="accepting threads (default 8)")
     parser.add_argument("--sessions", type=int, default=200, help="sessions (default 200)")
     parser.add_argument("--json", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--external",
+        action="store_true",
+        help="also: the same load on a projections=False host beside a "
+        "'meerkat-runtime project' process (SQLite, PostgreSQL)",
+    )
     args = parser.parse_args(argv)
 
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
@@ -418,7 +499,9 @@ def main(argv: list[str] | None = None) -> int:
             f"  {backend}: {args.seconds:g} s baseline, {args.seconds:g} s live ...",
             file=sys.stderr,
         )
-        results.append(bench_backend(backend, args.threads, args.sessions, args.seconds, pg_url))
+        results.append(
+            bench_backend(backend, args.threads, args.sessions, args.seconds, pg_url, args.external)
+        )
     print()
     print(table(results))
     print()
