@@ -170,9 +170,19 @@ def renamed(decisions: list[Records], old: str, new: str) -> list[Records]:
     return [[(t, d) for t, d in records] for records in orjson.loads(raw)]
 
 
-def fresh_state_time(url: str, session_id: str, backend: str) -> tuple[float, float]:
-    """(wall, process CPU) seconds of a fresh runtime's ``session.state()``."""
-    rt = Runtime.open(url, projections=False, **bl.store_options(backend))
+def fresh_state_time(
+    url: str, session_id: str, backend: str, snapshots: bool = True
+) -> tuple[float, float]:
+    """(wall, process CPU) seconds of a fresh runtime's ``session.state()``.
+
+    ``snapshots=False`` opens the runtime with snapshots off: it neither reads one
+    nor saves one after loading, so every run is a full refold (a runtime with
+    snapshots on saves one once it has folded the log, which the next run would
+    load instead)."""
+    options = bl.store_options(backend)
+    if not snapshots:
+        options["snapshot_interval"] = 0
+    rt = Runtime.open(url, projections=False, **options)
     try:
         started, cpu = time.perf_counter(), time.process_time()
         rt.session(session_id).state()
@@ -213,9 +223,9 @@ def bench_refold(
         store.close()
     # Warm-up (not recorded): the first load of a process compiles the codec's
     # decoders and imports lazily; no later fresh runtime pays that again.
-    for sid in (f"snap-{sizes[0]}", f"full-{sizes[0]}"):
+    for sid, snap in ((f"snap-{sizes[0]}", True), (f"full-{sizes[0]}", False)):
         read_time(url, sid, backend)
-        fresh_state_time(url, sid, backend)
+        fresh_state_time(url, sid, backend, snap)
     for size in sizes:
         for snap in (True, False):
             sid = f"{'snap' if snap else 'full'}-{size}"
@@ -226,7 +236,7 @@ def bench_refold(
                 t, cpu, records = read_time(url, sid, backend)
                 read_times.append(t)
                 read_cpus.append(cpu)
-                t, cpu = fresh_state_time(url, sid, backend)
+                t, cpu = fresh_state_time(url, sid, backend, snap)
                 state_times.append(t)
                 state_cpus.append(cpu)
             t_state, t_read = bl.median(state_times), bl.median(read_times)

@@ -121,6 +121,10 @@ from meerkat_runtime.terminal_status import (
     RunQuery,
     RunTerminalReport,
     TerminalQuery,
+    held_input_state,
+    logged_completion,
+    logged_input_state,
+    merge_input_states,
     read_input_states,
 )
 
@@ -420,8 +424,12 @@ class AsyncSession(AsyncSessionOperations):
     async def input_state(self, input_id: uuid.UUID | str) -> InputState | None:
         """The full state of one input of this session, or None if it never accepted it."""
         iid = parse_uuid(input_id, "input_id")
-        result: InputState | None = await self._ask(msg.Query(lambda st, _: st.inputs.get(iid)))
-        return result
+        held: InputState | Miss | None = await self._ask(
+            msg.Query(lambda st, _: held_input_state(st, iid))
+        )
+        if held is MISS:  # terminal, compacted out: the log has it (see Session.input_state)
+            return await _offload(logged_input_state, self._art.sync.store, self.id, iid)
+        return held
 
     async def active_input_ids(self) -> list[uuid.UUID]:
         """Ids of the inputs that are not terminal yet."""
@@ -429,11 +437,11 @@ class AsyncSession(AsyncSessionOperations):
         return result
 
     async def stored_input_states_snapshot(self) -> list[InputState]:
-        """The states of the inputs the session holds, in acceptance order."""
-        result: list[InputState] = await self._ask(
-            msg.Query(lambda st, _: list(st.inputs.values()))
-        )
-        return result
+        """The states of every input of the session, in acceptance order
+        (see :meth:`Session.stored_input_states_snapshot`)."""
+        held: list[InputState] = await self._ask(msg.Query(lambda st, _: list(st.inputs.values())))
+        logged = await _offload(read_input_states, self._art.sync.store, self.id)
+        return merge_input_states(logged, held)
 
     async def interaction_status(
         self, input_id: uuid.UUID | str | None = None, *, idempotency_key: str | None = None
@@ -465,9 +473,12 @@ class AsyncSession(AsyncSessionOperations):
 
     async def completion(self, input_id: uuid.UUID | str) -> AsyncCompletion | None:
         """An awaitable completion of an input accepted earlier (also after a restart)."""
-        handle: CompletionHandle | None = await self._ask(
-            msg.GetCompletion(parse_uuid(input_id, "input_id"))
-        )
+        iid = parse_uuid(input_id, "input_id")
+        handle: CompletionHandle | Miss | None = await self._ask(msg.GetCompletion(iid))
+        if handle is MISS:  # terminal, compacted out: its outcome is in the log
+            rt = self._art.sync
+            outcome = await _offload(logged_completion, rt.store, self.id, iid)
+            handle = rt.completions.handle(self.id, iid, outcome)
         return None if handle is None else AsyncCompletion(handle)
 
     async def retire(self) -> RetireReport:

@@ -113,6 +113,10 @@ from meerkat_runtime.terminal_status import (
     RunQuery,
     RunTerminalReport,
     TerminalQuery,
+    held_input_state,
+    logged_completion,
+    logged_input_state,
+    merge_input_states,
     read_input_states,
 )
 
@@ -506,10 +510,17 @@ class Session(SessionOperations):
         return result
 
     def input_state(self, input_id: uuid.UUID | str) -> InputState | None:
-        """The full state of one input of this session, or None if it never accepted it."""
+        """The full state of one input of this session, or None if it never accepted it.
+
+        A terminal input has left the session's state (only live inputs stay in
+        memory): its state is then folded from the session's log, which costs a read
+        of the log (the input ledger, ``rt.ledger``, is the cheap way to look up many).
+        """
         iid = parse_uuid(input_id, "input_id")
-        result: InputState | None = self._query(lambda st, _: st.inputs.get(iid))
-        return result
+        held: InputState | Miss | None = self._query(lambda st, _: held_input_state(st, iid))
+        if held is MISS:
+            return logged_input_state(self._rt.store, self.id, iid)
+        return held
 
     def active_input_ids(self) -> list[uuid.UUID]:
         """Ids of the inputs that are not terminal yet."""
@@ -517,10 +528,11 @@ class Session(SessionOperations):
         return result
 
     def stored_input_states_snapshot(self) -> list[InputState]:
-        """The states of the inputs the session holds, in acceptance order (Rust's driver
-        ``stored_input_states_snapshot``: the live witness set of terminal status)."""
-        result: list[InputState] = self._query(lambda st, _: list(st.inputs.values()))
-        return result
+        """The states of every input of the session, in acceptance order (Rust's driver
+        ``stored_input_states_snapshot``): the session's live states where it holds
+        them, the others (terminal inputs) folded from its log."""
+        held: list[InputState] = self._query(lambda st, _: list(st.inputs.values()))
+        return merge_input_states(read_input_states(self._rt.store, self.id), held)
 
     def interaction_status(
         self, input_id: uuid.UUID | str | None = None, *, idempotency_key: str | None = None
@@ -561,10 +573,15 @@ class Session(SessionOperations):
         return query.durable(read_input_states(self._rt.store, self.id))
 
     def completion(self, input_id: uuid.UUID | str) -> CompletionHandle | None:
-        """A handle for an input accepted earlier (also after a restart); None if unknown."""
-        handle: CompletionHandle | None = self._call(
-            msg.GetCompletion(parse_uuid(input_id, "input_id"))
-        )
+        """A handle for an input accepted earlier (also after a restart); None if unknown.
+
+        The handle of a terminal input is resolved; the session's state no longer holds
+        it, so its outcome is folded from the session's log (a read of the log)."""
+        iid = parse_uuid(input_id, "input_id")
+        handle: CompletionHandle | Miss | None = self._call(msg.GetCompletion(iid))
+        if handle is MISS:
+            outcome = logged_completion(self._rt.store, self.id, iid)
+            return self._rt.completions.handle(self.id, iid, outcome)
         return handle
 
     def retire(self) -> RetireReport:

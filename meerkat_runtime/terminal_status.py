@@ -37,6 +37,7 @@ from typing import Final, Generic, TypeVar
 
 from meerkat_runtime.errors import InvalidInput, SessionNotFound
 from meerkat_runtime.events.catalogue import decode_recorded
+from meerkat_runtime.events.completion import CompletedWithoutResult, CompletionOutcome
 from meerkat_runtime.events.ids import parse_uuid
 from meerkat_runtime.events.input_fold import evolve_input, needs_admission_sequence
 from meerkat_runtime.events.input_state import (
@@ -47,8 +48,14 @@ from meerkat_runtime.events.input_state import (
     InputState,
     InputTerminalOutcome,
 )
-from meerkat_runtime.events.runtime_event import InputLifecycleEvent
-from meerkat_runtime.events.session import SessionState
+from meerkat_runtime.events.runtime_event import (
+    InputLifecycleEvent,
+    InputStaged,
+    RunCancelled,
+    RunCompleted,
+    RunFailed,
+)
+from meerkat_runtime.events.session import SessionState, settle_run_inputs
 from meerkat_runtime.store import EventStore, RecordedEvent, SessionJournal
 
 __all__ = [
@@ -66,6 +73,7 @@ __all__ = [
 
 
 T = TypeVar("T")
+_RUN_ENDS = frozenset({"run.completed", "run.failed", "run.cancelled"})
 
 
 class TerminalWitnessSource(StrEnum):
@@ -224,8 +232,15 @@ def fold_input_states(records: Iterable[RecordedEvent]) -> dict[uuid.UUID, Input
     so each state equals the session fold's on every field a report shows.
     """
     inputs: dict[uuid.UUID, InputState] = {}
+    runs: dict[uuid.UUID, list[uuid.UUID]] = {}  # the inputs each run staged
     counter = 0
     for rec in records:
+        if rec.topic in _RUN_ENDS:
+            env = decode_recorded(rec)
+            end = env.event
+            assert isinstance(end, (RunCompleted, RunFailed, RunCancelled))
+            settle_run_inputs(inputs, runs.pop(end.run_id, ()), end)
+            continue
         if not rec.topic.startswith("input."):
             continue
         env = decode_recorded(rec)
@@ -239,6 +254,8 @@ def fold_input_states(records: Iterable[RecordedEvent]) -> dict[uuid.UUID, Input
         new = evolve_input(prev, ev, env.timestamp, seq)
         if new is not None:
             inputs[ev.input_id] = new
+        if isinstance(ev, InputStaged):
+            runs.setdefault(ev.run_id, []).append(ev.input_id)
     return inputs
 
 
@@ -260,6 +277,41 @@ def read_input_states(store: EventStore, session_id: str) -> list[InputState]:
     if not seen:
         raise SessionNotFound(session_id)
     return list(inputs.values())
+
+
+def held_input_state(st: SessionState, input_id: uuid.UUID) -> InputState | Miss | None:
+    """A live session's state of ``input_id``; :data:`MISS` when the session compacted
+    it out (terminal: the log holds it, see :func:`logged_input_state`); None if unknown."""
+    found = st.inputs.get(input_id)
+    if found is not None:
+        return found
+    return MISS if st.knows(input_id) else None
+
+
+def logged_input_state(
+    store: EventStore, session_id: str, input_id: uuid.UUID
+) -> InputState | None:
+    """``input_id``'s state folded from the session's log (reads the whole log)."""
+    return next((s for s in read_input_states(store, session_id) if s.input_id == input_id), None)
+
+
+def logged_completion(
+    store: EventStore, session_id: str, input_id: uuid.UUID
+) -> CompletionOutcome | None:
+    """The outcome waiters on ``input_id`` receive, from the session's log; None while it
+    is not terminal (or unknown)."""
+    st = logged_input_state(store, session_id, input_id)
+    if st is None or not st.current_state.is_terminal:
+        return None
+    return st.terminal_completion or CompletedWithoutResult()
+
+
+def merge_input_states(logged: list[InputState], held: list[InputState]) -> list[InputState]:
+    """Every input of a session: the log's states, with the live session's (fresher, or
+    not yet durable) states in their place; in acceptance order."""
+    merged = {s.input_id: s for s in logged}
+    merged.update((s.input_id, s) for s in held)
+    return list(merged.values())
 
 
 # ---------------------------------------------------------------- the queries

@@ -124,6 +124,7 @@ from meerkat_runtime.events.session import (
     SessionState,
     StartRun,
     Stop,
+    compact,
     completion_outcome,
     decide,
     evolve_settling,
@@ -139,6 +140,7 @@ from meerkat_runtime.telemetry import (
     SNAPSHOT_VERSION,
     log_ids,
 )
+from meerkat_runtime.terminal_status import MISS, Miss, logged_input_state
 
 if TYPE_CHECKING:
     from meerkat_runtime.actors._registry import Services
@@ -236,6 +238,7 @@ class SessionActor:
         "_draining",
         "_inflight",
         "_pipelining",
+        "_retirable",
         "_settled",
         "cold_report",
         "last_writer",
@@ -275,6 +278,9 @@ class SessionActor:
         # (A list, not a deque: mostly empty, and an empty deque costs 600 bytes.)
         self._inflight: list[_InFlight] = []
         self._settled: threading.Condition | None = None  # made by the first drain that waits
+        # Inputs that commits made terminal: compacted out of the state after the message
+        # (its reply may still read them), see events.session.compact.
+        self._retirable: list[uuid.UUID] = []
         self._draining = False  # a drain waits: settling appends must notify _settled
         self._broken = False  # an append in flight failed: drain before anything else
         self._pipelining = True  # off while a drain handles calls again
@@ -596,6 +602,7 @@ class SessionActor:
                 for command in commands:
                     decision = decide(st, command, ctx)
                     settled += evolve_settling(st, decision.events)
+
                     events += decision.events
                     decisions.append(decision)
                 if events:
@@ -619,6 +626,7 @@ class SessionActor:
                 self.svc.telemetry.committed(events)
             for iid, outcome in settled:
                 self.svc.completions.resolve(self.session_id, iid, outcome)
+                self._retirable.append(iid)
             self._settle_operations(st, events)
             self._maybe_snapshot(st)
             if reason is None and len(commands) == 1:
@@ -659,7 +667,11 @@ class SessionActor:
         del inflight[:done]
         st = self.state
         if st is None or self._broken:
+            self._retirable.clear()  # a refold compacts the whole state
             return
+        if self._retirable:
+            compact(st, self._retirable)
+            self._retirable.clear()
         journal = self.svc.journal
         if not journal.snapshot_due(st, self.snapshot_version, slack=2 if inflight else 1):
             return
@@ -740,6 +752,7 @@ class SessionActor:
             if fence is None:
                 raise self._lease_lost(LeaseUnavailable(self.lease, None))
         resolutions = evolve_settling(st, decision.events)
+        self._retirable += (iid for iid, _ in resolutions)
         entry = _InFlight(call, self._accept_reply(decision), resolutions)
         seqs = operation_sequences(decision.events)
         if seqs:
@@ -841,9 +854,12 @@ class SessionActor:
             return AcceptOutcome(kind="rejected", input_id=d.input_id, reason=d.reason)
         target = d.input_id if d.kind == "accepted" else d.existing_id
         assert target is not None
-        handle = self.svc.completions.handle(
-            self.session_id, target, completion_outcome(st, target)
-        )
+        if target in st.inputs:
+            handle = self.svc.completions.handle(
+                self.session_id, target, completion_outcome(st, target)
+            )
+        else:  # a duplicate of an input that is terminal and compacted out
+            handle = self._logged_completion(target)
         if d.kind == "deduplicated":
             return AcceptOutcome(
                 kind="deduplicated",
@@ -906,13 +922,43 @@ class SessionActor:
         in_process: RecoveryReport = self._commit(Recover()).reply
         return in_process
 
-    def _on_completion(self, input_id: uuid.UUID) -> CompletionHandle | None:
+    def _on_completion(self, input_id: uuid.UUID) -> CompletionHandle | Miss | None:
         st = self.state
         assert st is not None
         if input_id not in st.inputs:
-            return None
+            # Terminal and compacted out: the caller reads its outcome from the log.
+            return MISS if st.knows(input_id) else None
         outcome: CompletionOutcome | None = completion_outcome(st, input_id)
         return self.svc.completions.handle(self.session_id, input_id, outcome)
+
+    def _logged_completion(self, input_id: uuid.UUID) -> CompletionHandle:
+        """A handle for a terminal input compacted out of the state: its outcome is read
+        from the log on the pool, so the host thread (shared by many sessions) does
+        not wait for a read that grows with the session's history."""
+        completions, store, sid = self.svc.completions, self.svc.store, self.session_id
+        handle = completions.handle(sid, input_id, None)
+
+        def read() -> None:
+            try:
+                logged = logged_input_state(store, sid, input_id)
+            except Exception as exc:  # the handle stays pending; close() fails it
+                log.warning(
+                    "session %s: reading the outcome of input %s failed: %s",
+                    sid,
+                    input_id,
+                    exc,
+                    extra=log_ids(sid),
+                )
+                return
+            if logged is not None and logged.current_state.is_terminal:
+                done = logged.terminal_completion or CompletedWithoutResult()
+                completions.resolve(sid, input_id, done)
+
+        try:
+            self.svc.pool.submit(read)
+        except RuntimeError:  # the pool is shut down (closing): read here
+            read()
+        return handle
 
     # ------------------------------------------------------------ runs
 

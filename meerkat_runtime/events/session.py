@@ -62,6 +62,7 @@ Design choices, with reasons:
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -217,12 +218,14 @@ __all__ = [
     "SetSilentIntents",
     "StartRun",
     "Stop",
+    "compact",
     "completion_outcome",
     "decide",
     "evolve",
     "evolve_settling",
     "execute",
     "fold",
+    "settle_run_inputs",
     "state_from_snapshot",
     "state_to_snapshot",
     "wants_run",
@@ -230,7 +233,8 @@ __all__ = [
 
 L = InputLifecycleState
 S = RuntimeState
-SNAPSHOT_FORMAT = 1
+SNAPSHOT_FORMAT = 2
+"""2: terminal inputs compacted out (``retired``); 1 (every input kept) still loads."""
 
 # ---------------------------------------------------------------- state
 
@@ -265,6 +269,9 @@ class SessionState:
     queue: InputQueue = field(default_factory=InputQueue)
     steer_queue: InputQueue = field(default_factory=InputQueue)
     idempotency: dict[str, uuid.UUID] = field(default_factory=dict)
+    # Ids (as ints) of the terminal inputs :func:`compact` took out of ``inputs``: an
+    # input presented again under the same id is still a duplicate.
+    retired: set[int] = field(default_factory=set)
     admission_counter: int = 0
     wake_pending: bool = False
     updated_at: datetime | None = None
@@ -281,12 +288,46 @@ class SessionState:
             return S.ATTACHED
         return self.phase
 
+    def knows(self, input_id: uuid.UUID) -> bool:
+        """Whether the session ever accepted ``input_id`` (held, or compacted out)."""
+        if input_id in self.inputs:
+            return True
+        # a malformed id (not a UUID) reaches here only to be refused at the append
+        return isinstance(input_id, uuid.UUID) and input_id.int in self.retired
+
     def non_terminal_ids(self) -> list[uuid.UUID]:
         return [i for i, s in self.inputs.items() if not s.current_state.is_terminal]
 
     def lane_of(self, input_id: uuid.UUID) -> InputQueue:
         st = self.inputs[input_id]
         return self.steer_queue if st.recovery_lane is HandlingMode.STEER else self.queue
+
+
+def compact(state: SessionState, candidates: Iterable[uuid.UUID] | None = None) -> int:
+    """Take the terminal inputs out of ``state.inputs`` (only ``candidates``, when
+    given: say, the inputs a commit settled); returns how many.
+
+    What stays is what deciding needs: live inputs, every input of the run in
+    flight (its end still writes their completion), the idempotency keys and the
+    ids of the inputs taken out (:attr:`SessionState.retired`, for deduplication).
+    So a session's state and snapshot grow with its live inputs, not its history;
+    the log (and the ledger) keep every input's full state. ``decide`` gives the
+    same decisions on a compacted state as on a full one.
+    """
+    inputs = state.inputs
+    run = state.run
+    in_run = set(run.input_ids) if run is not None else set()
+    gone = [
+        iid
+        for iid in (list(inputs) if candidates is None else candidates)
+        if (st := inputs.get(iid)) is not None
+        and st.current_state.is_terminal
+        and iid not in in_run
+    ]
+    for iid in gone:
+        del inputs[iid]
+        state.retired.add(iid.int)
+    return len(gone)
 
 
 def wants_run(state: SessionState) -> bool:
@@ -528,7 +569,7 @@ def _decide_accept(state: SessionState, cmd: Accept, b: _Builder) -> Decision:
     if reason is not None:
         return b.done(AcceptDecision("rejected", input_id, reason=reason))
     existing = state.idempotency.get(header.idempotency_key) if header.idempotency_key else None
-    if existing is None and input_id in state.inputs:
+    if existing is None and state.knows(input_id):
         existing = input_id  # the same input presented again: never overwrite the ledger
     if existing is not None:
         b.add(InputDeduplicated(input_id=input_id, existing_id=existing))
@@ -1239,56 +1280,58 @@ def _finish_run(state: SessionState, run_id: uuid.UUID) -> RunInfo | None:
     return run
 
 
-def _ev_run_completed(state: SessionState, ev: RunCompleted, at: datetime) -> None:
+RunEnd = RunCompleted | RunFailed | RunCancelled
+
+
+def settle_run_inputs(
+    inputs: dict[uuid.UUID, InputState], input_ids: Iterable[uuid.UUID], ev: RunEnd
+) -> None:
+    """Write what the end of a run tells its inputs' waiters into their states, in place:
+    the run's output for the inputs it consumed, the run's error or the cancellation for
+    those it abandoned. Shared by the session fold and the per-input fold of the log."""
+    if isinstance(ev, RunCompleted):
+        outcome: CompletionOutcome = ev.outcome or Completed(run_id=ev.run_id, output=ev.output)
+        for iid in input_ids:
+            st = inputs[iid]
+            if st.current_state is L.CONSUMED and st.terminal_completion is None:
+                inputs[iid] = replace(st, terminal_completion=outcome)
+    elif isinstance(ev, RunFailed):
+        err = ev.error
+        for iid in input_ids:
+            st = inputs[iid]
+            if st.current_state is L.CONSUMED and st.terminal_completion is None:
+                inputs[iid] = replace(
+                    st, terminal_completion=AbandonedWithError(reason="run failed", error=err)
+                )
+            elif (
+                st.current_state is L.ABANDONED
+                and isinstance(st.terminal_completion, Abandoned)
+                and getattr(st.terminal_outcome, "reason", None) is not None
+                and st.terminal_outcome.reason.kind is AbandonKind.MAX_ATTEMPTS_EXHAUSTED  # type: ignore[union-attr]
+            ):
+                # Abandoned by this failure (its last attempt): the reason says so, and the
+                # error is the failed run's own (now final), not a generic one.
+                last = replace(err, terminal=True, retryable=False)
+                done = replace(st.terminal_completion, error=last)
+                inputs[iid] = replace(st, terminal_completion=done)
+    else:
+        cancelled = InputAbandonReason(AbandonKind.CANCELLED)
+        for iid in input_ids:
+            st = inputs[iid]
+            if st.current_state is L.CONSUMED and st.terminal_completion is None:
+                inputs[iid] = replace(st, terminal_completion=CompletedWithoutResult())
+            elif (
+                st.current_state is L.ABANDONED
+                and st.terminal_outcome is not None
+                and getattr(st.terminal_outcome, "reason", None) == cancelled
+            ):
+                inputs[iid] = replace(st, terminal_completion=Cancelled())
+
+
+def _ev_run_ended(state: SessionState, ev: RunEnd, at: datetime) -> None:
     run = _finish_run(state, ev.run_id)
-    if run is None:
-        return
-    outcome = ev.outcome or Completed(run_id=ev.run_id, output=ev.output)
-    for iid in run.input_ids:
-        st = state.inputs[iid]
-        if st.current_state is L.CONSUMED and st.terminal_completion is None:
-            state.inputs[iid] = replace(st, terminal_completion=outcome)
-
-
-def _ev_run_failed(state: SessionState, ev: RunFailed, at: datetime) -> None:
-    run = _finish_run(state, ev.run_id)
-    if run is None:
-        return
-    err = ev.error
-    for iid in run.input_ids:
-        st = state.inputs[iid]
-        if st.current_state is L.CONSUMED and st.terminal_completion is None:
-            state.inputs[iid] = replace(
-                st, terminal_completion=AbandonedWithError(reason="run failed", error=err)
-            )
-        elif (
-            st.current_state is L.ABANDONED
-            and isinstance(st.terminal_completion, Abandoned)
-            and getattr(st.terminal_outcome, "reason", None) is not None
-            and st.terminal_outcome.reason.kind is AbandonKind.MAX_ATTEMPTS_EXHAUSTED  # type: ignore[union-attr]
-        ):
-            # Abandoned by this failure (its last attempt): the reason says so, and the
-            # error is the failed run's own (now final), not a generic one.
-            last = replace(err, terminal=True, retryable=False)
-            done = replace(st.terminal_completion, error=last)
-            state.inputs[iid] = replace(st, terminal_completion=done)
-
-
-def _ev_run_cancelled(state: SessionState, ev: RunCancelled, at: datetime) -> None:
-    run = _finish_run(state, ev.run_id)
-    if run is None:
-        return
-    cancelled = InputAbandonReason(AbandonKind.CANCELLED)
-    for iid in run.input_ids:
-        st = state.inputs[iid]
-        if st.current_state is L.CONSUMED and st.terminal_completion is None:
-            state.inputs[iid] = replace(st, terminal_completion=CompletedWithoutResult())
-        elif (
-            st.current_state is L.ABANDONED
-            and st.terminal_outcome is not None
-            and getattr(st.terminal_outcome, "reason", None) == cancelled
-        ):
-            state.inputs[iid] = replace(st, terminal_completion=Cancelled())
+    if run is not None:
+        settle_run_inputs(state.inputs, run.input_ids, ev)
 
 
 def _ev_run_checkpointed(state: SessionState, ev: RunCheckpointed, at: datetime) -> None:
@@ -1339,9 +1382,9 @@ _EVOLVERS: dict[type, Callable[[SessionState, Any, datetime], None]] = {
     InputStateTransitioned: _ev_input,
     InputDeduplicated: _ev_input,
     RunStarted: _ev_run_started,
-    RunCompleted: _ev_run_completed,
-    RunFailed: _ev_run_failed,
-    RunCancelled: _ev_run_cancelled,
+    RunCompleted: _ev_run_ended,
+    RunFailed: _ev_run_ended,
+    RunCancelled: _ev_run_ended,
     RunCheckpointed: _ev_run_checkpointed,
     RuntimeStateChangeEvent: _ev_state_changed,
     RuntimeCreated: _ev_created,
@@ -1397,8 +1440,19 @@ def evolve_settling(
 
 
 def state_to_snapshot(state: SessionState) -> dict[str, Any]:
-    """The session state as a JSON-native snapshot (a cache: the log stays the truth)."""
+    """The session state as a JSON-native snapshot (a cache: the log stays the truth).
+
+    It is compacted (see :func:`compact`) whether ``state`` is or not.
+    """
     run = state.run
+    in_run = set(run.input_ids) if run is not None else set()
+    kept = []
+    retired = set(state.retired)
+    for iid, st in state.inputs.items():
+        if st.current_state.is_terminal and iid not in in_run:
+            retired.add(iid.int)
+        else:
+            kept.append(st)
     return {
         "format": SNAPSHOT_FORMAT,
         "session_id": state.session_id,
@@ -1415,7 +1469,11 @@ def state_to_snapshot(state: SessionState) -> dict[str, Any]:
             "boundary_sequence": run.boundary_sequence,
             "receipts": sorted(run.receipts),
         },
-        "inputs": [to_wire(s) for s in state.inputs.values()],
+        "inputs": [to_wire(s) for s in kept],
+        "idempotency": {k: str(v) for k, v in state.idempotency.items()},
+        "retired": base64.b64encode(
+            b"".join(i.to_bytes(16, "big") for i in sorted(retired))
+        ).decode(),
         "queue": [str(i) for i in state.queue],
         "steer_queue": [str(i) for i in state.steer_queue],
         "admission_counter": state.admission_counter,
@@ -1436,6 +1494,8 @@ def _registry_from_snapshot(
     stored = data.get("operations")
     if stored is not None:
         return OperationRegistry.from_json(stored)
+    if data.get("format") != 1:  # a compacted snapshot always writes its registry
+        raise InvalidInput("snapshot has no operations registry", "operations")
     if any(isinstance(st.persisted_input, OperationInput) for st in inputs.values()):
         raise InvalidInput("snapshot predates the operations registry", "operations")
     return OperationRegistry()
@@ -1443,7 +1503,7 @@ def _registry_from_snapshot(
 
 def state_from_snapshot(data: dict[str, Any]) -> SessionState:
     """Rebuild a state from :func:`state_to_snapshot` output; :class:`InvalidInput` if unreadable."""
-    if not isinstance(data, dict) or data.get("format") != SNAPSHOT_FORMAT:
+    if not isinstance(data, dict) or data.get("format") not in (1, SNAPSHOT_FORMAT):
         raise InvalidInput("unknown snapshot format", "format")
     try:
         inputs = {}
@@ -1453,6 +1513,12 @@ def state_from_snapshot(data: dict[str, Any]) -> SessionState:
             inputs[st.input_id] = st
             if st.idempotency_key is not None:
                 idem.setdefault(st.idempotency_key, st.input_id)
+        if "idempotency" in data:  # format 2: the keys of compacted inputs too
+            idem = {str(k): parse_uuid(v) for k, v in data["idempotency"].items()}
+        packed = base64.b64decode(data.get("retired", ""), validate=True)
+        if len(packed) % 16:
+            raise ValueError("retired ids are not 16 bytes each")
+        retired = {int.from_bytes(packed[n : n + 16], "big") for n in range(0, len(packed), 16)}
         run_data = data["run"]
         run = None
         if run_data is not None:
@@ -1476,6 +1542,7 @@ def state_from_snapshot(data: dict[str, Any]) -> SessionState:
             queue=InputQueue(parse_uuid(i) for i in data["queue"]),
             steer_queue=InputQueue(parse_uuid(i) for i in data["steer_queue"]),
             idempotency=idem,
+            retired=retired,
             admission_counter=int(data["admission_counter"]),
             wake_pending=bool(data["wake_pending"]),
             updated_at=parse_timestamp(updated) if updated is not None else None,
@@ -1486,5 +1553,11 @@ def state_from_snapshot(data: dict[str, Any]) -> SessionState:
         )
     except InvalidInput:
         raise
-    except (KeyError, TypeError, ValueError, OverflowError) as exc:  # int(inf): OverflowError
+    except (
+        KeyError,
+        TypeError,
+        ValueError,
+        OverflowError,
+        AttributeError,
+    ) as exc:  # int(inf): OverflowError
         raise InvalidInput(f"unreadable snapshot: {exc!r}") from None

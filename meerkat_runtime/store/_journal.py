@@ -5,8 +5,9 @@ envelopes, folds and snapshots of a :class:`SessionState`. Everything that
 crosses between them goes through :class:`SessionJournal`:
 
 * **recovery**: a session's state is its latest usable snapshot plus the events
-  after it, folded (:meth:`SessionJournal.recover`, or
-  :meth:`~SessionJournal.recover_many` for a batch with a few queries);
+  after it, folded and compacted (terminal inputs out, see
+  :func:`~meerkat_runtime.events.session.compact`) (:meth:`SessionJournal.recover`,
+  or :meth:`~SessionJournal.recover_many` for a batch with a few queries);
 * **reading**: envelopes in pages (:meth:`~SessionJournal.envelopes`), or a
   full fold from the first event (:meth:`~SessionJournal.replay`) for tools
   that must see every event (inspection);
@@ -35,6 +36,7 @@ from meerkat_runtime.events.catalogue import decode_recorded, envelope_to_record
 from meerkat_runtime.events.runtime_event import RuntimeEventEnvelope
 from meerkat_runtime.events.session import (
     SessionState,
+    compact,
     evolve,
     state_from_snapshot,
     state_to_snapshot,
@@ -55,6 +57,9 @@ log = logging.getLogger(__name__)
 
 PAGE = 500
 """Events read per query when paging a log."""
+
+COMPACT_EVERY = 1000
+"""Events folded between two compactions while recovering a long tail."""
 
 
 @dataclass(slots=True)
@@ -135,8 +140,11 @@ class SessionJournal:
     @staticmethod
     def _fold_tail(item: Recovered, records: Sequence[RecordedEvent]) -> None:
         state = item.state
-        for rec in records:
+        for n, rec in enumerate(records, 1):
             evolve(state, decode_recorded(rec))
+            if n % COMPACT_EVERY == 0:
+                compact(state)  # a long tail is folded in bounded memory
+        compact(state)
         if records:
             item.last_writer = records[-1].writer
 

@@ -198,7 +198,8 @@ def test_live_and_durable_witnesses_give_the_same_answer(
     assert out.completion is not None
     out.completion.wait(WAIT)
     live = s.interaction_status(out.input_id)
-    assert live is not None and live.source is LIVE
+    # Terminal inputs leave the session's state (issue 17): the log answers for them.
+    assert live is not None and live.source is DURABLE
     assert live.phase is L.CONSUMED and live.terminal == ConsumedOutcome()
     assert live.idempotency_key == "order-42" and live.attempt_count == 1
     assert live.resolving_run_id is not None
@@ -221,8 +222,11 @@ def test_live_and_durable_witnesses_give_the_same_answer(
     assert rt2.live_session_count() == 0  # answered without starting the session
     s2.state()  # now it is live
     again = s2.interaction_status(out.input_id)
-    assert again is not None and again.source is LIVE
+    assert again is not None and again.source is DURABLE  # the load compacted it out
     assert facts(again) == facts(live)
+    queued = s2.accept(prompt("later"))  # no executor now: it stays queued, held live
+    report = s2.interaction_status(queued.input_id)
+    assert report is not None and report.source is LIVE and report.phase is L.QUEUED
 
 
 def test_the_durable_fold_agrees_with_the_session_fold(open_runtime: OpenRuntime) -> None:
@@ -249,23 +253,20 @@ def test_the_durable_fold_agrees_with_the_session_fold(open_runtime: OpenRuntime
 def test_the_durable_witness_does_not_need_terminal_inputs_in_the_session_state(
     open_runtime: OpenRuntime,
 ) -> None:
-    """A live state without its terminal inputs (the bounded state of the performance
-    issue, simulated here by dropping them) still gets every answer, from the log."""
+    """The live state keeps live inputs only (terminal ones are compacted out after the
+    message that ended them): every answer about a terminal input comes from the log."""
     rt = open_runtime(executor=EchoExecutor())
     s = rt.session("s-1")
     out = s.accept(prompt("hi", idempotency_key="k"))
     assert out.completion is not None
     out.completion.wait(WAIT)
+    held = s._query(lambda st, _: (list(st.inputs), st.knows(out.input_id)))
+    assert held == ([], True)  # gone from the state, still known (a duplicate is one)
     before = s.interaction_status(out.input_id)
-    assert before is not None and before.source is LIVE and before.resolving_run_id is not None
+    assert before is not None and before.source is DURABLE and before.resolving_run_id is not None
     run_before = s.run_status(before.resolving_run_id)
-
-    def drop_terminal(st: Any, _attached: bool) -> None:
-        for iid in [i for i, x in st.inputs.items() if x.is_terminal]:
-            del st.inputs[iid]
-
-    s._query(drop_terminal)  # stands in for a state that keeps live inputs only
-    assert s.stored_input_states_snapshot() == []
+    stored = s.stored_input_states_snapshot()  # every input: the terminal one from the log
+    assert [x.input_id for x in stored] == [out.input_id] and stored[0].current_state is L.CONSUMED
     after = s.interaction_status(out.input_id)
     assert after is not None and after.source is DURABLE and facts(after) == facts(before)
     by_key = s.interaction_status(idempotency_key="k")
@@ -453,7 +454,8 @@ def test_the_same_answers_after_kill_9_and_restart(
     assert [r["phase"] for r in seen] == ["consumed", "staged", "queued"], (
         proc.stderr.read() if proc.stderr else ""
     )
-    assert {r["source"] for r in seen} == {"live_runtime"}
+    # The consumed input left the live state: the log answered for it in the child too.
+    assert [r["source"] for r in seen] == ["durable_store", "live_runtime", "live_runtime"]
     with Runtime.open(url) as rt:
         s = rt.session("s-status")
         for before in seen:
@@ -471,13 +473,14 @@ def test_the_same_answers_after_kill_9_and_restart(
         s.recover()  # loads the session: the run left in flight is rolled back
         for before in seen:
             live = s.interaction_status(idempotency_key=before["idempotency_key"])
-            assert live is not None and live.source is LIVE
+            assert live is not None
+            assert live.source is (DURABLE if before["phase"] == "consumed" else LIVE)
             if before is held:
                 # Rolled back to queued: no run names it now (as after a retry).
                 assert live.phase is L.QUEUED and live.resolving_run_id is None
                 assert live.attempt_count == held["attempt_count"]
             else:
-                assert report_json(live) == {**before, "source": "live_runtime"}
+                assert report_json(live) == {**before, "source": live.source.value}
         left = s.run_status(held["resolving_run_id"])
         assert left.status is RunTerminalStatus.NO_DURABLE_WITNESS
     with Runtime.open(url) as again:  # the rollback is durable: the log says the same

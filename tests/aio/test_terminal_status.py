@@ -34,7 +34,8 @@ async def test_live_then_durable_after_a_restart(store_url: str) -> None:
         assert out.completion is not None
         await out.completion.wait(WAIT)
         live = await s.interaction_status(out.input_id)
-        assert live is not None and live.source is LIVE and live.terminal == ConsumedOutcome()
+        # a terminal input has left the live state (issue 17): the log answers for it
+        assert live is not None and live.source is DURABLE and live.terminal == ConsumedOutcome()
         assert await s.interaction_status(idempotency_key="order-1") == live
         assert await s.input_id_for_idempotency_key("order-1") == out.input_id
         assert live.resolving_run_id is not None
@@ -48,11 +49,14 @@ async def test_live_then_durable_after_a_restart(store_url: str) -> None:
         s = rt.session("chat")
         durable = await s.interaction_status(idempotency_key="order-1")
         assert durable is not None and durable.source is DURABLE
-        assert {**_facts(durable), "source": LIVE} == _facts(live)
+        assert _facts(durable) == _facts(live)
         assert await s.run_status(live.resolving_run_id) == run
         assert await s.input_id_for_idempotency_key("order-1") == out.input_id
         assert rt.live_session_count() == 0
         assert await s.interaction_status(uuid.uuid4()) is None
+        queued = await s.accept(prompt("later"))  # no executor: it stays queued, held live
+        held = await s.interaction_status(queued.input_id)
+        assert held is not None and held.source is LIVE
 
 
 async def test_a_never_used_session_is_not_found(store_url: str) -> None:

@@ -16,6 +16,7 @@ import pytest
 
 from meerkat_runtime.errors import InvalidInput, OperationLifecycleError
 from meerkat_runtime.events import InputLifecycleState, OperationInput
+from meerkat_runtime.events._codec import to_wire
 from meerkat_runtime.events.inputs import (
     OperationCancelled,
     OperationCompleted,
@@ -268,19 +269,27 @@ def test_the_registry_survives_a_snapshot_and_a_refold() -> None:
 
 
 def test_an_old_snapshot_with_operations_is_refolded_one_without_restores() -> None:
-    """A snapshot written before the registry existed would hide its operations."""
+    """A snapshot written before the registry existed would hide its operations. Those
+    were format 1, holding every input accepted; a compacted one (format 2) always
+    writes its registry, so one without it is refused."""
+
+    def legacy(d: Driver) -> dict[str, Any]:
+        snap = state_to_snapshot(d.state)
+        del snap["operations"], snap["retired"], snap["idempotency"]
+        return {**snap, "format": 1, "inputs": [to_wire(s) for s in d.state.inputs.values()]}
+
     d = Driver()
     accept(d, started("a"))
-    snap = state_to_snapshot(d.state)
-    del snap["operations"]
     with pytest.raises(InvalidInput, match="predates the operations registry"):
-        state_from_snapshot(snap)
+        state_from_snapshot(legacy(d))
+    compacted = state_to_snapshot(d.state)
+    del compacted["operations"]
+    with pytest.raises(InvalidInput, match="no operations registry"):
+        state_from_snapshot(compacted)
     # One without any operation input (a legacy store's) reads as an empty registry.
     d2 = Driver()
     d2.accept(prompt())
-    snap = state_to_snapshot(d2.state)
-    del snap["operations"]
-    assert state_from_snapshot(snap).operations == OperationRegistry()
+    assert state_from_snapshot(legacy(d2)).operations == OperationRegistry()
 
 
 def test_refused_events_in_the_log_have_no_effect_on_a_refold() -> None:

@@ -83,7 +83,7 @@ from meerkat_runtime.events import (
     wire,
 )
 from meerkat_runtime.events.input_state import RECOVERY_TRANSITIONS
-from meerkat_runtime.events.session import state_from_snapshot, state_to_snapshot
+from meerkat_runtime.events.session import compact, state_from_snapshot, state_to_snapshot
 
 from . import strategies as s
 from ._support import (
@@ -373,9 +373,19 @@ def step(sess: Session, data: st.DataObject, attached: bool) -> None:
     observed_before = st_.observed_state(attached)
     # decide is pure and deterministic: a dry run with the same ids gives the same events.
     probe_ids = IdGen(prefix=0xF000)
+    # The same state compacted (terminal inputs out, as a snapshot holds it) decides alike.
+    twin = state_from_snapshot(snap_before)
+    twin_events: list[object]
+    try:
+        twin_events = [
+            e.event for e in decide(twin, command, sess.ctx(attached, IdGen(prefix=0xF000))).events
+        ]
+    except REFUSALS as exc:
+        twin_events = [type(exc)]
     try:
         dry = decide(st_, command, sess.ctx(attached, probe_ids))
     except REFUSALS as exc:
+        assert twin_events == [type(exc)], "a compacted state decided what the full one refused"
         assert state_to_snapshot(st_) == snap_before, "a refused decide changed the state"
         try:
             execute(st_, command, sess.ctx(attached))
@@ -388,6 +398,7 @@ def step(sess: Session, data: st.DataObject, attached: bool) -> None:
             assert str(exc).startswith("Invalid runtime state transition: ")
         return
     assert state_to_snapshot(st_) == snap_before, "decide mutated the state"
+    assert twin_events == [e.event for e in dry.events], "a compacted state decides otherwise"
     decision, _ = execute(st_, command, sess.ctx(attached))
     assert [e.event for e in dry.events] == [e.event for e in decision.events]
     assert (dry.reply is None) == (decision.reply is None)
@@ -454,12 +465,15 @@ def test_fold_of_the_log_equals_the_executed_state(data: st.DataObject) -> None:
         decoded.append(back)
     assert fold(decoded, session_id=SESSION) == sess.state
     # Folding in two parts (a snapshot then the tail) gives the same state.
+    # A snapshot is compacted (terminal inputs out): compare with the compacted state.
     cut = data.draw(st.integers(0, len(sess.log)), label="cut")
     head = fold(sess.log[:cut], session_id=SESSION)
     resumed = fold(
         sess.log[cut:], state_from_snapshot(orjson.loads(orjson.dumps(state_to_snapshot(head))))
     )
-    assert resumed == sess.state
+    compact(resumed)
+    compact(folded)
+    assert resumed == folded
 
 
 @PROPS
@@ -468,10 +482,12 @@ def test_snapshot_round_trip(data: st.DataObject) -> None:
     """(d): snapshots rebuild the same state, as dicts and as orjson bytes."""
     sess = run_session(data)
     snap = state_to_snapshot(sess.state)
-    assert state_from_snapshot(snap) == sess.state
+    compacted = fold(sess.log, session_id=SESSION)
+    compact(compacted)  # what a snapshot holds
+    assert state_from_snapshot(snap) == compacted
     raw = orjson.dumps(snap)
     again = state_from_snapshot(orjson.loads(raw))
-    assert again == sess.state
+    assert again == compacted
     assert orjson.dumps(state_to_snapshot(again)) == raw
     assert wants_run(again) == wants_run(sess.state)
 
@@ -517,7 +533,8 @@ def test_every_envelope_wire_form_round_trips(env: RuntimeEventEnvelope) -> None
 
 
 _CORRUPTIONS: list[tuple[str, Any]] = [
-    ("format", 2),
+    ("format", 3),
+    ("format", 0),
     ("version", float("inf")),
     ("version", float("nan")),
     ("version", None),
@@ -533,6 +550,11 @@ _CORRUPTIONS: list[tuple[str, Any]] = [
     ("updated_at", 5),
     ("updated_at", "yesterday"),
     ("session_id", KeyError),  # removed
+    ("retired", "not base64!"),
+    ("retired", "AAAA"),  # 3 bytes: not a whole id
+    ("retired", 5),
+    ("idempotency", {"k": "not-a-uuid"}),
+    ("idempotency", []),
 ]
 
 

@@ -18,6 +18,7 @@ from meerkat_runtime.events.session import (
     DecisionContext,
     SessionState,
     StartRun,
+    compact,
     decide,
     evolve_settling,
 )
@@ -65,6 +66,11 @@ def _session(journal: SessionJournal, sid: str, inputs: int) -> SessionState:
     return state
 
 
+def _compacted(state: SessionState) -> SessionState:
+    compact(state)
+    return state
+
+
 def test_recover_is_snapshot_plus_tail_and_equals_a_full_replay(store: EventStore) -> None:
     journal = SessionJournal(store)
     state = _session(journal, "s-1", 3)
@@ -74,7 +80,9 @@ def test_recover_is_snapshot_plus_tail_and_equals_a_full_replay(store: EventStor
     recovered = journal.recover("s-1")
     replayed, envelopes = journal.replay("s-1")
     assert recovered.snapshot_version == replayed.version == len(envelopes) > 0
-    assert recovered.state == replayed
+    # recovery compacts (terminal inputs out); replay folds every event as it is
+    assert recovered.state == _compacted(replayed)
+    assert recovered.state.retired and not recovered.state.inputs
     assert recovered.last_writer == store.incarnation
 
 
@@ -84,7 +92,7 @@ def test_recover_ignores_a_snapshot_of_another_version(store: EventStore) -> Non
     journal.save_snapshot(state)
     store.save_snapshot("s-1", state.version - 1, {"state": {"format": 1}, "writer": "x"})
     recovered = journal.recover("s-1")
-    assert recovered.state == journal.replay("s-1")[0]
+    assert recovered.state == _compacted(journal.replay("s-1")[0])
 
 
 def test_recover_many_sets_apart_a_session_with_an_unreadable_event(
@@ -101,7 +109,7 @@ def test_recover_many_sets_apart_a_session_with_an_unreadable_event(
     recovered, broken = journal.recover_many(["good", "bad", "never"])
     assert set(recovered) == {"good", "never"}
     assert recovered["never"].state.version == 0
-    assert recovered["good"].state == journal.replay("good")[0]
+    assert recovered["good"].state == _compacted(journal.replay("good")[0])
     assert isinstance(broken["bad"], UndecodableEvent)
     assert broken["bad"].session_id == "bad"
     with pytest.raises(UndecodableEvent):
