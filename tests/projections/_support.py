@@ -14,11 +14,15 @@ process, so it uses only the package's public modules.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from meerkat_runtime import EchoExecutor, RunRequest, RunResult
@@ -321,3 +325,38 @@ def full_listing(rt: Any, page: int = 37) -> Listing:
             break
         after = got[-1].position
     return Listing(rows, views)
+
+
+def run_and_kill(
+    child: Path, url: str, seed: int, delay: float, apply_sleep: float, apply_log: Path
+) -> None:
+    """Start crash child ``child`` on ``url``; once it says ``ready`` (under load), let it
+    run ``delay`` seconds and SIGKILL it. Its projections sleep ``apply_sleep`` in each
+    apply and log to ``apply_log``, so many kills land inside a page."""
+    env = dict(
+        os.environ, MEERKAT_TEST_APPLY_SLEEP=str(apply_sleep), MEERKAT_TEST_APPLY_LOG=str(apply_log)
+    )
+    proc = subprocess.Popen(
+        [sys.executable, str(child), url, str(seed)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # blocks until the child is under load (or dies)
+        if line.strip() != "ready":
+            proc.kill()
+            _, err = proc.communicate(timeout=WAIT)
+            raise AssertionError(f"child did not start: {line!r}\n{err[-3000:]}")
+        time.sleep(delay)
+        assert proc.poll() is None, "the child died by itself"
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(WAIT)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+    assert proc.returncode == -signal.SIGKILL

@@ -14,12 +14,7 @@ the handler and the commit.
 
 from __future__ import annotations
 
-import os
 import random
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -30,42 +25,10 @@ from meerkat_runtime.runtime import event_codec
 from meerkat_runtime.store import open_store
 
 from ..waiting import WAIT
-from ._support import CountingProjection, assert_exactly_once, stored_offset
+from ._support import CountingProjection, assert_exactly_once, run_and_kill, stored_offset
 from .conftest import Db
 
 CHILD = Path(__file__).with_name("_crash_child.py")
-
-
-def run_and_kill(
-    url: str, seed: int, rnd: random.Random, apply_sleep: float, apply_log: Path
-) -> None:
-    env = dict(
-        os.environ, MEERKAT_TEST_APPLY_SLEEP=str(apply_sleep), MEERKAT_TEST_APPLY_LOG=str(apply_log)
-    )
-    proc = subprocess.Popen(
-        [sys.executable, str(CHILD), url, str(seed)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()  # blocks until the child is under load (or dies)
-        if line.strip() != "ready":
-            proc.kill()
-            _, err = proc.communicate(timeout=WAIT)
-            raise AssertionError(f"child did not start: {line!r}\n{err[-3000:]}")
-        time.sleep(rnd.uniform(0.05, 0.6))
-        assert proc.poll() is None, "the child died by itself"
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(WAIT)
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
-    assert proc.returncode == -signal.SIGKILL
 
 
 def check_after_crash(db: Db) -> tuple[int, int]:
@@ -105,7 +68,7 @@ def crash_trials(db: Db, trials: int, seed: int, tmp_path: Path) -> int:
     for trial in range(trials):
         apply_log = tmp_path / f"apply-{seed}-{trial}.log"
         sleep = (0.0, 0.005, 0.02)[trial % 3]
-        run_and_kill(db.url, seed * 1000 + trial, rnd, sleep, apply_log)
+        run_and_kill(CHILD, db.url, seed * 1000 + trial, rnd.uniform(0.05, 0.6), sleep, apply_log)
         inside += killed_inside_apply(db, apply_log)
         now, inputs = check_after_crash(db)
         assert now > events, "the child wrote something before it was killed"

@@ -6,12 +6,7 @@ offset, and every log position must have been applied exactly once."""
 
 from __future__ import annotations
 
-import os
 import random
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 from meerkat_runtime import Runtime
@@ -20,41 +15,11 @@ from meerkat_runtime.store import open_store
 
 from ..waiting import WAIT
 from ._host_support import PositionCounter
-from ._support import assert_exactly_once, stored_offset
+from ._support import assert_exactly_once, run_and_kill, stored_offset
 from .conftest import Db
 
 CHILD = Path(__file__).with_name("_host_crash_child.py")
 NAME = "host_counter"
-
-
-def run_and_kill(url: str, seed: int, delay: float, apply_sleep: float, apply_log: Path) -> None:
-    env = dict(
-        os.environ, MEERKAT_TEST_APPLY_SLEEP=str(apply_sleep), MEERKAT_TEST_APPLY_LOG=str(apply_log)
-    )
-    proc = subprocess.Popen(
-        [sys.executable, str(CHILD), url, str(seed)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()  # blocks until the child is under load (or dies)
-        if line.strip() != "ready":
-            proc.kill()
-            _, err = proc.communicate(timeout=WAIT)
-            raise AssertionError(f"child did not start: {line!r}\n{err[-3000:]}")
-        time.sleep(delay)
-        assert proc.poll() is None, "the child died by itself"
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(WAIT)
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
-    assert proc.returncode == -signal.SIGKILL
 
 
 def killed_inside_a_page(url: str, apply_log: Path) -> bool:
@@ -74,7 +39,7 @@ def test_sigkill_keeps_a_host_read_model_exactly_once(durable_db: Db, tmp_path: 
     for trial in range(trials):
         apply_log = tmp_path / f"apply-{trial}.log"
         sleep = (0.0, 0.01, 0.03)[trial % 3]
-        run_and_kill(durable_db.url, trial, rnd.uniform(0.05, 0.5), sleep, apply_log)
+        run_and_kill(CHILD, durable_db.url, trial, rnd.uniform(0.05, 0.5), sleep, apply_log)
         inside += killed_inside_a_page(durable_db.url, apply_log)
         with Runtime.open(
             durable_db.url, projections=[PositionCounter()], lease_ttl=lease_ttl
