@@ -607,15 +607,15 @@ class AsyncSubscription(_Cursor, AsyncIterator[RuntimeEventEnvelope]):
     ) -> None:
         super().__init__(feed, reader, after, timeout, until)
         self._event: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._detach: Callable[[], None] | None = None
 
     def _bind(self) -> asyncio.Event:
         """The loop event the feed sets on each wake (made on the first ``__anext__``)."""
         if self._event is None:
             self._event = asyncio.Event()
-            self._detach = self._feed.attach(
-                self._reader.session_id, _waker(self, asyncio.get_running_loop())
-            )
+            self._loop = asyncio.get_running_loop()
+            self._detach = self._feed.attach(self._reader.session_id, _waker(self, self._loop))
         return self._event
 
     def __aiter__(self) -> AsyncSubscription:
@@ -660,13 +660,26 @@ class AsyncSubscription(_Cursor, AsyncIterator[RuntimeEventEnvelope]):
                 await asyncio.wait_for(event.wait(), remaining)
 
     def close(self) -> None:
-        """End the subscription; a waiting ``__anext__`` returns soon. Idempotent."""
+        """End the subscription (from any thread); a waiting ``__anext__`` returns soon.
+        Idempotent."""
         if not self._closed:
             self._end()
         if self._detach is not None:
             self._detach()
-        if self._event is not None:
-            self._event.set()
+        event, loop = self._event, self._loop
+        if event is None or loop is None:
+            return
+        try:
+            on_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:  # no loop runs on this thread
+            on_loop = False
+        if on_loop:
+            event.set()
+        else:
+            # asyncio.Event is not thread-safe: set off its loop, the loop is not woken
+            # and a waiting ``__anext__`` sleeps on until something else wakes it.
+            with contextlib.suppress(RuntimeError):  # the loop has closed
+                loop.call_soon_threadsafe(event.set)
 
     async def aclose(self) -> None:
         """:meth:`close`, awaitable (for ``contextlib.aclosing``)."""

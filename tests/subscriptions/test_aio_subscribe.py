@@ -156,3 +156,47 @@ async def test_an_abandoned_async_subscription_is_forgotten(store_url: str) -> N
         gc.collect()
         await rt.session("s").accept(prompt("two"))  # a wake finds the waker dead
         await until(lambda: not feed._wakers)
+
+
+def test_closing_an_async_subscription_from_another_thread_wakes_its_loop(
+    store_url: str,
+) -> None:
+    """``close()`` from a thread that is not the loop's ends a waiting ``async for``.
+
+    Failed before: ``close`` set the loop's ``asyncio.Event`` off its loop, which does
+    not wake the loop; with nothing else scheduled the iteration slept on for good.
+    The loop here has nothing else to do, so only the close can wake it.
+    """
+    loop = asyncio.new_event_loop()
+    runner = threading.Thread(target=loop.run_forever, daemon=True)
+    runner.start()
+    try:
+
+        async def open_() -> AsyncRuntime:
+            return await AsyncRuntime.open(store_url)
+
+        rt = asyncio.run_coroutine_threadsafe(open_(), loop).result(60)
+        sub = rt.subscribe()
+
+        async def drain() -> list[RuntimeEventEnvelope]:
+            return [e async for e in sub]
+
+        ending = asyncio.run_coroutine_threadsafe(drain(), loop)
+
+        def parked() -> bool:  # the iteration waits on its event (CPython's Event._waiters)
+            return sub._event is not None and bool(getattr(sub._event, "_waiters", None))
+
+        ready = threading.Event()
+        while not ready.wait(0.005):
+            if parked():
+                ready.set()
+        sub.close()  # from this thread, not the loop's
+        try:
+            assert ending.result(60) == []
+        finally:
+            loop.call_soon_threadsafe(lambda: None)  # unstick a failed run's loop
+        asyncio.run_coroutine_threadsafe(rt.close(), loop).result(60)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        runner.join(60)
+        loop.close()
