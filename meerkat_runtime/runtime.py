@@ -312,7 +312,8 @@ def coerce_input(data: Any, max_bytes: int = 1024 * 1024) -> Input:
         raise InvalidInput("expected object", "header")
     filled = dict(header)
     if "id" not in filled:
-        filled["id"] = str(uuid7())
+        # The id as a UUID: the decoder takes it as is instead of parsing its text back.
+        filled["id"] = uuid7()
     if "timestamp" not in filled:
         filled["timestamp"] = format_timestamp(utc_now())
     filled.setdefault("source", {"type": "operator"})

@@ -117,7 +117,21 @@ def uuid7() -> uuid.UUID:
     state["counter"] = counter
     rand = bits & 0x3FFF_FFFF_FFFF_FFFF
     value = (ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | counter << 64 | 0b10 << 62 | rand
-    return uuid.UUID(int=value)
+    return _uuid_from_int(value)
+
+
+_UUID_NEW = object.__new__
+_UUID_SET = object.__setattr__
+_UNKNOWN_SAFETY = uuid.SafeUUID.unknown
+
+
+def _uuid_from_int(value: int) -> uuid.UUID:
+    # ``uuid.UUID(int=value)`` without its argument checks (about 0.8 us of a 2.4 us
+    # uuid7): ``value`` is a 128-bit int by construction. The same two slots are set.
+    u: uuid.UUID = _UUID_NEW(uuid.UUID)
+    _UUID_SET(u, "int", value)
+    _UUID_SET(u, "is_safe", _UNKNOWN_SAFETY)
+    return u
 
 
 def parse_uuid(value: object, path: str = "") -> uuid.UUID:

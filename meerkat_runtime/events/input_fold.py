@@ -31,6 +31,7 @@ from meerkat_runtime.events.input_state import (
     InputLifecycleState,
     InputState,
     SupersededOutcome,
+    accepted_input_state,
 )
 from meerkat_runtime.events.policy import ConsumePoint
 from meerkat_runtime.events.run_primitive import HandlingMode
@@ -83,19 +84,7 @@ def needs_admission_sequence(prev: InputState | None, event: InputLifecycleEvent
 def _accepted(
     prev: InputState | None, ev: InputAccepted, at: datetime, seq: int | None
 ) -> InputState:
-    inp = ev.input
-    header = inp.input_header if inp is not None else None
-    st = InputState(
-        input_id=ev.input_id,
-        current_state=L.ACCEPTED,
-        created_at=at,
-        updated_at=at,
-        policy=ev.policy,
-        runtime_semantics=ev.runtime_semantics,
-        durability=header.durability if header else None,
-        idempotency_key=header.idempotency_key if header else None,
-        persisted_input=inp,
-    )
+    st = accepted_input_state(ev.input_id, at, ev.policy, ev.runtime_semantics, ev.input)
     if ev.policy is not None and ev.policy.decision.consume_point is ConsumePoint.ON_ACCEPT:
         st = st.transition(
             L.CONSUMED,

@@ -10,6 +10,7 @@ enforces :data:`INPUT_TRANSITIONS` exactly and appends a history entry.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import datetime
 from enum import StrEnum
@@ -353,9 +354,7 @@ class InputState:
         entry = InputStateHistoryEntry(timestamp=at, from_state=frm, to=to, reason=reason)
         # A field-by-field copy: ``dataclasses.replace`` re-runs __init__ and
         # __post_init__ and dominated folding time (about 35 us a call).
-        new = object.__new__(InputState)
-        for name in _FIELD_NAMES:
-            object.__setattr__(new, name, getattr(self, name))
+        new = _copy_fields(self)
         object.__setattr__(new, "current_state", to)
         object.__setattr__(new, "history", (*self.history, entry))
         object.__setattr__(new, "updated_at", at)
@@ -368,3 +367,60 @@ class InputState:
 
 _FIELD_NAMES = tuple(f.name for f in fields(InputState))
 _FIELD_SET = frozenset(_FIELD_NAMES)
+
+
+def _field_copier() -> Callable[[InputState], InputState]:
+    """A straight-line copy of every slot of an ``InputState`` (no ``__init__``).
+
+    Generated so that each field is one slot-descriptor store with no loop and no
+    name lookup: about 1.2 us instead of 3.2 us for a loop of ``getattr`` and
+    ``object.__setattr__``.
+    """
+    env: dict[str, Any] = {"_new": object.__new__, "_cls": InputState}
+    lines = ["def copy_fields(src):", "    new = _new(_cls)"]
+    for n, name in enumerate(_FIELD_NAMES):
+        env[f"_set{n}"] = getattr(InputState, name).__set__
+        lines.append(f"    _set{n}(new, src.{name})")
+    lines.append("    return new")
+    exec("\n".join(lines), env)
+    copier: Callable[[InputState], InputState] = env["copy_fields"]
+    return copier
+
+
+_copy_fields = _field_copier()
+
+
+def accepted_input_state(
+    input_id: uuid.UUID,
+    at: datetime,
+    policy: PolicySnapshot | None,
+    runtime_semantics: RuntimeSemantics | None,
+    persisted_input: Input | None,
+) -> InputState:
+    """The ``InputState`` of a just-accepted input, equal to ``InputState(...)`` of the same.
+
+    Copied from a template with every other field at its default instead of
+    running the dataclass's ``__init__`` (23 frozen-attribute stores and
+    ``__post_init__``): once per accepted input on the accept path.
+    """
+    header = persisted_input.input_header if persisted_input is not None else None
+    new = _copy_fields(_ACCEPTED_TEMPLATE)
+    _set = object.__setattr__
+    _set(new, "input_id", input_id)
+    _set(new, "created_at", at)
+    _set(new, "updated_at", at)
+    _set(new, "policy", policy)
+    _set(new, "runtime_semantics", runtime_semantics)
+    _set(new, "persisted_input", persisted_input)
+    if header is not None:
+        _set(new, "durability", header.durability)
+        _set(new, "idempotency_key", header.idempotency_key)
+    return new
+
+
+_ACCEPTED_TEMPLATE = InputState(
+    input_id=uuid.UUID(int=0),
+    current_state=InputLifecycleState.ACCEPTED,
+    created_at=datetime.min,
+    updated_at=datetime.min,
+)

@@ -1,0 +1,92 @@
+"""The accept path's hand-built values equal what the ordinary constructors build.
+
+``uuid7`` fills a ``uuid.UUID``'s slots directly, ``accepted_input_state``
+copies a template instead of running ``InputState.__init__`` and
+``InputState.transition`` copies slots with generated code: each must give
+a value indistinguishable from the plain construction (equality, hash, wire
+form, pickling).
+"""
+
+from __future__ import annotations
+
+import pickle
+import uuid
+from dataclasses import replace
+from datetime import datetime
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from meerkat_runtime.events import wire
+from meerkat_runtime.events.ids import uuid7
+from meerkat_runtime.events.input_state import (
+    INPUT_TRANSITIONS,
+    InputLifecycleState,
+    InputState,
+    accepted_input_state,
+)
+from meerkat_runtime.events.inputs import Input
+from meerkat_runtime.events.policy import PolicySnapshot, RuntimeSemantics
+
+from .strategies import input_states, inputs, optional, policy_snapshots, runtime_semantics
+from .strategies import timestamps as timestamp_values
+
+
+def test_uuid7_is_a_plain_uuid() -> None:
+    for _ in range(100):
+        u = uuid7()
+        plain = uuid.UUID(int=u.int)
+        assert type(u) is uuid.UUID
+        assert u == plain and hash(u) == hash(plain) and str(u) == str(plain)
+        assert u.version == 7 and u.variant == uuid.RFC_4122
+        assert u.is_safe is plain.is_safe
+        assert pickle.loads(pickle.dumps(u)) == u
+
+
+@given(
+    input_id=st.uuids(),
+    at=timestamp_values,
+    policy=optional(policy_snapshots),
+    semantics=optional(runtime_semantics),
+    inp=optional(inputs),
+)
+def test_accepted_input_state_equals_the_constructor(
+    input_id: uuid.UUID,
+    at: datetime,
+    policy: PolicySnapshot | None,
+    semantics: RuntimeSemantics | None,
+    inp: Input | None,
+) -> None:
+    header = inp.input_header if inp is not None else None
+    expected = InputState(
+        input_id=input_id,
+        current_state=InputLifecycleState.ACCEPTED,
+        created_at=at,
+        updated_at=at,
+        policy=policy,
+        runtime_semantics=semantics,
+        durability=header.durability if header else None,
+        idempotency_key=header.idempotency_key if header else None,
+        persisted_input=inp,
+    )
+    got = accepted_input_state(input_id, at, policy, semantics, inp)
+    assert got == expected
+    assert wire.encode(got) == wire.encode(expected)
+
+
+@given(
+    state=input_states,
+    move=st.sampled_from(sorted(INPUT_TRANSITIONS)),
+    at=timestamp_values,
+)
+def test_transition_copies_every_field(
+    state: InputState, move: tuple[InputLifecycleState, InputLifecycleState], at: datetime
+) -> None:
+    state = replace(state, current_state=move[0])
+    moved = state.transition(move[1], at, "why", attempt_count=3)
+    assert moved.current_state is move[1]
+    for name in InputState.__dataclass_fields__:
+        if name not in ("current_state", "history", "updated_at", "attempt_count"):
+            assert getattr(moved, name) == getattr(state, name), name
+    assert moved.updated_at == at and moved.attempt_count == 3
+    assert moved.history[:-1] == state.history
