@@ -169,6 +169,13 @@ def stage_costs(prior_inputs: int, iterations: int, repeat: int) -> list[tuple[s
         sync_store.append("s-1", appended[0], new_events)
         appended[0] += len(new_events)
 
+    pipelined = open_store("memory://", codec=event_codec(), group_commit=False)
+    submitted = [0]
+
+    def submit_next() -> None:
+        pipelined.submit_append("s-1", submitted[0], new_events, on_done=_ignore)
+        submitted[0] += len(new_events)
+
     def future_round_trip() -> None:
         f: Future[int] = Future()
         f.set_result(1)
@@ -194,6 +201,11 @@ def stage_costs(prior_inputs: int, iterations: int, repeat: int) -> list[tuple[s
             append_next,
             1,
         ),
+        (
+            "store submit_append (the actor's pipelined append), memory, no writer thread",
+            submit_next,
+            0,
+        ),
         ("completion handle (pending Future)", lambda: completions.handle("s", uuid7(), None), 1),
         ("uuid7()", uuid7, 3),
         ("Future create/set/result (uncontended)", future_round_trip, 3),
@@ -216,7 +228,12 @@ def stage_costs(prior_inputs: int, iterations: int, repeat: int) -> list[tuple[s
         out.append((name, round(best, 2), calls))
     store.close()
     sync_store.close()
+    pipelined.close()
     return out
+
+
+def _ignore(error: BaseException | None) -> None:
+    pass
 
 
 def run_load_with(args: argparse.Namespace, on_started: Any = None) -> tuple[bl.Load, CommitStats]:
@@ -333,6 +350,45 @@ def profile_cprofile(args: argparse.Namespace) -> dict[str, Any]:
     return {"load": load, "stats": stats, "agg": agg, "raw": None}
 
 
+def stage_rows(stages: list[tuple[str, float, float]]) -> tuple[list[list[Any]], float]:
+    """Table rows of the stage breakdown (without the sum) and the sum of us per accept."""
+    rows: list[list[Any]] = []
+    total_us = 0.0
+    for name, us, calls in stages:
+        per = us * calls
+        total_us += per
+        shown = f"1/{round(1 / calls)}" if 0 < calls < 1 else calls
+        rows.append([name, us, shown, round(per, 1)])
+    return rows, total_us
+
+
+def stages_only(args: argparse.Namespace) -> int:
+    """Print the stage breakdown and write it as ``stages`` rows (compare.py's layout)."""
+    stages = stage_costs(args.stage_inputs, 300, 5)
+    rows, total_us = stage_rows(stages)
+    rows.append(["sum (one thread, no hand-offs)", "", "", round(total_us, 1)])
+    print(
+        f"stages of one accept, single-threaded CPU (state with {args.stage_inputs} queued inputs)"
+    )
+    print(bl.table(["stage", "us/call", "calls/accept", "us/accept"], rows))
+    records = [
+        {"stage": n, "us_per_call": u, "calls_per_accept": c, "us_per_accept": round(u * c, 2)}
+        for n, u, c in stages
+    ]
+    records.append({"stage": "sum (one thread, no hand-offs)", "us_per_accept": total_us})
+    out = bl.write_results(
+        "profile_accept_stages",
+        {
+            "machine": bl.machine_info(),
+            "args": {"stage_inputs": args.stage_inputs},
+            "stages": records,
+        },
+        args.json,
+    )
+    print(f"\nresults written to {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument(
@@ -357,8 +413,18 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="store option (default: the store's, 100; 0 = no snapshots)",
     )
+    parser.add_argument(
+        "--stages-only",
+        action="store_true",
+        help="only the single-threaded stage breakdown (no load, no profiler)",
+    )
+    parser.add_argument(
+        "--json", type=Path, default=None, help="write the results here (for compare.py)"
+    )
     args = parser.parse_args(argv)
 
+    if args.stages_only:
+        return stages_only(args)
     if args.mode == "cprofile":
         result = profile_cprofile(args)
         unit = "us of thread time (cProfile)"
@@ -403,15 +469,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.no_stages:
         stages = stage_costs(args.stage_inputs, 300, 5)
-        stage_rows: list[list[Any]] = []
-        total_us = 0.0
-        for name, us, calls in stages:
-            per = us * calls
-            total_us += per
-            shown = f"1/{round(1 / calls)}" if 0 < calls < 1 else calls
-            stage_rows.append([name, us, shown, round(per, 1)])
-        stage_rows.append(["sum (one thread, no hand-offs)", "", "", round(total_us, 1)])
-        stage_rows.append(
+        table_rows, total_us = stage_rows(stages)
+        table_rows.append(["sum (one thread, no hand-offs)", "", "", round(total_us, 1)])
+        table_rows.append(
             [
                 "measured user CPU per accept under load",
                 "",
@@ -419,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
                 round(cpu_us, 1),
             ]
         )
-        stage_rows.append(
+        table_rows.append(
             [
                 "  => threads, hand-offs, GIL and store writer",
                 "",
@@ -431,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
             f"stages of one accept, single-threaded CPU (state with {args.stage_inputs} "
             f"queued inputs)"
         )
-        print(bl.table(["stage", "us/call", "calls/accept", "us/accept"], stage_rows))
+        print(bl.table(["stage", "us/call", "calls/accept", "us/accept"], table_rows))
         print()
     else:
         stages = []
@@ -485,6 +545,7 @@ def main(argv: list[str] | None = None) -> int:
                 {"stage": n, "us_per_call": u, "calls_per_accept": c} for n, u, c in stages
             ],
         },
+        args.json,
     )
     print(f"\nresults written to {out}")
     return 0
