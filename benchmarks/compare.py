@@ -94,7 +94,16 @@ def main(argv: list[str] | None = None) -> int:
                 b, a = statistics.median(before[m]), statistics.median(after[m])
                 ratio = f"{a / b:.2f}x" if b else "-"
                 table_rows.append([label, m, round(b, 1), round(a, 1), ratio])
-                summary.append({"row": dict(key), "metric": m, "before": b, "after": a})
+                summary.append(
+                    {
+                        "row": dict(key),
+                        "metric": m,
+                        "before": b,
+                        "after": a,
+                        "before_rounds": before[m],
+                        "after_rounds": after[m],
+                    }
+                )
     print(f"\nbefore: {ns.baseline}; after: {HERE} ({bl.source_revision()})\n")
     print(bl.table(["row", "metric", "before", "after", "after / before"], table_rows))
     print(
