@@ -143,7 +143,7 @@ class CommitFeed:
         called when events for it are in the ring, and at close; return a detacher."""
         with self._lock:
             self._wakers.setdefault(session_id, []).append(waker)
-            start = not self._started and not self._closed
+            start = not self._started and not self._stop.is_set()
             self._started = True
         if start:
             self._start()
@@ -301,19 +301,28 @@ class CommitFeed:
         return stop
 
     def close(self) -> None:
-        """End every subscription (their iterators stop) and stop the tail. Idempotent."""
+        """Stop the tail, and end every subscription once it has read what committed
+        before the close (its iterator then stops). Idempotent."""
         with self._lock:
-            if self._closed:
+            if self._stop.is_set():
                 return
-            self._closed = True
-            wakers = [w for ws in self._wakers.values() for w in ws]
-        self._call(wakers)
-        self._stop.set()
+            self._stop.set()
         self._dirty.set()
         if self._stop_watch is not None:
             self._stop_watch()
         if self._tail is not None and self._tail is not threading.current_thread():
             self._tail.join(timeout=5)
+        if self._started:
+            # One last look: what committed before the close is in the ring for the
+            # subscribers to read before they end.
+            try:
+                self._catch_up()
+            except Exception:
+                log.debug("subscriptions: the last look at the log failed", exc_info=True)
+        with self._lock:
+            self._closed = True
+            wakers = [w for ws in self._wakers.values() for w in ws]
+        self._call(wakers)
 
 
 def _deliver(sub: Subscription, callback: EventObserver) -> None:
@@ -480,7 +489,8 @@ class _Cursor:
 
     @property
     def closed(self) -> bool:
-        """Whether the subscription has ended (closed, timed out, ``until`` met, runtime closed)."""
+        """Whether the subscription has ended (closed, timed out, ``until`` met) or will end
+        once it has read what committed before its runtime closed."""
         return self._ended()
 
     def _ended(self) -> bool:
@@ -540,9 +550,10 @@ class Subscription(_Cursor, Iterator[RuntimeEventEnvelope]):
             envelope = self._take()
             if envelope is not None:
                 return envelope
-            if self._ended():
+            if self._closed:
                 self.close()
                 raise StopIteration
+            draining = self._feed.closed  # the runtime closed: read what is left, then end
             self._wake.clear()  # before reading: events added during the read set it again
             try:
                 items = self._reader.read(self.position)
@@ -554,6 +565,9 @@ class Subscription(_Cursor, Iterator[RuntimeEventEnvelope]):
             if items:
                 self._buffer.extend(items)
                 continue
+            if draining:
+                self.close()
+                raise StopIteration
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 # The ring may trail the store by a commit: look at the store itself
@@ -629,9 +643,10 @@ class AsyncSubscription(_Cursor, AsyncIterator[RuntimeEventEnvelope]):
             envelope = self._take()
             if envelope is not None:
                 return envelope
-            if self._ended():
+            if self._closed:
                 self.close()
                 raise StopAsyncIteration
+            draining = self._feed.closed  # as in Subscription: what is left, then the end
             event.clear()  # before reading: a commit during the read sets it again
             items = self._reader.from_ring(self.position)  # in memory: no hop needed
             if items is None:
@@ -645,6 +660,9 @@ class AsyncSubscription(_Cursor, AsyncIterator[RuntimeEventEnvelope]):
             if items:
                 self._buffer.extend(items)
                 continue
+            if draining:
+                self.close()
+                raise StopAsyncIteration
             if self._ended():
                 continue
             remaining = None if deadline is None else deadline - time.monotonic()

@@ -86,6 +86,24 @@ async def test_closing_the_runtime_ends_async_subscriptions(store_url: str) -> N
     assert await asyncio.wait_for(task, 60) is None
 
 
+async def test_an_async_subscriber_sees_the_events_committed_before_the_close(
+    store_url: str,
+) -> None:
+    """As with the sync API: every event committed before the runtime closed, then the end
+    (failed before: the iteration ended at once, without them)."""
+    rt = await AsyncRuntime.open(store_url)
+    with rt.sync.subscribe():  # starts the runtime's feed (an async one does at its first read)
+        await until(lambda: rt.sync._feed.head() >= 0)
+    sub = rt.subscribe(after=rt.sync.store.max_position())  # read only after the close
+    s = rt.session("s")
+    await s.accept(prompt("one"))
+    await s.accept(prompt("two"))
+    stored = [e async for e in s.events()]
+    await rt.close()
+    assert [e async for e in sub] == stored
+    assert sub.closed
+
+
 async def test_waiting_async_subscribers_hold_no_threads(store_url: str) -> None:
     async with AsyncRuntime.open(store_url) as rt:
         await rt.session("warm").accept(prompt("warm"))

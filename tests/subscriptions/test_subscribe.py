@@ -248,6 +248,25 @@ def test_closing_the_runtime_ends_its_subscriptions(open_runtime: OpenRuntime) -
     assert whole.closed and one.closed
 
 
+def test_a_subscriber_sees_the_events_committed_before_the_runtime_closed(
+    open_runtime: OpenRuntime,
+) -> None:
+    """The guide: the runtime closing ends subscriptions "after its actors have stopped,
+    so the last events are seen". A subscriber that had not read them yet (here: it
+    follows, but reads only after the close) still gets every event committed before the
+    close, then ends. Failed before: it ended at once, without them."""
+    rt = open_runtime()
+    whole = rt.subscribe(after=rt.store.max_position())
+    wait_until(lambda: rt._feed.head() >= 0, what="the feed's first look at the log")
+    s = rt.session("s")
+    s.accept(prompt("one"))
+    s.accept(prompt("two"))
+    stored = list(s.events())
+    rt.close()
+    assert list(whole) == stored
+    assert whole.closed
+
+
 def test_context_manager_closes(open_runtime: OpenRuntime) -> None:
     rt = open_runtime()
     rt.session("s").accept(prompt("one"))
