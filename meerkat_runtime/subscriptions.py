@@ -500,6 +500,8 @@ class _Cursor:
     def _take(self) -> RuntimeEventEnvelope | None:
         """The next buffered envelope (None when the buffer is empty); raises a bad event's
         error after moving past it."""
+        if self._closed:  # a read that was under way when close() ran yields nothing
+            return None
         while self._buffer:
             item = self._buffer.popleft()
             self.position = item.cursor

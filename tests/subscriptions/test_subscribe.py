@@ -236,6 +236,24 @@ def test_close_from_another_thread_ends_a_blocked_iteration(open_runtime: OpenRu
         next(sub)
 
 
+def test_nothing_is_yielded_after_close_returned(open_runtime: OpenRuntime) -> None:
+    """``close()`` from another thread while the iteration is reading the log: what that
+    read returns is not yielded (failed before: the page read was, after close)."""
+    rt = open_runtime()
+    rt.session("s").accept(prompt("one"))
+    sub = rt.session("s").subscribe()
+    real = sub._reader.read
+
+    def read_then_closed(after: int) -> Any:
+        items = real(after)
+        sub.close()  # another thread's close, landing while this read was under way
+        return items
+
+    sub._reader.read = read_then_closed  # type: ignore[method-assign]
+    assert list(sub) == []
+    assert sub.closed and sub.position == 0
+
+
 def test_closing_the_runtime_ends_its_subscriptions(open_runtime: OpenRuntime) -> None:
     rt = open_runtime()
     rt.session("s").accept(prompt("one"))
