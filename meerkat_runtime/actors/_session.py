@@ -935,29 +935,41 @@ class SessionActor:
         """A handle for a terminal input compacted out of the state: its outcome is read
         from the log on the pool, so the host thread (shared by many sessions) does
         not wait for a read that grows with the session's history."""
-        completions, store, sid = self.svc.completions, self.svc.store, self.session_id
+        svc, sid = self.svc, self.session_id
+        completions, store = svc.completions, svc.store
         handle = completions.handle(sid, input_id, None)
+        delay = [0.05]
 
         def read() -> None:
+            if handle.done():  # resolved meanwhile, or failed by the registry's close
+                return
             try:
                 logged = logged_input_state(store, sid, input_id)
-            except Exception as exc:  # the handle stays pending; close() fails it
+            except Exception as exc:
+                # The input is finished: its outcome is in the log. Try again later
+                # (a database blip) until it is read or the runtime closes.
                 log.warning(
-                    "session %s: reading the outcome of input %s failed: %s",
+                    "session %s: reading the outcome of input %s failed (%s); retrying in %.2fs",
                     sid,
                     input_id,
                     exc,
+                    delay[0],
                     extra=log_ids(sid),
                 )
+                svc.scheduler.call_later(delay[0], submit)
+                delay[0] = min(delay[0] * 2, 2.0)
                 return
             if logged is not None and logged.current_state.is_terminal:
                 done = logged.terminal_completion or CompletedWithoutResult()
                 completions.resolve(sid, input_id, done)
 
-        try:
-            self.svc.pool.submit(read)
-        except RuntimeError:  # the pool is shut down (closing): read here
-            read()
+        def submit() -> None:
+            try:
+                svc.pool.submit(read)
+            except RuntimeError:  # the pool is shut down (closing): read here
+                read()
+
+        submit()
         return handle
 
     # ------------------------------------------------------------ runs

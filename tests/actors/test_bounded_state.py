@@ -14,6 +14,7 @@ from typing import Any
 from meerkat_runtime import Completed, EchoExecutor, InputLifecycleState, Runtime
 from meerkat_runtime.events.session import state_from_snapshot, state_to_snapshot
 
+from ..faulty_store import fail_next, faulty_store
 from ..waiting import WAIT
 from ._support import prompt
 from .conftest import OpenRuntime
@@ -118,3 +119,28 @@ def test_a_snapshot_of_the_earlier_format_still_loads() -> None:
     )
     assert state.retired == set() and state.idempotency == {}
     assert state_to_snapshot(state)["format"] == 2
+
+
+def test_a_duplicate_of_a_finished_input_resolves_after_a_failed_log_read(
+    store_url: str,
+) -> None:
+    """The outcome of a duplicate of a compacted input is read from the log on the pool; a
+    read that fails (a database blip) is tried again. Failed before: the handle stayed
+    pending until the runtime closed, so ``wait()`` timed out on a finished input."""
+    store, faults = faulty_store(store_url)
+    try:
+        with Runtime.open(store, executor=EchoExecutor(), close_timeout=2.0) as rt:
+            s = rt.session("s-1")
+            first = s.accept(prompt("a", idempotency_key="k"))
+            assert first.completion is not None
+            done = first.completion.wait(WAIT)
+            s.state()
+            assert _held(rt, "s-1")[0] == 0  # compacted: a duplicate's outcome is in the log
+            assert faults.injector is not None
+            faults.injector.policy = fail_next(1, ops={"read"})
+            dup = s.accept(prompt("a again", idempotency_key="k"))
+            assert dup.kind == "deduplicated" and dup.completion is not None
+            assert dup.completion.wait(WAIT) == done
+    finally:
+        faults.clear()
+        store.close()
