@@ -117,6 +117,7 @@ class CommitFeed:
         self._wakers: dict[str | None, list[Callable[[], bool]]] = {}
         self._stop_watch: Callable[[], None] | None = None
         self._tail: threading.Thread | None = None
+        self._observers: set[threading.Thread] = set()
         store.add_listener(self._on_commit)
 
     @property
@@ -288,9 +289,16 @@ class CommitFeed:
         the log's head now), on a thread of its own; return a function that stops it."""
         start = self.store.max_position() if after is None else after
         sub = self.subscribe(start)
-        thread = threading.Thread(
-            target=_deliver, args=(sub, callback), name="meerkat-observer", daemon=True
-        )
+        observers = self._observers
+
+        def run() -> None:
+            try:
+                _deliver(sub, callback)
+            finally:
+                observers.discard(thread)
+
+        thread = threading.Thread(target=run, name="meerkat-observer", daemon=True)
+        observers.add(thread)
         thread.start()
 
         def stop() -> None:
@@ -302,7 +310,8 @@ class CommitFeed:
 
     def close(self) -> None:
         """Stop the tail, and end every subscription once it has read what committed
-        before the close (its iterator then stops). Idempotent."""
+        before the close (its iterator then stops); observers have delivered it when this
+        returns. Idempotent."""
         with self._lock:
             if self._stop.is_set():
                 return
@@ -323,6 +332,13 @@ class CommitFeed:
             self._closed = True
             wakers = [w for ws in self._wakers.values() for w in ws]
         self._call(wakers)
+        # Observers deliver what committed before the close, then end: wait for them, so
+        # no callback runs after the runtime's close() returned (one stuck in its
+        # callback is waited for 5 s at most, all together).
+        deadline = time.monotonic() + 5.0
+        for thread in list(self._observers):
+            if thread is not threading.current_thread():
+                thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
 
 def _deliver(sub: Subscription, callback: EventObserver) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -103,3 +104,23 @@ def test_stopping_and_closing_end_the_observer(open_runtime: OpenRuntime) -> Non
     kept()  # a stop after the close is harmless
     with pytest.raises(MeerkatRuntimeError, match="closed"):
         rt.on_runtime_event(got.append)
+
+
+def test_no_observer_callback_runs_after_close_returned(open_runtime: OpenRuntime) -> None:
+    """close() delivers what committed before it to the observers and waits for them: a
+    host that tears down what its callback uses once close() returned is safe."""
+    rt = open_runtime()
+    seen: list[RuntimeEventEnvelope] = []
+
+    def slow(envelope: RuntimeEventEnvelope) -> None:
+        time.sleep(0.02)  # slower than the accepts: a backlog is left at the close
+        seen.append(envelope)
+
+    rt.on_runtime_event(slow, after=0)
+    for n in range(10):
+        assert rt.session("s").accept(prompt(f"p{n}")).kind == "accepted"
+    committed = list(rt.subscribe(timeout=0))
+    rt.close()
+    alive = [t for t in threading.enumerate() if t.name == "meerkat-observer" and t.is_alive()]
+    assert alive == []  # before: still delivering the backlog after close() returned
+    assert seen == committed  # and it delivered every event committed before the close
