@@ -187,7 +187,8 @@ def _make_input(rng: random.Random, n: int, session: str, sent_keys: list[str]) 
     return {
         "input_type": "operation",
         "operation_id": f"op-{n}",
-        "event": {"type": "progress", "id": f"op-{n}", "message": "halfway", "percent": 50.0},
+        # a background operation starting (a progress report before its start is refused)
+        "event": {"type": "started", "id": f"op-{n}", "kind": "background_tool"},
     }
 
 

@@ -36,6 +36,9 @@ def test_demo_json(demo_run: tuple[str, subprocess.CompletedProcess[str]]) -> No
     url, proc = demo_run
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
+    # the workload's operation inputs are valid ones (it sent progress reports for
+    # operations never started, refused with a warning each)
+    assert "its event refused" not in proc.stderr, proc.stderr[-3000:]
     summary = json.loads(proc.stdout)
     assert summary["ok"] is True
     assert summary["acked_before_kill"] > 0
