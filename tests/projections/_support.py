@@ -176,8 +176,10 @@ class FailingExecutor:
 
 
 class DispatchExecutor:
-    """Echo for most sessions; ``fail-*`` sessions get failing runs, and ``hold-*`` sessions
-    runs held until :meth:`release` (so their queues fill up: supersession and coalescing)."""
+    """Echo for most sessions; ``fail-*`` sessions get failing runs, and ``hold-*`` and
+    ``gone-*`` sessions runs held until :meth:`release` (so their queues fill up:
+    supersession and coalescing; and a ``gone-*`` input is still live when the test
+    destroys its session, instead of racing the destroy to completion)."""
 
     def __init__(self) -> None:
         self.echo = EchoExecutor()
@@ -187,7 +189,7 @@ class DispatchExecutor:
     def run(self, request: RunRequest) -> RunResult:
         if request.session_id.startswith("fail"):
             return self.fail.run(request)
-        if request.session_id.startswith("hold"):
+        if request.session_id.startswith(("hold", "gone")):
             self.gate.wait(WAIT)
         result: RunResult = self.echo.run(request)
         return result
