@@ -83,7 +83,6 @@ from meerkat_runtime.events.completion import (
 )
 from meerkat_runtime.events.ids import uuid7
 from meerkat_runtime.events.input_state import InputState
-from meerkat_runtime.events.inputs import Input
 from meerkat_runtime.events.interrupt import (
     UserInterruptObservation,
     UserInterruptOutcome,
@@ -132,7 +131,7 @@ from meerkat_runtime.events.session import (
 )
 from meerkat_runtime.events.timefmt import utc_now
 from meerkat_runtime.events.wire import check_json
-from meerkat_runtime.store import AppendTicket
+from meerkat_runtime.store import AppendTicket, Fence
 from meerkat_runtime.telemetry import (
     COLD_RECOVERY,
     SESSION_ID,
@@ -192,14 +191,14 @@ class AcceptOutcome(OutcomeKind):
 
 
 class _InFlight:
-    """A pipelined accept whose append the store has not settled yet."""
+    """A pipelined accept (or accept_many) whose append the store has not settled yet."""
 
     __slots__ = ("call", "error", "operations", "reply", "resolutions", "settled", "ticket")
 
     def __init__(
         self,
         call: Call,
-        reply: AcceptOutcome,
+        reply: AcceptOutcome | list[AcceptOutcome],  # a list for an accept_many
         resolutions: list[tuple[uuid.UUID, CompletionOutcome]],
     ) -> None:
         self.call = call
@@ -365,8 +364,8 @@ class SessionActor:
         match m:
             case msg.Accept():
                 return self._on_accept(m)
-            case msg.AcceptMany(inputs):
-                return self._on_accept_many(inputs)
+            case msg.AcceptMany():
+                return self._on_accept_many(m)
             case msg.Execute(command):
                 return self._on_command(command)
             case msg.Query(fn):
@@ -710,14 +709,45 @@ class SessionActor:
         self._interrupt(outcome)
         return outcome
 
-    def _on_accept_many(self, inputs: Sequence[Input]) -> list[AcceptOutcome]:
-        """Accept ``inputs`` in order with one atomic append; outcomes in the same order.
+    def _on_accept_many(self, m: msg.AcceptMany) -> Any:
+        """Accept ``m.inputs`` in order with one atomic append; outcomes in the same order.
 
         Each input is decided on the state the ones before it left (so a repeated
         idempotency key within the batch deduplicates); all are durable, or none
-        is and the error is raised (see :meth:`_commit_all`).
+        is and the error is raised. Pipelined like a single accept: the append joins
+        the host's group commit and its commit callback answers the caller, so the
+        batches of many sessions share one commit.
         """
-        decisions = self._commit_all([Accept(inp) for inp in inputs])
+        call = self._call
+        if self._pipelining and call is not None and call.message is m:
+            fence = self._fence_for_pipeline()
+            st = self.state
+            assert st is not None
+            expected = st.version
+            ctx = self._context()
+            decisions: list[Decision] = []
+            events: list[RuntimeEventEnvelope] = []
+            resolutions: list[tuple[uuid.UUID, CompletionOutcome]] = []
+            try:
+                for inp in m.inputs:
+                    decision = decide(st, Accept(inp), ctx)
+                    resolutions += evolve_settling(st, decision.events)
+                    events += decision.events
+                    decisions.append(decision)
+            except BaseException:
+                if events:
+                    self._invalidate()  # the state holds events that are nowhere
+                raise
+            if events:
+                replies = [self._accept_reply(d) for d in decisions]
+                return self._submit_pipelined(
+                    call, st, expected, events, resolutions, replies, fence
+                )
+            if self._inflight:
+                # Only deduplications and rejections: answer them on durable state.
+                self._drain()
+                self._ensure_loaded()
+        decisions = self._commit_all([Accept(inp) for inp in m.inputs])
         replies = [self._accept_reply(d) for d in decisions]
         for reply in replies:
             self._interrupt(reply)
@@ -744,17 +774,39 @@ class SessionActor:
 
     def _pipeline(self, call: Call, st: SessionState, expected: int, decision: Decision) -> Any:
         """Evolve now, submit the append, and let its commit callback answer the host."""
-        svc = self.svc
-        fence = None
-        membership = svc.membership
-        if membership is not None:
-            fence = membership.fence(self.lease)
-            if fence is None:
-                raise self._lease_lost(LeaseUnavailable(self.lease, None))
+        fence = self._fence_for_pipeline()
         resolutions = evolve_settling(st, decision.events)
+        return self._submit_pipelined(
+            call, st, expected, decision.events, resolutions, self._accept_reply(decision), fence
+        )
+
+    def _fence_for_pipeline(self) -> Fence | None:
+        """The lease fence a pipelined append carries (None without leases); raises, the
+        state untouched, when the lease is gone."""
+        membership = self.svc.membership
+        if membership is None:
+            return None
+        fence = membership.fence(self.lease)
+        if fence is None:
+            raise self._lease_lost(LeaseUnavailable(self.lease, None))
+        return fence
+
+    def _submit_pipelined(
+        self,
+        call: Call,
+        st: SessionState,
+        expected: int,
+        events: Sequence[RuntimeEventEnvelope],
+        resolutions: list[tuple[uuid.UUID, CompletionOutcome]],
+        reply: AcceptOutcome | list[AcceptOutcome],
+        fence: Fence | None,
+    ) -> Any:
+        """Submit the append of ``events`` (already evolved into ``st``); the commit callback
+        answers ``call`` with ``reply``."""
+        svc = self.svc
         self._retirable += (iid for iid, _ in resolutions)
-        entry = _InFlight(call, self._accept_reply(decision), resolutions)
-        seqs = operation_sequences(decision.events)
+        entry = _InFlight(call, reply, resolutions)
+        seqs = operation_sequences(events)
         if seqs:
             entry.operations = settled_operations(st.operations, seqs)
         inflight = self._inflight
@@ -764,7 +816,7 @@ class SessionActor:
             entry.ticket = svc.journal.submit(
                 self.session_id,
                 expected,
-                decision.events,
+                events,
                 fence=fence,
                 after=after,
                 on_done=lambda error: self._append_done(entry, error),
@@ -794,7 +846,8 @@ class SessionActor:
             svc.completions.resolve(self.session_id, iid, outcome)
         if entry.operations:
             svc.operations.settle(self.session_id, entry.operations)
-        self._interrupt(entry.reply)
+        for accepted in entry.reply if isinstance(entry.reply, list) else (entry.reply,):
+            self._interrupt(accepted)
         reply = entry.call.reply
         if not reply.done():
             reply.set_result(entry.reply)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -19,8 +20,8 @@ from meerkat_runtime import (
     StoreError,
 )
 
-from ..faulty_store import faulty_store
-from ..waiting import WAIT
+from ..faulty_store import GatedCommits, faulty_store
+from ..waiting import WAIT, wait_until
 from ._support import prompt
 from .conftest import OpenRuntime
 
@@ -125,6 +126,35 @@ def test_one_failing_session_fails_only_its_share(tmp_path: Path) -> None:
         faults.clear()
         assert len(rt.session("good").active_input_ids()) == 2
         assert rt.store.session_version("bad") == 0
+
+
+def test_batches_of_many_sessions_share_one_group_commit(sqlite_url: str) -> None:
+    """A session's share of ``rt.accept_many`` is pipelined like an accept: its host goes on
+    to the next session instead of waiting for the commit, so the shares of many sessions
+    join one group commit (they were committed one after the other, the host blocked on
+    each)."""
+    with Runtime.open(sqlite_url, projections=False, session_threads=1) as rt:
+        names = ["a", "b", "c"]
+        for name in [*names, "z"]:
+            rt.session(name).accept(prompt(f"warm {name}"))  # live actors, loaded state
+        gate = GatedCommits(rt.store)
+        first = threading.Thread(target=lambda: rt.session("z").accept(prompt("held")))
+        first.start()
+        assert gate.entered.wait(WAIT)  # the writer is held in z's commit
+        outcomes: list[list[AcceptOutcome]] = []
+        batch = threading.Thread(
+            target=lambda: outcomes.append(rt.accept_many([(n, prompt(f"m {n}")) for n in names]))
+        )
+        batch.start()
+        # Every share reaches the writer while it is held: the one host did not block.
+        wait_until(lambda: rt.store.queued_appends() == len(names), what="all shares queued")
+        gate.release()
+        batch.join(WAIT)
+        first.join(WAIT)
+        assert [o.kind for o in outcomes[0]] == ["accepted"] * 3
+        assert gate.sizes == [2, 6]  # z's accept, then the three shares in one group
+        for name in names:
+            assert len(rt.session(name).active_input_ids()) == 2
 
 
 def test_a_batch_survives_a_restart_and_runs(tmp_path: Path) -> None:
