@@ -23,7 +23,10 @@ the feed; reads from the ring happen on the loop, reads from the store are a
 short hop to the loop's default executor). Both end cleanly: ``close()`` (from
 any thread), their ``timeout`` (seconds without a new event; the store is
 looked at once more before ending), their ``until`` predicate (after yielding
-the event it accepts), or the runtime closing.
+the event it accepts), or the runtime closing. A session's subscription also
+ends with the session: after yielding the event that destroyed it, or at once
+when it was destroyed before the subscription's position (a destroyed session
+never has another event).
 
 An event that cannot be read back raises
 :class:`~meerkat_runtime.errors.UndecodableEvent` from the iterator, once; the
@@ -47,7 +50,7 @@ from typing import Any
 
 from meerkat_runtime.errors import StoreError, UndecodableEvent
 from meerkat_runtime.events.catalogue import EVENT_TOPICS, decode_recorded
-from meerkat_runtime.events.runtime_event import RuntimeEventEnvelope
+from meerkat_runtime.events.runtime_event import RuntimeDestroyed, RuntimeEventEnvelope
 from meerkat_runtime.store import EventStore, RecordedEvent, UnreadableInLog
 from meerkat_runtime.telemetry import log_ids
 
@@ -62,6 +65,9 @@ log = logging.getLogger(__name__)
 
 #: How many events a subscription reads at a time.
 PAGE = 500
+
+#: The last event of a destroyed session (nothing is ever appended after it).
+DESTROYED = RuntimeDestroyed.__code_prefix__ + "." + RuntimeDestroyed.__tag__
 
 EventObserver = Callable[[RuntimeEventEnvelope], Any]
 """An ``on_runtime_event`` callback: called with each committed envelope."""
@@ -421,6 +427,24 @@ class _Reader:
         self.store = feed.store
         self.session_id = session_id
         self.watermark = -1
+        self.end_unknown = session_id is not None  # whether ended_before must still look
+
+    def ended_before(self, after: int) -> bool:
+        """Whether this reader's session was destroyed at a sequence <= ``after`` (so no
+        event will ever follow). Looks at the store once, on the first read that finds
+        nothing new; later a destroy is seen as the event it is."""
+        if not self.end_unknown:
+            return False
+        self.end_unknown = False
+        assert self.session_id is not None
+        version = self.store.session_version(self.session_id)
+        if version == 0 or version > after:
+            return False
+        try:
+            last = self.store.read_session(self.session_id, after_version=version - 1, limit=1)
+        except UndecodableEvent:
+            return False  # not a destroy; the reads report it where it is met
+        return bool(last) and last[0].topic == DESTROYED
 
     def from_ring(self, after: int) -> list[_Item] | None:
         """The page after ``after`` from the ring (no I/O); None: read the store."""
@@ -528,6 +552,10 @@ class _Cursor:
             self.session_id = item.session_id
             if self._until is not None and self._until(item.envelope):
                 self._end()
+            elif (
+                self._reader.session_id is not None and item.envelope.event.event_code == DESTROYED
+            ):
+                self._end()  # the session's log is complete
             return item.envelope
         return None
 
@@ -583,7 +611,7 @@ class Subscription(_Cursor, Iterator[RuntimeEventEnvelope]):
             if items:
                 self._buffer.extend(items)
                 continue
-            if draining:
+            if draining or self._reader.ended_before(self.position):
                 self.close()
                 raise StopIteration
             remaining = None if deadline is None else deadline - time.monotonic()
@@ -678,7 +706,10 @@ class AsyncSubscription(_Cursor, AsyncIterator[RuntimeEventEnvelope]):
             if items:
                 self._buffer.extend(items)
                 continue
-            if draining:
+            if draining or (
+                self._reader.end_unknown
+                and await loop.run_in_executor(None, self._reader.ended_before, self.position)
+            ):
                 self.close()
                 raise StopAsyncIteration
             if self._ended():

@@ -43,6 +43,27 @@ async def test_async_session_subscription_yields_events_as_they_commit(store_url
         assert got == [e async for e in s.events()]
 
 
+async def test_an_async_session_subscription_ends_with_the_session(store_url: str) -> None:
+    async with AsyncRuntime.open(store_url) as rt:
+        s = rt.session("doomed")
+        await s.accept(prompt("one"))
+        got: list[RuntimeEventEnvelope] = []
+
+        async def consume() -> None:
+            async for envelope in s.subscribe():
+                got.append(envelope)
+
+        task = asyncio.create_task(consume())
+        stored = [e async for e in s.events()]
+        await until(lambda: len(got) == len(stored))
+        await s.destroy()
+        await asyncio.wait_for(task, 30)  # ends by itself after the destroy
+        assert got[-1].event.event_code == "topology.runtime_destroyed"
+        assert got == [e async for e in s.events()]
+        late = [e async for e in s.subscribe(after=got[-1].sequence)]
+        assert late == []
+
+
 async def test_async_whole_store_resumes_from_a_position(store_url: str) -> None:
     async with AsyncRuntime.open(store_url) as rt:
         for sid in ("a", "b"):

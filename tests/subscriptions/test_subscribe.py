@@ -223,6 +223,31 @@ def test_until_ends_after_the_event_it_accepts(open_runtime: OpenRuntime) -> Non
     assert sub.closed
 
 
+def test_a_session_subscription_ends_with_the_session(open_runtime: OpenRuntime) -> None:
+    """A destroyed session never has another event: its subscribers end after the event
+    that destroyed it, and one that subscribes later ends at once (both waited forever)."""
+    rt = open_runtime()
+    s = rt.session("doomed")
+    s.accept(prompt("one"))
+    following = s.subscribe()
+    seen = Collector(following)
+    stored = len(list(s.events()))
+    wait_until(lambda: len(seen.got) == stored, what="the stored events")
+    s.destroy()
+    seen.join()
+    assert codes(seen.got)[-1] == "topology.runtime_destroyed"
+    assert seen.got == list(s.events())
+    assert following.closed
+    late = s.subscribe(after=following.position)
+    assert list(late) == [] and late.closed
+    assert codes(list(s.subscribe(after=1)))[-1] == "topology.runtime_destroyed"
+    # The store-wide subscription goes on: other sessions live on.
+    whole = rt.subscribe(after=rt.store.max_position())
+    rt.session("other").accept(prompt("two"))
+    assert next(whole).event.event_code == "topology.runtime_created"
+    whole.close()
+
+
 def test_close_from_another_thread_ends_a_blocked_iteration(open_runtime: OpenRuntime) -> None:
     rt = open_runtime()
     sub = rt.subscribe()
