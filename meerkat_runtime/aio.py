@@ -822,17 +822,23 @@ class AsyncRuntime:
     ) -> Callable[[], None]:
         """Call ``callback(envelope)`` (awaited if it returns an awaitable) with each event
         committed from now on (or after log position ``after``), from a task on the running
-        loop; return a function that stops it. One that raises is logged and goes on."""
+        loop; return a function that stops it (callable from any thread). One that raises
+        is logged and goes on."""
         self.sync._check_open()
         start = self.sync.store.max_position() if after is None else _check_after(after)
         sub = self.sync._feed.subscribe_async(start)
-        task = asyncio.get_running_loop().create_task(deliver_async(sub, callback))
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(deliver_async(sub, callback))
         self._observers.add(task)
         task.add_done_callback(self._observers.discard)
 
         def stop() -> None:
+            """Stop the observer; from the loop or any other thread (idempotent)."""
             sub.close()
-            task.cancel()
+            if _on_loop(loop):
+                task.cancel()
+            elif not loop.is_closed():
+                loop.call_soon_threadsafe(task.cancel)  # Task.cancel is not thread-safe
 
         return stop
 
@@ -859,3 +865,11 @@ class AsyncRuntime:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether the calling thread is running ``loop``."""
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False

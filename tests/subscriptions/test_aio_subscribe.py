@@ -146,6 +146,35 @@ async def test_waiting_async_subscribers_hold_no_threads(store_url: str) -> None
     assert during - before < 20, (before, during)
 
 
+async def test_an_async_observer_can_be_stopped_from_another_thread(store_url: str) -> None:
+    """``stop()`` from a thread that is not the loop's: the task is cancelled through the
+    loop (``Task.cancel`` there raised in asyncio debug mode, and in normal mode might not
+    wake the loop)."""
+    asyncio.get_running_loop().set_debug(True)  # refuses non-thread-safe calls
+    async with AsyncRuntime.open(store_url) as rt:
+        seen: list[RuntimeEventEnvelope] = []
+        stop = rt.on_runtime_event(seen.append)
+        await rt.session("s").accept(prompt("one"))
+        await until(lambda: len(seen) > 0)
+        errors: list[BaseException] = []
+
+        def stop_there() -> None:
+            try:
+                stop()
+            except BaseException as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=stop_there)
+        thread.start()
+        thread.join(30)
+        assert errors == []
+        await until(lambda: not rt._observers)  # the observer's task ended
+        count = len(seen)
+        await rt.session("s").accept(prompt("two"))
+        await asyncio.sleep(0.1)
+        assert len(seen) == count
+
+
 async def test_async_observers(store_url: str) -> None:
     async with AsyncRuntime.open(store_url) as rt:
         plain: list[RuntimeEventEnvelope] = []
