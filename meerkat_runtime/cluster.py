@@ -42,6 +42,7 @@ import logging
 import os
 import socket
 import threading
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -161,6 +162,9 @@ def live_holder(lease: Lease) -> bool:
     return lease.live and not process_gone(lease.process)
 
 
+_LEASE_LOCK_STRIPES = 64
+
+
 class Membership:
     """This node's leases: acquire, renew by heartbeat, release, and fence appends.
 
@@ -196,6 +200,11 @@ class Membership:
         self._on_lost = on_lost
         self._lock = threading.Lock()
         self._held: dict[str, tuple[int, object]] = {}  # name -> (token, holder)
+        # A lease's acquire and release each go to the store and then update _held; the
+        # same lease's pair must not interleave, or a release that read _held before an
+        # acquire by another holder updated it would delete the row that acquire just
+        # confirmed (the holder then fences with a lease nobody holds). Striped by name.
+        self._lease_locks = [threading.Lock() for _ in range(_LEASE_LOCK_STRIPES)]
         self._closed = False
         self._beats = 0
         self.shared.heartbeat_node(node_id, self._info(), incarnation=self.incarnation)
@@ -212,6 +221,11 @@ class Membership:
         except StoreError as exc:
             log.warning("could not delete the rows of dead nodes: %s", exc)
 
+    def _lease_lock(self, name: str) -> threading.Lock:
+        return self._lease_locks[
+            zlib.crc32(name.encode("utf-8", "surrogatepass")) % _LEASE_LOCK_STRIPES
+        ]
+
     def acquire(self, name: str, holder: object = None) -> int:
         """Take lease ``name`` (or confirm it) for ``holder`` (e.g. an actor) in this node.
 
@@ -219,6 +233,10 @@ class Membership:
         dead (same host, its process gone) is not waited for. A later holder in
         this node replaces an earlier one, whose :meth:`release` then does nothing.
         """
+        with self._lease_lock(name):
+            return self._acquire(name, holder)
+
+    def _acquire(self, name: str, holder: object) -> int:
         try:
             token = self.shared.acquire_lease(
                 name, self.node_id, self.ttl, incarnation=self.incarnation, process=self.process
@@ -258,17 +276,18 @@ class Membership:
 
     def release(self, name: str, holder: object = None) -> None:
         """Give lease ``name`` up now (passivation) if ``holder`` still holds it here."""
-        with self._lock:
-            held = self._held.get(name)
-            if held is None or held[1] is not holder:
+        with self._lease_lock(name):
+            with self._lock:
+                held = self._held.get(name)
+                if held is None or held[1] is not holder:
+                    return
+                del self._held[name]
+            if self._closed:
                 return
-            del self._held[name]
-        if self._closed:
-            return
-        try:
-            self.shared.release_lease(name, self.node_id, incarnation=self.incarnation)
-        except StoreError as exc:  # it will expire by itself
-            log.warning("could not release lease %s: %s", name, exc)
+            try:
+                self.shared.release_lease(name, self.node_id, incarnation=self.incarnation)
+            except StoreError as exc:  # it will expire by itself
+                log.warning("could not release lease %s: %s", name, exc)
 
     def heartbeat(self) -> None:
         """Renew every held lease; report the ones lost to ``on_lost``."""
@@ -294,13 +313,17 @@ class Membership:
         # A lease released while the renewal ran (a session passivated) was extended
         # again: release it once more, or it would stay live for a whole TTL with no
         # holder here, and every other node asking for it would be refused meanwhile.
-        with self._lock:
-            released = [n for n in names if n in renewed and n not in self._held]
-        for name in released:
-            try:
-                self.shared.release_lease(name, self.node_id, incarnation=self.incarnation)
-            except StoreError as exc:
-                log.warning("could not release lease %s: %s", name, exc)
+        for name in names:
+            if name not in renewed:
+                continue
+            with self._lease_lock(name):  # not while another holder here acquires it
+                with self._lock:
+                    if name in self._held:
+                        continue
+                try:
+                    self.shared.release_lease(name, self.node_id, incarnation=self.incarnation)
+                except StoreError as exc:
+                    log.warning("could not release lease %s: %s", name, exc)
         self._beats += 1
         if self._beats % 30 == 0:  # every 10 TTLs: the dead stay listed about that long
             self._prune()
