@@ -30,7 +30,8 @@ processes share the file's single writer lock.
 What bounds the ratio, measured over each window (second table): every
 node's CPU per accept (user + system), its commits (group commits) and
 appends per commit; the machine's busy CPU (``/proc/stat``, the 2 cores are
-shared by the nodes and the server); on PostgreSQL the server's CPU (its
+shared by the nodes and the server) and the cores busy with anything else
+(``other cores``: other work on a shared machine); on PostgreSQL the server's CPU (its
 processes in ``/proc``, when the server is local and readable), its
 transactions committed per second (``pg_stat_database``) and, sampled every
 20 ms, what the holder of the events table lock was doing (waiting for its
@@ -355,6 +356,11 @@ def summarise(
         row["server_cpu_us_per_accept"] = round(around["server_cpu_seconds"] / accepts * 1e6, 1)
     if "server_commits" in around:
         row["server_commits_per_second"] = round(around["server_commits"] / wall, 1)
+    if "machine_cpu_seconds" in around:
+        # Cores busy with anything but the nodes and the server: this script's sampler,
+        # and whatever else shares the machine (other benchmarks, test suites).
+        others = around["machine_cpu_seconds"] - cpu - around.get("server_cpu_seconds", 0.0)
+        row["other_cores"] = round(max(0.0, others) / wall, 2)
     return row
 
 
@@ -446,6 +452,7 @@ def main(argv: list[str] | None = None) -> int:
                 "node CPU us/accept",
                 "server CPU us/accept",
                 "machine busy",
+                "other cores",
                 "commits/s",
                 "appends/commit",
                 "server commits/s",
@@ -459,6 +466,7 @@ def main(argv: list[str] | None = None) -> int:
                     " / ".join(f"{x:,.0f}" for x in r["node_cpu_us_per_accept_each"]),
                     r.get("server_cpu_us_per_accept", "-"),
                     f"{r['machine_busy']:.0%}" if r.get("machine_busy") is not None else "-",
+                    r.get("other_cores", "-"),
                     r["commits_per_second"],
                     r["appends_per_commit"],
                     r.get("server_commits_per_second", "-"),

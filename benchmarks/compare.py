@@ -54,7 +54,7 @@ def _key(row: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
     )
 
 
-_IDS = {"sessions", "threads", "events", "size", "batch"}
+_IDS = {"sessions", "threads", "events", "size", "batch", "processes", "round"}
 
 
 def main(argv: list[str] | None = None) -> int:

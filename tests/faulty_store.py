@@ -513,17 +513,23 @@ class FaultyInserts:
 
             monkeypatch.setattr(recorder, "_insert_events", sqlite_insert)
         elif isinstance(recorder, PostgresApplicationRecorder):
-            pg_original = recorder._insert_stored_events
+            # An append is one statement on an autocommit connection (FencedPostgresRecorder):
+            # here, for a doomed batch, half of it really goes in through that statement inside
+            # a transaction that then fails, as a failure inside the statement would.
+            from meerkat_runtime.store._postgres import FencedPostgresRecorder
 
-            def pg_insert(curs: Any, stored_events: Sequence[StoredEvent], **kw: Any) -> Any:
+            assert isinstance(recorder, FencedPostgresRecorder)
+            pg_original = recorder._append
+
+            def pg_append(conn: Any, stored_events: Sequence[StoredEvent], fences: Any) -> Any:
                 if not hit(stored_events):
-                    return pg_original(curs, stored_events, **kw)
-                pg_original(curs, stored_events[: len(stored_events) // 2], **kw)
-                curs.execute(count)
-                self.rows_seen_in_transaction.append(curs.fetchone()["n"])
-                raise InsertFault("injected fault after some rows")
+                    return pg_original(conn, stored_events, fences)
+                with conn.transaction():
+                    pg_original(conn, stored_events[: len(stored_events) // 2], fences)
+                    self.rows_seen_in_transaction.append(conn.execute(count).fetchone()["n"])
+                    raise InsertFault("injected fault after some rows")
 
-            monkeypatch.setattr(recorder, "_insert_stored_events", pg_insert)
+            monkeypatch.setattr(recorder, "_append", pg_append)
         else:
             assert isinstance(recorder, POPOApplicationRecorder)
             popo_original = recorder._assert_uniqueness

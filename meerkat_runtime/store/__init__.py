@@ -38,10 +38,9 @@ is ever filled afterwards:
   position is the table's ``rowid``, chosen inside that transaction as the
   current maximum plus one; transactions therefore commit in position order.
   Events are never deleted, so no ``rowid`` is reused.
-* PostgreSQL: eventsourcing's ``PostgresApplicationRecorder`` executes
-  ``LOCK TABLE <events> IN EXCLUSIVE MODE`` inside each insert transaction
-  before its ``INSERT`` (``_insert_stored_events`` calls ``_lock_table``; the
-  store's recorder subclass only changes the transaction around it). That
+* PostgreSQL: every append is one call of the store's server-side function
+  (``_postgres.APPEND_FUNCTION``), which takes eventsourcing's lock,
+  ``LOCK TABLE <events> IN EXCLUSIVE MODE``, before its ``INSERT``. That
   lock conflicts with itself and with the ``ROW EXCLUSIVE`` lock of any other
   insert, and is held until commit, so each transaction draws all its
   ``bigserial`` ids and commits before the next one draws any: commit order is

@@ -17,12 +17,14 @@ if a release of the library changes any of them.
 2. **Inserting inside a transaction the store opened** (SQLite's
    ``_insert_events(cursor, stored)``): a fenced append checks its leases and
    inserts in one write transaction; the public ``insert_events`` opens its own.
-3. **PostgreSQL's insert transaction** (``_postgres.FencedPostgresRecorder``
-   overrides ``_insert_events``, ``_insert_stored_events`` and runs the
-   library's ``lock_table_statements`` itself): the library's
+3. **PostgreSQL's append** (``_postgres.FencedPostgresRecorder``): the library's
    ``insert_events`` re-raises a non-database error only after its block has
-   committed, which can half-commit an append, and it has no place for the
-   fence check. Statements, table lock and NOTIFY stay the library's own.
+   committed, which can half-commit an append, has no place for the fence
+   check, and holds the events table lock across several round trips. The
+   recorder appends with one server-side function of its own instead, which
+   uses the library's table, stored-event type (``stored_event_type_name``,
+   ``construct_pg_stored_event``), table lock and NOTIFY channel
+   (``channel_name``).
    It lives in ``_postgres.py`` because psycopg is an optional dependency.
 
 :func:`recorder_of` hands the recorder under a store to tests that fault it

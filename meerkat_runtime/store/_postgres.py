@@ -15,7 +15,6 @@ from typing import Any, cast
 import psycopg
 from eventsourcing.persistence import (
     InterfaceError,
-    InternalError,
     OperationalError,
     PersistenceError,
     StoredEvent,
@@ -60,70 +59,101 @@ _RETRY_WAIT = 0.2
 _BATCH_SESSIONS = 1000
 
 
+# The SQLSTATE the append function raises when a fence does not hold (see APPEND_FUNCTION).
+FENCE_SQLSTATE = "MKF01"
+
+APPEND_FUNCTION = "meerkat_append_v1"
+"""The server-side append (one per schema, created by a writable open): table lock,
+NOTIFY, fence check and INSERT in one statement (see :class:`FencedPostgresRecorder`)."""
+
+
 class FencedPostgresRecorder(PostgresApplicationRecorder):
-    """The library's recorder with an insert transaction that cannot half-commit.
+    """The library's recorder with an append that is one statement, its own transaction.
 
-    eventsourcing 9.5's ``insert_events`` catches exceptions inside its
-    ``conn.transaction()`` block and re-raises them only after the block
-    has committed: a non-database error raised after some rows were
-    inserted leaves those rows committed (verified by tests/store/test_faults.py).
-    Here the exception leaves the transaction, which rolls back. Statements,
-    table lock and NOTIFY are the library's own.
+    An append calls :data:`APPEND_FUNCTION` on an autocommit connection: it sets the
+    lock timeout, takes the library's ``LOCK TABLE ... IN EXCLUSIVE MODE`` (what
+    keeps positions in commit order, see ``store/__init__``), sends the library's
+    NOTIFY, checks the fences (their lease rows locked FOR SHARE until the commit;
+    :data:`FENCE_SQLSTATE` if one does not hold), inserts with the library's
+    ``unnest`` of its stored-event type, and commits: one round trip.
 
-    Not pipelined: a process stopped (SIGSTOP, VM pause) between two pipelined
-    statements leaves the server waiting for the next one in state "active",
-    holding the events table lock (every node's appends wait for it) and the
-    fences' lease rows (every takeover of them waits), with no timeout before
-    PostgreSQL 17. Each statement here ends with a Sync, so whenever the server
-    waits for us it is "idle in transaction", which the store's
-    ``idle_in_transaction_session_timeout`` ends. Lock timeout, table lock and
-    NOTIFY go in one simple-protocol round trip, so this costs one round trip
-    more than the pipeline did (two with fences).
+    The events table lock serialises the appends of every node of a cluster, so
+    what matters is how long each append holds it. Done as a client-side
+    transaction (BEGIN; lock and NOTIFY; fence check; INSERT; COMMIT) it was held
+    across three round trips in which the server waited for the node's next
+    statement, and a node's writer thread, sharing its GIL with the accepting
+    threads, is slow to send it: in ``benchmarks/cluster_bench.py`` the holder was
+    waiting for its client in 34-47% of the samples and the lock was free 14% of
+    the time with two nodes (BENCHMARKS.md, "Several processes"). In one statement
+    the lock is held for the statement and its commit's WAL flush only.
 
-    The table lock comes before the fence check, so the lease rows are held
-    (FOR SHARE) only from the check to the commit, never while the append waits
-    for the table: held while waiting, they stalled the owner's own lease
-    renewals (and takeovers) behind another node's long append.
+    One statement also settles what the client-side transaction had to guard
+    against: it cannot half-commit (eventsourcing 9.5's ``insert_events`` re-raises
+    a non-database error only after its block has committed), and a node stopped
+    (SIGSTOP, VM pause) mid-append never leaves the server waiting for it while
+    holding the lock and the lease rows; a node stopped before it reads the answer
+    holds nothing (the commit is done), and a lost answer is settled by the group
+    commit's "already stored" check like a lost COMMIT acknowledgement.
+
+    The table lock comes before the fence check, so the lease rows are held only
+    from the check to the commit, never while the append waits for the table:
+    held while waiting, they stalled the owner's own lease renewals (and
+    takeovers) behind another node's long append.
     """
 
-    fence_sql: sql.Composed | None = None
-    lock_and_notify_sql: sql.Composed | None = None
+    append_sql: sql.Composed | None = None
 
-    def _insert_events(
-        self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
-    ) -> None:
-        """Check the appends' fences, locking their lease rows until the commit."""
-        super()._insert_events(curs, stored_events, **kwargs)
-        fences: Sequence[Fence] = kwargs.get("fences", ())
-        if not fences:
-            return
-        assert self.fence_sql is not None
-        curs.execute(self.fence_sql, ([f.lease for f in fences],), prepare=True)
-        rows = {r["name"]: r for r in curs.fetchall()}
-        for f in fences:
-            row = rows.get(f.lease)
-            if row is None or row["owner"] != f.owner or row["token"] != f.token or not row["live"]:
-                # Live with another token: another node, or another incarnation of this
-                # node id (a restart) holds it now.
-                raise LeaseUnavailable(
-                    f.lease, row["owner"] if row is not None and row["live"] else None
+    def create_append_function(self, conn: Any, leases_table: str) -> None:
+        """Create :data:`APPEND_FUNCTION` in the schema unless it is there (a writable open,
+        under the store's set-up advisory lock)."""
+        schema = self.datastore.schema
+        present = conn.execute(
+            "SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+            "WHERE n.nspname = %s AND p.proname = %s",
+            (schema, APPEND_FUNCTION),
+        ).fetchone()
+        if present is None:
+            conn.execute(
+                sql.SQL(
+                    "CREATE FUNCTION {s}.{fn}(events {s}.{event}[], fence_names text[], "
+                    "fence_owners text[], fence_tokens bigint[], wait_for_lock text) "
+                    "RETURNS SETOF bigint LANGUAGE plpgsql AS $body$ "
+                    "DECLARE bad record; "
+                    "BEGIN "
+                    "PERFORM set_config('lock_timeout', wait_for_lock, true); "
+                    "LOCK TABLE {s}.{events} IN EXCLUSIVE MODE; "
+                    "NOTIFY {channel}; "
+                    "IF cardinality(fence_names) > 0 THEN "
+                    "PERFORM 1 FROM {s}.{leases} WHERE name = ANY(fence_names) FOR SHARE; "
+                    "SELECT f.name, l.owner, l.expires_at > now() AS live INTO bad "
+                    "FROM unnest(fence_names, fence_owners, fence_tokens) AS f(name, owner, token) "
+                    "LEFT JOIN {s}.{leases} AS l ON l.name = f.name "
+                    "WHERE l.name IS NULL OR l.owner <> f.owner OR l.token <> f.token "
+                    "OR NOT l.expires_at > now() LIMIT 1; "
+                    "IF FOUND THEN RAISE EXCEPTION USING ERRCODE = {state}, MESSAGE = bad.name, "
+                    "DETAIL = CASE WHEN bad.live THEN bad.owner ELSE '' END; END IF; "
+                    "END IF; "
+                    "RETURN QUERY INSERT INTO {s}.{events} "
+                    "(originator_id, originator_version, topic, state) "
+                    "SELECT originator_id, originator_version, topic, state FROM unnest(events) "
+                    "RETURNING notification_id; "
+                    "END $body$"
+                ).format(
+                    s=sql.Identifier(schema),
+                    fn=sql.Identifier(APPEND_FUNCTION),
+                    event=sql.Identifier(self.stored_event_type_name),
+                    events=sql.Identifier(self.events_table_name),
+                    leases=sql.Identifier(leases_table),
+                    channel=sql.Identifier(self.channel_name),
+                    state=sql.Literal(FENCE_SQLSTATE),
                 )
-
-    def _lock_and_notify(self, curs: Any) -> None:
-        """The library's lock timeout, table lock and NOTIFY, in one round trip."""
-        if self.lock_and_notify_sql is None:
-            self.lock_and_notify_sql = sql.SQL("; ").join(
-                [*self.lock_table_statements, sql.SQL("NOTIFY {}").format(
-                    sql.Identifier(self.channel_name))]
-            )  # fmt: skip
-        curs.execute(self.lock_and_notify_sql)  # no parameters: the simple protocol
-
-    def _insert_stored_events(
-        self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
-    ) -> None:
-        """The library's INSERT alone (its lock and NOTIFY are done by _lock_and_notify)."""
-        super(PostgresApplicationRecorder, self)._insert_stored_events(
-            curs, stored_events, **kwargs
+            )
+        self.append_sql = sql.SQL(
+            "SELECT * FROM {s}.{fn}(%s::{s}.{event}[], %s::text[], %s::text[], %s::bigint[], %s)"
+        ).format(
+            s=sql.Identifier(schema),
+            fn=sql.Identifier(APPEND_FUNCTION),
+            event=sql.Identifier(self.stored_event_type_name),
         )
 
     store_timeout: float = 30.0
@@ -137,7 +167,7 @@ class FencedPostgresRecorder(PostgresApplicationRecorder):
         attempt = 1
         while True:
             try:
-                return self._insert_attempt(stored_events, **kwargs)
+                return self._insert_once(stored_events, **kwargs)
             except (InterfaceError, OperationalError) as exc:
                 out_of_time = time.monotonic() + _RETRY_WAIT >= deadline
                 if out_of_time or attempt >= self._RETRIES:
@@ -148,30 +178,40 @@ class FencedPostgresRecorder(PostgresApplicationRecorder):
                 attempt += 1
                 time.sleep(_RETRY_WAIT)
 
-    def _insert_attempt(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int]:
-        try:
-            return self._insert_once(stored_events, **kwargs)
-        except InternalError as exc:
-            if isinstance(exc.__cause__, psycopg.errors.IdleInTransactionSessionTimeout):
-                # The server ended our transaction while this process was stopped (see
-                # the class docstring): nothing was written; retry like a lost connection.
-                raise OperationalError(str(exc)) from exc
-            raise
-
     def _insert_once(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int]:
         if not stored_events:
             return []
-        with (
-            self.datastore.get_connection() as conn,
-            conn.transaction(),
-            conn.cursor() as curs,
-        ):
-            self._lock_and_notify(curs)
-            self._insert_events(curs, stored_events, **kwargs)
-            self._insert_stored_events(curs, stored_events, **kwargs)  # a clash raises here
-            ids = self._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
-            assert ids is not None
-            return ids
+        with self.datastore.get_connection() as conn:
+            return self._append(conn, stored_events, kwargs.get("fences", ()))
+
+    def _append(
+        self, conn: Any, stored_events: Sequence[StoredEvent], fences: Sequence[Fence]
+    ) -> list[int]:
+        """One append: one statement on an autocommit connection (see the class docstring)."""
+        if self.append_sql is None:
+            raise StoreError("this store was opened read-only: it has no append function")
+        rows = [
+            self.construct_pg_stored_event(e.originator_id, e.originator_version, e.topic, e.state)
+            for e in stored_events
+        ]
+        params = (
+            rows,
+            [f.lease for f in fences],
+            [f.owner for f in fences],
+            [f.token for f in fences],
+            f"{self.datastore.lock_timeout}s",
+        )
+        try:
+            result = conn.execute(self.append_sql, params, prepare=True).fetchall()
+        except psycopg.Error as exc:
+            if exc.sqlstate == FENCE_SQLSTATE:
+                # Live with another token: another node, or another incarnation of this
+                # node id (a restart) holds it now; no owner if it expired or is gone.
+                raise LeaseUnavailable(
+                    exc.diag.message_primary or "", exc.diag.message_detail or None
+                ) from None
+            raise
+        return [next(iter(r.values())) if isinstance(r, dict) else r[0] for r in result]
 
 
 class PostgresEventStore(EventStore):
@@ -301,13 +341,10 @@ class PostgresEventStore(EventStore):
                     self.datastore, events_table_name=EVENTS_TABLE
                 )
                 self._recorder.store_timeout = options.store_timeout
-                self._recorder.fence_sql = sql.SQL(
-                    "SELECT name, owner, token, expires_at > now() AS live FROM {}.{} "
-                    "WHERE name = ANY(%s) FOR SHARE"
-                ).format(s, sql.Identifier(LEASES_TABLE))
                 if not options.read_only:
                     self._recorder.create_table()
                     self._create_tables()
+                    self._recorder.create_append_function(probe, LEASES_TABLE)
             except BaseException:
                 self.datastore.close()
                 raise

@@ -54,18 +54,23 @@ def test_seam_2_sqlite_insert_inside_the_callers_transaction(datastore: SQLiteDa
     assert recorder.select_events("s") == []
 
 
-def test_seam_3_postgres_recorder_hooks_keep_their_shape() -> None:
+def test_seam_3_postgres_recorder_builds_its_stored_event_type() -> None:
     cls = eventsourcing.postgres.PostgresApplicationRecorder
-    for name in ("_insert_events", "_insert_stored_events", "_fetch_ids_after_insert_events"):
-        hook = getattr(cls, name, None)
-        assert callable(hook), f"seam 3: PostgresApplicationRecorder.{name} is gone"
-        params = list(inspect.signature(hook).parameters)
-        assert params[:3] == ["self", "curs", "stored_events"], f"seam 3: {name}{params}"
+    hook = getattr(cls, "construct_pg_stored_event", None)
+    assert callable(hook), "seam 3: PostgresApplicationRecorder.construct_pg_stored_event is gone"
+    params = list(inspect.signature(hook).parameters)
+    assert params == ["self", "originator_id", "originator_version", "topic", "state"], (
+        f"seam 3: construct_pg_stored_event{params}"
+    )
 
 
 def test_seam_3_postgres_recorder_attributes(postgres_url: str) -> None:
     with open_store(postgres_url, codec=EventCodec()) as store:
         recorder = recorder_of(store)
-        statements = getattr(recorder, "lock_table_statements", None)
-        assert statements, "seam 3: PostgresApplicationRecorder.lock_table_statements"
         assert isinstance(getattr(recorder, "channel_name", None), str), "seam 3: channel_name"
+        assert isinstance(getattr(recorder, "stored_event_type_name", None), str), (
+            "seam 3: stored_event_type_name"
+        )
+        assert isinstance(getattr(recorder, "events_table_name", None), str), (
+            "seam 3: events_table_name"
+        )

@@ -245,6 +245,30 @@ def test_postgres_schema_from_the_future(postgres_url: str) -> None:
     assert "postgresql://meerkat:***@" in message
 
 
+def test_postgres_store_without_the_append_function_gets_it_on_open(postgres_url: str) -> None:
+    """A store written before appends became one server-side function (an older release)
+    has no such function: the next writable open adds it, and appends go on; a
+    read-only open adds nothing and refuses to append."""
+    from meerkat_runtime.store._postgres import APPEND_FUNCTION
+
+    with open_store(postgres_url, codec=make_codec()) as store:
+        store.append("s", 0, [EVENT])
+        schema = store.table_name("meerkat_events").split(".")[0].strip('"')
+    drop = sql.SQL("DROP FUNCTION {}.{}").format(
+        sql.Identifier(schema), sql.Identifier(APPEND_FUNCTION)
+    )
+    with psycopg.connect(postgres_url.split("?", 1)[0], autocommit=True) as conn:
+        conn.execute(drop)
+    with (
+        open_store(postgres_url, codec=make_codec(), read_only=True) as store,
+        pytest.raises(StoreError),
+    ):
+        store.append("s", 1, [EVENT])
+    with open_store(postgres_url, codec=make_codec()) as store:
+        store.append("s", 1, [EVENT])
+        assert [e.version for e in store.read_session("s")] == [1, 2]
+
+
 def test_postgres_concurrent_opens_of_a_fresh_schema(postgres_url: str) -> None:
     import threading
 
