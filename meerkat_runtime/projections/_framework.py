@@ -267,6 +267,7 @@ class RunnerHost(Protocol):
     """What a :class:`ProjectionRunner` needs of the set that runs it."""
 
     membership: Membership | None
+    poll_interval: float
     page_size: int
     pages_per_message: int
     batch_interval: float
@@ -298,6 +299,7 @@ class ProjectionRunner(pykka.ThreadingActor):
         self.status: Literal["running", "retrying", "failed", "stopped", "standby"] = "running"
         self.error: str | None = None
         self.paused = False
+        self.next_lease_check = 0.0  # standby: monotonic time of the next lease attempt
         self.started = False
         # Sessions whose events this projection holds back after an unreadable one.
         self.held: dict[str, str] = {}
@@ -356,6 +358,14 @@ class ProjectionRunner(pykka.ThreadingActor):
         lease = f"projection:{self.projection.name}"
         if membership.holds(lease):
             return True
+        # A standby is poked by every commit of the cluster; trying the lease (a row lock
+        # and a durable commit on PostgreSQL) and re-reading the offset at each poke cost
+        # the store a transaction per commit for nothing. Once a poll interval is enough:
+        # that is how soon it takes over a freed lease, and how fresh its offset is.
+        now = time.monotonic()
+        if self.status == "standby" and now < self.next_lease_check:
+            return False
+        self.next_lease_check = now + self.owner.poll_interval
         try:
             membership.acquire(lease, self)
         except LeaseUnavailable as exc:

@@ -26,6 +26,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL")
 
+# Kills per backend, each of a fresh child on a fresh store (one by default; raise it to
+# run the campaign at a larger scale, e.g. MEERKAT_OPS_CRASH_KILLS=20).
+KILLS = int(os.environ.get("MEERKAT_OPS_CRASH_KILLS", "1"))
+
 TERMINAL = {
     "completed": OperationStatus.COMPLETED,
     "failed": OperationStatus.FAILED,
@@ -69,9 +73,10 @@ def _run_and_kill(url: str, acks_wanted: int) -> list[tuple[str, str]]:
     return acks
 
 
+@pytest.mark.parametrize("kill", range(KILLS))
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.slow)])
 def test_acknowledged_operation_events_survive_sigkill(
-    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+    backend: str, kill: int, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     url = store_url_for(backend, request, tmp_path)
     acks = _run_and_kill(url, acks_wanted=60)
