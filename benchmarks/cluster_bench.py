@@ -29,14 +29,16 @@ processes share the file's single writer lock.
 
 What bounds the ratio, measured over each window (second table): every
 node's CPU per accept (user + system), its commits (group commits) and
-appends per commit; the machine's busy CPU (``/proc/stat``, the 2 cores are
-shared by the nodes and the server) and the cores busy with anything else
-(``other cores``: other work on a shared machine); on PostgreSQL the server's CPU (its
-processes in ``/proc``, when the server is local and readable), its
-transactions committed per second (``pg_stat_database``) and, sampled every
-20 ms, what the holder of the events table lock was doing (waiting for its
-client, running, waiting for the WAL flush) and how many appends were
-queued behind it.
+appends per commit; the machine's busy CPU (``/proc/stat``: the 2 cores are
+shared by the nodes and the server), the cores busy with anything else
+(``other cores``: other work on a shared machine), the cores the nodes and
+the server used (``bench cores``) and the accepts per such core-second; on
+PostgreSQL the server's CPU (its processes in ``/proc``, when the server is
+local and readable; all of its clients count, other benchmarks' and tests'
+too), its transactions per second (``pg_stat_database``: reads too, and
+the whole database's) and, sampled every 20 ms, what the holder of the
+events table lock was doing (waiting for its client, running, waiting for
+the WAL flush) and how many appends were queued behind it.
 Prints the tables; writes benchmarks/results/cluster_bench.json.
 """
 
@@ -361,6 +363,11 @@ def summarise(
         # and whatever else shares the machine (other benchmarks, test suites).
         others = around["machine_cpu_seconds"] - cpu - around.get("server_cpu_seconds", 0.0)
         row["other_cores"] = round(max(0.0, others) / wall, 2)
+    # Cores the nodes and the server used, and accepts per such core-second: on a shared
+    # machine, where the others' share moves from run to run, the steadier figure.
+    used = cpu + around.get("server_cpu_seconds", 0.0)
+    row["bench_cores"] = round(used / wall, 2)
+    row["accepts_per_core_second"] = round(accepts / used, 1) if used else None
     return row
 
 
@@ -453,9 +460,11 @@ def main(argv: list[str] | None = None) -> int:
                 "server CPU us/accept",
                 "machine busy",
                 "other cores",
+                "bench cores",
+                "accepts/core-s",
                 "commits/s",
                 "appends/commit",
-                "server commits/s",
+                "server xacts/s",
                 "lock holder (client/running/WAL/free)",
                 "waiters",
             ],
@@ -467,6 +476,8 @@ def main(argv: list[str] | None = None) -> int:
                     r.get("server_cpu_us_per_accept", "-"),
                     f"{r['machine_busy']:.0%}" if r.get("machine_busy") is not None else "-",
                     r.get("other_cores", "-"),
+                    r["bench_cores"],
+                    r["accepts_per_core_second"],
                     r["commits_per_second"],
                     r["appends_per_commit"],
                     r.get("server_commits_per_second", "-"),
