@@ -208,8 +208,8 @@ class ServerProbe:
                 for granted, state, wtype, wevent in rows:
                     if not granted:
                         waiters += 1
-                    elif state == "idle in transaction":
-                        holder = "client"  # the server waits for the node's next statement
+                    elif state == "idle in transaction" or wevent == "ClientRead":
+                        holder = "client"  # the server waits for the node's next message
                     elif wtype is None:
                         holder = "running"
                     elif wevent in ("WALSync", "WALWrite", "WalSync", "WalWrite") or (
