@@ -80,6 +80,7 @@ class Measurement:
     commits: int = 0  # group commits (runtime) / transactions (raw, ceiling)
     accepts_per_commit: float = 0.0
     threads: int = 0
+    per_call: int = 1  # inputs per host call (``--accept-many``)
 
 
 def measure_raw(
@@ -195,7 +196,20 @@ def measure_runtime(
                 if outcome.kind != "accepted":
                     raise RuntimeError(f"warm-up accept was {outcome.kind}")
 
+        per_call = args.accept_many
+
         def op(t: int, n: int) -> None:
+            if per_call:
+                # One rt.accept_many call: the thread's sessions in turn, one input each.
+                own = mine[t]
+                items = [
+                    (f"s-{own[(n * per_call + j) % len(own)]}", bl.prompt_input(f"k-{t}-{n}-{j}"))
+                    for j in range(per_call)
+                ]
+                kinds = {o.kind for o in rt.accept_many(items)}
+                if kinds != {"accepted"}:
+                    raise RuntimeError(f"accept_many outcomes were {kinds}")
+                return
             outcome = handles[mine[t][n % len(mine[t])]].accept(bl.prompt_input(f"k-{t}-{n}"))
             if outcome.kind != "accepted":
                 raise RuntimeError(f"accept was {outcome.kind}")
@@ -207,8 +221,13 @@ def measure_runtime(
     finally:
         rt.close()
     m = _measurement(
-        backend, "runtime+proj" if projections else "runtime", sessions, load, load.ops
+        backend,
+        "runtime+proj" if projections else "runtime",
+        sessions,
+        load,
+        load.ops * max(1, per_call),
     )
+    m.per_call = max(1, per_call)
     m.threads = threads
     m.commits = commits.groups
     m.accepts_per_commit = round(commits.appends / commits.groups, 2) if commits.groups else 0
@@ -299,6 +318,7 @@ def report(
                         backend,
                         sessions,
                         rt.threads,
+                        rt.per_call,
                         "on" if mode == "runtime+proj" else "off",
                         rt.accepts_per_second,
                         f"{rt.p50_ms:.2f}/{rt.p99_ms:.2f}",
@@ -316,6 +336,7 @@ def report(
             "backend",
             "sessions",
             "threads",
+            "per call",
             "proj",
             "runtime acc/s",
             "p50/p99 ms",
@@ -424,6 +445,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--projections", action="store_true", help="also run the runtime with projections on"
+    )
+    parser.add_argument(
+        "--accept-many",
+        type=int,
+        default=0,
+        help="the runtime runs call rt.accept_many with this many inputs (the thread's "
+        "sessions in turn) instead of session.accept; p50/p99 are per call",
     )
     parser.add_argument(
         "--issue-targets",
