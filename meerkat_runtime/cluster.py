@@ -43,7 +43,8 @@ import os
 import socket
 import threading
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -221,10 +222,12 @@ class Membership:
         except StoreError as exc:
             log.warning("could not delete the rows of dead nodes: %s", exc)
 
+    @staticmethod
+    def _stripe(name: str) -> int:
+        return zlib.crc32(name.encode("utf-8", "surrogatepass")) % _LEASE_LOCK_STRIPES
+
     def _lease_lock(self, name: str) -> threading.Lock:
-        return self._lease_locks[
-            zlib.crc32(name.encode("utf-8", "surrogatepass")) % _LEASE_LOCK_STRIPES
-        ]
+        return self._lease_locks[self._stripe(name)]
 
     def acquire(self, name: str, holder: object = None) -> int:
         """Take lease ``name`` (or confirm it) for ``holder`` (e.g. an actor) in this node.
@@ -260,6 +263,69 @@ class Membership:
         with self._lock:
             self._held[name] = (token, holder)
         return token
+
+    @contextmanager
+    def _lease_locks_of(self, names: Sequence[str]) -> Iterator[None]:
+        """Hold the per-lease locks of every name in ``names`` (taken in stripe order, so
+        two holders of several never deadlock; everyone else holds at most one)."""
+        stripes = sorted({self._stripe(n) for n in names})
+        with ExitStack() as stack:
+            for stripe in stripes:
+                stack.enter_context(self._lease_locks[stripe])
+            yield
+
+    def acquire_many(self, names: Sequence[str], holder: object) -> list[str]:
+        """Take the leases ``names`` not held in this node yet for ``holder``, in one
+        transaction; return those taken, in the order given.
+
+        A name another live process holds is tried again alone (:meth:`acquire`: a holder
+        known dead is not waited for, ``force`` steals); one still refused is left out.
+        A store failure takes nothing (logged).
+        """
+        refused: list[str] = []
+        with self._lease_locks_of(names):
+            with self._lock:
+                wanted = [n for n in names if n not in self._held]
+            try:
+                tokens = self.shared.acquire_leases(
+                    wanted,
+                    self.node_id,
+                    self.ttl,
+                    incarnation=self.incarnation,
+                    process=self.process,
+                )
+            except StoreError as exc:
+                log.warning("could not take %d leases: %s", len(wanted), exc)
+                return []
+            with self._lock:
+                for name in wanted:
+                    token = tokens.get(name)
+                    if token is None:
+                        refused.append(name)
+                    else:
+                        self._held[name] = (token, holder)
+        taken = set(tokens)
+        for name in refused:
+            try:
+                self.acquire(name, holder)
+            except (LeaseUnavailable, StoreError):
+                continue
+            taken.add(name)
+        return [n for n in wanted if n in taken]
+
+    def release_many(self, names: Sequence[str], holder: object) -> None:
+        """:meth:`release` for many leases, in one transaction."""
+        with self._lease_locks_of(names):
+            with self._lock:
+                mine = [n for n in names if (h := self._held.get(n)) is not None and h[1] is holder]
+                for name in mine:
+                    del self._held[name]
+            if self._closed or not mine:
+                return
+            try:
+                self.shared.release_leases(mine, self.node_id, incarnation=self.incarnation)
+            except StoreError as exc:  # they will expire by themselves
+                log.warning("could not release %d leases: %s", len(mine), exc)
 
     def holds(self, name: str) -> bool:
         with self._lock:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from meerkat_runtime.actors._messages import RecoverAll
-from meerkat_runtime.cluster import Membership, session_lease
+from meerkat_runtime.cluster import session_lease
 from meerkat_runtime.errors import MeerkatRuntimeError
 from meerkat_runtime.events.ids import uuid7
 from meerkat_runtime.events.reports import RecoveryReport
@@ -87,7 +87,9 @@ def recover_batch(
         candidates = [sid for sid in chunk if sid not in live]
         holder = object()
         if membership is not None:
-            candidates = [sid for sid in candidates if _lease(membership, sid, holder)]
+            # One transaction for the chunk's leases (one each cost a commit per session).
+            taken = set(membership.acquire_many([session_lease(s) for s in candidates], holder))
+            candidates = [sid for sid in candidates if session_lease(sid) in taken]
         try:
             for sid, report in _recover_chunk(services, registry, candidates).items():
                 handled.add(sid)
@@ -95,20 +97,8 @@ def recover_batch(
                     reports[sid] = report
         finally:
             if membership is not None:
-                for sid in candidates:
-                    membership.release(session_lease(sid), holder)
+                membership.release_many([session_lease(sid) for sid in candidates], holder)
     return BatchRecovery(reports, [sid for sid in session_ids if sid not in handled])
-
-
-def _lease(membership: Membership, sid: str, holder: object) -> bool:
-    """Take ``sid``'s lease for the batch; False leaves the session to the actor path."""
-    if membership.holds(session_lease(sid)):
-        return False  # an actor here holds it (it became live meanwhile)
-    try:
-        membership.acquire(session_lease(sid), holder)
-    except MeerkatRuntimeError:
-        return False
-    return True
 
 
 def _recover_chunk(

@@ -610,6 +610,57 @@ class PostgresEventStore(EventStore):
         holder = self._lease_rows("SELECT owner FROM {leases} WHERE name = %s", (name,))
         raise LeaseUnavailable(name, holder[0]["owner"] if holder else None)
 
+    def acquire_leases(
+        self,
+        names: Sequence[str],
+        owner: str,
+        ttl: float,
+        *,
+        incarnation: str = "",
+        process: str = "",
+    ) -> dict[str, int]:
+        if not names:
+            return {}
+        # Sorted and unique: one statement may not update a row twice, and rows locked
+        # in one order by every batch cannot deadlock each other.
+        wanted = sorted(set(names))
+        taken: dict[str, int] = {}
+        for start in range(0, len(wanted), _BATCH_SESSIONS):
+            rows = self._lease_rows(
+                "INSERT INTO {leases} AS l (name, owner, incarnation, process, token, expires_at) "
+                "SELECT n, %(owner)s, %(inc)s, %(proc)s, 1, "
+                "clock_timestamp() + make_interval(secs => %(ttl)s) "
+                "FROM unnest(%(names)s::text[]) AS n ORDER BY n "
+                "ON CONFLICT (name) DO UPDATE SET owner = EXCLUDED.owner, "
+                "incarnation = EXCLUDED.incarnation, process = EXCLUDED.process, "
+                "expires_at = clock_timestamp() + make_interval(secs => %(ttl)s), "
+                "token = CASE WHEN l.owner = EXCLUDED.owner "
+                "AND l.incarnation = EXCLUDED.incarnation THEN l.token ELSE l.token + 1 END, "
+                "acquired_at = CASE WHEN l.owner = EXCLUDED.owner "
+                "AND l.incarnation = EXCLUDED.incarnation THEN l.acquired_at ELSE now() END "
+                "WHERE l.owner = EXCLUDED.owner OR l.expires_at < clock_timestamp() "
+                "RETURNING name, token",
+                {
+                    "names": wanted[start : start + _BATCH_SESSIONS],
+                    "owner": owner,
+                    "inc": incarnation,
+                    "proc": process,
+                    "ttl": float(ttl),
+                },
+            )
+            taken.update((r["name"], int(r["token"])) for r in rows)
+        return taken
+
+    def release_leases(self, names: Sequence[str], owner: str, *, incarnation: str = "") -> None:
+        if not names:
+            return
+        for start in range(0, len(names), _BATCH_SESSIONS):
+            self._lease_rows(
+                "UPDATE {leases} SET expires_at = now() "
+                "WHERE owner = %s AND incarnation = %s AND name = ANY(%s) RETURNING name",
+                (owner, incarnation, list(names[start : start + _BATCH_SESSIONS])),
+            )
+
     def renew_leases(
         self, names: Sequence[str], owner: str, ttl: float, *, incarnation: str = ""
     ) -> set[str]:

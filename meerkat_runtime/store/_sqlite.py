@@ -129,6 +129,13 @@ _TAKE_LEASE: Final = (
     "UPDATE meerkat_leases SET owner = ?, incarnation = ?, process = ?, token = token + 1, "
     "expires_at = ?, acquired_at = ? WHERE name = ? RETURNING token"
 )
+_SELECT_LEASES_HEAD: Final = (
+    "SELECT name, owner, incarnation, token, expires_at FROM meerkat_leases WHERE name IN ("
+)
+_RELEASE_LEASES_HEAD: Final = (
+    "UPDATE meerkat_leases SET expires_at = ? WHERE owner = ? AND incarnation = ? "
+    "AND expires_at > ? AND name IN ("
+)
 _RENEW_LEASES_HEAD: Final = (
     "UPDATE meerkat_leases SET expires_at = ? WHERE owner = ? AND incarnation = ? AND name IN ("
 )
@@ -429,6 +436,60 @@ class SQLiteEventStore(EventStore):
             raise LeaseUnavailable(name, row["owner"])
 
         return self._lease_write("use leases", run)
+
+    def acquire_leases(
+        self,
+        names: Sequence[str],
+        owner: str,
+        ttl: float,
+        *,
+        incarnation: str = "",
+        process: str = "",
+    ) -> dict[str, int]:
+        if not names:
+            return {}
+        wanted = list(dict.fromkeys(names))
+
+        def run(c: SQLiteCursor, now: float) -> dict[str, int]:
+            taken: dict[str, int] = {}
+            for start in range(0, len(wanted), _BATCH_SESSIONS):
+                chunk = wanted[start : start + _BATCH_SESSIONS]
+                c.execute(_SELECT_LEASES_HEAD + ", ".join(["?"] * len(chunk)) + ")", chunk)
+                rows = {r["name"]: r for r in c.fetchall()}
+                inserts: list[tuple[str, str, str, str, float, float]] = []
+                renewals: list[tuple[float, str]] = []
+                for name in chunk:
+                    row = rows.get(name)
+                    if row is None:
+                        inserts.append((name, owner, incarnation, process, now + ttl, now))
+                        taken[name] = 1
+                    elif row["owner"] == owner and row["incarnation"] == incarnation:
+                        renewals.append((now + ttl, name))
+                        taken[name] = int(row["token"])
+                    elif row["owner"] == owner or row["expires_at"] < now:
+                        c.execute(_TAKE_LEASE, (owner, incarnation, process, now + ttl, now, name))
+                        taken[name] = int(c.fetchone()["token"])
+                if inserts:
+                    c.executemany(_INSERT_LEASE, inserts)
+                if renewals:
+                    c.executemany(_RENEW_LEASE, renewals)
+            return taken
+
+        return self._lease_write("use leases", run)
+
+    def release_leases(self, names: Sequence[str], owner: str, *, incarnation: str = "") -> None:
+        if not names:
+            return
+
+        def run(c: SQLiteCursor, now: float) -> None:
+            for start in range(0, len(names), _BATCH_SESSIONS):
+                chunk = list(names[start : start + _BATCH_SESSIONS])
+                c.execute(
+                    _RELEASE_LEASES_HEAD + ", ".join(["?"] * len(chunk)) + ")",
+                    (now, owner, incarnation, now, *chunk),
+                )
+
+        self._lease_write("use leases", run)
 
     def renew_leases(
         self, names: Sequence[str], owner: str, ttl: float, *, incarnation: str = ""

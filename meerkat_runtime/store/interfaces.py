@@ -194,6 +194,24 @@ class LeaseStore(Protocol):
         another live owner holds it)."""
         ...
 
+    def acquire_leases(
+        self,
+        names: Sequence[str],
+        owner: str,
+        ttl: float,
+        *,
+        incarnation: str = "",
+        process: str = "",
+    ) -> dict[str, int]:
+        """:meth:`acquire_lease` for many names in one transaction; the fencing tokens of
+        those taken or renewed. A name held by another live owner is left out (never
+        stolen: the caller decides about those one at a time)."""
+        ...
+
+    def release_leases(self, names: Sequence[str], owner: str, *, incarnation: str = "") -> None:
+        """:meth:`release_lease` for many names in one transaction."""
+        ...
+
     def renew_leases(
         self, names: Sequence[str], owner: str, ttl: float, *, incarnation: str = ""
     ) -> set[str]:

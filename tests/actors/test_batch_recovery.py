@@ -7,6 +7,7 @@ logs (event ids and timestamps aside) must be identical.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -298,3 +299,42 @@ def test_batch_recovery_takes_leases_and_leaves_live_owned_sessions_alone(
             mine = [x for x in rt.store.shared().list_leases("session:") if x.owner == "me"]
             assert mine and not any(x.live for x in mine)  # taken, then let go
         assert other.store.read_session("completed") == before
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def test_batch_recovery_takes_and_releases_leases_a_batch_at_a_time(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lease work of a batch does not grow with its sessions: one call to take the
+    batch's leases, one to let them go (it took two transactions per session, each a
+    commit: on SQLite FULL most of the cold recovery's time)."""
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'leases.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    write(url, {f"many-{n:02d}": build(f"many-{n:02d}", _completed) for n in range(30)})
+    calls: list[str] = []
+    me = threading.get_ident()
+    # A long TTL: no heartbeat renews (then re-releases) the batch's leases meanwhile.
+    with Runtime.open(url, projections=False, node_id="me", lease_ttl=600) as rt:
+        shared = type(rt.store.shared())
+        for name in ("acquire_lease", "release_lease", "acquire_leases", "release_leases"):
+            original = getattr(shared, name, None)
+            if original is None:
+                continue
+
+            def spy(
+                self: Any, *args: Any, _name: str = name, _fn: Any = original, **kw: Any
+            ) -> Any:
+                if threading.get_ident() == me:  # not the lease heartbeat's renewals
+                    calls.append(_name)
+                return _fn(self, *args, **kw)
+
+            monkeypatch.setattr(shared, name, spy)
+        got = rt.recover_by_session()
+        assert len(got) == 30 and rt.live_session_count() == 0
+        mine = [x for x in rt.store.shared().list_leases("session:many-") if x.owner == "me"]
+    assert len(mine) == 30 and not any(x.live for x in mine)  # all taken, all let go
+    assert sorted(calls) == ["acquire_leases", "release_leases"]

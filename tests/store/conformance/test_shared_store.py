@@ -103,3 +103,36 @@ def test_nodes_heartbeat_list_and_leave(backend: Backend) -> None:
     store.remove_node("node-a", "ia")
     assert [n.node_id for n in store.list_nodes()] == ["node-b"]
     assert store.prune_nodes(1_000_000) == 0
+
+
+@shared_backends
+def test_leases_taken_and_released_many_at_once_follow_the_single_rules(backend: Backend) -> None:
+    """``acquire_leases`` takes what ``acquire_lease`` would (free, expired, ours, our older
+    incarnation's) in one call and leaves out, never steals, what another live owner holds."""
+    store = _shared(backend)
+    mine = store.acquire_lease("many:mine", "n1", 30, incarnation="i1")
+    older = store.acquire_lease("many:older", "n1", 30, incarnation="old")
+    store.acquire_lease("many:other", "n2", 30, incarnation="i2")
+    store.acquire_lease("many:expired", "n2", 0.05, incarnation="i2")
+    deadline = time.monotonic() + 10
+    while any(x.live for x in store.list_leases("many:expired")):
+        assert time.monotonic() < deadline, "the lease never expired"
+        time.sleep(0.02)
+    names = ["many:free", "many:mine", "many:older", "many:other", "many:expired", "many:free"]
+    got = store.acquire_leases(names, "n1", 30, incarnation="i1", process="p1")
+    assert set(got) == {"many:free", "many:mine", "many:older", "many:expired"}
+    assert got["many:free"] == 1 and got["many:mine"] == mine and got["many:older"] > older
+    leases = {x.name: x for x in store.list_leases("many:")}
+    assert leases["many:other"].owner == "n2" and leases["many:other"].live
+    assert all(leases[n].owner == "n1" and leases[n].live for n in got)
+    assert leases["many:free"].process == "p1"
+    assert store.acquire_leases([], "n1", 30, incarnation="i1") == {}
+
+    store.release_leases(["many:free", "many:mine", "many:other"], "n1", incarnation="i1")
+    leases = {x.name: x for x in store.list_leases("many:")}
+    assert not leases["many:free"].live and not leases["many:mine"].live
+    assert leases["many:other"].live  # not ours: untouched
+    assert leases["many:older"].live  # not asked for
+    assert store.acquire_leases(["many:mine"], "n2", 30, incarnation="i2") == {
+        "many:mine": mine + 1
+    }
