@@ -27,7 +27,7 @@ callers (session actors, batch recovery, the CLI) share one.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -106,9 +106,9 @@ class SessionJournal:
         store = self.store
         snapshots = store.load_snapshots(session_ids) if store.snapshot_interval > 0 else {}
         items = {sid: self._from_snapshot(sid, snapshots.get(sid)) for sid in session_ids}
-        tails = store.read_sessions({sid: item.state.version for sid, item in items.items()})
+        tails = store.iter_sessions({sid: item.state.version for sid, item in items.items()})
         broken: dict[str, UndecodableEvent] = {}
-        for sid, records in tails.items():
+        for sid, records in tails:
             try:
                 self._fold_tail(items[sid], records)
             except UndecodableEvent as exc:
@@ -138,15 +138,16 @@ class SessionJournal:
         return Recovered(SessionState(session_id=session_id), 0, None)
 
     @staticmethod
-    def _fold_tail(item: Recovered, records: Sequence[RecordedEvent]) -> None:
+    def _fold_tail(item: Recovered, records: Iterable[RecordedEvent]) -> None:
         state = item.state
+        rec = None
         for n, rec in enumerate(records, 1):
             evolve(state, decode_recorded(rec))
             if n % COMPACT_EVERY == 0:
                 compact(state)  # a long tail is folded in bounded memory
         compact(state)
-        if records:
-            item.last_writer = records[-1].writer
+        if rec is not None:
+            item.last_writer = rec.writer
 
     def is_foreign(self, writer: str | None) -> bool:
         """Whether ``writer`` (a log's last writer) is another process than this store's."""

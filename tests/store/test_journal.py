@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -114,6 +115,31 @@ def test_recover_many_sets_apart_a_session_with_an_unreadable_event(
     assert broken["bad"].session_id == "bad"
     with pytest.raises(UndecodableEvent):
         journal.recover("bad")
+
+
+def test_recover_many_sets_apart_a_session_whose_stored_bytes_are_damaged(tmp_path: Path) -> None:
+    """Bytes the store itself cannot read (not an event envelope) affect their own session
+    only: the others of the batch are recovered (the whole batch failed before)."""
+    path = tmp_path / "damaged.db"
+    with open_store(f"sqlite:///{path}", codec=event_codec()) as store:
+        journal = SessionJournal(store)
+        _session(journal, "before", 1)
+        _session(journal, "bad", 1)
+        _session(journal, "after", 2)
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "UPDATE meerkat_events SET state = ? WHERE originator_id = 'bad' "
+            "AND originator_version = 2",
+            (b"[1, 2, 3]",),  # JSON, but not an event envelope
+        )
+    with open_store(f"sqlite:///{path}", codec=event_codec()) as store:
+        journal = SessionJournal(store)
+        recovered, broken = journal.recover_many(["before", "bad", "after"])
+        assert list(recovered) == ["before", "after"]
+        assert recovered["after"].state == _compacted(journal.replay("after")[0])
+        assert (broken["bad"].session_id, broken["bad"].version) == ("bad", 2)
+        with pytest.raises(UndecodableEvent):
+            journal.recover("bad")
 
 
 def test_envelopes_page_and_stop_at_upto(store: EventStore) -> None:
