@@ -43,6 +43,7 @@ __all__ = [
     "ProjectionSource",
     "ReconstructionSource",
     "SupersededOutcome",
+    "with_completion",
 ]
 
 MAX_STAGE_ATTEMPTS = 3
@@ -363,6 +364,15 @@ class InputState:
                 raise TypeError(f"InputState has no field {name!r}")
             object.__setattr__(new, name, value)
         return new
+
+
+def with_completion(state: InputState, completion: CompletionOutcome | None) -> InputState:
+    """``state`` with ``terminal_completion`` set: ``dataclasses.replace(state,
+    terminal_completion=completion)`` without re-running ``__init__`` (once per input a
+    run ends, on the accept path and in every fold of a log)."""
+    new = _copy_fields(state)
+    object.__setattr__(new, "terminal_completion", completion)
+    return new
 
 
 _FIELD_NAMES = tuple(f.name for f in fields(InputState))

@@ -101,6 +101,7 @@ from meerkat_runtime.events.input_state import (
     InputAbandonReason,
     InputLifecycleState,
     InputState,
+    with_completion,
 )
 from meerkat_runtime.events.inputs import (
     ContentInput,
@@ -1294,14 +1295,14 @@ def settle_run_inputs(
         for iid in input_ids:
             st = inputs[iid]
             if st.current_state is L.CONSUMED and st.terminal_completion is None:
-                inputs[iid] = replace(st, terminal_completion=outcome)
+                inputs[iid] = with_completion(st, outcome)
     elif isinstance(ev, RunFailed):
         err = ev.error
         for iid in input_ids:
             st = inputs[iid]
             if st.current_state is L.CONSUMED and st.terminal_completion is None:
-                inputs[iid] = replace(
-                    st, terminal_completion=AbandonedWithError(reason="run failed", error=err)
+                inputs[iid] = with_completion(
+                    st, AbandonedWithError(reason="run failed", error=err)
                 )
             elif (
                 st.current_state is L.ABANDONED
@@ -1313,19 +1314,19 @@ def settle_run_inputs(
                 # error is the failed run's own (now final), not a generic one.
                 last = replace(err, terminal=True, retryable=False)
                 done = replace(st.terminal_completion, error=last)
-                inputs[iid] = replace(st, terminal_completion=done)
+                inputs[iid] = with_completion(st, done)
     else:
         cancelled = InputAbandonReason(AbandonKind.CANCELLED)
         for iid in input_ids:
             st = inputs[iid]
             if st.current_state is L.CONSUMED and st.terminal_completion is None:
-                inputs[iid] = replace(st, terminal_completion=CompletedWithoutResult())
+                inputs[iid] = with_completion(st, CompletedWithoutResult())
             elif (
                 st.current_state is L.ABANDONED
                 and st.terminal_outcome is not None
                 and getattr(st.terminal_outcome, "reason", None) == cancelled
             ):
-                inputs[iid] = replace(st, terminal_completion=Cancelled())
+                inputs[iid] = with_completion(st, Cancelled())
 
 
 def _ev_run_ended(state: SessionState, ev: RunEnd, at: datetime) -> None:

@@ -18,17 +18,26 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from meerkat_runtime.events import wire
+from meerkat_runtime.events.completion import CompletionOutcome
 from meerkat_runtime.events.ids import uuid7
 from meerkat_runtime.events.input_state import (
     INPUT_TRANSITIONS,
     InputLifecycleState,
     InputState,
     accepted_input_state,
+    with_completion,
 )
 from meerkat_runtime.events.inputs import Input
 from meerkat_runtime.events.policy import PolicySnapshot, RuntimeSemantics
 
-from .strategies import input_states, inputs, optional, policy_snapshots, runtime_semantics
+from .strategies import (
+    completion_outcomes,
+    input_states,
+    inputs,
+    optional,
+    policy_snapshots,
+    runtime_semantics,
+)
 from .strategies import timestamps as timestamp_values
 
 
@@ -90,3 +99,13 @@ def test_transition_copies_every_field(
             assert getattr(moved, name) == getattr(state, name), name
     assert moved.updated_at == at and moved.attempt_count == 3
     assert moved.history[:-1] == state.history
+
+
+@given(state=input_states, completion=optional(completion_outcomes))
+def test_with_completion_equals_replace(
+    state: InputState, completion: CompletionOutcome | None
+) -> None:
+    got = with_completion(state, completion)
+    assert got == replace(state, terminal_completion=completion)
+    assert got.terminal_completion is completion and got is not state
+    assert pickle.loads(pickle.dumps(got)) == got
