@@ -2,7 +2,7 @@
 
     python benchmarks/recovery_bench.py [--backends sqlite] [--sizes 100,10000] [--full]
                                         [--sessions 10000] [--crashed 0.1] [--repeat 3]
-                                        [--actor-path]
+                                        [--actor-path] [--snapshots]
 
 Logs are realistic: sequences of decisions of the pure decider
 (``meerkat_runtime.events.session.execute``): per input, accept (accepted +
@@ -27,6 +27,11 @@ with ``--full`` (or ``--crashed F``) a second store where a fraction of them
 died mid-run (their recovery closes the run and re-queues the input: a write). Measured:
 ``rt.recover()`` on a freshly opened runtime (what ``recover="eager"``
 runs) vs the baseline: ``store.read_session`` of every session. With
+``--snapshots`` the same sessions are recovered once more from a store where each
+also has the snapshot of its last state (section ``cold_recovery_snapshots``): what
+a runtime leaves when its sessions' snapshots are current. This runtime's policy
+snapshots a session every ``max(snapshot_interval, live inputs)`` events, so
+sessions of 19 events have none: the plain rows are what it leaves today. With
 ``--actor-path`` (SQLite) the same recovery also runs on a copy of the store
 through one session actor per session (the path before batch recovery).
 
@@ -57,6 +62,7 @@ from meerkat_runtime.events.session import (
     DecisionContext,
     SessionState,
     StartRun,
+    compact,
     evolve,
     execute,
     state_to_snapshot,
@@ -282,10 +288,27 @@ def bench_refold(
     return results
 
 
-def build_many(url: str, backend: str, sessions: int, crashed: float) -> int:
-    """``sessions`` sessions of 2 completed inputs; ``crashed`` of them die mid-run after that."""
+def head_snapshot(session_id: str, decisions: list[Records]) -> tuple[int, dict[str, Any]]:
+    """The snapshot of the state ``decisions`` leave (compacted, as the journal saves it)."""
+    st = SessionState(session_id=session_id)
+    for records in decisions:
+        for _topic, data in records:
+            evolve(st, envelope_from_record(data, st.version + 1))
+    compact(st)
+    return st.version, {"state": state_to_snapshot(st), "writer": "builder"}
+
+
+def build_many(
+    url: str, backend: str, sessions: int, crashed: float, snapshots: bool = False
+) -> int:
+    """``sessions`` sessions of 2 completed inputs; ``crashed`` of them die mid-run after that.
+
+    ``snapshots``: each session also gets the snapshot of its last state."""
     template, _ = build_log("tmpl-session", 19)
     crash_template, _ = build_log("tmpl-session", 22, crash_at_end=True)
+    snaps = {
+        id(t): head_snapshot("tmpl-session", t) for t in (template, crash_template) if snapshots
+    }
     every = round(1 / crashed) if crashed > 0 else 0
     store = open_store(url, codec=event_codec(), **bl.store_options(backend))
     total = 0
@@ -296,6 +319,10 @@ def build_many(url: str, backend: str, sessions: int, crashed: float) -> int:
             decisions = crash_template if every and n % every == 0 else template
             pending.append(write_log(store, sid, renamed(decisions, "tmpl-session", sid)))
             total += sum(len(r) for r in decisions)
+            if snapshots:
+                version, data = snaps[id(decisions)]
+                raw = orjson.dumps(data).replace(b'"tmpl-session"', f'"{sid}"'.encode())
+                store.save_snapshot(sid, version, orjson.loads(raw))
         for fut in pending:
             fut.result()
     finally:
@@ -334,15 +361,17 @@ def bench_cold(
     crashed: float,
     repeat: int,
     actor_path: bool = False,
+    snapshots: bool = False,
 ) -> list[ColdRecovery]:
     out = []
     for fraction in (0.0, crashed) if crashed > 0 else (0.0,):
         with bl.database(backend, pg_url) as url:
             started = time.perf_counter()
-            events = build_many(url, backend, sessions, fraction)
+            events = build_many(url, backend, sessions, fraction, snapshots)
             bl.log(
                 f"  built {sessions:,} sessions ({events:,} events, {fraction:.0%} crashed "
-                f"mid-run) in {time.perf_counter() - started:.1f} s"
+                f"mid-run{', each with a snapshot of its head' if snapshots else ''}) "
+                f"in {time.perf_counter() - started:.1f} s"
             )
             # Baseline first, then recovery: recovery writes (crashed runs), so it runs once.
             read_times, read_cpus = [], []
@@ -390,7 +419,8 @@ def bench_cold(
                 actors_cpu_seconds=None if actors is None else round(actors[1], 3),
             )
             bl.log(
-                f"  {backend} cold recovery of {sessions:,} sessions ({r.crashed} crashed): "
+                f"  {backend} cold recovery of {sessions:,} sessions ({r.crashed} crashed"
+                f"{', snapshots' if snapshots else ''}): "
                 f"{t_recover:.2f} s vs read {t_read:.2f} s = {r.vs_read:.2f}x"
             )
             out.append(r)
@@ -415,6 +445,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also time cold recovery through one actor per session (SQLite: on a copy)",
     )
+    parser.add_argument(
+        "--snapshots",
+        action="store_true",
+        help="also recover the sessions from a store where each has a snapshot of its head",
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -437,6 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     machine = bl.machine_info(pg_url)
     refolds: list[Refold] = []
     colds: list[ColdRecovery] = []
+    snapped: list[ColdRecovery] = []
     for backend in backends:
         bl.log(f"{backend}:")
         with bl.database(backend, pg_url) as url:
@@ -444,6 +480,10 @@ def main(argv: list[str] | None = None) -> int:
         colds += bench_cold(
             backend, pg_url, args.sessions, args.crashed, args.repeat, args.actor_path
         )
+        if args.snapshots:
+            snapped += bench_cold(
+                backend, pg_url, args.sessions, args.crashed, args.repeat, snapshots=True
+            )
 
     print()
     print(
@@ -481,6 +521,7 @@ def main(argv: list[str] | None = None) -> int:
             ],
         )
     )
+    snapped_ids = {id(c) for c in snapped}
     print()
     print(
         bl.table(
@@ -500,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
             ],
             [
                 [
-                    c.backend,
+                    f"{c.backend}+snapshots" if id(c) in snapped_ids else c.backend,
                     c.sessions,
                     c.events,
                     c.crashed,
@@ -515,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
                     if c.actors_cpu_seconds is None or not c.read_cpu_seconds
                     else f"{c.actors_cpu_seconds / c.read_cpu_seconds:.2f}x",
                 ]
-                for c in colds
+                for c in colds + snapped
             ],
         )
     )
@@ -531,10 +572,11 @@ def main(argv: list[str] | None = None) -> int:
                     r.events_per_second >= 100_000,
                 )
             )
-    for c in colds:
+    for c in colds + snapped:
         targets.append(
             bl.Target(
-                f"{c.backend} cold recovery {c.sessions:,} sessions, {c.crashed} crashed",
+                f"{c.backend} cold recovery {c.sessions:,} sessions, {c.crashed} crashed"
+                f"{' (each with a snapshot of its head)' if id(c) in snapped_ids else ''}",
                 "<= 1.5x read",
                 f"{c.vs_read:.2f}x ({c.recover_seconds:.2f} s vs {c.read_seconds:.2f} s)",
                 c.vs_read <= 1.5,
@@ -561,6 +603,7 @@ def main(argv: list[str] | None = None) -> int:
             "notes": notes,
             "refold": [asdict(r) for r in refolds],
             "cold_recovery": [asdict(c) for c in colds],
+            "cold_recovery_snapshots": [asdict(c) for c in snapped],
             "targets": [asdict(t) for t in targets],
         },
         args.json,
