@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import threading
+import weakref
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pytest
@@ -11,7 +15,7 @@ from meerkat_runtime.errors import ConcurrencyConflict, StoreError
 from meerkat_runtime.store import NewEvent
 
 from ..faulty_store import FaultInjector, GatedCommits, fail_next
-from ..waiting import WAIT
+from ..waiting import WAIT, wait_until
 from .conftest import Backend
 
 
@@ -176,3 +180,41 @@ def test_a_failed_append_in_a_batch_fails_only_itself(backend: Backend) -> None:
     assert seen["a"] is None and seen["b"] is None
     assert isinstance(seen["taken"], ConcurrencyConflict)
     assert [store.session_version(s) for s in ("a", "taken", "b")] == [1, 1, 1]
+
+
+@pytest.mark.parametrize("group_commit", [True, False])
+def test_a_settled_append_drops_its_callback(backend: Backend, group_commit: bool) -> None:
+    """A caller keeps the ticket beside what its callback refers to (a session's in-flight
+    entry): once the append has settled, that cycle is gone and reference counting frees
+    it, not the cyclic GC, whose full collections stall every thread of the process."""
+    store = backend.open(group_commit=group_commit)
+
+    class InFlight:
+        """What a session keeps of an append: its ticket, and what the callback settles."""
+
+        def __init__(self, done: Callable[[BaseException | None], None]) -> None:
+            self.done = done
+            self.ticket: Any = None
+
+        def settled(self, error: BaseException | None) -> None:
+            self.done(error)
+
+    out = Outcomes()
+    gc.disable()
+    try:
+        for n in range(3):
+            entry = InFlight(out.on_done(f"a{n}"))
+            entry.ticket = store.submit_append("s", n, [happened(n)], on_done=entry.settled)
+            out.wait(n + 1)
+            freed = weakref.ref(entry)
+            del entry
+            # Freed once the committing thread has returned from the callback; before, the
+            # ticket's callback kept it in a cycle that only the (disabled) GC would free.
+            wait_until(partial(gone, freed), what="the settled ticket to drop its callback")
+    finally:
+        gc.enable()
+    assert all(error is None for _, error in out.seen)
+
+
+def gone(ref: weakref.ReferenceType[Any]) -> bool:
+    return ref() is None
