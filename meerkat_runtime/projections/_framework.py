@@ -503,7 +503,11 @@ class ProjectionRunner(pykka.ThreadingActor):
     def _commit_page(self, events: Sequence[RecordedEvent], skipped: SkippedEvent | None) -> None:
         name = self.projection.name
         new_position = events[-1].position
-        with self.sql.transaction() as cur:
+        # Derived: the page's rows and offset commit together and can always be applied
+        # again from the log, so the commit need not wait for the disk (on SQLite FULL:
+        # no fsync while holding the write lock every append also needs). A power loss
+        # can only roll the read model back to an earlier offset, never lose an event.
+        with self.sql.transaction(derived=True) as cur:
             # Compare-and-set the offset first: it locks the offset row (PostgreSQL) or
             # takes the write lock (SQLite) before the handler runs, so a second runner
             # of this projection waits here and then finds the offset moved. RETURNING

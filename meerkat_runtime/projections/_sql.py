@@ -69,9 +69,19 @@ class Sql:
         return '"' + name.replace('"', '""') + '"'
 
     @contextmanager
-    def transaction(self) -> Iterator[Cursor]:
-        """A transaction on the read models (errors: see the module docstring)."""
-        with self.host.transaction() as cur:
+    def transaction(self, *, derived: bool = False) -> Iterator[Cursor]:
+        """A transaction on the read models (errors: see the module docstring).
+
+        ``derived``: all it writes can be derived again from the log (a page of a
+        projection and its offset), so the store may commit it without waiting for
+        the disk (:meth:`EventStore.transaction`).
+        """
+        host = self.host
+        if derived and isinstance(host, EventStore):
+            with host.transaction(derived=True) as cur:
+                yield Cursor(self, cur)
+            return
+        with host.transaction() as cur:
             yield Cursor(self, cur)
 
     @contextmanager

@@ -577,7 +577,7 @@ class EventStore(ABC):
     # -- read models (ReadModelHost) --------------------------------------------------------
 
     @contextmanager
-    def transaction(self) -> Iterator[SQLCursor]:
+    def transaction(self, *, derived: bool = False) -> Iterator[SQLCursor]:
         """Open a read-write transaction in the store's database and yield its cursor.
 
         Commits when the block ends, rolls back if it raises. Statements take ``?``
@@ -586,8 +586,17 @@ class EventStore(ABC):
         pass unchanged. For projections that write their read-model tables and
         tracking position atomically. On ``memory://`` stores it is a private
         in-memory SQLite database that lives as long as the store's data.
+
+        ``derived=True`` says that everything the transaction writes can be derived
+        again from the log (a read model's rows and its offset, together): the
+        backend may then commit it without waiting for the disk. On a SQLite file
+        with ``synchronous=FULL`` it commits with ``synchronous=NORMAL``: still
+        atomic, and every later ``FULL`` commit (any append) makes it durable as
+        well, but a power loss before one may roll it back, to an earlier
+        consistent state that the projection re-derives from the log.
         """
-        with self._mapped("use the read models"), self._sql_transaction() as cur:
+        begin = self._sql_derived_transaction if derived else self._sql_transaction
+        with self._mapped("use the read models"), begin() as cur:
             yield self._sql_cursor(cur)
 
     @contextmanager
@@ -616,6 +625,11 @@ class EventStore(ABC):
     @abstractmethod
     def _sql_transaction(self) -> AbstractContextManager[Any]:
         """The backend's read-write transaction, yielding its driver's cursor."""
+
+    def _sql_derived_transaction(self) -> AbstractContextManager[Any]:
+        """The backend's read-write transaction for rows derived from the log (see
+        :meth:`transaction`); by default the same as any other."""
+        return self._sql_transaction()
 
     def _sql_read_transaction(self) -> AbstractContextManager[Any]:
         """The backend's consistent read-only transaction (default: a read-write one,

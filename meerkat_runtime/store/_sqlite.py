@@ -238,7 +238,7 @@ class SQLiteEventStore(EventStore):
         self._start()
 
     @contextmanager
-    def _write(self) -> Iterator[SQLiteCursor]:
+    def _write(self, *, derived: bool = False) -> Iterator[SQLiteCursor]:
         """A write transaction that takes the write lock up front (``BEGIN IMMEDIATE``).
 
         A deferred ``BEGIN`` that reads first and writes later fails at once with
@@ -246,9 +246,16 @@ class SQLiteEventStore(EventStore):
         store's writer) committed in between: SQLite cannot upgrade a stale read
         snapshot, and its busy timeout does not apply. Taking the lock first makes
         the transaction wait for the lock (up to ``lock_timeout``) instead.
+
+        ``derived``: the rows can be derived again from the log (see
+        :meth:`EventStore.transaction`), so on a ``FULL`` store the commit skips
+        its fsync (``synchronous=NORMAL`` for this transaction only).
         """
+        relax = derived and self._options.sqlite_synchronous == "full"
         with self.datastore.get_connection(commit=True) as conn:
             raw = raw_sqlite_connection(conn)
+            if relax:
+                raw.execute(_PRAGMA_SYNCHRONOUS["normal"])
             cursor = raw.cursor()
             try:
                 cursor.execute("BEGIN IMMEDIATE")
@@ -260,6 +267,17 @@ class SQLiteEventStore(EventStore):
                 raw.commit()
             finally:
                 cursor.close()
+                if relax:
+                    self._restore_synchronous(conn)
+
+    def _restore_synchronous(self, conn: SQLiteConnection) -> None:
+        """Put a pooled connection back to ``FULL``; one that cannot be is closed, so
+        that no append ever commits on it without its fsync."""
+        try:
+            raw_sqlite_connection(conn).execute(_PRAGMA_SYNCHRONOUS["full"])
+        except BaseException:
+            conn.close()
+            raise
 
     def _probe(self) -> None:
         """Decide, reading only, whether the file holds a store we may open or create.
@@ -576,6 +594,17 @@ class SQLiteEventStore(EventStore):
                 yield rc
             return
         with self._write() as c:
+            yield c
+
+    @contextmanager
+    def _sql_derived_transaction(self) -> Iterator[SQLiteCursor]:
+        """A :meth:`_sql_transaction` whose commit does not wait for the disk (see
+        :meth:`EventStore.transaction`, ``derived``)."""
+        if self.read_only:
+            with self._sql_transaction() as rc:
+                yield rc
+            return
+        with self._write(derived=True) as c:
             yield c
 
     @contextmanager

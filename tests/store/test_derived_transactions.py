@@ -1,0 +1,70 @@
+"""``EventStore.transaction(derived=True)``: read-model rows that the log can re-derive.
+
+On a SQLite ``synchronous=FULL`` store such a transaction commits without its fsync
+(``synchronous=NORMAL`` for that transaction only); every other transaction, and every
+append, keeps ``FULL`` on every pooled connection, whatever the derived one did.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from meerkat_runtime.store import EventStore, NewEvent, open_store
+
+from .conftest import Backend, make_codec
+
+FULL, NORMAL = 2, 1
+
+
+def synchronous(store: EventStore, *, derived: bool = False) -> int:
+    with store.transaction(derived=derived) as cur:
+        cur.execute("PRAGMA synchronous")
+        return int(cur.fetchone()[0])
+
+
+@pytest.mark.parametrize("setting", ["full", "normal"])
+def test_a_derived_transaction_commits_without_fsync_and_others_keep_full(
+    tmp_path: Path, setting: str
+) -> None:
+    store = open_store(
+        f"sqlite:///{tmp_path / 'db.sqlite'}",
+        codec=make_codec(),
+        sqlite_synchronous=setting,
+        pool_size=1,  # one connection: what the derived transaction left is what others get
+    )
+    try:
+        want = FULL if setting == "full" else NORMAL
+        assert synchronous(store, derived=True) == NORMAL
+        assert synchronous(store) == want
+        with pytest.raises(RuntimeError), store.transaction(derived=True):
+            raise RuntimeError("the handler failed")
+        assert synchronous(store) == want
+        with store.transaction() as cur:
+            cur.execute("CREATE TABLE rows (n INTEGER)")
+        with store.transaction(derived=True) as cur:
+            cur.execute("INSERT INTO rows (n) VALUES (1)")
+        store.append("s", 0, [NewEvent("test.happened", {"n": 1})])
+        with store.read_transaction() as cur:
+            cur.execute("SELECT n FROM rows")
+            assert [r["n"] for r in cur.fetchall()] == [1]
+        assert [e.data["n"] for e in store.read_session("s")] == [1]
+        assert synchronous(store) == want
+    finally:
+        store.close()
+
+
+def test_a_derived_transaction_is_an_ordinary_one_elsewhere(backend: Backend) -> None:
+    store = backend.open()
+    table = store.table_name("derived_rows")  # in the test's own schema on PostgreSQL
+    with store.transaction() as cur:
+        cur.execute(f"CREATE TABLE {table} (n INTEGER)")
+    with store.transaction(derived=True) as cur:
+        cur.execute(f"INSERT INTO {table} (n) VALUES (?)", (7,))
+    with pytest.raises(RuntimeError), store.transaction(derived=True) as cur:
+        cur.execute(f"INSERT INTO {table} (n) VALUES (?)", (8,))
+        raise RuntimeError("rolled back")
+    with store.read_transaction() as cur:
+        cur.execute(f"SELECT n FROM {table}")
+        assert [r["n"] for r in cur.fetchall()] == [7]
