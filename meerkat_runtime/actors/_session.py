@@ -593,17 +593,9 @@ class SessionActor:
             st = self.state
             assert st is not None
             expected = st.version
-            ctx = self._context()
-            decisions: list[Decision] = []
             events: list[RuntimeEventEnvelope] = []
-            settled: list[tuple[uuid.UUID, CompletionOutcome]] = []
             try:
-                for command in commands:
-                    decision = decide(st, command, ctx)
-                    settled += evolve_settling(st, decision.events)
-
-                    events += decision.events
-                    decisions.append(decision)
+                decisions, events, settled = self._decide_all(st, commands)
                 if events:
                     self._append(expected, events)
                 break
@@ -632,6 +624,30 @@ class SessionActor:
                 reason = _END_REASONS.get(type(commands[0]))
             self._fence_calls(reason or "the log ended the run")
         return decisions
+
+    def _decide_all(
+        self, st: SessionState, commands: Sequence[Command]
+    ) -> tuple[
+        list[Decision], list[RuntimeEventEnvelope], list[tuple[uuid.UUID, CompletionOutcome]]
+    ]:
+        """Decide each command on the state the ones before it left, evolving ``st`` as it
+        goes: the decisions, all their events, and the completions they settle. If one
+        raises, a state that already holds events is dropped (refolded at next use)."""
+        ctx = self._context()
+        decisions: list[Decision] = []
+        events: list[RuntimeEventEnvelope] = []
+        settled: list[tuple[uuid.UUID, CompletionOutcome]] = []
+        try:
+            for command in commands:
+                decision = decide(st, command, ctx)
+                settled += evolve_settling(st, decision.events)
+                events += decision.events
+                decisions.append(decision)
+        except BaseException:
+            if events:
+                self._invalidate()  # the state holds events that are nowhere
+            raise
+        return decisions, events, settled
 
     def _settle_operations(self, st: SessionState, events: Sequence[RuntimeEventEnvelope]) -> None:
         """Answer the ``wait_operations`` calls on operations that durable ``events`` ended."""
@@ -724,20 +740,7 @@ class SessionActor:
             st = self.state
             assert st is not None
             expected = st.version
-            ctx = self._context()
-            decisions: list[Decision] = []
-            events: list[RuntimeEventEnvelope] = []
-            resolutions: list[tuple[uuid.UUID, CompletionOutcome]] = []
-            try:
-                for inp in m.inputs:
-                    decision = decide(st, Accept(inp), ctx)
-                    resolutions += evolve_settling(st, decision.events)
-                    events += decision.events
-                    decisions.append(decision)
-            except BaseException:
-                if events:
-                    self._invalidate()  # the state holds events that are nowhere
-                raise
+            decisions, events, resolutions = self._decide_all(st, [Accept(i) for i in m.inputs])
             if events:
                 replies = [self._accept_reply(d) for d in decisions]
                 return self._submit_pipelined(
