@@ -423,8 +423,20 @@ class SQLiteEventStore(EventStore):
             return c.fetchone() is not None
 
     def _lease_write(self, what: str, fn: Callable[[SQLiteCursor, float], _T]) -> _T:
+        """A write of the leases or nodes tables, committed without its fsync on a
+        ``FULL`` store (as a derived transaction is).
+
+        A lease only matters while the process that holds it runs, and every process
+        sharing a SQLite file runs on this machine: a commit in WAL mode without the
+        fsync survives the crash of any process, and a power loss, which can lose it,
+        also ends every process that relied on it. An event appended under a lease
+        cannot outlive the lease row either: the append's own fsync makes the WAL
+        durable up to it, the earlier lease write included. So a session's first load
+        and its passivation no longer wait for the disk twice (acquire, release).
+        """
+
         def run() -> _T:
-            with self._write() as c:
+            with self._write(derived=True) as c:
                 return fn(c, time.time())
 
         return self._guard(what, run)

@@ -8,6 +8,7 @@ append, keeps ``FULL`` on every pooled connection, whatever the derived one did.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,3 +69,34 @@ def test_a_derived_transaction_is_an_ordinary_one_elsewhere(backend: Backend) ->
     with store.read_transaction() as cur:
         cur.execute(f"SELECT n FROM {table}")
         assert [r["n"] for r in cur.fetchall()] == [7]
+
+
+def test_lease_and_node_writes_skip_the_fsync_on_sqlite(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A session's lease is written when it loads and when it passivates: on a FULL
+    store each was an fsync'd commit (two disk waits per session touched), although a
+    lease only matters while the processes of this machine that share the file run."""
+    from meerkat_runtime.store._sqlite import SQLiteEventStore
+
+    store = open_store(f"sqlite:///{tmp_path / 'db.sqlite'}", codec=make_codec())
+    try:
+        assert isinstance(store, SQLiteEventStore)
+        writes: list[bool] = []
+        real = store._write
+
+        def spy(*, derived: bool = False) -> Any:
+            writes.append(derived)
+            return real(derived=derived)
+
+        monkeypatch.setattr(store, "_write", spy)
+        shared = store.shared()
+        shared.heartbeat_node("node-a", {}, incarnation=store.incarnation)
+        token = shared.acquire_lease("session:s", "node-a", 10.0, incarnation=store.incarnation)
+        assert shared.renew_leases(["session:s"], "node-a", 10.0, incarnation=store.incarnation)
+        shared.release_lease("session:s", "node-a", incarnation=store.incarnation)
+        assert token == 1 and writes == [True, True, True, True]
+        monkeypatch.undo()
+        assert synchronous(store) == FULL  # appends still commit with their fsync
+    finally:
+        store.close()
