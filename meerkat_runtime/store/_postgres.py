@@ -59,7 +59,8 @@ _RETRY_WAIT = 0.2
 _BATCH_SESSIONS = 1000
 
 
-# The SQLSTATE the append function raises when a fence does not hold (see APPEND_FUNCTION).
+# The SQLSTATE the append function raises when a fence does not hold (see APPEND_FUNCTION;
+# written there as text: the SQL of this package interpolates identifiers only).
 FENCE_SQLSTATE = "MKF01"
 
 APPEND_FUNCTION = "meerkat_append_v1"
@@ -130,7 +131,7 @@ class FencedPostgresRecorder(PostgresApplicationRecorder):
                     "LEFT JOIN {s}.{leases} AS l ON l.name = f.name "
                     "WHERE l.name IS NULL OR l.owner <> f.owner OR l.token <> f.token "
                     "OR NOT l.expires_at > now() LIMIT 1; "
-                    "IF FOUND THEN RAISE EXCEPTION USING ERRCODE = {state}, MESSAGE = bad.name, "
+                    "IF FOUND THEN RAISE EXCEPTION USING ERRCODE = 'MKF01', MESSAGE = bad.name, "  # FENCE_SQLSTATE
                     "DETAIL = CASE WHEN bad.live THEN bad.owner ELSE '' END; END IF; "
                     "END IF; "
                     "RETURN QUERY INSERT INTO {s}.{events} "
@@ -145,7 +146,6 @@ class FencedPostgresRecorder(PostgresApplicationRecorder):
                     events=sql.Identifier(self.events_table_name),
                     leases=sql.Identifier(leases_table),
                     channel=sql.Identifier(self.channel_name),
-                    state=sql.Literal(FENCE_SQLSTATE),
                 )
             )
         self.append_sql = sql.SQL(
