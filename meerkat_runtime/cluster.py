@@ -342,18 +342,7 @@ class Membership:
 
     def release(self, name: str, holder: object = None) -> None:
         """Give lease ``name`` up now (passivation) if ``holder`` still holds it here."""
-        with self._lease_lock(name):
-            with self._lock:
-                held = self._held.get(name)
-                if held is None or held[1] is not holder:
-                    return
-                del self._held[name]
-            if self._closed:
-                return
-            try:
-                self.shared.release_lease(name, self.node_id, incarnation=self.incarnation)
-            except StoreError as exc:  # it will expire by itself
-                log.warning("could not release lease %s: %s", name, exc)
+        self.release_many((name,), holder)
 
     def heartbeat(self) -> None:
         """Renew every held lease; report the ones lost to ``on_lost``."""

@@ -662,10 +662,7 @@ class SessionActor:
             self.svc.calls.cancel(self.session_id, reason, keep=st.run.run_id if st.run else None)
 
     def _append(self, expected: int, events: list[RuntimeEventEnvelope]) -> None:
-        membership = self.svc.membership
-        fence = membership.fence(self.lease) if membership is not None else None
-        if membership is not None and fence is None:
-            raise LeaseUnavailable(self.lease, None)
+        fence = self._fence()
         self.svc.journal.append(self.session_id, expected, events, fence=fence)
 
     def _snapshot_when_settled(self) -> None:
@@ -736,7 +733,7 @@ class SessionActor:
         """
         call = self._call
         if self._pipelining and call is not None and call.message is m:
-            fence = self._fence_for_pipeline()
+            fence = self._fence()
             st = self.state
             assert st is not None
             expected = st.version
@@ -777,15 +774,15 @@ class SessionActor:
 
     def _pipeline(self, call: Call, st: SessionState, expected: int, decision: Decision) -> Any:
         """Evolve now, submit the append, and let its commit callback answer the host."""
-        fence = self._fence_for_pipeline()
+        fence = self._fence()
         resolutions = evolve_settling(st, decision.events)
         return self._submit_pipelined(
             call, st, expected, decision.events, resolutions, self._accept_reply(decision), fence
         )
 
-    def _fence_for_pipeline(self) -> Fence | None:
-        """The lease fence a pipelined append carries (None without leases); raises, the
-        state untouched, when the lease is gone."""
+    def _fence(self) -> Fence | None:
+        """The lease fence an append carries (None without leases); when this node no
+        longer holds the lease, :meth:`_lease_lost` (the state dropped) and its error."""
         membership = self.svc.membership
         if membership is None:
             return None
