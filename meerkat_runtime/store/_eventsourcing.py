@@ -22,9 +22,8 @@ if a release of the library changes any of them.
    committed, which can half-commit an append, has no place for the fence
    check, and holds the events table lock across several round trips. The
    recorder appends with one server-side function of its own instead, which
-   uses the library's table, stored-event type (``stored_event_type_name``,
-   ``construct_pg_stored_event``), table lock and NOTIFY channel
-   (``channel_name``).
+   uses the library's table, table lock and NOTIFY channel (``channel_name``);
+   it passes the events as plain arrays, not as the library's stored-event type.
    It lives in ``_postgres.py`` because psycopg is an optional dependency.
 
 :func:`recorder_of` hands the recorder under a store to tests that fault it

@@ -63,9 +63,12 @@ _BATCH_SESSIONS = 1000
 # written there as text: the SQL of this package interpolates identifiers only).
 FENCE_SQLSTATE = "MKF01"
 
-APPEND_FUNCTION = "meerkat_append_v1"
+APPEND_FUNCTION = "meerkat_append_v2"
 """The server-side append (one per schema, created by a writable open): table lock,
-NOTIFY, fence check and INSERT in one statement (see :class:`FencedPostgresRecorder`)."""
+NOTIFY, fence check and INSERT in one statement (see :class:`FencedPostgresRecorder`).
+
+Version 2 takes the events as four arrays in binary format; version 1 (a composite
+array) may stay in the schema for nodes of an older release and is left alone."""
 
 
 class FencedPostgresRecorder(PostgresApplicationRecorder):
@@ -75,8 +78,8 @@ class FencedPostgresRecorder(PostgresApplicationRecorder):
     lock timeout, takes the library's ``LOCK TABLE ... IN EXCLUSIVE MODE`` (what
     keeps positions in commit order, see ``store/__init__``), sends the library's
     NOTIFY, checks the fences (their lease rows locked FOR SHARE until the commit;
-    :data:`FENCE_SQLSTATE` if one does not hold), inserts with the library's
-    ``unnest`` of its stored-event type, and commits: one round trip.
+    :data:`FENCE_SQLSTATE` if one does not hold), inserts the events, passed as four
+    arrays (ids, versions, topics, states), and commits: one round trip.
 
     The events table lock serialises the appends of every node of a cluster, so
     what matters is how long each append holds it. Done as a client-side
@@ -116,8 +119,9 @@ class FencedPostgresRecorder(PostgresApplicationRecorder):
         if present is None:
             conn.execute(
                 sql.SQL(
-                    "CREATE FUNCTION {s}.{fn}(events {s}.{event}[], fence_names text[], "
-                    "fence_owners text[], fence_tokens bigint[], wait_for_lock text) "
+                    "CREATE FUNCTION {s}.{fn}(ids text[], versions bigint[], topics text[], "
+                    "states bytea[], fence_names text[], fence_owners text[], "
+                    "fence_tokens bigint[], wait_for_lock text) "
                     "RETURNS SETOF bigint LANGUAGE plpgsql AS $body$ "
                     "DECLARE bad record; "
                     "BEGIN "
@@ -136,25 +140,27 @@ class FencedPostgresRecorder(PostgresApplicationRecorder):
                     "END IF; "
                     "RETURN QUERY INSERT INTO {s}.{events} "
                     "(originator_id, originator_version, topic, state) "
-                    "SELECT originator_id, originator_version, topic, state FROM unnest(events) "
+                    "SELECT * FROM unnest(ids, versions, topics, states) "
                     "RETURNING notification_id; "
                     "END $body$"
                 ).format(
                     s=sql.Identifier(schema),
                     fn=sql.Identifier(APPEND_FUNCTION),
-                    event=sql.Identifier(self.stored_event_type_name),
                     events=sql.Identifier(self.events_table_name),
                     leases=sql.Identifier(leases_table),
                     channel=sql.Identifier(self.channel_name),
                 )
             )
+        # The events go in binary (%b): psycopg dumps lists of str, int and bytes in C,
+        # where the library's composite array was dumped in Python, escaping every
+        # byte of every state with a regular expression (~80 us of client CPU per
+        # accept of 2 events, against ~8; BENCHMARKS.md, section 1, "PostgreSQL").
+        # psycopg picks the narrowest integer array that holds the versions: the
+        # cast makes it bigint[] whatever it picked.
         self.append_sql = sql.SQL(
-            "SELECT * FROM {s}.{fn}(%s::{s}.{event}[], %s::text[], %s::text[], %s::bigint[], %s)"
-        ).format(
-            s=sql.Identifier(schema),
-            fn=sql.Identifier(APPEND_FUNCTION),
-            event=sql.Identifier(self.stored_event_type_name),
-        )
+            "SELECT * FROM {s}.{fn}(%b::text[], %b::bigint[], %b::text[], %b::bytea[], "
+            "%s::text[], %s::text[], %s::bigint[], %s)"
+        ).format(s=sql.Identifier(schema), fn=sql.Identifier(APPEND_FUNCTION))
 
     store_timeout: float = 30.0
     _RETRIES = 3
@@ -190,12 +196,11 @@ class FencedPostgresRecorder(PostgresApplicationRecorder):
         """One append: one statement on an autocommit connection (see the class docstring)."""
         if self.append_sql is None:
             raise StoreError("this store was opened read-only: it has no append function")
-        rows = [
-            self.construct_pg_stored_event(e.originator_id, e.originator_version, e.topic, e.state)
-            for e in stored_events
-        ]
         params = (
-            rows,
+            [str(e.originator_id) for e in stored_events],
+            [e.originator_version for e in stored_events],
+            [e.topic for e in stored_events],
+            [e.state for e in stored_events],
             [f.lease for f in fences],
             [f.owner for f in fences],
             [f.token for f in fences],
