@@ -263,8 +263,14 @@ class PostgresEventStore(EventStore):
         self._select_session_ids_sql = sql.SQL(
             "SELECT originator_id FROM {}.{} WHERE originator_version = 1 ORDER BY notification_id"
         ).format(s, events)
+        # A snapshot is a cache of the log's fold: its commit need not wait for the WAL
+        # flush (set_config(..., true) lasts to the end of the statement's own
+        # transaction, so the commit reads it). A server crash may lose it; the session
+        # then loads an older snapshot, or none, and folds the events after it. It holds
+        # no pooled connection's setting: the next transaction is back to the default.
         self._upsert_snapshot_sql = sql.SQL(
-            "INSERT INTO {s}.{t} AS old (session_id, version, state) VALUES (%s, %s, %s) "
+            "INSERT INTO {s}.{t} AS old (session_id, version, state) "
+            "SELECT %s::text, %s::bigint, %s::bytea FROM (SELECT set_config('synchronous_commit', 'off', true)) AS c "
             "ON CONFLICT (session_id) DO UPDATE SET version = EXCLUDED.version, "
             "state = EXCLUDED.state WHERE old.version <= EXCLUDED.version"
         ).format(s=s, t=snapshots)
@@ -790,6 +796,22 @@ class PostgresEventStore(EventStore):
     def _sql_transaction(self) -> Iterator[Any]:
         """A transaction (dict rows) on the store's database."""
         with self.datastore.transaction(commit=True) as cur:
+            yield cur
+
+    @contextmanager
+    def _sql_derived_transaction(self) -> Iterator[Any]:
+        """A :meth:`_sql_transaction` whose commit does not wait for the WAL flush
+        (``SET LOCAL synchronous_commit = off``; see :meth:`EventStore.transaction`,
+        ``derived``).
+
+        A server crash can lose the last such commits, never part of one, and only
+        ones after every commit that did wait (the WAL is replayed in order): a read
+        model and its offset go back together to an earlier consistent state, which
+        its projection re-derives from the log. Lease and node writes stay durable:
+        a lost lease grant would let a later grant reuse its fencing token.
+        """
+        with self.datastore.transaction(commit=True) as cur:
+            cur.execute("SET LOCAL synchronous_commit = off")
             yield cur
 
     @contextmanager

@@ -100,3 +100,43 @@ def test_lease_and_node_writes_skip_the_fsync_on_sqlite(
         assert synchronous(store) == FULL  # appends still commit with their fsync
     finally:
         store.close()
+
+
+def test_postgres_derived_transactions_and_snapshots_skip_the_wal_flush(
+    postgres_url: str,
+) -> None:
+    """On PostgreSQL a derived transaction, and a snapshot's write, commit with
+    ``synchronous_commit = off`` for that transaction only: the pooled connection
+    gives the next transaction (an append, a lease write) the server's default."""
+    import psycopg
+
+    from meerkat_runtime.store._postgres import PostgresEventStore
+
+    store = open_store(postgres_url, codec=make_codec(), pool_size=1)
+    try:
+        assert isinstance(store, PostgresEventStore)
+
+        def setting(*, derived: bool) -> str:
+            with store.transaction(derived=derived) as cur:
+                cur.execute("SHOW synchronous_commit")
+                return str(cur.fetchone()["synchronous_commit"])
+
+        assert setting(derived=True) == "off"
+        assert setting(derived=False) == "on"
+        # The snapshot's statement sets it for its own transaction only (seen here
+        # inside an explicit one, which is then rolled back).
+        with psycopg.connect(postgres_url.split("?", 1)[0], autocommit=True) as conn:
+            conn.execute(f"SET search_path TO {store.table_name('x').split('.')[0]}")
+            with conn.transaction(force_rollback=True):
+                conn.execute(store._upsert_snapshot_sql, ("s", 1, b"state"))
+                assert conn.execute("SHOW synchronous_commit").fetchone() == ("off",)
+            assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
+        store.save_snapshot("s", 1, {"n": 1})
+        store.save_snapshot("s", 2, {"n": 2})
+        store.save_snapshot("s", 1, {"n": 0})  # older: the newer stored one wins
+        snap = store.load_snapshot("s")
+        assert snap is not None and (snap.version, snap.data) == (2, {"n": 2})
+        store.append("s", 0, [NewEvent("test.happened", {"n": 1})])
+        assert setting(derived=False) == "on"
+    finally:
+        store.close()
