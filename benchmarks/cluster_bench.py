@@ -3,6 +3,7 @@
     python benchmarks/cluster_bench.py [--processes 1,2,3] [--seconds S] [--threads T]
                                        [--sessions N] [--projections] [--lease-ttl S]
                                        [--backend postgres|sqlite]
+                                       [--offered per-process|total]
 
 For each process count (in one run, each on a fresh schema of the same
 server) it starts that many runtime processes (this script with ``--child``),
@@ -15,7 +16,12 @@ session is touched once before the window opens (lease acquired, actor
 live); then all processes start together and accept for ``--seconds``.
 Throughput is accepts acknowledged (durable) per second, summed over the
 processes, with per-call latency percentiles; the ratio is to the
-1-process figure of the same run. Projections are off unless
+1-process figure of the same run. ``--offered total`` makes ``--threads`` and
+``--sessions`` the run's totals, split evenly over the processes (one process
+gets them all): every process count then has the same callers, so the ratio
+compares 2 processes with 1 under the same offered load. By default
+(``per-process``, the earlier figures) each process has its own, so 2
+processes also have twice the callers of 1. Projections are off unless
 ``--projections`` (then one node of the cluster runs them, the others stand by).
 
 Context printed with the table: CPUs of the machine (the processes and the
@@ -255,12 +261,15 @@ def run_cluster(
     Also returns what was measured over the window beside the nodes (machine and
     server CPU, server commits, the events table lock).
     """
+    threads, sessions = args.threads, args.sessions
+    if args.offered == "total":
+        threads, sessions = threads // processes, sessions // processes
     cmd = [
         sys.executable,
         str(Path(__file__).resolve()),
         "--seconds", str(args.seconds),
-        "--threads", str(args.threads),
-        "--sessions", str(args.sessions),
+        "--threads", str(threads),
+        "--sessions", str(sessions),
         "--lease-ttl", str(args.lease_ttl),
     ] + (["--projections"] if args.projections else [])  # fmt: skip
     procs: list[subprocess.Popen[str]] = []
@@ -385,6 +394,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--repeat", type=int, default=1, help="rounds of the process counts, ratios per round (1)"
     )
+    parser.add_argument(
+        "--offered",
+        choices=("per-process", "total"),
+        default="per-process",
+        help="--threads/--sessions per process (default), or the run's totals split "
+        "over its processes (the same callers for every process count)",
+    )
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--child", nargs=2, metavar=("URL", "NODE_ID"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -395,6 +411,10 @@ def main(argv: list[str] | None = None) -> int:
         return child(args)
 
     counts = [int(x) for x in args.processes.split(",") if x.strip()]
+    if args.offered == "total" and any(
+        n < 1 or args.threads % n or args.sessions % n for n in counts
+    ):
+        parser.error("--offered total needs --threads and --sessions divisible by each count")
     pg_url = bl.postgres_url()
     if args.backend == "postgres" and not pg_url:
         print(f"note: {bl.POSTGRES_HINT}")
@@ -409,7 +429,8 @@ def main(argv: list[str] | None = None) -> int:
             for n in counts:
                 bl.log(
                     f"cluster_bench: {args.backend}, round {rnd}, {n} process(es), "
-                    f"{args.threads} threads each, {args.seconds:g} s, load {os.getloadavg()[0]:.2f}"
+                    f"{args.threads} threads ({args.offered}), {args.seconds:g} s, "
+                    f"load {os.getloadavg()[0]:.2f}"
                 )
                 load0 = os.getloadavg()[0]
                 with bl.database(args.backend, pg_url) as url:
@@ -490,7 +511,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     rate = f"PostgreSQL one-connection commits: {commit_rate:,.0f}/s; " if commit_rate else ""
     print(
-        f"({args.backend}; {args.threads} threads x {args.sessions} sessions per process, "
+        f"({args.backend}; {args.threads} threads x {args.sessions} sessions "
+        f"{'in all, split over the processes' if args.offered == 'total' else 'per process'}, "
         f"executor=None, projections {'on' if args.projections else 'off'}; {machine['nproc']} "
         f"CPUs shared by the nodes and the server; {rate}"
         f"total {time.perf_counter() - started:.0f} s)"
@@ -505,6 +527,7 @@ def main(argv: list[str] | None = None) -> int:
                 "seconds": args.seconds,
                 "threads_per_process": args.threads,
                 "sessions_per_process": args.sessions,
+                "offered": args.offered,
                 "lease_ttl": args.lease_ttl,
                 "projections": args.projections,
                 "executor": None,
