@@ -705,6 +705,10 @@ def _unreadable(event: RecordedEvent, exc: Exception) -> UndecodableEvent | None
     return None
 
 
+def _nothing() -> None:
+    pass
+
+
 class ProjectionSet:
     """The projections of one runtime: start, follow, wait, rebuild, report (``rt.projections``).
 
@@ -766,7 +770,11 @@ class ProjectionSet:
             self._runners[p.name] = ProjectionRunner.start(p, self.sql, self)
         store.add_listener(lambda _position: self.poke())
         # Other processes' commits: LISTEN/NOTIFY on PostgreSQL (polling stays the fallback).
-        self._stop_watch = store.watch_commits(self.poke)
+        # Without projections there is nothing to poke: a listener would only be a thread
+        # and a connection woken by every commit of every node of the cluster.
+        self._stop_watch: Callable[[], None] = (
+            store.watch_commits(self.poke) if projections else _nothing
+        )
         if schedule_every is not None:
             schedule_every(poll_interval, self.poke)
         else:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import time
+from typing import Any
+
+import pytest
 
 from meerkat_runtime.cluster import Membership
 from meerkat_runtime.store import EventStore
@@ -59,3 +62,29 @@ def test_a_standby_tries_the_lease_once_per_poll_interval_not_at_every_commit(
         durable_db.sets.clear()
         standby.close()
         leader.close()
+
+
+def test_a_runtime_without_projections_does_not_listen_to_the_cluster_s_commits(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``watch_commits`` (PostgreSQL's LISTEN) wakes a thread of every node at every
+    commit of every node, to poke its projection runners. A runtime opened with
+    ``projections=False`` has none to poke: it must not listen at all (it did, a
+    thread and a connection woken by every append of the cluster)."""
+    from meerkat_runtime import Runtime
+    from meerkat_runtime.store._postgres import PostgresEventStore
+
+    watches: list[bool] = []
+    real = PostgresEventStore.watch_commits
+
+    def counting(self: PostgresEventStore, callback: Any) -> Any:
+        watches.append(True)
+        return real(self, callback)
+
+    monkeypatch.setattr(PostgresEventStore, "watch_commits", counting)
+    with Runtime.open(postgres_url, projections=False, executor=None) as rt:
+        rt.session("s").accept({"input_type": "prompt", "content": "hello"})
+    assert watches == []
+    with Runtime.open(postgres_url, executor=None) as rt:  # the same store, projections on
+        rt.session("s").accept({"input_type": "prompt", "content": "again"})
+    assert watches == [True]
