@@ -107,13 +107,18 @@ def database(backend: str, pg_url: str | None = None) -> Iterator[str]:
 def raw_recorder(store: Any) -> Any:
     """eventsourcing's own recorder class on a store's database and events table.
 
-    On PostgreSQL the store uses a subclass (atomic on any exception, fenced
-    appends); the baseline is the library's class on the same datastore.
+    The store uses subclasses (PostgreSQL: atomic on any exception, fenced
+    appends; SQLite: a multi-row insert); the baseline is the library's class on
+    the same datastore and table.
     """
     if store.url.startswith("postgresql"):
         from eventsourcing.postgres import PostgresApplicationRecorder
 
         return PostgresApplicationRecorder(store.datastore, events_table_name="meerkat_events")
+    if store.url.startswith("sqlite"):
+        from eventsourcing.sqlite import SQLiteApplicationRecorder
+
+        return SQLiteApplicationRecorder(store.datastore, events_table_name="meerkat_events")
     return recorder_of(store)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sqlite3
@@ -124,6 +125,12 @@ _INSERT_LEASE: Final = (
     "INSERT INTO meerkat_leases (name, owner, incarnation, process, token, expires_at, "
     "acquired_at) VALUES (?, ?, ?, ?, 1, ?, ?)"
 )
+_CHECK_FENCES_HEAD: Final = "WITH f(name, owner, token) AS (VALUES "
+_CHECK_FENCES_TAIL: Final = (
+    ") SELECT f.name FROM f LEFT JOIN meerkat_leases AS l ON l.name = f.name "
+    "WHERE l.name IS NULL OR l.owner != f.owner OR l.token != f.token "
+    "OR l.expires_at <= ? LIMIT 1"
+)
 _RENEW_LEASE: Final = "UPDATE meerkat_leases SET expires_at = ? WHERE name = ?"
 _TAKE_LEASE: Final = (
     "UPDATE meerkat_leases SET owner = ?, incarnation = ?, process = ?, token = token + 1, "
@@ -230,7 +237,7 @@ class SQLiteEventStore(EventStore):
             synchronous=options.sqlite_synchronous, read_only=options.read_only, **pool_options
         )
         try:
-            self._recorder = SQLiteApplicationRecorder(self.datastore, EVENTS_TABLE)
+            self._recorder = _Recorder(self.datastore, EVENTS_TABLE)
             self._set_up()
         except BaseException:
             self.datastore.close()
@@ -331,28 +338,45 @@ class SQLiteEventStore(EventStore):
             c.execute(_INSERT_SCHEMA_VERSION, (SCHEMA_COMPONENT, SCHEMA_VERSION))
 
     def _insert(self, stored: Sequence[StoredEvent], fences: Sequence[Fence] = ()) -> list[int]:
-        if not fences:
-            ids = self._recorder.insert_events(stored)
-            assert ids is not None
-            return list(ids)
-        # One write transaction checks the fences and inserts: SQLite runs one writer
-        # at a time on a file, so no takeover (a write too) can commit in between.
+        """Check the fences and insert ``stored`` in one write transaction.
+
+        SQLite runs one writer at a time on a file, so no takeover (a write too)
+        can commit between the check and the insert. The statements are few on
+        purpose: Python's sqlite3 lets go of the GIL around each step of a
+        statement, and under load getting it back waits behind the threads that
+        took it meanwhile. A group commit is four steps: ``BEGIN IMMEDIATE``, one
+        fence check, one multi-row ``INSERT`` per :data:`_INSERT_ROWS` events
+        (:class:`_Recorder`) and ``COMMIT``.
+        """
         try:
             with self._write() as c:
-                now = time.time()
-                for f in fences:
-                    c.execute(_SELECT_LEASE, (f.lease,))
-                    row = c.fetchone()
-                    live = row is not None and row["expires_at"] > now
-                    if not live or row["owner"] != f.owner or row["token"] != f.token:
-                        # Live with another token: another node, or another incarnation
-                        # of this node id (a restart) holds it now.
-                        raise LeaseUnavailable(f.lease, row["owner"] if live else None)
-                ids = sqlite_insert_in(self._recorder, c, stored)
+                if fences:
+                    self._check_fences(c, fences)
+                return sqlite_insert_in(self._recorder, c, stored)
         except sqlite3.IntegrityError as e:
             raise IntegrityError(e) from e
-        assert ids is not None
-        return list(ids)
+
+    @staticmethod
+    def _check_fences(c: SQLiteCursor, fences: Sequence[Fence]) -> None:
+        """:class:`LeaseUnavailable` unless each fence's lease is live with its owner and
+        token: one query returning nothing when all hold (the common case, one step)."""
+        now = time.time()
+        distinct = list(dict.fromkeys((f.lease, f.owner, f.token) for f in fences))
+        for start in range(0, len(distinct), _FENCE_ROWS):
+            chunk = distinct[start : start + _FENCE_ROWS]
+            params: list[Any] = [v for fence in chunk for v in fence]
+            params.append(now)
+            c.execute(_fence_check_statement(len(chunk)), params)
+            if c.fetchone() is None:
+                continue
+            for lease, owner, token in chunk:  # name the first lease that does not hold
+                c.execute(_SELECT_LEASE, (lease,))
+                row = c.fetchone()
+                live = row is not None and row["expires_at"] > now
+                if not live or row["owner"] != owner or row["token"] != token:
+                    # Live with another token: another node, or another incarnation
+                    # of this node id (a restart) holds it now.
+                    raise LeaseUnavailable(lease, row["owner"] if live else None)
 
     def _select_session(self, session_id: str, after_version: int, limit: int | None) -> list[Row]:
         with self.datastore.transaction(commit=False) as c:
@@ -381,7 +405,9 @@ class SQLiteEventStore(EventStore):
             return [r[0] for r in c.fetchall()]
 
     def _put_snapshot(self, session_id: str, version: int, state: bytes) -> None:
-        with self._write() as c:
+        # A snapshot is a cache the log can refold (derived): no fsync of its own. It
+        # covers only events already durable, and the next append's fsync covers it.
+        with self._write(derived=True) as c:
             c.execute(_UPSERT_SNAPSHOT, (session_id, version, state))
 
     def _get_snapshot(self, session_id: str) -> tuple[int, bytes] | None:
@@ -676,3 +702,47 @@ def create_database_file(path: str, url: str) -> None:
 def read_only_uri(path: str) -> str:
     """A ``file:`` URI opening ``path`` read-only (``?``, ``#`` and ``%`` in it escaped)."""
     return f"file:{quote(path)}?mode=ro"
+
+
+# Rows per multi-row INSERT (4 parameters each) and fences per check (3 each): both far
+# below SQLite's 32,766 parameters per statement.
+_INSERT_ROWS: Final = 500
+_FENCE_ROWS: Final = 500
+
+
+@functools.cache
+def _fence_check_statement(fences: int) -> str:
+    """The first fence (name, owner, token) whose lease is missing, expired at the last
+    parameter (now), or held with another owner or token; no row when all hold."""
+    return _CHECK_FENCES_HEAD + ",".join(["(?,?,?)"] * fences) + _CHECK_FENCES_TAIL
+
+
+class _Recorder(SQLiteApplicationRecorder):
+    """The library's recorder, inserting an append's rows with one statement per
+    :data:`_INSERT_ROWS` instead of one per row.
+
+    Each ``execute`` is a step with the GIL let go and then taken back, which under
+    load waits behind other threads (BENCHMARKS.md section 1); the rows, table and
+    notification ids are the library's.
+    """
+
+    def _insert_events(
+        self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        """Insert in order; return the notification ids (rowids).
+
+        Each new row gets the table's highest rowid plus one, and the transaction
+        holds the file's write lock, so the rows of one statement get consecutive
+        rowids ending at ``lastrowid``.
+        """
+        ids: list[int] = []
+        for start in range(0, len(stored_events), _INSERT_ROWS):
+            chunk = stored_events[start : start + _INSERT_ROWS]
+            params: list[Any] = []
+            for s in chunk:
+                params += (s.originator_id, s.originator_version, s.topic, s.state)
+            # The library's one-row statement, with more rows of values.
+            c.execute(self.insert_events_statement + ",(?,?,?,?)" * (len(chunk) - 1), params)
+            last: int = c.lastrowid  # a statement inserts all its rows or raises
+            ids += range(last - len(chunk) + 1, last + 1)
+        return ids

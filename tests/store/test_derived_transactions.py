@@ -140,3 +140,31 @@ def test_postgres_derived_transactions_and_snapshots_skip_the_wal_flush(
         assert setting(derived=False) == "on"
     finally:
         store.close()
+
+
+def test_snapshot_writes_skip_the_fsync_on_sqlite(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A snapshot is a cache of durable events that the log refolds: on a FULL store its
+    own fsync only held the store's write lock longer (the writer waited behind it)."""
+    from meerkat_runtime.store._sqlite import SQLiteEventStore
+
+    store = open_store(f"sqlite:///{tmp_path / 'db.sqlite'}", codec=make_codec())
+    try:
+        assert isinstance(store, SQLiteEventStore)
+        writes: list[bool] = []
+        real = store._write
+
+        def spy(*, derived: bool = False) -> Any:
+            writes.append(derived)
+            return real(derived=derived)
+
+        monkeypatch.setattr(store, "_write", spy)
+        store.save_snapshot("s", 3, {"state": {"n": 3}})
+        assert writes == [True]
+        monkeypatch.undo()
+        snap = store.load_snapshot("s")
+        assert snap is not None and (snap.version, snap.data) == (3, {"state": {"n": 3}})
+        assert synchronous(store) == FULL
+    finally:
+        store.close()

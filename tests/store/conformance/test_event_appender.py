@@ -162,6 +162,32 @@ def test_group_commit_puts_queued_appends_in_one_transaction(backend: Backend) -
     assert [e.data["n"] for e in store.read_session("s0")] == [0, 0, 100]
 
 
+def test_a_group_larger_than_one_insert_statement_gets_the_positions_it_was_stored_at(
+    backend: Backend,
+) -> None:
+    """Backends may insert a group with several rows per statement (SQLite: 500): every
+    caller gets the positions its events really have, in order, across the statements."""
+    store = backend.open()
+    gate = GatedCommits(store)
+    held = store.append_async("gate", 0, [happened(0)])
+    assert gate.entered.wait(10)
+    futures = [
+        store.append_async(f"s{n}", 0, [happened(n, k=k) for k in range(150)]) for n in range(6)
+    ]
+    gate.release()
+    held.result(timeout=30)
+    results = [f.result(timeout=30) for f in futures]
+
+    assert gate.sizes == [1, 900]
+    returned = {(e.session_id, e.version): e.position for r in results for e in r}
+    stored = {(e.session_id, e.version): e.position for e in store.read_all(limit=5000)}
+    del stored[("gate", 1)]
+    assert returned == stored
+    for r in results:
+        assert [e.data["k"] for e in r] == list(range(150))
+        assert [e.position for e in r] == sorted(e.position for e in r)
+
+
 def test_group_commit_falls_back_so_only_the_conflicting_append_fails(backend: Backend) -> None:
     store, elsewhere = backend.open(), backend.open()
     # Written by another instance: `store` does not know "taken" exists, so

@@ -136,3 +136,37 @@ def test_leases_taken_and_released_many_at_once_follow_the_single_rules(backend:
     assert store.acquire_leases(["many:mine"], "n2", 30, incarnation="i2") == {
         "many:mine": mine + 1
     }
+
+
+@shared_backends
+def test_a_group_commit_with_one_stale_fence_fails_only_that_append(backend: Backend) -> None:
+    """Fences are checked for a whole group at once: a lease taken over fails its own
+    append with the lease's name and new owner; the others in the group commit."""
+    from meerkat_runtime.store import Fence
+
+    from ...faulty_store import GatedCommits
+    from ._events import happened
+
+    store = backend.open()
+    shared = store.shared()
+    tokens = {n: shared.acquire_lease(f"test:s{n}", "n1", 30, incarnation="i1") for n in range(4)}
+    shared.release_leases(["test:s2"], "n1", incarnation="i1")
+    shared.acquire_lease("test:s2", "n2", 30, incarnation="i2")  # taken over
+
+    gate = GatedCommits(store)
+    held = store.append_async("gate", 0, [happened(0)])
+    assert gate.entered.wait(10)
+    futures = [
+        store.append_async(f"s{n}", 0, [happened(n)], fence=Fence(f"test:s{n}", "n1", tokens[n]))
+        for n in range(4)
+    ]
+    gate.release()
+    held.result(timeout=30)
+
+    assert gate.sizes[:2] == [1, 4]  # one group for the four fenced appends
+    stale = futures[2].exception(timeout=30)
+    assert isinstance(stale, LeaseUnavailable)
+    assert (stale.name, stale.owner) == ("test:s2", "n2")
+    for n in (0, 1, 3):
+        assert [e.version for e in futures[n].result(timeout=30)] == [1]
+    assert store.session_version("s2") == 0
