@@ -400,7 +400,9 @@ class AsyncSession(AsyncSessionOperations):
         inp = coerce_input(input, rt.options.max_input_bytes)
         tel = rt._telemetry
         call = tel.accept_started(self.id, inp) if tel is not None else None
-        outcome: AcceptOutcome = await self._measured(call, msg.Accept(inp, wake=wake))
+        outcome: AcceptOutcome = await self._measured(
+            call, msg.Accept(inp, wake=wake, validated=True)
+        )
         return AsyncAcceptOutcome.of(outcome)
 
     async def accept_many(
@@ -413,7 +415,9 @@ class AsyncSession(AsyncSessionOperations):
             return []
         tel = rt._telemetry
         call = tel.accept_many_started(self.id, coerced) if tel is not None else None
-        outcomes: list[AcceptOutcome] = await self._measured(call, msg.AcceptMany(coerced))
+        outcomes: list[AcceptOutcome] = await self._measured(
+            call, msg.AcceptMany(coerced, validated=True)
+        )
         return [AsyncAcceptOutcome.of(o) for o in outcomes]
 
     async def state(self) -> RuntimeState:

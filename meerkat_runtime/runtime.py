@@ -472,11 +472,13 @@ class Session(SessionOperations):
         return send(inp)
 
     def _send_accept(self, inp: Input) -> AcceptOutcome:
-        outcome: AcceptOutcome = self._call(msg.Accept(inp), admission=True)
+        outcome: AcceptOutcome = self._call(msg.Accept(inp, validated=True), admission=True)
         return outcome
 
     def _send_accept_quietly(self, inp: Input) -> AcceptOutcome:
-        outcome: AcceptOutcome = self._call(msg.Accept(inp, wake=False), admission=True)
+        outcome: AcceptOutcome = self._call(
+            msg.Accept(inp, wake=False, validated=True), admission=True
+        )
         return outcome
 
     def accept_many(
@@ -497,7 +499,9 @@ class Session(SessionOperations):
             return []
 
         def send() -> list[AcceptOutcome]:
-            outcomes: list[AcceptOutcome] = self._call(msg.AcceptMany(coerced), admission=True)
+            outcomes: list[AcceptOutcome] = self._call(
+                msg.AcceptMany(coerced, validated=True), admission=True
+            )
             return outcomes
 
         telemetry = self._rt._telemetry
@@ -940,7 +944,9 @@ class Runtime:
         for sid, positions in by_session.items():
             try:
                 share = [coerced[n] for n in positions]
-                replies[sid] = self._registry.post(sid, msg.AcceptMany(share), admission=True)
+                replies[sid] = self._registry.post(
+                    sid, msg.AcceptMany(share, validated=True), admission=True
+                )
             except MeerkatRuntimeError as exc:  # e.g. Overloaded: the other shares go on
                 replies[sid] = exc
         return replies

@@ -60,17 +60,24 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Accept:
-    """``Session.accept``: admit one input; answered once its events are durable."""
+    """``Session.accept``: admit one input; answered once its events are durable.
+
+    ``validated``: the host API decoded the input from its wire form
+    (``coerce_input``), so what is decided from it reads back (see
+    ``SessionActor._verified``)."""
 
     input: Input
     wake: bool = True
+    validated: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class AcceptMany:
-    """``Session.accept_many`` (and a session's share of ``Runtime.accept_many``)."""
+    """``Session.accept_many`` (and a session's share of ``Runtime.accept_many``);
+    ``validated`` as for :class:`Accept`."""
 
     inputs: Sequence[Input]
+    validated: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -94,7 +94,7 @@ from meerkat_runtime.events.operations import (
     operation_sequences,
     settled_operations,
 )
-from meerkat_runtime.events.policy import AdmissionPlan, WakeMode
+from meerkat_runtime.events.policy import AdmissionPlan, DefaultPolicyTable, WakeMode
 from meerkat_runtime.events.reports import RecoveryReport, RejectReason
 from meerkat_runtime.events.run_primitive import RunPrimitive
 from meerkat_runtime.events.runtime_event import (
@@ -712,7 +712,7 @@ class SessionActor:
             expected = st.version
             decision = decide(st, Accept(inp, m.wake), self._context())
             if decision.events:
-                return self._pipeline(call, st, expected, decision)
+                return self._pipeline(call, st, expected, decision, self._verified(m.validated))
             if self._inflight:
                 # A dedup or reject may point at an input still in flight: answer
                 # it on durable state only.
@@ -741,7 +741,14 @@ class SessionActor:
             if events:
                 replies = [self._accept_reply(d) for d in decisions]
                 return self._submit_pipelined(
-                    call, st, expected, events, resolutions, replies, fence
+                    call,
+                    st,
+                    expected,
+                    events,
+                    resolutions,
+                    replies,
+                    fence,
+                    self._verified(m.validated),
                 )
             if self._inflight:
                 # Only deduplications and rejections: answer them on durable state.
@@ -772,13 +779,31 @@ class SessionActor:
         interrupt = Interrupt(outcome.input_id, st.persisted_input, plan.lane)
         self.svc.calls.deliver(self.session_id, interrupt)
 
-    def _pipeline(self, call: Call, st: SessionState, expected: int, decision: Decision) -> Any:
+    def _pipeline(
+        self, call: Call, st: SessionState, expected: int, decision: Decision, verified: bool
+    ) -> Any:
         """Evolve now, submit the append, and let its commit callback answer the host."""
         fence = self._fence()
         resolutions = evolve_settling(st, decision.events)
+        reply = self._accept_reply(decision)
         return self._submit_pipelined(
-            call, st, expected, decision.events, resolutions, self._accept_reply(decision), fence
+            call, st, expected, decision.events, resolutions, reply, fence, verified
         )
+
+    def _verified(self, validated: bool) -> bool:
+        """Whether an accept's events need not be decoded again before they are written.
+
+        The store's codec decodes every payload it is about to write (about a fifth
+        of an accept's CPU; BENCHMARKS.md section 6). Events decided on an accept
+        hold the input, the policy's plan, and ids, times and versions the runtime
+        makes. When the host API decoded the input from its wire form just before
+        (``validated``) and the plan comes from the built-in table, every part of
+        them is a decoded or runtime-made value, so they read back
+        (``tests/events/test_accept_events_read_back.py`` checks that over random
+        inputs). Inputs handed to the actor some other way, and the plans of a
+        custom policy (user code), are still decoded before the write.
+        """
+        return validated and type(self.svc.policy) is DefaultPolicyTable
 
     def _fence(self) -> Fence | None:
         """The lease fence an append carries (None without leases); when this node no
@@ -800,6 +825,7 @@ class SessionActor:
         resolutions: list[tuple[uuid.UUID, CompletionOutcome]],
         reply: AcceptOutcome | list[AcceptOutcome],
         fence: Fence | None,
+        verified: bool = False,
     ) -> Any:
         """Submit the append of ``events`` (already evolved into ``st``); the commit callback
         answers ``call`` with ``reply``."""
@@ -820,6 +846,7 @@ class SessionActor:
                 fence=fence,
                 after=after,
                 on_done=lambda error: self._append_done(entry, error),
+                verified=verified,
             )
         except BaseException:
             inflight.pop()  # never queued: the state holds events that are nowhere

@@ -323,6 +323,7 @@ class EventStore(ABC):
         on_done: Callable[[BaseException | None], None],
         fence: Fence | None = None,
         after: AppendTicket | None = None,
+        verified: bool = False,
     ) -> AppendTicket:
         """Queue an append for a caller that pipelines; ``on_done`` reports how it ended.
 
@@ -338,6 +339,10 @@ class EventStore(ABC):
         with :class:`StoreError`, so events decided on top of events that never
         became durable are never written, whatever the session's version is by
         then. Argument errors raise :class:`StoreError` at once.
+
+        ``verified``: the caller vouches that every payload reads back into its event
+        (the codec's ``check`` is skipped). The runtime's accept path sets it for
+        events decided from an input it has just decoded from its wire form.
         """
         if not events:
             self._check_args(session_id, expected_version, fence)
@@ -345,7 +350,9 @@ class EventStore(ABC):
             ticket.outcome = DURABLE
             on_done(None)
             return ticket
-        return self._queue_append(session_id, expected_version, events, fence, None, on_done, after)
+        return self._queue_append(
+            session_id, expected_version, events, fence, None, on_done, after, verified
+        )
 
     def _check_args(self, session_id: str, expected_version: int, fence: Fence | None) -> None:
         self._check_writable()
@@ -367,9 +374,10 @@ class EventStore(ABC):
         future: Future[list[RecordedEvent]] | None,
         on_done: Callable[[BaseException | None], None] | None,
         after: AppendTicket | None,
+        verified: bool = False,
     ) -> AppendTicket:
         self._check_args(session_id, expected_version, fence)
-        pending = self._encode(session_id, expected_version, events, future)
+        pending = self._encode(session_id, expected_version, events, future, verified)
         pending.fence = fence
         pending.on_done = on_done
         pending.after = after
@@ -741,6 +749,7 @@ class EventStore(ABC):
         expected_version: int,
         events: Sequence[NewEvent],
         future: Future[list[RecordedEvent]] | None,
+        verified: bool = False,
     ) -> AppendTicket:
         topics: list[str] = []
         stored: list[StoredEvent] = []
@@ -754,7 +763,9 @@ class EventStore(ABC):
                 state, as_read = serializer.encode_event(event.topic, event.data, writer)
                 datas.append(as_read)
             else:
-                state = serializer.encode_event_bytes(event.topic, event.data, writer)
+                state = serializer.encode_event_bytes(
+                    event.topic, event.data, writer, check=not verified
+                )
             topics.append(event.topic)
             stored.append(StoredEvent(session_id, expected_version + offset, event.topic, state))
         return AppendTicket(session_id, expected_version, topics, datas, stored, future)

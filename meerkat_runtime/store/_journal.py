@@ -231,8 +231,12 @@ class SessionJournal:
         fence: Fence | None,
         after: AppendTicket | None,
         on_done: Callable[[BaseException | None], None],
+        verified: bool = False,
     ) -> AppendTicket:
-        """Queue a pipelined append chained behind ``after``; ``on_done`` reports it."""
+        """Queue a pipelined append chained behind ``after``; ``on_done`` reports it.
+
+        ``verified``: the caller vouches that the envelopes read back (see
+        :meth:`EventStore.submit_append`)."""
         return self.store.submit_append(
             session_id,
             expected_version,
@@ -240,6 +244,7 @@ class SessionJournal:
             fence=fence,
             after=after,
             on_done=on_done,
+            verified=verified,
         )
 
     # ------------------------------------------------------------ snapshots

@@ -119,12 +119,15 @@ class EventCodec:
         """Return the current schema version of ``topic``; ``StoreError`` if unregistered."""
         return self._schema(topic).version
 
-    def encode(self, topic: str, data: dict[str, Any], writer: str) -> bytes:
-        """Return the orjson bytes of ``data`` wrapped with its schema version and writer."""
+    def encode(self, topic: str, data: dict[str, Any], writer: str, *, check: bool = True) -> bytes:
+        """Return the orjson bytes of ``data`` wrapped with its schema version and writer.
+
+        ``check=False`` skips the codec's ``check`` (a caller that has verified the
+        payload itself)."""
         schema = self._schema(topic)
         if not isinstance(data, dict):
             raise StoreError(f"payload of {topic!r} must be a dict, got {type(data).__name__}")
-        if self._check is not None:
+        if check and self._check is not None:
             try:
                 self._check(topic, data)
             except Exception as e:
@@ -246,9 +249,12 @@ class Serializer:
         as_read: dict[str, Any] = orjson.loads(plain)["d"]
         return self._seal(plain), as_read
 
-    def encode_event_bytes(self, topic: str, data: dict[str, Any], writer: str) -> bytes:
-        """Return only the stored bytes: :meth:`encode_event` without reading them back."""
-        return self._seal(self.codec.encode(topic, data, writer))
+    def encode_event_bytes(
+        self, topic: str, data: dict[str, Any], writer: str, *, check: bool = True
+    ) -> bytes:
+        """Return only the stored bytes: :meth:`encode_event` without reading them back
+        (``check``: see :meth:`EventCodec.encode`)."""
+        return self._seal(self.codec.encode(topic, data, writer, check=check))
 
     def decode_event(self, topic: str, state: bytes) -> tuple[dict[str, Any], str]:
         """Return ``(data, writer)`` of a stored event."""

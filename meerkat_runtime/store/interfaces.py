@@ -126,6 +126,7 @@ class EventAppender(Protocol):
         on_done: Callable[[BaseException | None], None],
         fence: Fence | None = None,
         after: AppendTicket | None = None,
+        verified: bool = False,
     ) -> AppendTicket:
         """Queue an append for a pipelining caller; ``on_done`` reports how it ended."""
         ...

@@ -96,6 +96,46 @@ def test_the_session_actor_never_appends_an_event_that_would_not_read_back(
     assert len(s.active_input_ids()) == 2
 
 
+@pytest.mark.parametrize("policy", ["default", "custom"])
+def test_the_accept_path_decodes_again_only_what_the_host_api_did_not_decode(
+    url: str, policy: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Accepts through the host API (single, batched, async's path is the same message)
+    skip the store's second decode with the built-in policy; a custom policy's plans,
+    and inputs handed to the actor undecoded, still go through it."""
+    from meerkat_runtime.events.policy import DefaultPolicyTable
+
+    class Custom(DefaultPolicyTable):
+        pass
+
+    options: dict[str, Any] = {} if policy == "default" else {"policy": Custom()}
+    with Runtime.open(url, projections=False, **options) as rt:
+        codec = rt.store.serializer.codec
+        calls: list[str] = []
+        real = codec._check
+        assert real is not None
+
+        def spy(topic: str, data: dict[str, Any]) -> None:
+            calls.append(topic)
+            real(topic, data)
+
+        monkeypatch.setattr(codec, "_check", spy)
+        s = rt.session("checked")
+        assert s.accept({"input_type": "prompt", "content": "a"}).kind == "accepted"
+        assert s.accept(PromptInput(content="b")).kind == "accepted"
+        assert len(s.accept_many([PromptInput(content="c"), PromptInput(content="d")])) == 2
+        assert len(rt.accept_many([("checked", PromptInput(content="e"))])) == 1
+        host_api = len(calls)
+        s._call(msg.Accept(PromptInput(content="f")), admission=True)
+        direct = len(calls) - host_api
+        assert rt.store.session_version("checked") >= 12
+    if policy == "default":
+        assert host_api == 0
+    else:
+        assert host_api >= 10  # two events (accepted, queued) per input
+    assert direct >= 2
+
+
 def test_a_tool_writing_with_the_runtime_codec_cannot_store_an_unreadable_event(url: str) -> None:
     with open_store(url, codec=event_codec()) as store:
         bad = _bad_records(PromptInput(content=None))  # type: ignore[arg-type]
