@@ -173,7 +173,7 @@ def stage_costs(prior_inputs: int, iterations: int, repeat: int) -> list[tuple[s
     submitted = [0]
 
     def submit_next() -> None:
-        pipelined.submit_append("s-1", submitted[0], new_events, on_done=_ignore)
+        pipelined.submit_append("s-1", submitted[0], new_events, on_done=_ignore, verified=True)
         submitted[0] += len(new_events)
 
     def future_round_trip() -> None:
@@ -197,14 +197,14 @@ def stage_costs(prior_inputs: int, iterations: int, repeat: int) -> list[tuple[s
         ),
         ("evolve, all events", evolve_next, 1),
         (
-            "store append, memory, no writer thread (encode + insert + bookkeeping)",
+            "store append, memory, no writer thread (check + encode + insert + bookkeeping)",
             append_next,
-            1,
+            0,
         ),
         (
-            "store submit_append (the actor's pipelined append), memory, no writer thread",
+            "store submit_append, verified (the actor's pipelined accept), memory, no writer",
             submit_next,
-            0,
+            1,
         ),
         ("completion handle (pending Future)", lambda: completions.handle("s", uuid7(), None), 1),
         ("uuid7()", uuid7, 3),

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from meerkat_runtime import Runtime
+from meerkat_runtime.events.session import SessionState
 
 from ._support import prompt
 
@@ -62,3 +64,72 @@ def test_the_runtime_starts_its_session_hosts_and_no_more(sqlite_url: str) -> No
 def test_session_threads_must_be_positive() -> None:
     with pytest.raises(ValueError, match="session_threads"):
         Runtime.open("memory://", session_threads=0)
+
+
+def test_a_caller_runs_an_idle_session_s_turn_itself(sqlite_url: str) -> None:
+    """A host call waits for its answer anyway: on an idle session its turn runs on the
+    caller's thread (no host wake-up, no hand-off); a busy session's host runs it."""
+    with Runtime.open(sqlite_url, projections=False) as rt:
+        s = rt.session("here")
+        assert s.accept(prompt()).kind == "accepted"
+        ran_on = s._query(lambda st, attached: threading.current_thread())
+        assert ran_on is threading.current_thread()
+
+        # Busy: a turn in progress on another thread holds the actor; what a second
+        # caller sends meanwhile is run by that turn (in mailbox order), not by the caller.
+        entered, release = threading.Event(), threading.Event()
+
+        def hold(st: object, attached: bool) -> threading.Thread:
+            entered.set()
+            assert release.wait(10)
+            return threading.current_thread()
+
+        with ThreadPoolExecutor(2) as pool:
+            first = pool.submit(s._query, hold)
+            assert entered.wait(10)
+            second = pool.submit(s._query, lambda st, attached: threading.current_thread())
+            release.set()
+            holder, follower = first.result(10), second.result(10)
+        assert holder is follower  # the second message ran in the first caller's turn
+        assert s.accept(prompt()).kind == "accepted"
+
+
+def test_turns_of_one_session_never_overlap_whoever_runs_them(sqlite_url: str) -> None:
+    """Callers race to run idle sessions' turns: still one message at a time per session,
+    in each caller's order."""
+    active: dict[str, int] = {"a": 0, "b": 0}
+    overlaps: list[str] = []
+    guard = threading.Lock()
+
+    def visit(name: str) -> Callable[[SessionState, bool], int]:
+        def fn(st: SessionState, attached: bool) -> int:
+            with guard:
+                active[name] += 1
+                if active[name] != 1:
+                    overlaps.append(name)
+            threading.Event().wait(0.0005)
+            with guard:
+                active[name] -= 1
+            return st.version
+
+        return fn
+
+    with Runtime.open(sqlite_url, projections=False) as rt:
+        sessions = {name: rt.session(name) for name in active}
+        for s in sessions.values():
+            s.accept(prompt())
+
+        def work(t: int) -> list[int]:
+            name = "a" if t % 2 else "b"
+            versions = []
+            for n in range(30):
+                if n % 3 == 0:
+                    sessions[name].accept(prompt(f"{t}-{n}"))
+                versions.append(sessions[name]._query(visit(name)))
+            return versions
+
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(work, range(8)))
+    assert overlaps == []
+    for versions in results:
+        assert versions == sorted(versions)  # each caller sees its own accepts in order
