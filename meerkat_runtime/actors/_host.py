@@ -165,7 +165,7 @@ class Hosts:
         with mailbox.lock:
             if not mailbox.put(call):
                 return False
-        if here and not getattr(_this_thread, "host", False):
+        if here and not on_host_thread():
             return True
         self._host(actor).tell(actor)
         return False
@@ -180,7 +180,7 @@ class Hosts:
         """
         more = True
         try:
-            more = contextvars.Context().run(_run_turn, actor)
+            more = contextvars.Context().run(_run_turn, actor, True)
         finally:
             if more:  # more waits, or the turn was cut short: its host goes on
                 self._host(actor).tell(actor)
@@ -201,9 +201,17 @@ class Hosts:
 _this_thread = threading.local()  # .host: True on a session host's thread
 
 
-def _run_turn(actor: SessionActor) -> bool:
+def on_host_thread() -> bool:
+    """True on a session host's thread (False on a caller running a session's turn)."""
+    return bool(getattr(_this_thread, "host", False))
+
+
+def _run_turn(actor: SessionActor, here: bool = False) -> bool:
     """Run up to :data:`TURN_BUDGET` of the actor's messages; True when more wait (the
-    actor stays queued: the caller hands it on), False when it went idle."""
+    actor stays queued: the caller hands it on), False when it went idle.
+
+    ``here`` (a caller's thread): the turn also ends, handing the actor to its host,
+    once the actor asks for it (``needs_host``: work that waits for the store)."""
     mailbox = actor.mailbox
     for _ in range(TURN_BUDGET):
         with mailbox.lock:
@@ -219,6 +227,8 @@ def _run_turn(actor: SessionActor) -> bool:
                 call.kind,
                 extra=log_ids(actor.session_id),
             )
+        if here and actor.needs_host:
+            return True  # its Touch is in the mailbox: the host goes on from there
     with mailbox.lock:
         if not len(mailbox):
             mailbox.take()  # marks it idle (and resets the list)

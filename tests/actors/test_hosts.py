@@ -133,3 +133,44 @@ def test_turns_of_one_session_never_overlap_whoever_runs_them(sqlite_url: str) -
     assert overlaps == []
     for versions in results:
         assert versions == sorted(versions)  # each caller sees its own accepts in order
+
+
+def test_an_accept_run_on_its_caller_returns_without_waiting_for_the_run_start(
+    sqlite_url: str,
+) -> None:
+    """With an executor, an accept makes the session start a run: a second, blocking
+    commit. The caller who ran the accept's turn is answered once the accept is durable;
+    the run start is left to the session's host (it was done on the caller's thread,
+    so the accept waited for both commits)."""
+    from meerkat_runtime import RunResult
+
+    from ..faulty_store import Call, Fault, FaultInjector
+
+    held, release = threading.Event(), threading.Event()
+
+    def hold_run_start(call: Call) -> Fault | None:
+        if call.op == "commit" and "run.started" in call.topics:
+            held.set()
+            assert release.wait(30)
+        return None
+
+    def executor(request: object) -> RunResult:
+        return RunResult(status="completed", output={})
+
+    with Runtime.open(sqlite_url, projections=False, executor=executor) as rt:
+        s = rt.session("runs")
+        FaultInjector(rt.store, hold_run_start)
+        answered = threading.Event()
+
+        def accept() -> None:
+            assert s.accept(prompt()).kind == "accepted"
+            answered.set()
+
+        caller = threading.Thread(target=accept)
+        caller.start()
+        try:
+            assert held.wait(10)  # the run start's commit is being held
+            assert answered.wait(10), "the accept waited for the run start's commit"
+        finally:
+            release.set()
+            caller.join(10)
