@@ -557,8 +557,33 @@ class SessionActor:
                 self.session_id,
                 extra=log_ids(self.session_id),
             )
+        else:
+            self._snapshot_at_stop()
         if self.svc.membership is not None:
             self.svc.membership.release(self.lease, self)
+
+    def _snapshot_at_stop(self) -> None:
+        """Snapshot the head when the actor stops (passivation, runtime close) and the head
+        moved since its last snapshot, so the next load reads it and no tail.
+
+        Only a state that holds nothing but durable events (``_drain`` settled them all
+        and dropped the state after a failure); taken before the lease is released, so no
+        other owner has written after it. The snapshot keeps the log's last writer:
+        whether a later load is a cold recovery does not change. A failure is logged by
+        the journal (a snapshot is only a cache) and the stop goes on.
+        """
+        st = self.state
+        journal = self.svc.journal
+        store = journal.store
+        if st is None or store.read_only or store.snapshot_interval <= 0:
+            return
+        if st.version <= self.snapshot_version:
+            return
+        if self._retirable:
+            compact(st, self._retirable)
+            self._retirable.clear()
+        self.snapshot_version = st.version
+        journal.save_snapshot(st, writer=self.last_writer)
 
     # ------------------------------------------------------------ deciding and persisting
 

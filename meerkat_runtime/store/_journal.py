@@ -264,10 +264,17 @@ class SessionJournal:
             return False
         return state.version - snapshot_version >= slack * max(interval, len(state.inputs))
 
-    def save_snapshot(self, state: SessionState) -> bool:
-        """Save a snapshot of ``state`` (written by this process); False if the store
-        refused it (logged: a snapshot is only a cache)."""
-        data = {"state": state_to_snapshot(state), "writer": self.store.incarnation}
+    def save_snapshot(self, state: SessionState, *, writer: str | None = None) -> bool:
+        """Save a snapshot of ``state``; False if the store refused it (logged: a
+        snapshot is only a cache).
+
+        ``writer`` is the incarnation recorded as the log's last writer (default: this
+        process, which wrote the head it snapshots); a load without a tail takes it for
+        the writer of the head, so it decides whether that load is a cold recovery."""
+        data = {
+            "state": state_to_snapshot(state),
+            "writer": self.store.incarnation if writer is None else writer,
+        }
         try:
             self.store.save_snapshot(state.session_id, state.version, data)
         except StoreError as exc:

@@ -1,0 +1,138 @@
+"""A session snapshots its head when its actor stops (passivation, runtime close), so the
+next load after a clean stop reads that snapshot and no tail.
+
+Only when the head moved since the session's last snapshot; the snapshot records the
+log's last writer (a later load's cold recovery does not change); a failed snapshot
+write fails nothing. A load from it equals a full refold of the log. On memory, SQLite
+and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from meerkat_runtime import EchoExecutor, Runtime
+from meerkat_runtime.events.session import compact, state_to_snapshot
+from meerkat_runtime.store import EventStore
+from meerkat_runtime.store._journal import SessionJournal
+
+from ..faulty_store import fail_always, faulty_store
+from ..waiting import WAIT, wait_until
+from ._support import prompt
+from .conftest import OpenRuntime
+
+
+def _work(rt: Runtime, sid: str, inputs: int = 3) -> None:
+    """``inputs`` inputs accepted and run to completion."""
+    s = rt.session(sid)
+    for n in range(inputs):
+        out = s.accept(prompt(f"p{n}", idempotency_key=f"{sid}-k{n}"))
+        assert out.completion is not None
+        out.completion.wait(WAIT)
+
+
+def _head(store: EventStore, sid: str) -> int:
+    return store.read_session(sid)[-1].version
+
+
+def _refolded(store: EventStore, sid: str) -> dict[str, Any]:
+    """The session's state folded from its first event, compacted as a load compacts."""
+    state, _ = SessionJournal(store).replay(sid)
+    compact(state)
+    return state_to_snapshot(state)
+
+
+def _loaded(rt: Runtime, sid: str) -> dict[str, Any]:
+    """The live actor's state, as a snapshot document (for comparison)."""
+    out: dict[str, Any] = rt.session(sid)._query(lambda st, _: state_to_snapshot(st))
+    return out
+
+
+def test_close_snapshots_each_live_head_and_a_reload_equals_a_full_refold(
+    open_runtime: OpenRuntime, store_url: str
+) -> None:
+    rt = open_runtime(executor=EchoExecutor())
+    _work(rt, "s-1")
+    _work(rt, "s-2", inputs=1)
+    heads = {sid: _head(rt.store, sid) for sid in ("s-1", "s-2")}
+    assert all(v < 100 for v in heads.values())  # under the interval: no snapshot yet
+    assert rt.store.load_snapshot("s-1") is None
+    rt.close()
+
+    again = open_runtime(executor=EchoExecutor())
+    for sid, head in heads.items():
+        snap = again.store.load_snapshot(sid)
+        assert snap is not None and snap.version == head
+        assert _loaded(again, sid) == _refolded(again.store, sid)
+    # and the reloaded session works on from it
+    _work(again, "s-1", inputs=1)
+    assert _loaded(again, "s-1") == _refolded(again.store, "s-1")
+
+
+def test_passivation_snapshots_the_head(open_runtime: OpenRuntime) -> None:
+    rt = open_runtime(executor=EchoExecutor(), max_live_sessions=1)
+    _work(rt, "s-1")
+    head = _head(rt.store, "s-1")
+    _work(rt, "s-2", inputs=1)  # no room: s-1 passivates
+
+    def snapshotted() -> bool:
+        snap = rt.store.load_snapshot("s-1")
+        return snap is not None and snap.version == head
+
+    wait_until(snapshotted, what="the passivated session's snapshot")
+    assert _loaded(rt, "s-1") == _refolded(rt.store, "s-1")
+
+
+def test_no_snapshot_when_the_head_did_not_move(store_url: str) -> None:
+    with Runtime.open(store_url, executor=EchoExecutor(), close_timeout=2.0) as rt:
+        _work(rt, "s-1")
+    store, faults = faulty_store(store_url)
+    try:
+        with Runtime.open(store, executor=EchoExecutor(), close_timeout=2.0) as rt:
+            rt.session("s-1").state()  # loaded from the snapshot at its head
+        assert faults.injector is not None
+        assert faults.injector.calls("save_snapshot") == 0
+    finally:
+        store.close()
+
+
+def test_the_snapshot_keeps_the_log_s_last_writer(store_url: str) -> None:
+    """A load that writes nothing snapshots the head with the writer of its last event, so
+    the snapshot does not make another process's events look like this one's."""
+    with Runtime.open(store_url, executor=EchoExecutor(), snapshot_interval=0) as rt:
+        _work(rt, "s-1")
+        writer = rt.store.read_session("s-1")[-1].writer
+        assert writer == rt.store.incarnation
+    with Runtime.open(store_url, executor=EchoExecutor(), close_timeout=2.0) as rt:
+        rt.session("s-1").state()
+        head = _head(rt.store, "s-1")
+        mine = rt.store.incarnation
+    assert mine != writer
+    with Runtime.open(store_url) as rt:
+        snap = rt.store.load_snapshot("s-1")
+        assert snap is not None and snap.version == head
+        assert snap.data["writer"] == writer
+
+
+def test_a_failed_snapshot_at_stop_fails_nothing(store_url: str) -> None:
+    store, faults = faulty_store(store_url)
+    try:
+        assert faults.injector is not None
+        faults.injector.policy = fail_always(ops={"save_snapshot"})
+        with Runtime.open(store, executor=EchoExecutor(), close_timeout=2.0) as rt:
+            _work(rt, "s-1")
+        assert faults.injector.injected("save_snapshot") >= 1
+        faults.clear()
+        assert store.load_snapshot("s-1") is None
+    finally:
+        store.close()
+    with Runtime.open(store_url, executor=EchoExecutor(), close_timeout=2.0) as rt:
+        assert _loaded(rt, "s-1") == _refolded(rt.store, "s-1")
+        assert len(rt.session("s-1").stored_input_states_snapshot()) == 3
+
+
+def test_a_snapshot_at_stop_is_not_taken_without_snapshots(store_url: str) -> None:
+    with Runtime.open(store_url, executor=EchoExecutor(), snapshot_interval=0) as rt:
+        _work(rt, "s-1")
+    with Runtime.open(store_url) as rt:
+        assert rt.store.load_snapshot("s-1") is None
