@@ -2,7 +2,7 @@
 
     python benchmarks/recovery_bench.py [--backends sqlite] [--sizes 100,10000] [--full]
                                         [--sessions 10000] [--crashed 0.1] [--repeat 3]
-                                        [--actor-path] [--snapshots]
+                                        [--actor-path] [--snapshots] [--clean-close]
 
 Logs are realistic: sequences of decisions of the pure decider
 (``meerkat_runtime.events.session.execute``): per input, accept (accepted +
@@ -29,10 +29,13 @@ died mid-run (their recovery closes the run and re-queues the input: a write). M
 runs) vs the baseline: ``store.read_session`` of every session. With
 ``--snapshots`` the same sessions are recovered once more from a store where each
 also has the snapshot of its last state (section ``cold_recovery_snapshots``): what
-a runtime leaves when its sessions' snapshots are current. This runtime's policy
-snapshots a session every ``max(snapshot_interval, live inputs)`` events, so
-sessions of 19 events have none: the plain rows are what it leaves today. With
-``--actor-path`` (SQLite) the same recovery also runs on a copy of the store
+a runtime leaves when its sessions' snapshots are current. While a session is live
+this runtime snapshots it every ``max(snapshot_interval, live inputs)`` events, so
+sessions of 19 events have none: the plain rows are what a crash leaves. A session
+actor that stops (passivation, runtime close) snapshots its head; with
+``--clean-close`` a runtime loads every session (``state()``), closes, and the
+sessions are recovered from what that left (section ``cold_recovery_after_close``,
+with the close's own time). With ``--actor-path`` (SQLite) the same recovery also runs on a copy of the store
 through one session actor per session (the path before batch recovery).
 
 Targets: refold >= 100,000 events/s with snapshots; cold recovery <= 1.5x
@@ -114,6 +117,10 @@ class ColdRecovery:
     # --actor-path: the same recovery on a copy of the store, one session actor each
     actors_seconds: float | None = None
     actors_cpu_seconds: float | None = None
+    # --clean-close: the runtime that had every session live, closed before the recovery
+    close_seconds: float | None = None
+    close_cpu_seconds: float | None = None
+    snapshots: int | None = None  # sessions with a snapshot when the recovery starts
 
 
 def ctx() -> DecisionContext:
@@ -354,6 +361,30 @@ def recover_with_actors(url: str, backend: str) -> tuple[float, float]:
         rt.close()
 
 
+def close_live(url: str, backend: str, sessions: int) -> tuple[float, float]:
+    """A runtime with every session live (loaded by ``state()``), closed cleanly: the
+    wall and CPU time of ``close()``, which stops (and since the snapshot at stop,
+    snapshots) every session actor."""
+    rt = Runtime.open(
+        url, projections=False, max_live_sessions=sessions + 1, **bl.store_options(backend)
+    )
+    try:
+        for sid in rt.store.session_ids():
+            rt.session(sid).state()
+    finally:
+        started, cpu = time.perf_counter(), time.process_time()
+        rt.close()
+    return time.perf_counter() - started, time.process_time() - cpu
+
+
+def count_snapshots(url: str, backend: str) -> int:
+    store = open_store(url, codec=event_codec(), **bl.store_options(backend))
+    try:
+        return len(store.load_snapshots(store.session_ids()))
+    finally:
+        store.close()
+
+
 def bench_cold(
     backend: str,
     pg_url: str | None,
@@ -362,9 +393,10 @@ def bench_cold(
     repeat: int,
     actor_path: bool = False,
     snapshots: bool = False,
+    clean_close: bool = False,
 ) -> list[ColdRecovery]:
     out = []
-    for fraction in (0.0, crashed) if crashed > 0 else (0.0,):
+    for fraction in (0.0, crashed) if crashed > 0 and not clean_close else (0.0,):
         with bl.database(backend, pg_url) as url:
             started = time.perf_counter()
             events = build_many(url, backend, sessions, fraction, snapshots)
@@ -373,6 +405,10 @@ def bench_cold(
                 f"mid-run{', each with a snapshot of its head' if snapshots else ''}) "
                 f"in {time.perf_counter() - started:.1f} s"
             )
+            closed: tuple[float, float] | None = None
+            if clean_close:
+                closed = close_live(url, backend, sessions)
+                bl.log(f"  closed a runtime with {sessions:,} live sessions in {closed[0]:.2f} s")
             # Baseline first, then recovery: recovery writes (crashed runs), so it runs once.
             read_times, read_cpus = [], []
             for _ in range(repeat):
@@ -388,6 +424,7 @@ def bench_cold(
             actors: tuple[float, float] | None = None
             if actor_path and backend.startswith("sqlite"):
                 actors = recover_with_actors(sqlite_copy(url), backend)
+            snapshot_count = count_snapshots(url, backend)
             rt = Runtime.open(url, projections=False, **bl.store_options(backend))
             try:
                 before = rt.store.max_position()
@@ -417,6 +454,9 @@ def bench_cold(
                 events_written=written,
                 actors_seconds=None if actors is None else round(actors[0], 3),
                 actors_cpu_seconds=None if actors is None else round(actors[1], 3),
+                close_seconds=None if closed is None else round(closed[0], 3),
+                close_cpu_seconds=None if closed is None else round(closed[1], 3),
+                snapshots=snapshot_count,
             )
             bl.log(
                 f"  {backend} cold recovery of {sessions:,} sessions ({r.crashed} crashed"
@@ -450,6 +490,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also recover the sessions from a store where each has a snapshot of its head",
     )
+    parser.add_argument(
+        "--clean-close",
+        action="store_true",
+        help="also recover the sessions after a runtime that had them all live closed cleanly",
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -473,6 +518,7 @@ def main(argv: list[str] | None = None) -> int:
     refolds: list[Refold] = []
     colds: list[ColdRecovery] = []
     snapped: list[ColdRecovery] = []
+    after_close: list[ColdRecovery] = []
     for backend in backends:
         bl.log(f"{backend}:")
         # Cold recovery first: it is what a process does at its start, and after the
@@ -484,6 +530,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.snapshots:
             snapped += bench_cold(
                 backend, pg_url, args.sessions, args.crashed, args.repeat, snapshots=True
+            )
+        if args.clean_close:
+            after_close += bench_cold(
+                backend, pg_url, args.sessions, 0.0, args.repeat, clean_close=True
             )
         with bl.database(backend, pg_url) as url:
             refolds += bench_refold(backend, url, sizes, args.repeat, pg_url)
@@ -525,6 +575,13 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     snapped_ids = {id(c) for c in snapped}
+    closed_ids = {id(c) for c in after_close}
+
+    def label(c: ColdRecovery) -> str:
+        if id(c) in snapped_ids:
+            return f"{c.backend}+snapshots"
+        return f"{c.backend}+clean close" if id(c) in closed_ids else c.backend
+
     print()
     print(
         bl.table(
@@ -539,12 +596,14 @@ def main(argv: list[str] | None = None) -> int:
                 "vs read",
                 "vs read (CPU)",
                 "events written",
+                "snapshots",
+                "close s (CPU)",
                 "actors s",
                 "actors vs read (CPU)",
             ],
             [
                 [
-                    f"{c.backend}+snapshots" if id(c) in snapped_ids else c.backend,
+                    label(c),
                     c.sessions,
                     c.events,
                     c.crashed,
@@ -554,12 +613,16 @@ def main(argv: list[str] | None = None) -> int:
                     f"{c.vs_read:.2f}x",
                     f"{c.vs_read_cpu:.2f}x",
                     c.events_written,
+                    c.snapshots,
+                    "-"
+                    if c.close_seconds is None
+                    else f"{c.close_seconds} ({c.close_cpu_seconds})",
                     "-" if c.actors_seconds is None else c.actors_seconds,
                     "-"
                     if c.actors_cpu_seconds is None or not c.read_cpu_seconds
                     else f"{c.actors_cpu_seconds / c.read_cpu_seconds:.2f}x",
                 ]
-                for c in colds + snapped
+                for c in colds + snapped + after_close
             ],
         )
     )
@@ -575,11 +638,15 @@ def main(argv: list[str] | None = None) -> int:
                     r.events_per_second >= 100_000,
                 )
             )
-    for c in colds + snapped:
+    for c in colds + snapped + after_close:
+        how = ""
+        if id(c) in snapped_ids:
+            how = " (each with a snapshot of its head)"
+        elif id(c) in closed_ids:
+            how = " (after a clean close of a runtime with them live)"
         targets.append(
             bl.Target(
-                f"{c.backend} cold recovery {c.sessions:,} sessions, {c.crashed} crashed"
-                f"{' (each with a snapshot of its head)' if id(c) in snapped_ids else ''}",
+                f"{c.backend} cold recovery {c.sessions:,} sessions, {c.crashed} crashed{how}",
                 "<= 1.5x read",
                 f"{c.vs_read:.2f}x ({c.recover_seconds:.2f} s vs {c.read_seconds:.2f} s)",
                 c.vs_read <= 1.5,
@@ -607,6 +674,7 @@ def main(argv: list[str] | None = None) -> int:
             "refold": [asdict(r) for r in refolds],
             "cold_recovery": [asdict(c) for c in colds],
             "cold_recovery_snapshots": [asdict(c) for c in snapped],
+            "cold_recovery_after_close": [asdict(c) for c in after_close],
             "targets": [asdict(t) for t in targets],
         },
         args.json,
