@@ -352,7 +352,7 @@ class InputState:
         legal = (frm, to) in INPUT_TRANSITIONS or (recovery and (frm, to) in RECOVERY_TRANSITIONS)
         if not legal:
             raise InputTransitionError(self.input_id, frm.value, to.value)
-        entry = InputStateHistoryEntry(timestamp=at, from_state=frm, to=to, reason=reason)
+        entry = _history_entry(at, frm, to, reason)
         # A field-by-field copy: ``dataclasses.replace`` re-runs __init__ and
         # __post_init__ and dominated folding time (about 35 us a call).
         new = _copy_fields(self)
@@ -398,6 +398,29 @@ def _field_copier() -> Callable[[InputState], InputState]:
 
 
 _copy_fields = _field_copier()
+
+_new_object = object.__new__
+_HISTORY_SETTERS = {
+    f.name: getattr(InputStateHistoryEntry, f.name).__set__ for f in fields(InputStateHistoryEntry)
+}
+_set_timestamp = _HISTORY_SETTERS["timestamp"]
+_set_from_state = _HISTORY_SETTERS["from_state"]
+_set_to = _HISTORY_SETTERS["to"]
+_set_reason = _HISTORY_SETTERS["reason"]
+
+
+def _history_entry(
+    at: datetime, frm: InputLifecycleState, to: InputLifecycleState, reason: str | None
+) -> InputStateHistoryEntry:
+    """``InputStateHistoryEntry(timestamp=at, from_state=frm, to=to, reason=reason)`` by its
+    slots, without the frozen ``__init__``'s four ``object.__setattr__`` calls: one per
+    transition, on the accept path and in every fold of a log (0.8 against 0.35 us)."""
+    entry = _new_object(InputStateHistoryEntry)
+    _set_timestamp(entry, at)
+    _set_from_state(entry, frm)
+    _set_to(entry, to)
+    _set_reason(entry, reason)
+    return entry
 
 
 def accepted_input_state(

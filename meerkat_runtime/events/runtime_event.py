@@ -343,19 +343,21 @@ def event_from_wire(value: Any, path: str = "") -> RuntimeEvent:
     """Decode an adjacently tagged runtime event."""
     if not isinstance(value, dict):
         raise InvalidInput("expected object", path)
-    where = join_path(path, "category")
     category = value.get("category")
     if category is None:
-        raise InvalidInput("missing required field", where)
+        raise InvalidInput("missing required field", join_path(path, "category"))
     family = _FAMILIES.get(category) if isinstance(category, str) else None
     if family is None:
         raise InvalidInput(
             f"unknown category {str(category)[:64]!r}; expected one of {', '.join(_FAMILIES)}",
-            where,
+            join_path(path, "category"),
         )
     if "data" not in value:
         raise InvalidInput("missing required field", join_path(path, "data"))
-    return from_wire(family, value["data"], join_path(path, "data"))
+    try:
+        return from_wire(family, value["data"])
+    except InvalidInput as exc:  # paths are joined only on the way out of a refusal
+        raise InvalidInput(exc.detail, join_path(path, "data", exc.path)) from None
 
 
 Event = Annotated[RuntimeEvent, Custom(event_to_wire, event_from_wire)]

@@ -2,9 +2,9 @@
 
 ``uuid7`` fills a ``uuid.UUID``'s slots directly, ``accepted_input_state``
 copies a template instead of running ``InputState.__init__`` and
-``InputState.transition`` copies slots with generated code: each must give
-a value indistinguishable from the plain construction (equality, hash, wire
-form, pickling).
+``InputState.transition`` copies slots with generated code and fills its
+history entry's slots: each must give a value indistinguishable from the plain
+construction (equality, hash, wire form, pickling).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from meerkat_runtime.events.input_state import (
     INPUT_TRANSITIONS,
     InputLifecycleState,
     InputState,
+    InputStateHistoryEntry,
     accepted_input_state,
     with_completion,
 )
@@ -99,6 +100,12 @@ def test_transition_copies_every_field(
             assert getattr(moved, name) == getattr(state, name), name
     assert moved.updated_at == at and moved.attempt_count == 3
     assert moved.history[:-1] == state.history
+    entry = moved.history[-1]
+    expected = InputStateHistoryEntry(timestamp=at, from_state=move[0], to=move[1], reason="why")
+    assert type(entry) is InputStateHistoryEntry
+    assert entry == expected and hash(entry) == hash(expected)
+    assert wire.encode(entry) == wire.encode(expected)
+    assert pickle.loads(pickle.dumps(entry)) == expected
 
 
 @given(state=input_states, completion=optional(completion_outcomes))
