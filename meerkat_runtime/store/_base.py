@@ -230,6 +230,9 @@ class EventStore(ABC):
     """The topics this store can write and read."""
     serializer: Serializer
     """The byte chain of stored events and snapshots (codec, zlib, AES-GCM)."""
+    in_memory: bool = False
+    """Whether the store lives in this process's memory (``memory://``): nothing of it
+    outlives the process, and reading its log costs no I/O."""
     _unavailable_errors: tuple[type[Exception], ...] = ()
     """The backend driver's errors that mean the database cannot be used now."""
     _database_errors: tuple[type[Exception], ...] = ()

@@ -54,6 +54,7 @@ class MemoryEventStore(EventStore):
     (like several processes on one database: handy for tests of recovery).
     """
 
+    in_memory = True
     # The log lives in eventsourcing's POPO recorder, the read models in a private SQLite.
     _unavailable_errors = (OperationalError, InterfaceError, *PrivateSQLite.unavailable_errors)
     _database_errors = (PersistenceError, *PrivateSQLite.database_errors)

@@ -3,13 +3,17 @@ next load after a clean stop reads that snapshot and no tail.
 
 Only when the head moved since the session's last snapshot; the snapshot records the
 log's last writer (a later load's cold recovery does not change); a failed snapshot
-write fails nothing. A load from it equals a full refold of the log. On memory, SQLite
-and PostgreSQL.
+write fails nothing. A load from it equals a full refold of the log. On SQLite and
+PostgreSQL; a ``memory://`` store (nothing of it outlives the process) takes none.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from meerkat_runtime import EchoExecutor, Runtime
 from meerkat_runtime.events.session import compact, state_to_snapshot
@@ -17,9 +21,33 @@ from meerkat_runtime.store import EventStore
 from meerkat_runtime.store._journal import SessionJournal
 
 from ..faulty_store import fail_always, faulty_store
+from ..store_urls import store_url_for
 from ..waiting import WAIT, wait_until
 from ._support import prompt
-from .conftest import OpenRuntime
+
+
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgres", marks=[pytest.mark.postgres, pytest.mark.slow])]
+)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A store that outlives the process (SQLite, PostgreSQL)."""
+    return store_url_for(request.param, request, tmp_path)
+
+
+@pytest.fixture
+def runtimes() -> Iterator[list[Runtime]]:
+    """Runtimes a test opens; closed at teardown (a second close does nothing)."""
+    opened: list[Runtime] = []
+    yield opened
+    for rt in reversed(opened):
+        rt.close()
+
+
+def _open(opened: list[Runtime], url: str, **options: Any) -> Runtime:
+    options.setdefault("close_timeout", 2.0)
+    rt = Runtime.open(url, executor=EchoExecutor(), **options)
+    opened.append(rt)
+    return rt
 
 
 def _work(rt: Runtime, sid: str, inputs: int = 3) -> None:
@@ -49,9 +77,9 @@ def _loaded(rt: Runtime, sid: str) -> dict[str, Any]:
 
 
 def test_close_snapshots_each_live_head_and_a_reload_equals_a_full_refold(
-    open_runtime: OpenRuntime, store_url: str
+    runtimes: list[Runtime], store_url: str
 ) -> None:
-    rt = open_runtime(executor=EchoExecutor())
+    rt = _open(runtimes, store_url)
     _work(rt, "s-1")
     _work(rt, "s-2", inputs=1)
     heads = {sid: _head(rt.store, sid) for sid in ("s-1", "s-2")}
@@ -59,7 +87,7 @@ def test_close_snapshots_each_live_head_and_a_reload_equals_a_full_refold(
     assert rt.store.load_snapshot("s-1") is None
     rt.close()
 
-    again = open_runtime(executor=EchoExecutor())
+    again = _open(runtimes, store_url)
     for sid, head in heads.items():
         snap = again.store.load_snapshot(sid)
         assert snap is not None and snap.version == head
@@ -69,8 +97,8 @@ def test_close_snapshots_each_live_head_and_a_reload_equals_a_full_refold(
     assert _loaded(again, "s-1") == _refolded(again.store, "s-1")
 
 
-def test_passivation_snapshots_the_head(open_runtime: OpenRuntime) -> None:
-    rt = open_runtime(executor=EchoExecutor(), max_live_sessions=1)
+def test_passivation_snapshots_the_head(runtimes: list[Runtime], store_url: str) -> None:
+    rt = _open(runtimes, store_url, max_live_sessions=1)
     _work(rt, "s-1")
     head = _head(rt.store, "s-1")
     _work(rt, "s-2", inputs=1)  # no room: s-1 passivates
@@ -136,3 +164,14 @@ def test_a_snapshot_at_stop_is_not_taken_without_snapshots(store_url: str) -> No
         _work(rt, "s-1")
     with Runtime.open(store_url) as rt:
         assert rt.store.load_snapshot("s-1") is None
+
+
+def test_a_memory_store_takes_no_snapshot_at_stop() -> None:
+    """Its log is in memory and dies with the process: a snapshot per stopped session would
+    only cost memory (scale_bench: 8 KiB per passivated session)."""
+    url = "memory://snapshot-at-stop"
+    with Runtime.open(url, executor=EchoExecutor(), close_timeout=2.0) as rt:
+        _work(rt, "s-1")
+    with Runtime.open(url, executor=EchoExecutor(), close_timeout=2.0) as rt:
+        assert rt.store.load_snapshot("s-1") is None
+        assert _loaded(rt, "s-1") == _refolded(rt.store, "s-1")
