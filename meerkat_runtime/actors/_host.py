@@ -210,10 +210,12 @@ def _run_turn(actor: SessionActor, here: bool = False) -> bool:
     """Run up to :data:`TURN_BUDGET` of the actor's messages; True when more wait (the
     actor stays queued: the caller hands it on), False when it went idle.
 
-    ``here`` (a caller's thread): the turn also ends, handing the actor to its host,
-    once the actor asks for it (``needs_host``: work that waits for the store)."""
+    ``here`` (a caller's thread): the turn is the caller's own message only (it was
+    first in the idle mailbox); what arrived meanwhile (another caller's call, a run's
+    result, the Touch of work the actor leaves to its host) is the host's, so a
+    caller never waits for anybody else's work."""
     mailbox = actor.mailbox
-    for _ in range(TURN_BUDGET):
+    for _ in range(1 if here else TURN_BUDGET):
         with mailbox.lock:
             call = mailbox.take()
         if call is None:
@@ -227,8 +229,6 @@ def _run_turn(actor: SessionActor, here: bool = False) -> bool:
                 call.kind,
                 extra=log_ids(actor.session_id),
             )
-        if here and actor.needs_host:
-            return True  # its Touch is in the mailbox: the host goes on from there
     with mailbox.lock:
         if not len(mailbox):
             mailbox.take()  # marks it idle (and resets the list)

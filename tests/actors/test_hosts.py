@@ -76,7 +76,8 @@ def test_a_caller_runs_an_idle_session_s_turn_itself(sqlite_url: str) -> None:
         assert ran_on is threading.current_thread()
 
         # Busy: a turn in progress on another thread holds the actor; what a second
-        # caller sends meanwhile is run by that turn (in mailbox order), not by the caller.
+        # caller sends meanwhile is run by the session's host, after it (in mailbox
+        # order): neither caller runs the other's message.
         entered, release = threading.Event(), threading.Event()
 
         def hold(st: object, attached: bool) -> threading.Thread:
@@ -90,7 +91,8 @@ def test_a_caller_runs_an_idle_session_s_turn_itself(sqlite_url: str) -> None:
             second = pool.submit(s._query, lambda st, attached: threading.current_thread())
             release.set()
             holder, follower = first.result(10), second.result(10)
-        assert holder is follower  # the second message ran in the first caller's turn
+        assert holder is not follower and holder is not threading.current_thread()
+        assert "SessionHost" in follower.name
         assert s.accept(prompt()).kind == "accepted"
 
 
