@@ -71,6 +71,19 @@ def test_a_derived_transaction_is_an_ordinary_one_elsewhere(backend: Backend) ->
         assert [r["n"] for r in cur.fetchall()] == [7]
 
 
+def _spy_on_writes(store: Any, monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Record ``derived`` of each write transaction the SQLite store opens."""
+    writes: list[bool] = []
+    real = store._write
+
+    def spy(*, derived: bool = False) -> Any:
+        writes.append(derived)
+        return real(derived=derived)
+
+    monkeypatch.setattr(store, "_write", spy)
+    return writes
+
+
 def test_lease_and_node_writes_skip_the_fsync_on_sqlite(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -82,14 +95,7 @@ def test_lease_and_node_writes_skip_the_fsync_on_sqlite(
     store = open_store(f"sqlite:///{tmp_path / 'db.sqlite'}", codec=make_codec())
     try:
         assert isinstance(store, SQLiteEventStore)
-        writes: list[bool] = []
-        real = store._write
-
-        def spy(*, derived: bool = False) -> Any:
-            writes.append(derived)
-            return real(derived=derived)
-
-        monkeypatch.setattr(store, "_write", spy)
+        writes = _spy_on_writes(store, monkeypatch)
         shared = store.shared()
         shared.heartbeat_node("node-a", {}, incarnation=store.incarnation)
         token = shared.acquire_lease("session:s", "node-a", 10.0, incarnation=store.incarnation)
@@ -152,14 +158,7 @@ def test_snapshot_writes_skip_the_fsync_on_sqlite(
     store = open_store(f"sqlite:///{tmp_path / 'db.sqlite'}", codec=make_codec())
     try:
         assert isinstance(store, SQLiteEventStore)
-        writes: list[bool] = []
-        real = store._write
-
-        def spy(*, derived: bool = False) -> Any:
-            writes.append(derived)
-            return real(derived=derived)
-
-        monkeypatch.setattr(store, "_write", spy)
+        writes = _spy_on_writes(store, monkeypatch)
         store.save_snapshot("s", 3, {"state": {"n": 3}})
         assert writes == [True]
         monkeypatch.undo()
