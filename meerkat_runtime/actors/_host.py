@@ -27,7 +27,6 @@ long; accepts, the hot path, never block a host.
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import os
 import queue
@@ -117,7 +116,6 @@ class SessionHost(pykka.ThreadingActor):
         self.store = store
 
     def on_start(self) -> None:
-        _this_thread.host = True
         self.store.hold_appends()  # this thread's pipelined appends wait for the turn's end
 
     def on_receive(self, message: Any) -> Any:
@@ -132,8 +130,26 @@ class SessionHost(pykka.ThreadingActor):
         return None
 
     def _run(self, actor: SessionActor) -> None:
-        if _run_turn(actor):
-            self.actor_ref.tell(actor)  # more waits: to the back of the queue, for fairness
+        mailbox = actor.mailbox
+        for _ in range(TURN_BUDGET):
+            with mailbox.lock:
+                call = mailbox.take()
+            if call is None:
+                return
+            try:
+                actor.on_receive(call)
+            except Exception:
+                log.exception(
+                    "session %s: message %r failed",
+                    actor.session_id,
+                    call.kind,
+                    extra=log_ids(actor.session_id),
+                )
+        with mailbox.lock:
+            if not len(mailbox):
+                mailbox.take()  # marks it idle (and resets the list)
+                return
+        self.actor_ref.tell(actor)  # more waits: to the back of the queue, for fairness
 
     def on_stop(self) -> None:
         try:
@@ -153,40 +169,13 @@ class Hosts:
     def __len__(self) -> int:
         return len(self._refs)
 
-    def post(self, actor: SessionActor, call: Call, *, here: bool = False) -> bool:
-        """Append ``call`` to the actor's mailbox; queue the actor on its host if idle.
-
-        ``here``: a caller that will wait for the answer anyway offers to run the
-        actor's turn itself. True when the actor was idle and the turn is the
-        caller's to run (:meth:`run_here`) instead of its host's; never on a host
-        thread, whose held appends must not wait behind its own call.
-        """
+    def post(self, actor: SessionActor, call: Call) -> None:
+        """Append ``call`` to the actor's mailbox; queue the actor on its host if idle."""
         mailbox = actor.mailbox
         with mailbox.lock:
             if not mailbox.put(call):
-                return False
-        if here and not on_host_thread():
-            return True
-        self._host(actor).tell(actor)
-        return False
-
-    def run_here(self, actor: SessionActor) -> None:
-        """Run a turn of ``actor`` on this thread, won from :meth:`post` (``here``).
-
-        The actor is still run by one thread at a time, in mailbox order: whoever
-        turns its mailbox from idle to queued runs it. The turn runs in an empty
-        context, as on a host (no span of the caller's becomes a parent). Saves the
-        host's wake-up and a thread hand-off per call (BENCHMARKS.md section 1).
-        """
-        more = True
-        try:
-            more = contextvars.Context().run(_run_turn, actor, True)
-        finally:
-            if more:  # more waits, or the turn was cut short: its host goes on
-                self._host(actor).tell(actor)
-
-    def _host(self, actor: SessionActor) -> pykka.ActorRef[Any]:
-        return self._refs[_host_of(actor.session_id, len(self._refs))]
+                return
+        self._refs[_host_of(actor.session_id, len(self._refs))].tell(actor)
 
     def stop(self, timeout: float) -> None:
         """Stop every host after the work already queued on it."""
@@ -196,44 +185,6 @@ class Hosts:
                 fut.get(timeout=timeout)
             except pykka.Timeout:
                 log.warning("a session host did not stop within the close timeout")
-
-
-_this_thread = threading.local()  # .host: True on a session host's thread
-
-
-def on_host_thread() -> bool:
-    """True on a session host's thread (False on a caller running a session's turn)."""
-    return bool(getattr(_this_thread, "host", False))
-
-
-def _run_turn(actor: SessionActor, here: bool = False) -> bool:
-    """Run up to :data:`TURN_BUDGET` of the actor's messages; True when more wait (the
-    actor stays queued: the caller hands it on), False when it went idle.
-
-    ``here`` (a caller's thread): the turn is the caller's own message only (it was
-    first in the idle mailbox); what arrived meanwhile (another caller's call, a run's
-    result, the Touch of work the actor leaves to its host) is the host's, so a
-    caller never waits for anybody else's work."""
-    mailbox = actor.mailbox
-    for _ in range(1 if here else TURN_BUDGET):
-        with mailbox.lock:
-            call = mailbox.take()
-        if call is None:
-            return False
-        try:
-            actor.on_receive(call)
-        except Exception:
-            log.exception(
-                "session %s: message %r failed",
-                actor.session_id,
-                call.kind,
-                extra=log_ids(actor.session_id),
-            )
-    with mailbox.lock:
-        if not len(mailbox):
-            mailbox.take()  # marks it idle (and resets the list)
-            return False
-    return True
 
 
 def _host_of(session_id: str, count: int) -> int:

@@ -162,15 +162,7 @@ class SessionRegistry:
 
         ``Overloaded`` at once when ``admission`` and the session has ``max_pending``
         commands waiting. The actor settles the returned :class:`Reply`."""
-        return self._post(session_id, message, admission, here=False)[0]
-
-    def _post(
-        self, session_id: str, message: Message, admission: bool, *, here: bool
-    ) -> tuple[Reply, SessionActor | None]:
-        """:meth:`post`; with ``here``, also the actor when its turn is the caller's
-        to run (see :meth:`Hosts.post`)."""
         call = Call(message)
-        mine: SessionActor | None = None
         to_stop: list[SessionActor] = []
         with self._lock:
             if self._closed:
@@ -191,21 +183,14 @@ class SessionRegistry:
             entry.inflight += 1
             entry.last_used = time.monotonic()
             # Under the lock: a passivation posted later lands behind this message.
-            if self.hosts.post(entry.actor, call, here=here):
-                mine = entry.actor
+            self.hosts.post(entry.actor, call)
         for actor in to_stop:
             self._passivate(actor)
-        return call.reply, mine
+        return call.reply
 
     def call(self, session_id: str, message: Message, *, admission: bool = False) -> Any:
-        """Send and wait for the reply; the actor's exception is raised here.
-
-        The caller waits anyway: when the actor is idle, its turn runs on the
-        caller's thread (:meth:`Hosts.run_here`)."""
-        reply, mine = self._post(session_id, message, admission, here=True)
-        if mine is not None:
-            self.hosts.run_here(mine)
-        return reply.result()
+        """Send and wait for the reply; the actor's exception is raised here."""
+        return self.post(session_id, message, admission).result()
 
     def tell(self, session_id: str, message: Message) -> None:
         """Send without waiting (executor results, timers); errors are logged."""

@@ -58,7 +58,7 @@ from meerkat_runtime.actors._executor import (
     RunStatus,
     start_call,
 )
-from meerkat_runtime.actors._host import Mailbox, on_host_thread
+from meerkat_runtime.actors._host import Mailbox
 from meerkat_runtime.actors._messages import Call, Mailer
 from meerkat_runtime.cluster import session_lease
 from meerkat_runtime.errors import (
@@ -244,7 +244,6 @@ class SessionActor:
         "lease",
         "mailbox",
         "mailer",
-        "needs_host",
         "owned_elsewhere",
         "retry_scheduled",
         "session_id",
@@ -285,9 +284,6 @@ class SessionActor:
         self._broken = False  # an append in flight failed: drain before anything else
         self._pipelining = True  # off while a drain handles calls again
         self._call: Call | None = None
-        # Set on a caller's thread when the after-message work must wait for a commit
-        # (a run to start, a snapshot): left to the host (see _after_message).
-        self.needs_host = False
 
     # ------------------------------------------------------------ message loop
 
@@ -698,21 +694,6 @@ class SessionActor:
         fence = self._fence()
         self.svc.journal.append(self.session_id, expected, events, fence=fence)
 
-    def _housekeeping_due(self) -> bool:
-        """Whether :meth:`_after_message` would write: a snapshot due, or a run to start."""
-        st = self.state
-        if st is None or self._broken:
-            return False
-        if self.svc.journal.snapshot_due(st, self.snapshot_version):
-            return True
-        return (
-            self.svc.executor is not None
-            and not self.svc.closing.is_set()
-            and not self.retry_scheduled
-            and st.run is None
-            and wants_run(st)
-        )
-
     def _snapshot_when_settled(self) -> None:
         """Forget settled pipelined appends; snapshot the state once it is all durable.
 
@@ -1103,18 +1084,7 @@ class SessionActor:
     # ------------------------------------------------------------ runs
 
     def _after_message(self) -> None:
-        """Snapshot when due; start a run when the session wants one and an executor is bound.
-
-        On a caller's thread (an idle session's turn run by a blocking host call), work
-        that waits for the store is left to the session's host: the caller is answered
-        once its own events are durable, not after a run start's commit too.
-        """
-        if not on_host_thread() and self._housekeeping_due():
-            if not self.needs_host:
-                self.needs_host = True
-                self.mailer.tell(self.session_id, msg.Touch())  # the host runs it
-            return
-        self.needs_host = False
+        """Snapshot when due; start a run when the session wants one and an executor is bound."""
         self._snapshot_when_settled()
         st = self.state
         if self.svc.executor is None or self.svc.closing.is_set() or self.retry_scheduled:
