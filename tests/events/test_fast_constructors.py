@@ -12,7 +12,7 @@ from __future__ import annotations
 import pickle
 import uuid
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -30,6 +30,7 @@ from meerkat_runtime.events.input_state import (
 )
 from meerkat_runtime.events.inputs import Input
 from meerkat_runtime.events.policy import PolicySnapshot, RuntimeSemantics
+from meerkat_runtime.events.timefmt import format_timestamp
 
 from .strategies import (
     completion_outcomes,
@@ -116,3 +117,40 @@ def test_with_completion_equals_replace(
     assert got == replace(state, terminal_completion=completion)
     assert got.terminal_completion is completion and got is not state
     assert pickle.loads(pickle.dumps(got)) == got
+
+
+def _timestamp_by_fields(value: datetime) -> str:
+    """The wire timestamp written field by field (the rule of reference/wire-format.md)."""
+    utc = value.astimezone(UTC)
+    base = (
+        f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T"
+        f"{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}"
+    )
+    if utc.microsecond == 0:
+        return base + "Z"
+    if utc.microsecond % 1000 == 0:
+        return f"{base}.{utc.microsecond // 1000:03d}Z"
+    return f"{base}.{utc.microsecond:06d}Z"
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(1, 1, 2),
+        max_value=datetime(9999, 12, 30),
+        timezones=st.sampled_from(
+            [
+                UTC,
+                timezone(timedelta(0)),
+                timezone(timedelta(hours=5, minutes=30)),
+                timezone(timedelta(hours=-11)),
+            ]
+        ),
+    ),
+    st.sampled_from([None, 0, 1000]),
+)
+def test_format_timestamp_equals_the_field_by_field_form(value: datetime, step: int | None) -> None:
+    # ``format_timestamp`` cuts ``isoformat``'s text; whole seconds and whole
+    # milliseconds (the shorter forms) are drawn often, as are years below 1000.
+    if step is not None:
+        value = value.replace(microsecond=value.microsecond // step * step if step else 0)
+    assert format_timestamp.__wrapped__(value) == _timestamp_by_fields(value)
