@@ -192,6 +192,7 @@ from meerkat_runtime.events.runtime_event import (
     RuntimeRetired,
     RuntimeStateChangeEvent,
     SilentIntentsSet,
+    new_envelope,
 )
 from meerkat_runtime.events.runtime_state import RuntimeState, check_transition
 from meerkat_runtime.events.silent_intent import matches_silent_intent
@@ -516,12 +517,12 @@ class _Builder:
 
     def _append(self, event: RuntimeEvent) -> None:
         self.envelopes.append(
-            RuntimeEventEnvelope(
-                id=self.ctx.new_id(),
-                timestamp=self.ctx.now,
-                runtime_id=self.state.session_id,
-                event=event,
-                sequence=self.state.version + len(self.envelopes) + 1,
+            new_envelope(
+                self.ctx.new_id(),
+                self.ctx.now,
+                self.state.session_id,
+                event,
+                self.state.version + len(self.envelopes) + 1,
             )
         )
 

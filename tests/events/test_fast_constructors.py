@@ -30,6 +30,7 @@ from meerkat_runtime.events.input_state import (
 )
 from meerkat_runtime.events.inputs import Input
 from meerkat_runtime.events.policy import PolicySnapshot, RuntimeSemantics
+from meerkat_runtime.events.runtime_event import RuntimeEvent, RuntimeEventEnvelope, new_envelope
 from meerkat_runtime.events.timefmt import format_timestamp
 
 from .strategies import (
@@ -38,6 +39,7 @@ from .strategies import (
     inputs,
     optional,
     policy_snapshots,
+    runtime_events,
     runtime_semantics,
 )
 from .strategies import timestamps as timestamp_values
@@ -117,6 +119,28 @@ def test_with_completion_equals_replace(
     assert got == replace(state, terminal_completion=completion)
     assert got.terminal_completion is completion and got is not state
     assert pickle.loads(pickle.dumps(got)) == got
+
+
+@given(
+    event_id=st.uuids(),
+    at=timestamp_values,
+    runtime_id=st.text(max_size=8),
+    event=runtime_events,
+    sequence=st.integers(min_value=0, max_value=2**40),
+)
+def test_new_envelope_equals_the_constructor(
+    event_id: uuid.UUID, at: datetime, runtime_id: str, event: RuntimeEvent, sequence: int
+) -> None:
+    expected = RuntimeEventEnvelope(
+        id=event_id, timestamp=at, runtime_id=runtime_id, event=event, sequence=sequence
+    )
+    got = new_envelope(event_id, at, runtime_id, event, sequence)
+    assert type(got) is RuntimeEventEnvelope
+    for name in RuntimeEventEnvelope.__dataclass_fields__:  # sequence too (not compared)
+        assert getattr(got, name) == getattr(expected, name)
+    assert got == expected and repr(got) == repr(expected)
+    assert wire.encode(got) == wire.encode(expected)
+    assert pickle.loads(pickle.dumps(got)) == expected
 
 
 def _timestamp_by_fields(value: datetime) -> str:
