@@ -50,3 +50,31 @@ def test_a_forked_child_does_not_replay_the_parents_random_bits() -> None:
     os.waitpid(pid, 0)
     parent_tail = uuid7().int & 0x3FFF_FFFF_FFFF_FFFF
     assert child_tail != parent_tail
+
+
+def test_a_stopped_clock_still_gives_increasing_ids_borrowing_milliseconds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import types
+
+    from meerkat_runtime.events import ids as ids_module
+
+    frozen_ms = 1_900_000_000_000
+    fake_time = types.SimpleNamespace(time_ns=lambda: frozen_ms * 1_000_000)
+
+    def mint(n: int) -> list[uuid.UUID]:
+        # A fresh thread: its per-thread state starts empty, so the first id's
+        # millisecond is the (frozen) clock's.
+        out: list[uuid.UUID] = []
+        t = threading.Thread(target=lambda: out.extend(uuid7() for _ in range(n)))
+        t.start()
+        t.join()
+        return out
+
+    monkeypatch.setattr(ids_module, "time", fake_time)
+    minted = mint(10_000)  # more than one millisecond's 4096 counter values
+    assert minted == sorted(minted, key=lambda u: u.int) and len(set(minted)) == len(minted)
+    millis = [u.int >> 80 for u in minted]
+    assert millis[0] == frozen_ms
+    assert frozen_ms + 2 <= millis[-1] <= frozen_ms + 10_000 // 2048 + 1
+    assert all(u.version == 7 and u.variant == uuid.RFC_4122 for u in minted)
