@@ -579,9 +579,7 @@ class SessionActor:
             return
         if st.version <= self.snapshot_version:
             return
-        if self._retirable:
-            compact(st, self._retirable)
-            self._retirable.clear()
+        self._compact_retirable(st)
         self.snapshot_version = st.version
         journal.save_snapshot(st, writer=self.last_writer)
 
@@ -710,9 +708,7 @@ class SessionActor:
         if st is None or self._broken:
             self._retirable.clear()  # a refold compacts the whole state
             return
-        if self._retirable:
-            compact(st, self._retirable)
-            self._retirable.clear()
+        self._compact_retirable(st)
         journal = self.svc.journal
         if not journal.snapshot_due(st, self.snapshot_version, slack=2 if inflight else 1):
             return
@@ -722,6 +718,12 @@ class SessionActor:
             if st is None:
                 return
         self._maybe_snapshot(st)
+
+    def _compact_retirable(self, st: SessionState) -> None:
+        """Take the inputs that commits made terminal out of ``st`` (see ``_retirable``)."""
+        if self._retirable:
+            compact(st, self._retirable)
+            self._retirable.clear()
 
     def _maybe_snapshot(self, st: SessionState) -> None:
         """Snapshot ``st`` when the journal says one is due (a cache: failures are logged)."""

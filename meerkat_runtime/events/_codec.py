@@ -75,6 +75,7 @@ __all__ = [
     "decode_value",
     "encode_value",
     "from_wire",
+    "slot_setter",
     "tagged",
     "to_wire",
     "to_wire_tagged",
@@ -986,6 +987,18 @@ def _generate_decoder(cls: type) -> Callable[[Any], Any]:
     body += _construction(cls, dict(args), src)
     src.lines = [f"def {name}(d):", *body]
     return src.compile(name)
+
+
+def slot_setter(cls: type[T], name: str) -> Callable[[T, Any], None]:
+    """The ``__set__`` of field ``name``'s slot in slots class ``cls``: it sets the field
+    on a frozen instance without ``object.__setattr__`` (how :func:`_construction`'s
+    generated builders, and the hand-written ones on the accept path, fill an instance
+    made by ``object.__new__``)."""
+    slot = inspect.getattr_static(cls, name)
+    if not isinstance(slot, types.MemberDescriptorType):
+        raise TypeError(f"{cls.__name__}.{name} is not a slot")
+    setter: Callable[[T, Any], None] = slot.__set__
+    return setter
 
 
 def _construction(cls: type, values: dict[str, str], src: _Source) -> list[str]:

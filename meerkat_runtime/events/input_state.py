@@ -17,7 +17,14 @@ from enum import StrEnum
 from typing import Annotated, Any, ClassVar
 
 from meerkat_runtime.errors import InvalidInput, MeerkatRuntimeError
-from meerkat_runtime.events._codec import Custom, JsonValue, join_path, tagged, wfield
+from meerkat_runtime.events._codec import (
+    Custom,
+    JsonValue,
+    join_path,
+    slot_setter,
+    tagged,
+    wfield,
+)
 from meerkat_runtime.events.completion import CompletionOutcome
 from meerkat_runtime.events.ingress import ContentShape
 from meerkat_runtime.events.inputs import Input, InputDurability
@@ -389,7 +396,7 @@ def _field_copier() -> Callable[[InputState], InputState]:
     env: dict[str, Any] = {"_new": object.__new__, "_cls": InputState}
     lines = ["def copy_fields(src):", "    new = _new(_cls)"]
     for n, name in enumerate(_FIELD_NAMES):
-        env[f"_set{n}"] = getattr(InputState, name).__set__
+        env[f"_set{n}"] = slot_setter(InputState, name)
         lines.append(f"    _set{n}(new, src.{name})")
     lines.append("    return new")
     exec("\n".join(lines), env)
@@ -400,13 +407,10 @@ def _field_copier() -> Callable[[InputState], InputState]:
 _copy_fields = _field_copier()
 
 _new_object = object.__new__
-_HISTORY_SETTERS = {
-    f.name: getattr(InputStateHistoryEntry, f.name).__set__ for f in fields(InputStateHistoryEntry)
-}
-_set_timestamp = _HISTORY_SETTERS["timestamp"]
-_set_from_state = _HISTORY_SETTERS["from_state"]
-_set_to = _HISTORY_SETTERS["to"]
-_set_reason = _HISTORY_SETTERS["reason"]
+_set_timestamp = slot_setter(InputStateHistoryEntry, "timestamp")
+_set_from_state = slot_setter(InputStateHistoryEntry, "from_state")
+_set_to = slot_setter(InputStateHistoryEntry, "to")
+_set_reason = slot_setter(InputStateHistoryEntry, "reason")
 
 
 def _history_entry(

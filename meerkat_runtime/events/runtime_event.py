@@ -15,7 +15,6 @@ inside, families are tagged by ``code`` or are plain structs.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, ClassVar
@@ -26,6 +25,7 @@ from meerkat_runtime.events._codec import (
     JsonValue,
     from_wire,
     join_path,
+    slot_setter,
     tagged,
     to_wire,
     wfield,
@@ -378,21 +378,14 @@ class RuntimeEventEnvelope:
     sequence: int = field(default=0, compare=False, metadata={"skip": True})
 
 
-def _slot_setter(name: str) -> Callable[[RuntimeEventEnvelope, Any], None]:
-    setter: Callable[[RuntimeEventEnvelope, Any], None] = getattr(
-        RuntimeEventEnvelope, name
-    ).__set__
-    return setter
-
-
 _ENVELOPE_NEW = object.__new__
-_SET_ID = _slot_setter("id")
-_SET_TIMESTAMP = _slot_setter("timestamp")
-_SET_RUNTIME_ID = _slot_setter("runtime_id")
-_SET_EVENT = _slot_setter("event")
-_SET_CAUSATION_ID = _slot_setter("causation_id")
-_SET_CORRELATION_ID = _slot_setter("correlation_id")
-_SET_SEQUENCE = _slot_setter("sequence")
+_SET_ID = slot_setter(RuntimeEventEnvelope, "id")
+_SET_TIMESTAMP = slot_setter(RuntimeEventEnvelope, "timestamp")
+_SET_RUNTIME_ID = slot_setter(RuntimeEventEnvelope, "runtime_id")
+_SET_EVENT = slot_setter(RuntimeEventEnvelope, "event")
+_SET_CAUSATION_ID = slot_setter(RuntimeEventEnvelope, "causation_id")
+_SET_CORRELATION_ID = slot_setter(RuntimeEventEnvelope, "correlation_id")
+_SET_SEQUENCE = slot_setter(RuntimeEventEnvelope, "sequence")
 
 
 def new_envelope(
