@@ -105,6 +105,7 @@ from meerkat_runtime.events.runtime_event import (
 )
 from meerkat_runtime.events.runtime_state import RuntimeState
 from meerkat_runtime.events.session import (
+    SNAPSHOT_MEMO_MIN_INPUTS,
     Accept,
     AcceptDecision,
     ApplyBoundary,
@@ -121,6 +122,7 @@ from meerkat_runtime.events.session import (
     Reset,
     Retire,
     SessionState,
+    SnapshotMemo,
     StartRun,
     Stop,
     compact,
@@ -239,6 +241,7 @@ class SessionActor:
         "_pipelining",
         "_retirable",
         "_settled",
+        "_snapshot_memo",
         "cold_report",
         "last_writer",
         "lease",
@@ -262,6 +265,9 @@ class SessionActor:
         self.state: SessionState | None = None
         self.last_writer: str | None = None
         self.snapshot_version = 0
+        # Encoded live inputs of the last snapshot, made only for a session holding
+        # many (see events.session.state_to_snapshot).
+        self._snapshot_memo: SnapshotMemo | None = None
         self.cold_report: RecoveryReport | None = None
         # A cancel-run that arrives when the log holds a run a gone process left in
         # flight: that run is cancelled by the load (see _startup_recovery).
@@ -581,7 +587,7 @@ class SessionActor:
             return
         self._compact_retirable(st)
         self.snapshot_version = st.version
-        journal.save_snapshot(st, writer=self.last_writer)
+        journal.save_snapshot(st, writer=self.last_writer, memo=self._memo_for(st))
 
     # ------------------------------------------------------------ deciding and persisting
 
@@ -730,7 +736,17 @@ class SessionActor:
         journal = self.svc.journal
         if journal.snapshot_due(st, self.snapshot_version):
             self.snapshot_version = st.version
-            journal.save_snapshot(st)
+            journal.save_snapshot(st, memo=self._memo_for(st))
+
+    def _memo_for(self, st: SessionState) -> SnapshotMemo | None:
+        """The snapshot memo for ``st``: kept only while the session holds many inputs."""
+        memo = self._snapshot_memo
+        if len(st.inputs) >= SNAPSHOT_MEMO_MIN_INPUTS:
+            if memo is None:
+                memo = self._snapshot_memo = {}
+            return memo
+        self._snapshot_memo = None
+        return None
 
     # ------------------------------------------------------------ host calls
 

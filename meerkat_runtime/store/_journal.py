@@ -36,6 +36,7 @@ from meerkat_runtime.events.catalogue import decode_recorded, envelope_to_record
 from meerkat_runtime.events.runtime_event import RuntimeEventEnvelope
 from meerkat_runtime.events.session import (
     SessionState,
+    SnapshotMemo,
     compact,
     evolve,
     state_from_snapshot,
@@ -264,15 +265,23 @@ class SessionJournal:
             return False
         return state.version - snapshot_version >= slack * max(interval, len(state.inputs))
 
-    def save_snapshot(self, state: SessionState, *, writer: str | None = None) -> bool:
+    def save_snapshot(
+        self,
+        state: SessionState,
+        *,
+        writer: str | None = None,
+        memo: SnapshotMemo | None = None,
+    ) -> bool:
         """Save a snapshot of ``state``; False if the store refused it (logged: a
         snapshot is only a cache).
 
         ``writer`` is the incarnation recorded as the log's last writer (default: this
         process, which wrote the head it snapshots); a load without a tail takes it for
-        the writer of the head, so it decides whether that load is a cold recovery."""
+        the writer of the head, so it decides whether that load is a cold recovery.
+        ``memo``: the session's :data:`~meerkat_runtime.events.session.SnapshotMemo`
+        (see :func:`~meerkat_runtime.events.session.state_to_snapshot`)."""
         data = {
-            "state": state_to_snapshot(state),
+            "state": state_to_snapshot(state, memo),
             "writer": self.store.incarnation if writer is None else writer,
         }
         try:

@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 
 from meerkat_runtime import EchoExecutor, Runtime
+from meerkat_runtime.events import session as session_mod
+from meerkat_runtime.events.input_state import InputState
 from meerkat_runtime.events.session import compact, state_to_snapshot
 from meerkat_runtime.store import EventStore
 from meerkat_runtime.store._journal import SessionJournal
@@ -175,3 +177,37 @@ def test_a_memory_store_takes_no_snapshot_at_stop() -> None:
     with Runtime.open(url, executor=EchoExecutor(), close_timeout=2.0) as rt:
         assert rt.store.load_snapshot("s-1") is None
         assert _loaded(rt, "s-1") == _refolded(rt.store, "s-1")
+
+
+def test_a_session_with_many_live_inputs_encodes_only_the_inputs_that_moved(
+    runtimes: list[Runtime], store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A session's snapshots reuse the encoding of inputs unchanged since its last one
+    (``state_to_snapshot``'s memo), and a load from them still equals a full refold."""
+    encoded: list[object] = []
+    real = session_mod.to_wire
+
+    def counting(value: Any) -> Any:
+        if isinstance(value, InputState):
+            encoded.append(value.input_id)
+        return real(value)
+
+    monkeypatch.setattr(session_mod, "to_wire", counting)
+    rt = Runtime.open(store_url, snapshot_interval=10, close_timeout=2.0)  # no executor
+    runtimes.append(rt)
+    s = rt.session("s-1")
+    for n in range(40):  # all queued: a snapshot every len(inputs) events holds them all
+        s.accept(prompt(f"p{n}"))
+    head = _head(rt.store, "s-1")
+    live: int = s._query(lambda st, _: len(st.inputs))
+    assert live == 40
+    assert encoded, "no snapshot was taken while accepting"
+    assert len(set(encoded)) == len(encoded), "an unchanged input was encoded twice"
+    before_close = len(encoded)
+    rt.close()
+    # The stop snapshot encoded only the inputs accepted since the last snapshot.
+    assert len(encoded) - before_close < live
+    again = _open(runtimes, store_url)
+    stored = again.store.load_snapshot("s-1")
+    assert stored is not None and stored.version == head
+    assert _loaded(again, "s-1") == _refolded(again.store, "s-1")

@@ -29,6 +29,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
+from unittest import mock
 
 import orjson
 from hypothesis import HealthCheck, given, settings
@@ -82,6 +83,7 @@ from meerkat_runtime.events import (
     wants_run,
     wire,
 )
+from meerkat_runtime.events import session as session_mod
 from meerkat_runtime.events.input_state import RECOVERY_TRANSITIONS
 from meerkat_runtime.events.session import compact, state_from_snapshot, state_to_snapshot
 
@@ -490,6 +492,28 @@ def test_snapshot_round_trip(data: st.DataObject) -> None:
     assert again == compacted
     assert orjson.dumps(state_to_snapshot(again)) == raw
     assert wants_run(again) == wants_run(sess.state)
+
+
+@PROPS
+@given(st.data(), st.integers(0, 3))
+def test_a_snapshot_with_the_memo_is_the_snapshot_without_it(
+    data: st.DataObject, memo_min: int
+) -> None:
+    """(d) with a session's snapshot memo: after any commands, the memo's snapshot is
+    byte for byte the snapshot encoded afresh (inputs that moved are never reused)."""
+    sess = Session()
+    attached = data.draw(st.booleans(), label="attached")
+    memo: session_mod.SnapshotMemo = {}
+    with mock.patch.object(session_mod, "SNAPSHOT_MEMO_MIN_INPUTS", memo_min):
+        for _ in range(data.draw(st.integers(1, MAX_STEPS), label="steps")):
+            step(sess, data, attached)
+            if data.draw(st.booleans(), label="snapshot now"):
+                fresh = orjson.dumps(state_to_snapshot(sess.state))
+                assert orjson.dumps(state_to_snapshot(sess.state, memo)) == fresh
+                kept = {
+                    i.input_id for i in state_from_snapshot(orjson.loads(fresh)).inputs.values()
+                }
+                assert set(memo) == (kept if len(kept) >= memo_min else set())
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
