@@ -185,7 +185,7 @@ def test_a_session_with_many_live_inputs_encodes_only_the_inputs_that_moved(
     """A session's snapshots reuse the encoding of inputs unchanged since its last one
     (``state_to_snapshot``'s memo), and a load from them still equals a full refold."""
     encoded: list[object] = []
-    real = session_mod.to_wire
+    real = session_mod.to_wire  # type: ignore[attr-defined]
 
     def counting(value: Any) -> Any:
         if isinstance(value, InputState):
