@@ -183,6 +183,7 @@ def measure_runtime(
         executor=None,
         projections=projections,
         max_live_sessions=max(1000, 2 * sessions),
+        **({"session_threads": args.session_threads} if args.session_threads else {}),
         **bl.store_options(backend),
     )
     try:
@@ -445,6 +446,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--projections", action="store_true", help="also run the runtime with projections on"
+    )
+    parser.add_argument(
+        "--session-threads",
+        type=int,
+        default=0,
+        help="the runtime's session hosts (Runtime.open(session_threads=N); default: its own)",
     )
     parser.add_argument(
         "--accept-many",

@@ -66,7 +66,7 @@ class HostProjection(Projection):
 
     def handle_batch(self, cur: Cursor, events: Sequence[ProjectedEvent]) -> None:
         """Update the read model for a page of events, in log order (default: :meth:`handle`
-        for each). Override it to batch writes (``cur.executemany``)."""
+        for each). Override it to batch writes (``cur.insert_rows``, ``cur.executemany``)."""
         for event in events:
             self.handle(cur, event)
 

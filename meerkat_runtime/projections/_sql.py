@@ -145,6 +145,11 @@ class ScratchSql(Sql):
         self._scratch.close()
 
 
+#: Rows per statement of :meth:`Cursor.insert_rows` (at most 9 columns each in the
+#: built-in read models: 4,500 parameters, under SQLite's 32,766 and PostgreSQL's 65,535).
+ROWS_PER_STATEMENT = 500
+
+
 class Cursor:
     """A cursor that takes ``?`` placeholders on every backend."""
 
@@ -166,6 +171,31 @@ class Cursor:
     def executemany(self, statement: str, rows: Sequence[Sequence[Any]]) -> None:
         if rows:
             self._cur.executemany(statement, [tuple(r) for r in rows])
+
+    def insert_rows(
+        self, insert: str, rows: Sequence[Sequence[Any]], width: int, conflict: str = ""
+    ) -> None:
+        """Run ``insert`` (``"INSERT INTO t (a, b)"``) for ``rows`` of ``width`` values each,
+        then ``conflict`` (an ``ON CONFLICT ...`` clause), as multi-row ``VALUES``
+        statements of up to :data:`ROWS_PER_STATEMENT` rows.
+
+        Rather than ``executemany``'s one statement step per row: Python's sqlite3 lets go
+        of the GIL around every step, and a projection runner that must take it back
+        behind busy accepting threads waits up to a switch interval each time (a page
+        of 300 rows took ~35 ms of wall time for ~6 ms of CPU). ``rows`` must not hold
+        two rows for one conflict key (PostgreSQL refuses to update a row twice in one
+        statement).
+        """
+        group = "(" + ", ".join("?" * width) + ")"
+        for start in range(0, len(rows), ROWS_PER_STATEMENT):
+            chunk = rows[start : start + ROWS_PER_STATEMENT]
+            params: list[Any] = []
+            for row in chunk:
+                if len(row) != width:
+                    raise ValueError(f"a row of {len(row)} values for {width} columns: {insert}")
+                params.extend(row)
+            values = ", ".join([group] * len(chunk))
+            self._cur.execute(f"{insert} VALUES {values} {conflict}", params)
 
     def select_in(self, table: str, column: str, keys: Sequence[Any]) -> Iterator[dict[str, Any]]:
         """Rows of ``table`` whose ``column`` is one of ``keys``, in chunks of 500 parameters."""

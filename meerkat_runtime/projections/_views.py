@@ -112,18 +112,15 @@ class ViewsProjection(Projection):
                     counts[after] = counts.get(after, 0) + 1
                     inputs[key] = after
                     changed_inputs.add(key)
-        cur.executemany(
-            f"INSERT INTO {cur.table(INPUTS)} (session_id, input_id, state) VALUES (?, ?, ?) "
-            "ON CONFLICT (session_id, input_id) DO UPDATE SET state = excluded.state",
+        cur.insert_rows(
+            f"INSERT INTO {cur.table(INPUTS)} (session_id, input_id, state)",
             [(sid, iid, inputs[(sid, iid)]) for sid, iid in sorted(changed_inputs)],
+            3,
+            "ON CONFLICT (session_id, input_id) DO UPDATE SET state = excluded.state",
         )
-        cur.executemany(
+        cur.insert_rows(
             f"INSERT INTO {cur.table(TABLE)} (session_id, state, queued, staged, current_run_id, "
-            "counts, last_sequence, updated_at, position) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (session_id) DO UPDATE SET state = excluded.state, "
-            "queued = excluded.queued, staged = excluded.staged, "
-            "current_run_id = excluded.current_run_id, counts = excluded.counts, "
-            "last_sequence = excluded.last_sequence, updated_at = excluded.updated_at",
+            "counts, last_sequence, updated_at, position)",
             [
                 (
                     sid,
@@ -139,6 +136,11 @@ class ViewsProjection(Projection):
                 for sid, v in sessions.items()
                 if "last_sequence" in v
             ],
+            9,
+            "ON CONFLICT (session_id) DO UPDATE SET state = excluded.state, "
+            "queued = excluded.queued, staged = excluded.staged, "
+            "current_run_id = excluded.current_run_id, counts = excluded.counts, "
+            "last_sequence = excluded.last_sequence, updated_at = excluded.updated_at",
         )
 
 

@@ -1,0 +1,115 @@
+"""Read models write a page's rows as multi-row statements (``Cursor.insert_rows``).
+
+One statement per 500 rows instead of ``executemany``'s one statement step per row:
+on SQLite each step lets go of the GIL, which a projection runner then waits to get
+back behind the accepting threads. On every backend: rows are inserted and updated
+on conflict across chunks, a row of the wrong width is refused before anything is
+written, and the ledger and views issue one statement per 500 changed rows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from meerkat_runtime.projections import Cursor, LedgerProjection, Sql, ViewsProjection
+from meerkat_runtime.store import RecordedEvent
+
+from .conftest import Db
+
+ROWS = 1_201  # three statements: 500 + 500 + 201
+
+
+def _table(db: Db) -> tuple[Sql, str]:
+    sql = Sql(db.store())
+    with sql.schema_transaction() as cur:
+        cur.execute(f"CREATE TABLE {cur.table('multirow_t')} (k TEXT PRIMARY KEY, v INTEGER)")
+    return sql, sql.table("multirow_t")
+
+
+def _rows(sql: Sql, table: str) -> dict[str, int]:
+    with sql.read_transaction() as cur:
+        return {r["k"]: int(r["v"]) for r in cur.execute(f"SELECT k, v FROM {table}").fetchall()}
+
+
+def test_insert_rows_inserts_and_updates_across_statements(db: Db) -> None:
+    sql, table = _table(db)
+    with sql.transaction() as cur:
+        cur.insert_rows(f"INSERT INTO {table} (k, v)", [(f"k{n:05}", n) for n in range(ROWS)], 2)
+    assert _rows(sql, table) == {f"k{n:05}": n for n in range(ROWS)}
+    # Every other existing key updated, and new keys past the end, in one call.
+    changes = [(f"k{n:05}", -n) for n in range(0, ROWS + 300, 2)]
+    with sql.transaction() as cur:
+        cur.insert_rows(
+            f"INSERT INTO {table} (k, v)",
+            changes,
+            2,
+            "ON CONFLICT (k) DO UPDATE SET v = excluded.v",
+        )
+    want = {f"k{n:05}": n for n in range(ROWS)} | dict(changes)
+    assert _rows(sql, table) == want
+
+
+def test_insert_rows_refuses_a_row_of_the_wrong_width_and_writes_nothing(db: Db) -> None:
+    sql, table = _table(db)
+    rows: list[tuple[Any, ...]] = [(f"k{n}", n) for n in range(600)]
+    rows.append(("short",))  # in the second statement: the first one must not stay either
+    with (
+        pytest.raises(ValueError, match="a row of 1 values for 2 columns"),
+        sql.transaction() as cur,
+    ):
+        cur.insert_rows(f"INSERT INTO {table} (k, v)", rows, 2)
+    assert _rows(sql, table) == {}
+
+
+class _Counting:
+    """A driver cursor that records the statements the read models send."""
+
+    def __init__(self, cur: Any) -> None:
+        self._cur = cur
+        self.executes: list[str] = []
+        self.executemany_rows: list[int] = []
+
+    def execute(self, statement: str, params: Sequence[Any] = ()) -> Any:
+        self.executes.append(statement)
+        return self._cur.execute(statement, params)
+
+    def executemany(self, statement: str, rows: Sequence[Sequence[Any]]) -> Any:
+        self.executemany_rows.append(len(rows))
+        return self._cur.executemany(statement, rows)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cur, name)
+
+
+def _page(db: Db, inputs: int) -> list[RecordedEvent]:
+    """The log of ``inputs`` accepted inputs over 3 sessions (2 events each)."""
+    rt = db.runtime(projections=False)
+    rt.accept_many(
+        [(f"s-{n % 3}", {"input_type": "prompt", "content": f"p{n}"}) for n in range(inputs)]
+    )
+    return [*rt.store.read_all(0, limit=10 * inputs)]
+
+
+@pytest.mark.parametrize("projection", [LedgerProjection, ViewsProjection])
+def test_a_read_model_writes_a_page_in_one_statement_per_500_rows(
+    db: Db, projection: type[LedgerProjection] | type[ViewsProjection]
+) -> None:
+    events = _page(db, ROWS)
+    sql = Sql(db.store())
+    model = projection()
+    with sql.schema_transaction() as cur:
+        model.create_schema(cur)
+    with sql.transaction() as real:
+        counting = _Counting(real._cur)
+        model.apply(Cursor(sql, counting), events)
+    inserts = [s for s in counting.executes if s.lstrip().upper().startswith("INSERT")]
+    assert counting.executemany_rows == [], "a page's rows went through executemany"
+    # Ledger: one row per input. Views: one row per input and one per session.
+    expected = (
+        math.ceil(ROWS / 500) if projection is LedgerProjection else math.ceil(ROWS / 500) + 1
+    )
+    assert len(inserts) == expected
