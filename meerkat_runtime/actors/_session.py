@@ -743,7 +743,7 @@ class SessionActor:
         memo = self._snapshot_memo
         if len(st.inputs) >= SNAPSHOT_MEMO_MIN_INPUTS:
             if memo is None:
-                memo = self._snapshot_memo = {}
+                memo = self._snapshot_memo = SnapshotMemo()
             return memo
         self._snapshot_memo = None
         return None

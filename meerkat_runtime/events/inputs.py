@@ -18,7 +18,15 @@ from enum import StrEnum
 from typing import Annotated, Any, ClassVar, NewType
 
 from meerkat_runtime.errors import InvalidInput
-from meerkat_runtime.events._codec import Custom, JsonValue, check_text, join_path, tagged, wfield
+from meerkat_runtime.events._codec import (
+    Custom,
+    JsonValue,
+    check_text,
+    interned,
+    join_path,
+    tagged,
+    wfield,
+)
 from meerkat_runtime.events.ids import uuid7
 from meerkat_runtime.events.run_primitive import (
     ConversationAppend,
@@ -185,6 +193,7 @@ class InputOrigin:
 @dataclass(frozen=True, slots=True)
 class OperatorOrigin(InputOrigin):
     __tag__: ClassVar[str] = "operator"
+    __interned__: ClassVar[bool] = True
 
 
 @tagged
@@ -208,6 +217,7 @@ class FlowOrigin(InputOrigin):
 @dataclass(frozen=True, slots=True)
 class SystemOrigin(InputOrigin):
     __tag__: ClassVar[str] = "system"
+    __interned__: ClassVar[bool] = True
 
 
 @tagged
@@ -224,8 +234,23 @@ class ExternalOrigin(InputOrigin):
 class InputVisibility:
     """Both flags default to true when the runtime builds a value; both keys are required on read."""
 
+    __interned__: ClassVar[bool] = True
+
     transcript_eligible: bool = wfield(default=True, required=True)
     operator_eligible: bool = wfield(default=True, required=True)
+
+
+#: The values a header takes when the host gives none (shared: see ``interned``).
+_OPERATOR = interned(OperatorOrigin())
+_VISIBLE = interned(InputVisibility())
+
+
+def _operator_origin() -> InputOrigin:
+    return _OPERATOR
+
+
+def _default_visibility() -> InputVisibility:
+    return _VISIBLE
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,9 +259,9 @@ class InputHeader:
 
     id: uuid.UUID = wfield(default_factory=uuid7, required=True)
     timestamp: datetime = wfield(default_factory=utc_now, required=True)
-    source: InputOrigin = wfield(default_factory=OperatorOrigin, required=True)
+    source: InputOrigin = wfield(default_factory=_operator_origin, required=True)
     durability: InputDurability = wfield(default=InputDurability.DURABLE, required=True)
-    visibility: InputVisibility = wfield(default_factory=InputVisibility, required=True)
+    visibility: InputVisibility = wfield(default_factory=_default_visibility, required=True)
     idempotency_key: str | None = wfield(default=None, omit="none")
     supersession_key: str | None = wfield(default=None, omit="none")
     correlation_id: uuid.UUID | None = wfield(default=None, omit="none")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from meerkat_runtime.errors import RuntimeControlPlaneError
 from meerkat_runtime.events._codec import wfield
@@ -131,6 +131,8 @@ _SIGNAL_ORDER = list(PostAdmissionSignal)
 class PolicyDecision:
     """How one input is applied, woken, queued and consumed."""
 
+    __interned__: ClassVar[bool] = True
+
     apply_mode: ApplyMode
     wake_mode: WakeMode
     queue_mode: QueueMode
@@ -144,6 +146,8 @@ class PolicyDecision:
 
 @dataclass(frozen=True, slots=True)
 class PolicySnapshot:
+    __interned__: ClassVar[bool] = True
+
     version: int = wfield(ge=0)
     decision: PolicyDecision = wfield(required=True)
 
@@ -156,6 +160,8 @@ class RuntimeSemantics:
     required; the two optional fields are written as ``null`` when absent (no
     skip attribute); ``live_interrupt_required`` defaults to false on read.
     """
+
+    __interned__: ClassVar[bool] = True
 
     boundary: RunApplyBoundary
     execution_kind: RuntimeExecutionKind

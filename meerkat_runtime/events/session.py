@@ -77,7 +77,7 @@ from meerkat_runtime.errors import (
     RuntimeControlPlaneError,
     RuntimeStateTransitionError,
 )
-from meerkat_runtime.events._codec import from_wire, to_wire, to_wire_tagged
+from meerkat_runtime.events._codec import from_wire, interned, to_wire, to_wire_tagged
 from meerkat_runtime.events.coalescing import Supersedes, check_supersession
 from meerkat_runtime.events.completion import (
     Abandoned,
@@ -591,7 +591,9 @@ def _decide_accept(state: SessionState, cmd: Accept, b: _Builder) -> Decision:
         InputAccepted(
             input_id=input_id,
             input=inp,
-            policy=PolicySnapshot(version=plan.decision.policy_version, decision=plan.decision),
+            policy=interned(
+                PolicySnapshot(version=plan.decision.policy_version, decision=plan.decision)
+            ),
             runtime_semantics=plan.semantics,
         )
     )
@@ -1450,8 +1452,28 @@ def evolve_settling(
 #: cheap and the memory is not worth it (10,000 small live sessions stay small).
 SNAPSHOT_MEMO_MIN_INPUTS = 8
 
-#: Input id -> (the input state encoded, its encoded JSON): see :func:`state_to_snapshot`.
-SnapshotMemo = dict[uuid.UUID, tuple[InputState, orjson.Fragment]]
+
+class SnapshotMemo:
+    """A session's encoded inputs from its last snapshot (see :func:`state_to_snapshot`).
+
+    Two dicts by input id, the state encoded and its JSON, rather than one of pairs:
+    a pair holding an input state would be one more object per live input for the
+    cyclic garbage collector to walk; dict entries and ``orjson.Fragment`` are not.
+    """
+
+    __slots__ = ("fragments", "states")
+
+    def __init__(self) -> None:
+        self.states: dict[uuid.UUID, InputState] = {}
+        self.fragments: dict[uuid.UUID, orjson.Fragment] = {}
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+    def clear(self) -> None:
+        self.states = {}
+        self.fragments = {}
+
 
 # As the stores dump snapshots: anything not JSON-native is an error, not a conversion.
 _FRAGMENT_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
@@ -1519,20 +1541,19 @@ def _memo_inputs(kept: list[InputState], memo: SnapshotMemo) -> list[Any]:
         memo.clear()
         return [to_wire(s) for s in kept]
     out: list[Any] = []
-    fresh: SnapshotMemo = {}
-    get = memo.get
+    states: dict[uuid.UUID, InputState] = {}
+    fragments: dict[uuid.UUID, orjson.Fragment] = {}
+    old_state, old_fragment = memo.states.get, memo.fragments
     for st in kept:
         iid = st.input_id
-        hit = get(iid)
-        if hit is not None and hit[0] is st:
-            fresh[iid] = hit
-            out.append(hit[1])
+        if old_state(iid) is st:
+            frag = old_fragment[iid]
         else:
             frag = orjson.Fragment(orjson.dumps(to_wire(st), option=_FRAGMENT_OPTIONS))
-            fresh[iid] = (st, frag)
-            out.append(frag)
-    memo.clear()
-    memo.update(fresh)
+        states[iid] = st
+        fragments[iid] = frag
+        out.append(frag)
+    memo.states, memo.fragments = states, fragments
     return out
 
 

@@ -503,7 +503,7 @@ def test_a_snapshot_with_the_memo_is_the_snapshot_without_it(
     byte for byte the snapshot encoded afresh (inputs that moved are never reused)."""
     sess = Session()
     attached = data.draw(st.booleans(), label="attached")
-    memo: session_mod.SnapshotMemo = {}
+    memo = session_mod.SnapshotMemo()
     with mock.patch.object(session_mod, "SNAPSHOT_MEMO_MIN_INPUTS", memo_min):
         for _ in range(data.draw(st.integers(1, MAX_STEPS), label="steps")):
             step(sess, data, attached)
@@ -513,7 +513,11 @@ def test_a_snapshot_with_the_memo_is_the_snapshot_without_it(
                 kept = {
                     i.input_id for i in state_from_snapshot(orjson.loads(fresh)).inputs.values()
                 }
-                assert set(memo) == (kept if len(kept) >= memo_min else set())
+                assert (
+                    set(memo.states)
+                    == set(memo.fragments)
+                    == (kept if len(kept) >= memo_min else set())
+                )
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
