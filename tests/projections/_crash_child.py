@@ -4,8 +4,8 @@ Usage: ``python _crash_child.py STORE_URL SEED``. Opens a runtime without an
 executor (its ledger and views follow the log) plus a counting projection on
 the same store, and accepts inputs from several threads into many sessions
 (mixed kinds, duplicates, supersession keys, coalescing progress, and now and
-then a retire/recycle/reset), forever. Prints ``ready`` once the first inputs
-are durable. With ``MEERKAT_TEST_APPLY_SLEEP`` set (seconds), the counting
+then a retire/recycle/reset), forever. Prints ``ready`` once a worker has had
+five inputs accepted (durable: a refusal or a duplicate does not count). With ``MEERKAT_TEST_APPLY_SLEEP`` set (seconds), the counting
 projection sleeps inside ``apply`` after writing, so a kill often lands
 between the handler and the commit; with ``MEERKAT_TEST_APPLY_LOG`` set (a
 file), it appends the first and last position of every page it begins.
@@ -54,7 +54,7 @@ def main() -> None:
 
     def load(worker: int) -> None:
         rnd = random.Random(seed * 100 + worker)
-        n = 0
+        n = accepted = 0
         while True:
             s = rt.session(f"crash-{worker}-{rnd.randrange(6)}")
             n += 1
@@ -64,24 +64,30 @@ def main() -> None:
                     rnd.choice([s.retire, s.recycle, s.reset])()
                     continue
                 if r < 0.15:
-                    s.accept(external_event({"n": n}, supersession_key="ci"))
+                    out = s.accept(external_event({"n": n}, supersession_key="ci"))
                 elif r < 0.25:
-                    s.accept(peer_progress(supersession_key="progress"))
+                    out = s.accept(peer_progress(supersession_key="progress"))
                 elif r < 0.3:
-                    s.accept(operation(f"op-{seed}-{worker}-{n}"))
+                    out = s.accept(operation(f"op-{seed}-{worker}-{n}"))
                 elif r < 0.4:
-                    s.accept(prompt("dup", idempotency_key=f"idem-{rnd.randrange(5)}"))
+                    out = s.accept(prompt("dup", idempotency_key=f"idem-{rnd.randrange(5)}"))
                 else:
-                    s.accept(prompt(f"p{n}"))
+                    out = s.accept(prompt(f"p{n}"))
             except (RuntimeStateTransitionError, RuntimeControlPlaneError):
-                pass
-            if n == 5:
-                ready.set()
+                continue
+            # Ready once this worker has had inputs accepted (durable when accept
+            # returns): a refusal or a duplicate writes nothing, and a kill right after
+            # "ready" must still find something of this run in the log.
+            if out.kind == "accepted":
+                accepted += 1
+                if accepted == 5:
+                    ready.set()
 
     for w in range(4):
         threading.Thread(target=load, args=(w,), daemon=True).start()
-    ready.wait(60)
-    print("ready", flush=True)
+    # Not ready in time (a machine far too loaded, or every worker failed: their
+    # exceptions are on stderr): say so, and the parent fails with stderr in view.
+    print("ready" if ready.wait(120) else "not ready after 120 s", flush=True)
     threading.Event().wait()  # until killed
     counting.close()  # not reached
 
