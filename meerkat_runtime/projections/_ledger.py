@@ -140,9 +140,18 @@ class LedgerProjection(Projection):
             rows[key] = {**current, "state": new, "since": since}
             changed.add(key)
         cur.insert_rows(
-            f"INSERT INTO {cur.table(TABLE)} "
-            "(session_id, input_id, kind, state, position, state_since, updated_at, "
-            "idempotency_key, row_json)",
+            TABLE,
+            (
+                "session_id",
+                "input_id",
+                "kind",
+                "state",
+                "position",
+                "state_since",
+                "updated_at",
+                "idempotency_key",
+                "row_json",
+            ),
             [
                 (
                     key[0],
@@ -157,11 +166,8 @@ class LedgerProjection(Projection):
                 )
                 for key in sorted(changed)
             ],
-            9,
-            "ON CONFLICT (session_id, input_id) DO UPDATE SET "
-            "state = excluded.state, state_since = excluded.state_since, "
-            "updated_at = excluded.updated_at, idempotency_key = excluded.idempotency_key, "
-            "row_json = excluded.row_json",
+            conflict=("session_id", "input_id"),
+            update=("state", "state_since", "updated_at", "idempotency_key", "row_json"),
         )
 
 

@@ -176,11 +176,21 @@ class Cursor:
             self._cur.executemany(statement, [tuple(r) for r in rows])
 
     def insert_rows(
-        self, insert: str, rows: Sequence[Sequence[Any]], width: int, conflict: str = ""
+        self,
+        table: str,
+        columns: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        *,
+        conflict: Sequence[str] = (),
+        update: Sequence[str] = (),
     ) -> None:
-        """Run ``insert`` (``"INSERT INTO t (a, b)"``) for ``rows`` of ``width`` values each,
-        then ``conflict`` (an ``ON CONFLICT ...`` clause), as multi-row ``VALUES``
-        statements of the sizes in :data:`CHUNK_ROWS` (a page of 300 rows: 6 statements).
+        """Insert ``rows`` (one value per column of ``columns``) into ``table``, as
+        multi-row ``VALUES`` statements of the sizes in :data:`CHUNK_ROWS` (a page of 300
+        rows: 6 statements).
+
+        ``conflict``: the key columns of an ``ON CONFLICT``; a row whose key exists then
+        sets the ``update`` columns to its values (or is skipped when ``update`` is
+        empty). Names are quoted as identifiers; values are bound parameters.
 
         Rather than ``executemany``'s one statement step per row: Python's sqlite3 lets go
         of the GIL around every step, and a projection runner that must take it back
@@ -191,19 +201,43 @@ class Cursor:
         """
         if not rows:
             return
-        group = "(" + ", ".join("?" * width) + ")"
+        cols: list[str] = []
+        for column in columns:
+            cols.append(self.index(column))
+        keys: list[str] = []
+        for key in conflict:
+            keys.append(self.index(key))
+        sets: list[str] = []
+        for column in update:
+            name = self.index(column)
+            sets.append(f"{name} = excluded.{name}")
+        on_conflict = ""
+        if keys:
+            on_conflict = (
+                f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {', '.join(sets)}"
+                if sets
+                else f" ON CONFLICT ({', '.join(keys)}) DO NOTHING"
+            )
+        width = len(cols)
+        placeholders = f"({', '.join('?' * width)})"
+        head = f"INSERT INTO {self.table(table)} ({', '.join(cols)}) VALUES "
         start = 0
         for size in CHUNK_ROWS:
+            if len(rows) - start < size:
+                continue
+            groups: list[str] = []
+            for _ in range(size):
+                groups.append(placeholders)
+            statement = f"{head}{', '.join(groups)}{on_conflict}"
             while len(rows) - start >= size:
                 params: list[Any] = []
                 for row in rows[start : start + size]:
                     if len(row) != width:
                         raise ValueError(
-                            f"a row of {len(row)} values for {width} columns: {insert}"
+                            f"a row of {len(row)} values for the {width} columns of {table}"
                         )
                     params.extend(row)
-                values = ", ".join([group] * size)
-                self._cur.execute(f"{insert} VALUES {values} {conflict}", params)
+                self._cur.execute(statement, params)
                 start += size
 
     def select_in(self, table: str, column: str, keys: Sequence[Any]) -> Iterator[dict[str, Any]]:

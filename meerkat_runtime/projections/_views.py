@@ -113,14 +113,25 @@ class ViewsProjection(Projection):
                     inputs[key] = after
                     changed_inputs.add(key)
         cur.insert_rows(
-            f"INSERT INTO {cur.table(INPUTS)} (session_id, input_id, state)",
+            INPUTS,
+            ("session_id", "input_id", "state"),
             [(sid, iid, inputs[(sid, iid)]) for sid, iid in sorted(changed_inputs)],
-            3,
-            "ON CONFLICT (session_id, input_id) DO UPDATE SET state = excluded.state",
+            conflict=("session_id", "input_id"),
+            update=("state",),
         )
         cur.insert_rows(
-            f"INSERT INTO {cur.table(TABLE)} (session_id, state, queued, staged, current_run_id, "
-            "counts, last_sequence, updated_at, position)",
+            TABLE,
+            (
+                "session_id",
+                "state",
+                "queued",
+                "staged",
+                "current_run_id",
+                "counts",
+                "last_sequence",
+                "updated_at",
+                "position",
+            ),
             [
                 (
                     sid,
@@ -136,11 +147,16 @@ class ViewsProjection(Projection):
                 for sid, v in sessions.items()
                 if "last_sequence" in v
             ],
-            9,
-            "ON CONFLICT (session_id) DO UPDATE SET state = excluded.state, "
-            "queued = excluded.queued, staged = excluded.staged, "
-            "current_run_id = excluded.current_run_id, counts = excluded.counts, "
-            "last_sequence = excluded.last_sequence, updated_at = excluded.updated_at",
+            conflict=("session_id",),
+            update=(
+                "state",
+                "queued",
+                "staged",
+                "current_run_id",
+                "counts",
+                "last_sequence",
+                "updated_at",
+            ),
         )
 
 

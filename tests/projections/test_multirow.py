@@ -37,30 +37,29 @@ def _rows(sql: Sql, table: str) -> dict[str, int]:
 def test_insert_rows_inserts_and_updates_across_statements(db: Db) -> None:
     sql, table = _table(db)
     with sql.transaction() as cur:
-        cur.insert_rows(f"INSERT INTO {table} (k, v)", [(f"k{n:05}", n) for n in range(ROWS)], 2)
+        cur.insert_rows("multirow_t", ("k", "v"), [(f"k{n:05}", n) for n in range(ROWS)])
     assert _rows(sql, table) == {f"k{n:05}": n for n in range(ROWS)}
     # Every other existing key updated, and new keys past the end, in one call.
     changes = [(f"k{n:05}", -n) for n in range(0, ROWS + 300, 2)]
     with sql.transaction() as cur:
-        cur.insert_rows(
-            f"INSERT INTO {table} (k, v)",
-            changes,
-            2,
-            "ON CONFLICT (k) DO UPDATE SET v = excluded.v",
-        )
+        cur.insert_rows("multirow_t", ("k", "v"), changes, conflict=("k",), update=("v",))
     want = {f"k{n:05}": n for n in range(ROWS)} | dict(changes)
     assert _rows(sql, table) == want
+    # With no column to update, a row whose key exists is skipped.
+    with sql.transaction() as cur:
+        cur.insert_rows("multirow_t", ("k", "v"), [("k00001", 7), ("new", 8)], conflict=("k",))
+    assert _rows(sql, table) == want | {"new": 8}
 
 
 def test_insert_rows_refuses_a_row_of_the_wrong_width_and_writes_nothing(db: Db) -> None:
     sql, table = _table(db)
     rows: list[tuple[Any, ...]] = [(f"k{n}", n) for n in range(600)]
-    rows.append(("short",))  # in the second statement: the first one must not stay either
+    rows.append(("short",))  # in a later statement: the first ones must not stay either
     with (
-        pytest.raises(ValueError, match="a row of 1 values for 2 columns"),
+        pytest.raises(ValueError, match="a row of 1 values for the 2 columns of multirow_t"),
         sql.transaction() as cur,
     ):
-        cur.insert_rows(f"INSERT INTO {table} (k, v)", rows, 2)
+        cur.insert_rows("multirow_t", ("k", "v"), rows)
     assert _rows(sql, table) == {}
 
 
