@@ -275,7 +275,9 @@ class OperationRegistry:
 
     def __init__(self, max_completed: int = DEFAULT_MAX_COMPLETED) -> None:
         self.ops: dict[str, OperationRecord] = {}
-        self._done: deque[str] = deque()  # terminal operation ids, oldest completion first
+        # Terminal operation ids, oldest completion first; made by the first one (an
+        # empty deque is ~600 bytes, and most sessions never start an operation).
+        self._done: deque[str] | None = None
         self.watermark = 0  # the last completion sequence handed out
         self.dropped_through = 0  # the last completion sequence evicted
         self.max_completed = max_completed
@@ -305,7 +307,7 @@ class OperationRegistry:
 
     def feed(self, after_seq: int = 0) -> CompletionBatch:
         """Terminal operations whose completion sequence is after ``after_seq``, in order."""
-        done = (self.ops[i] for i in self._done)
+        done = (self.ops[i] for i in self._done or ())
         entries = tuple(
             CompletionEntry(r.completion_seq, r)
             for r in done
@@ -420,6 +422,8 @@ class OperationRegistry:
             terminal_sequence=sequence,
         )
         done = self._done
+        if done is None:
+            done = self._done = deque()
         done.append(record.operation_id)
         while len(done) > self.max_completed:  # evict the oldest terminal operation
             gone = self.ops.pop(done.popleft())
@@ -444,7 +448,8 @@ class OperationRegistry:
             reg.ops[record.operation_id] = record
         ended = [r for r in reg.ops.values() if r.completion_seq is not None]
         ended.sort(key=lambda r: r.completion_seq or 0)
-        reg._done.extend(r.operation_id for r in ended)
+        if ended:
+            reg._done = deque(r.operation_id for r in ended)
         return reg
 
 

@@ -303,3 +303,20 @@ def test_refused_events_in_the_log_have_no_effect_on_a_refold() -> None:
     rec = st.operations.get("a")
     assert rec is not None and rec.result == 1 and st.operations.get("ghost") is None
     assert st.operations == d.state.operations
+
+
+def test_a_registry_without_operations_stays_small() -> None:
+    """Every live session holds a registry, and most never start an operation: an empty
+    one must not carry the completion queue (an empty deque is ~600 bytes)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = [OperationRegistry() for _ in range(1000)]
+        per_registry = (tracemalloc.get_traced_memory()[0] - before) / len(kept)
+    finally:
+        tracemalloc.stop()
+    assert per_registry < 300, f"{per_registry:.0f} bytes per empty registry"
+    # It still evicts in completion order once operations end (the queue made on demand).
+    assert OperationRegistry.from_json(OperationRegistry().to_json()) == OperationRegistry()
