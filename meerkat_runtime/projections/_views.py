@@ -45,6 +45,22 @@ class ViewRow:
     position: int
 
 
+#: A view row's columns, in the order ``apply`` writes them.
+_VIEW_COLUMNS = (
+    "session_id",
+    "state",
+    "queued",
+    "staged",
+    "current_run_id",
+    "counts",
+    "last_sequence",
+    "updated_at",
+    "position",
+)
+#: What a later page changes in an existing row (its key and first position stay).
+_VIEW_UPDATED = tuple(c for c in _VIEW_COLUMNS if c not in ("session_id", "position"))
+
+
 class ViewsProjection(Projection):
     name = "views"
     tables = (TABLE, INPUTS)
@@ -121,17 +137,7 @@ class ViewsProjection(Projection):
         )
         cur.insert_rows(
             TABLE,
-            (
-                "session_id",
-                "state",
-                "queued",
-                "staged",
-                "current_run_id",
-                "counts",
-                "last_sequence",
-                "updated_at",
-                "position",
-            ),
+            _VIEW_COLUMNS,
             [
                 (
                     sid,
@@ -148,15 +154,7 @@ class ViewsProjection(Projection):
                 if "last_sequence" in v
             ],
             conflict=("session_id",),
-            update=(
-                "state",
-                "queued",
-                "staged",
-                "current_run_id",
-                "counts",
-                "last_sequence",
-                "updated_at",
-            ),
+            update=_VIEW_UPDATED,
         )
 
 
