@@ -1467,9 +1467,6 @@ class SnapshotMemo:
         self.states: dict[uuid.UUID, InputState] = {}
         self.fragments: dict[uuid.UUID, orjson.Fragment] = {}
 
-    def __len__(self) -> int:
-        return len(self.states)
-
     def clear(self) -> None:
         self.states = {}
         self.fragments = {}

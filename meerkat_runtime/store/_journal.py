@@ -278,7 +278,7 @@ class SessionJournal:
         ``writer`` is the incarnation recorded as the log's last writer (default: this
         process, which wrote the head it snapshots); a load without a tail takes it for
         the writer of the head, so it decides whether that load is a cold recovery.
-        ``memo``: the session's :data:`~meerkat_runtime.events.session.SnapshotMemo`
+        ``memo``: the session's :class:`~meerkat_runtime.events.session.SnapshotMemo`
         (see :func:`~meerkat_runtime.events.session.state_to_snapshot`)."""
         data = {
             "state": state_to_snapshot(state, memo),
