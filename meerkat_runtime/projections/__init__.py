@@ -18,7 +18,7 @@ from meerkat_runtime.projections._framework import (
 )
 from meerkat_runtime.projections._host import HostProjection, ProjectedEvent
 from meerkat_runtime.projections._ledger import LedgerProjection, LedgerQueries, LedgerRow
-from meerkat_runtime.projections._sql import Cursor, ScratchSql, Sql
+from meerkat_runtime.projections._sql import Cursor, PageRows, RowCache, ScratchSql, Sql
 from meerkat_runtime.projections._verify import Mismatch, VerifyReport, verify
 from meerkat_runtime.projections._views import ViewQueries, ViewRow, ViewsProjection
 
@@ -30,11 +30,13 @@ __all__ = [
     "LedgerQueries",
     "LedgerRow",
     "Mismatch",
+    "PageRows",
     "ProjectedEvent",
     "Projection",
     "ProjectionRunner",
     "ProjectionSet",
     "ProjectionStatus",
+    "RowCache",
     "ScratchSql",
     "SkippedEvent",
     "Sql",

@@ -73,7 +73,14 @@ from meerkat_runtime.errors import (
 )
 from meerkat_runtime.events.catalogue import EVENT_TOPICS, decode_recorded
 from meerkat_runtime.events.timefmt import format_timestamp, utc_now
-from meerkat_runtime.projections._sql import Cursor, ScratchSql, Sql
+from meerkat_runtime.projections._sql import (
+    ROW_CACHE_ROWS,
+    Cursor,
+    PageRows,
+    RowCache,
+    ScratchSql,
+    Sql,
+)
 from meerkat_runtime.store import EventStore, RecordedEvent, UnreadableInLog
 from meerkat_runtime.telemetry import (
     PROJECTION_EVENTS,
@@ -290,12 +297,21 @@ class ProjectionRunner(pykka.ThreadingActor):
 
     use_daemon_thread = True
 
-    def __init__(self, projection: Projection, sql: Sql, owner: RunnerHost) -> None:
+    def __init__(
+        self,
+        projection: Projection,
+        sql: Sql,
+        owner: RunnerHost,
+        cache_rows: int = ROW_CACHE_ROWS,
+    ) -> None:
         super().__init__()
         self.projection = projection
         self.sql = sql
         self.owner = owner
         self.position = 0
+        # The read-model rows of the last pages, right as of the offset they were
+        # committed at (``RowCache``: checked at every commit).
+        self.cache = RowCache(cache_rows)
         self.status: Literal["running", "retrying", "failed", "stopped", "standby"] = "running"
         self.error: str | None = None
         self.paused = False
@@ -344,6 +360,7 @@ class ProjectionRunner(pykka.ThreadingActor):
                 (self.projection.name, f"{_UNREADABLE}%"),
             ).fetchall()
         self.position = int(row["position"]) if row else 0
+        self.cache.clear()
         self.held = {}
         for r in held:  # the first of a session is the unreadable event itself
             self.held.setdefault(r["session_id"], r["error"].removeprefix(_UNREADABLE).strip())
@@ -507,7 +524,27 @@ class ProjectionRunner(pykka.ThreadingActor):
         # again from the log, so the commit need not wait for the disk (on SQLite FULL:
         # no fsync while holding the write lock every append also needs). A power loss
         # can only roll the read model back to an earlier offset, never lose an event.
-        with self.sql.transaction(derived=True) as cur:
+        self.cache.valid_at(self.position)
+        page = self.cache.page()
+        try:
+            self._apply_page(page, events, skipped, new_position)
+        except BaseException:
+            self.cache.clear()  # a failed apply may have left its rows half-changed
+            raise
+        self.cache.commit(page, new_position)
+        self.position = new_position
+        self.owner.report_progress(name, new_position, self.status, self.error)
+
+    def _apply_page(
+        self,
+        page: PageRows,
+        events: Sequence[RecordedEvent],
+        skipped: SkippedEvent | None,
+        new_position: int,
+    ) -> None:
+        """One transaction: the offset's compare-and-set, the page's rows, its skips."""
+        name = self.projection.name
+        with self.sql.transaction(derived=True, cache=page) as cur:
             # Compare-and-set the offset first: it locks the offset row (PostgreSQL) or
             # takes the write lock (SQLite) before the handler runs, so a second runner
             # of this projection waits here and then finds the offset moved. RETURNING
@@ -534,8 +571,6 @@ class ProjectionRunner(pykka.ThreadingActor):
                 "(name, position, session_id, topic, error, skipped_at) VALUES (?, ?, ?, ?, ?, ?)",
                 [(name, k.position, k.session_id, k.topic, k.error, k.skipped_at) for k in skips],
             )
-        self.position = new_position
-        self.owner.report_progress(name, new_position, self.status, self.error)
 
     def _process(self, events: Sequence[RecordedEvent]) -> None:
         try:
@@ -715,7 +750,8 @@ class ProjectionSet:
     ``page_size``: events per read-model transaction at most. ``batch_interval``: a
     caught-up projection starts at most one transaction per that many seconds (the
     commits meanwhile share it). ``poll_interval``: how often the log is checked for
-    other processes' writes.
+    other processes' writes. ``cache_rows``: read-model rows each runner keeps between
+    its pages (:class:`~meerkat_runtime.projections.RowCache`; 0: none).
     """
 
     def __init__(
@@ -731,6 +767,7 @@ class ProjectionSet:
         membership: Membership | None = None,
         sql: Sql | None = None,
         telemetry: Telemetry | None = None,
+        cache_rows: int = ROW_CACHE_ROWS,
     ) -> None:
         self.store = store
         self.membership = membership
@@ -767,7 +804,7 @@ class ProjectionSet:
                 )
             if isinstance(self.sql, ScratchSql):
                 self._seed(p)
-            self._runners[p.name] = ProjectionRunner.start(p, self.sql, self)
+            self._runners[p.name] = ProjectionRunner.start(p, self.sql, self, cache_rows)
         store.add_listener(lambda _position: self.poke())
         # Other processes' commits: LISTEN/NOTIFY on PostgreSQL (polling stays the fallback).
         # Without projections there is nothing to poke: a listener would only be a thread

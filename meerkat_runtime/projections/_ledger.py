@@ -117,7 +117,20 @@ class LedgerProjection(Projection):
         for key, _, ev, _ in decoded:
             if key not in fresh and key not in earlier:
                 (fresh if isinstance(ev, InputAccepted) else earlier).add(key)
-        rows = _load(cur, earlier) if earlier else {}
+        # Rows this runner wrote in earlier pages come from its cache, not the table.
+        cache = cur.cache
+        rows: dict[Key, dict[str, Any]] = {}
+        missing: set[Key] = set()
+        for key in earlier:
+            hit = cache.get(TABLE, key)
+            if hit is None:
+                missing.add(key)
+            else:
+                rows[key] = hit
+        if missing:
+            for key, row in _load(cur, missing).items():
+                rows[key] = row
+                cache.put(TABLE, key, row)
         conceal = cur.sql.store.serializer.conceal
         changed: set[Key] = set()
         for key, at, ev, rec in decoded:
@@ -138,6 +151,7 @@ class LedgerProjection(Projection):
                 at if prev is None or new.current_state != prev.current_state else current["since"]
             )
             rows[key] = {**current, "state": new, "since": since}
+            cache.put(TABLE, key, rows[key])
             changed.add(key)
         cur.insert_rows(
             TABLE,

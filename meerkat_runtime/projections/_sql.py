@@ -12,7 +12,8 @@ both speak. Every value is a bound parameter.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator, Sequence
+import itertools
+from collections.abc import Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -20,7 +21,7 @@ from meerkat_runtime.errors import InvalidInput
 from meerkat_runtime.store import EventStore, ReadModelHost, SQLCursor
 from meerkat_runtime.store._private_sql import ScratchReadModels
 
-__all__ = ["ScratchSql", "Sql", "check_choice", "fetch_dicts"]
+__all__ = ["PageRows", "RowCache", "ScratchSql", "Sql", "check_choice", "fetch_dicts"]
 
 
 def check_choice(value: object, choices: type[enum.Enum], field: str) -> str | None:
@@ -69,20 +70,23 @@ class Sql:
         return '"' + name.replace('"', '""') + '"'
 
     @contextmanager
-    def transaction(self, *, derived: bool = False) -> Iterator[Cursor]:
+    def transaction(
+        self, *, derived: bool = False, cache: PageRows | None = None
+    ) -> Iterator[Cursor]:
         """A transaction on the read models (errors: see the module docstring).
 
         ``derived``: all it writes can be derived again from the log (a page of a
         projection and its offset), so the store may commit it without waiting for
-        the disk (:meth:`EventStore.transaction`).
+        the disk (:meth:`EventStore.transaction`). ``cache``: the rows the cursor's
+        :attr:`Cursor.cache` knows.
         """
         host = self.host
         if derived and isinstance(host, EventStore):
             with host.transaction(derived=True) as cur:
-                yield Cursor(self, cur)
+                yield Cursor(self, cur, cache)
             return
         with host.transaction() as cur:
-            yield Cursor(self, cur)
+            yield Cursor(self, cur, cache)
 
     @contextmanager
     def read_transaction(self) -> Iterator[Cursor]:
@@ -153,19 +157,112 @@ class ScratchSql(Sql):
 CHUNK_ROWS = (256, 64, 16, 4, 1)
 
 
+#: Rows a projection runner keeps between its pages (:class:`RowCache`), by default.
+ROW_CACHE_ROWS = 10_000
+
+
+class PageRows:
+    """The read-model rows known to one transaction: those its runner's :class:`RowCache`
+    holds, and those this transaction :meth:`put`. The puts reach the cache only if the
+    transaction commits (the runner's :meth:`RowCache.commit`).
+
+    A value is a row as the projection last wrote it (or read it): never mutated once
+    put, so a projection that changes one copies it first. None is never a value.
+    """
+
+    __slots__ = ("_committed", "staged")
+
+    def __init__(self, committed: dict[tuple[str, Hashable], Any] | None = None) -> None:
+        self._committed: dict[tuple[str, Hashable], Any] = {} if committed is None else committed
+        self.staged: dict[tuple[str, Hashable], Any] = {}
+
+    def get(self, table: str, key: Hashable) -> Any:
+        """The row of ``key`` in ``table`` if known, else None (then read it from the table)."""
+        k = (table, key)
+        found = self.staged.get(k)
+        return self._committed.get(k) if found is None else found
+
+    def put(self, table: str, key: Hashable, value: Any) -> None:
+        """``value`` is the row of ``key`` in ``table`` as this transaction leaves it."""
+        self.staged[(table, key)] = value
+
+
+class RowCache:
+    """The read-model rows one projection runner read or wrote, kept between its pages so
+    that a page does not read back what the previous ones wrote.
+
+    Each row lookup is a statement and a step per row, and Python's sqlite3 lets go of
+    the GIL at each: a runner behind busy accepting threads then waits for it again
+    (on ``memory://`` that doubled a page's wall time). The cache holds the rows as of
+    ``position``, the offset of the runner's last commit. It is right only while the
+    runner is their one writer, which the offset's compare-and-set proves at each
+    commit: the runner calls :meth:`valid_at` with the offset it updates from (another
+    writer, a rebuild or a lost page means another offset: the cache is dropped), and
+    drops it on any failed transaction. At most ``max_rows`` rows, the least recently
+    put dropped first.
+    """
+
+    __slots__ = ("_rows", "max_rows", "position")
+
+    def __init__(self, max_rows: int = ROW_CACHE_ROWS) -> None:
+        self._rows: dict[tuple[str, Hashable], Any] = {}
+        self.max_rows = max_rows
+        self.position: int | None = None
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def clear(self) -> None:
+        self._rows.clear()
+        self.position = None
+
+    def valid_at(self, position: int) -> None:
+        """Drop every row unless the cache holds the rows as of ``position``."""
+        if self.position != position:
+            self.clear()
+
+    def page(self) -> PageRows:
+        """The rows of a new transaction (see :class:`PageRows`)."""
+        return PageRows(self._rows if self.max_rows > 0 else None)
+
+    def commit(self, page: PageRows, position: int) -> None:
+        """``page``'s transaction committed, moving the offset to ``position``."""
+        if self.max_rows <= 0:
+            return
+        rows = self._rows
+        for key, value in page.staged.items():
+            rows.pop(key, None)  # to the end: the most recently put
+            rows[key] = value
+        excess = len(rows) - self.max_rows
+        if excess > 0:
+            for key in list(itertools.islice(rows, excess)):
+                del rows[key]
+        self.position = position
+
+
 class Cursor:
     """A cursor that takes ``?`` placeholders on every backend."""
 
-    __slots__ = ("_cur", "_sql")
+    __slots__ = ("_cache", "_cur", "_sql")
 
-    def __init__(self, sql: Sql, cur: SQLCursor) -> None:
+    def __init__(self, sql: Sql, cur: SQLCursor, cache: PageRows | None = None) -> None:
         self._sql = sql
         self._cur = cur
+        self._cache = cache
 
     @property
     def sql(self) -> Sql:
         """The :class:`Sql` (and through it the store) this cursor belongs to."""
         return self._sql
+
+    @property
+    def cache(self) -> PageRows:
+        """Rows this transaction may take without reading them (:class:`PageRows`): those
+        its projection runner kept from earlier pages; outside a runner, only those put
+        in this transaction."""
+        if self._cache is None:
+            self._cache = PageRows()
+        return self._cache
 
     def execute(self, statement: str, params: Sequence[Any] = ()) -> Cursor:
         self._cur.execute(statement, tuple(params))

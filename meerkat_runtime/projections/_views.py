@@ -90,11 +90,39 @@ class ViewsProjection(Projection):
         # Digests, not decoded envelopes: a view needs a handful of fields, and a full
         # envelope decode costs ~5x more than the whole update.
         digests = [(rec, digest(rec.data)) for rec in events]
-        sessions = _load_sessions(cur, sorted({rec.session_id for rec in events}))
-        input_keys = {
-            (rec.session_id, str(d.input_id)) for rec, d in digests if d.input_id is not None
-        }
-        inputs = _load_inputs(cur, input_keys)
+        # Rows this runner wrote in earlier pages come from its cache (copied: a cached
+        # row is never changed in place), the others from the tables.
+        cache = cur.cache
+        sessions: dict[str, dict[str, Any]] = {}
+        unknown: list[str] = []
+        for sid in sorted({rec.session_id for rec in events}):
+            hit = cache.get(TABLE, sid)
+            if hit is None:
+                unknown.append(sid)
+            else:
+                sessions[sid] = {**hit, "counts": dict(hit["counts"])}
+        if unknown:
+            sessions.update(_load_sessions(cur, unknown))
+        # An input accepted in this page has no row yet (its acceptance starts it).
+        inputs: dict[tuple[str, str], str] = {}
+        seen: set[tuple[str, str]] = set()
+        lookup: set[tuple[str, str]] = set()
+        for rec, d in digests:
+            if d.input_id is None:
+                continue
+            key = (rec.session_id, str(d.input_id))
+            if key in seen:
+                continue
+            seen.add(key)
+            if d.category == "input_lifecycle" and d.code == "accepted":
+                continue
+            phase = cache.get(INPUTS, key)
+            if phase is None:
+                lookup.add(key)
+            else:
+                inputs[key] = phase
+        if lookup:
+            inputs.update(_load_inputs(cur, lookup))
         changed_inputs: set[tuple[str, str]] = set()
         for rec, d in digests:
             view = sessions.get(rec.session_id)
@@ -128,6 +156,10 @@ class ViewsProjection(Projection):
                     counts[after] = counts.get(after, 0) + 1
                     inputs[key] = after
                     changed_inputs.add(key)
+        for sid, view in sessions.items():
+            cache.put(TABLE, sid, view)
+        for key, phase in inputs.items():
+            cache.put(INPUTS, key, phase)
         cur.insert_rows(
             INPUTS,
             ("session_id", "input_id", "state"),
