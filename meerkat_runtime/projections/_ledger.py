@@ -130,7 +130,8 @@ class LedgerProjection(Projection):
         if missing:
             for key, row in _load(cur, missing).items():
                 rows[key] = row
-                cache.put(TABLE, key, row)
+                if not row["state"].current_state.is_terminal:
+                    cache.put(TABLE, key, row)
         conceal = cur.sql.store.serializer.conceal
         changed: set[Key] = set()
         for key, at, ev, rec in decoded:
@@ -151,7 +152,10 @@ class LedgerProjection(Projection):
                 at if prev is None or new.current_state != prev.current_state else current["since"]
             )
             rows[key] = {**current, "state": new, "since": since}
-            cache.put(TABLE, key, rows[key])
+            if new.current_state.is_terminal:
+                cache.forget(TABLE, key)  # rarely read again: not worth its memory
+            else:
+                cache.put(TABLE, key, rows[key])
             changed.add(key)
         cur.insert_rows(
             TABLE,

@@ -158,7 +158,9 @@ CHUNK_ROWS = (256, 64, 16, 4, 1)
 
 
 #: Rows a projection runner keeps between its pages (:class:`RowCache`), by default.
-ROW_CACHE_ROWS = 10_000
+ROW_CACHE_ROWS = 4096
+#: A row a transaction dropped from the cache (:meth:`PageRows.forget`).
+_FORGOTTEN: Any = object()
 
 
 class PageRows:
@@ -180,11 +182,18 @@ class PageRows:
         """The row of ``key`` in ``table`` if known, else None (then read it from the table)."""
         k = (table, key)
         found = self.staged.get(k)
-        return self._committed.get(k) if found is None else found
+        if found is None:
+            return self._committed.get(k)
+        return None if found is _FORGOTTEN else found
 
     def put(self, table: str, key: Hashable, value: Any) -> None:
         """``value`` is the row of ``key`` in ``table`` as this transaction leaves it."""
         self.staged[(table, key)] = value
+
+    def forget(self, table: str, key: Hashable) -> None:
+        """Keep no row of ``key`` in ``table`` (one not worth its memory: the next page
+        to need it reads it)."""
+        self.staged[(table, key)] = _FORGOTTEN
 
 
 class RowCache:
@@ -199,7 +208,7 @@ class RowCache:
     commit: the runner calls :meth:`valid_at` with the offset it updates from (another
     writer, a rebuild or a lost page means another offset: the cache is dropped), and
     drops it on any failed transaction. At most ``max_rows`` rows, the least recently
-    put dropped first.
+    put dropped first: each is memory, and objects the garbage collector walks.
     """
 
     __slots__ = ("_rows", "max_rows", "position")
@@ -232,7 +241,8 @@ class RowCache:
         rows = self._rows
         for key, value in page.staged.items():
             rows.pop(key, None)  # to the end: the most recently put
-            rows[key] = value
+            if value is not _FORGOTTEN:
+                rows[key] = value
         excess = len(rows) - self.max_rows
         if excess > 0:
             for key in list(itertools.islice(rows, excess)):

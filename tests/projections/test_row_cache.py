@@ -78,6 +78,21 @@ def test_the_cache_keeps_the_most_recently_put_rows_up_to_its_size() -> None:
     assert [last.get("t", k) for k in "bcde"] == ["B2", None, "D", "E"]
 
 
+def test_a_forgotten_row_is_unknown_to_its_page_and_to_the_pages_after_it() -> None:
+    cache = RowCache(10)
+    page = cache.page()
+    page.put("t", "a", 1)
+    page.put("t", "b", 2)
+    cache.commit(page, 1)
+    page = cache.page()
+    page.forget("t", "a")
+    assert page.get("t", "a") is None
+    assert page.get("t", "b") == 2
+    cache.commit(page, 2)
+    assert len(cache) == 1
+    assert cache.page().get("t", "a") is None
+
+
 def test_a_cache_of_size_zero_keeps_nothing() -> None:
     cache = RowCache(0)
     page = cache.page()
@@ -145,12 +160,15 @@ def test_pages_take_the_rows_earlier_pages_wrote_from_the_cache(
     it, only the sessions never seen (a view row may predate the log read) are asked
     for, and the rows written are the same."""
     plain_rows, plain_asked = _apply_in_pages(echo_log, projection(), RowCache(0), 7)
-    cached_rows, cached_asked = _apply_in_pages(echo_log, projection(), RowCache(), 7)
+    cached = RowCache()
+    cached_rows, cached_asked = _apply_in_pages(echo_log, projection(), cached, 7)
     assert cached_rows == plain_rows
     assert len(plain_rows) > 0
     if projection is LedgerProjection:
         assert plain_asked[_ledger.TABLE] > 60
         assert cached_asked.get(_ledger.TABLE, 0) == 0
+        # Finished inputs are not kept: they get no more events.
+        assert len(cached) == 0
     else:
         assert plain_asked[_views.INPUTS] > 60
         assert cached_asked.get(_views.INPUTS, 0) == 0
