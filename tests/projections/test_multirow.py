@@ -9,6 +9,7 @@ written, and the ledger and views issue a few statements per page, not one per r
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
@@ -79,6 +80,12 @@ class _Counting:
         self.executemany_rows.append(len(rows))
         return self._cur.executemany(statement, rows)
 
+    @property
+    def sqlite_cursor(self) -> Any:
+        """The sqlite3 cursor under it, if any (how ``insert_rows`` tells SQLite)."""
+        cur = getattr(self._cur, "sqlite_cursor", self._cur)
+        return cur if isinstance(cur, sqlite3.Cursor) else None
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._cur, name)
 
@@ -106,8 +113,62 @@ def test_a_read_model_writes_a_page_in_a_few_statements(
         model.apply(Cursor(sql, counting), events)
     inserts = [s for s in counting.executes if s.lstrip().upper().startswith("INSERT")]
     assert counting.executemany_rows == [], "a page's rows went through executemany"
-    # Chunks of 256, 64, 16, 4 and 1 rows: at most n // 256 + 9 statements for n rows.
     # Ledger: one row per input. Views: one per input, and one per session (3).
     tables = [ROWS] if projection is LedgerProjection else [ROWS, 3]
-    assert len(inserts) <= sum(n // 256 + 9 for n in tables)
-    assert sum(s.count("(?") for s in inserts) == sum(tables)  # every row, once
+    if db.backend == "postgres":
+        # Chunks of 256, 64, 16, 4 and 1 rows: at most n // 256 + 9 statements for n rows.
+        assert len(inserts) <= sum(n // 256 + 9 for n in tables)
+        assert sum(s.count("(?") for s in inserts) == sum(tables)  # every row, once
+    else:  # SQLite: one statement per table, its rows bound as one JSON array
+        assert len(inserts) == len(tables)
+        assert all("json_each(?)" in s for s in inserts)
+    with sql.read_transaction() as cur:
+        written = [
+            len(cur.execute(f"SELECT 1 FROM {cur.table(t)}").fetchall()) for t in model.tables
+        ]
+    assert sorted(written) == sorted(tables)
+
+
+def test_insert_rows_on_sqlite_keeps_every_value_as_a_bound_parameter_would(
+    local_db: Db,
+) -> None:
+    """SQLite takes a page as one JSON array: each value must come out of it with the type
+    and text a bound parameter gives (quotes, newlines, unicode, large and negative ints,
+    floats, booleans, NULL). A value JSON would change (bytes; text holding NUL, which
+    SQLite's JSON functions cut short) sends the rows through the chunked statements."""
+    sql = Sql(local_db.store())
+    with sql.schema_transaction() as cur:
+        for name in ("json_t", "bound_t"):
+            cur.execute(f"CREATE TABLE {cur.table(name)} (k INTEGER PRIMARY KEY, v, w)")
+    values: list[Any] = [
+        "plain", "it's \"quoted\"", "line\nbreak\ttab", "unicode é 漢字 🦦", "",
+        0, -1, 2**63 - 1, -(2**63), 1.5, -0.25, 1e300, True, False, None,
+    ]  # fmt: skip
+    rows = [(n, v, str(v)) for n, v in enumerate(values)]
+    with sql.transaction() as cur:
+        counting = _Counting(cur._cur)
+        Cursor(sql, counting).insert_rows("json_t", ("k", "v", "w"), rows)
+        cur.executemany(f"INSERT INTO {cur.table('bound_t')} VALUES (?, ?, ?)", rows)
+    assert any("json_each(?)" in s for s in counting.executes)
+
+    def read(name: str) -> list[Any]:
+        with sql.read_transaction() as cur:
+            return [
+                tuple(r.values())
+                for r in cur.execute(
+                    f"SELECT k, v, typeof(v) AS tv, w FROM {cur.table(name)} ORDER BY k"
+                ).fetchall()
+            ]
+
+    assert read("json_t") == read("bound_t")
+    for odd in (b"\x00bytes", "nul\x00inside"):
+        with sql.transaction() as cur:
+            counting = _Counting(cur._cur)
+            Cursor(sql, counting).insert_rows(
+                "json_t", ("k", "v", "w"), [(100, odd, "b"), (101, "text", "t")],
+                conflict=("k",), update=("v",),
+            )  # fmt: skip
+        assert not any("json_each" in s for s in counting.executes)
+        with sql.read_transaction() as cur:
+            got = cur.execute(f"SELECT v FROM {cur.table('json_t')} WHERE k >= 100 ORDER BY k")
+            assert [r["v"] for r in got.fetchall()] == [odd, "text"]
