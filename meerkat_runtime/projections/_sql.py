@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 import itertools
+import math
 import sqlite3
 from collections.abc import Hashable, Iterator, Sequence
 from contextlib import contextmanager
@@ -274,15 +275,21 @@ _JSON_PICKS = (
     "value ->> 14",
     "value ->> 15",
 )
-#: The values a JSON array carries to SQLite unchanged.
+#: The values a JSON array carries to SQLite unchanged (str and float: see ``_insert_json``).
 _JSON_NATIVE = frozenset({str, int, float, bool, type(None)})
+#: The same for PostgreSQL: a JSON true is no integer there, as a bound bool is.
+_JSON_NATIVE_PG = frozenset({str, int, float, type(None)})
 
 
-def _on_sqlite(cur: SQLCursor) -> bool:
-    """Whether ``cur`` is Python's sqlite3 (bare, or as eventsourcing's wrapper holds it)."""
-    return isinstance(cur, sqlite3.Cursor) or isinstance(
+def _json_dialect(cur: SQLCursor) -> str | None:
+    """How :meth:`Cursor.insert_rows` may bind a page as one JSON value on ``cur``:
+    ``"sqlite"`` (Python's sqlite3, bare or in eventsourcing's wrapper; SQLite 3.38+),
+    ``"postgresql"`` (the store's psycopg cursor), or None."""
+    if isinstance(cur, sqlite3.Cursor) or isinstance(
         getattr(cur, "sqlite_cursor", None), sqlite3.Cursor
-    )
+    ):
+        return "sqlite" if _JSON_ROWS else None
+    return "postgresql" if getattr(cur, "dialect", None) == "postgresql" else None
 
 
 class Cursor:
@@ -326,9 +333,9 @@ class Cursor:
         conflict: Sequence[str] = (),
         update: Sequence[str] = (),
     ) -> None:
-        """Insert ``rows`` (one value per column of ``columns``) into ``table``: on
-        SQLite (3.38+) as one statement that unpacks them from a single JSON array
-        parameter, when every value survives JSON unchanged; otherwise as multi-row
+        """Insert ``rows`` (one value per column of ``columns``) into ``table``: as one
+        statement that unpacks them from a single JSON parameter (SQLite 3.38+,
+        PostgreSQL) when every value survives JSON unchanged; otherwise as multi-row
         ``VALUES`` statements of the sizes in :data:`CHUNK_ROWS` (a page of 300 rows: 6
         statements).
 
@@ -345,10 +352,9 @@ class Cursor:
         """
         if not rows:
             return
-        if (
-            _JSON_ROWS
-            and _on_sqlite(self._cur)
-            and self._insert_json(table, columns, rows, conflict, update)
+        dialect = _json_dialect(self._cur)
+        if dialect is not None and self._insert_json(
+            dialect, table, columns, rows, conflict, update
         ):
             return
         cols: list[str] = []
@@ -392,21 +398,25 @@ class Cursor:
 
     def _insert_json(
         self,
+        dialect: str,
         table: str,
         columns: Sequence[str],
         rows: Sequence[Sequence[Any]],
         conflict: Sequence[str],
         update: Sequence[str],
     ) -> bool:
-        """On SQLite: ``rows`` as one statement whatever their number, the rows bound as a
-        single JSON array that ``json_each`` unpacks in order; False (nothing written)
-        when a value is not a str (without NUL), int, float, bool or None: JSON would
-        change it.
+        """``rows`` as one statement whatever their number, bound as a single JSON value:
+        on SQLite an array of rows that ``json_each`` unpacks in order, on PostgreSQL an
+        array of objects that ``json_populate_recordset`` types by the table's columns.
+        False (nothing written) when a value is not one JSON carries unchanged: a str
+        without NUL, an int, a finite float, None, and on SQLite a bool.
 
-        One statement step instead of one per chunk: each step lets go of the GIL."""
+        One statement instead of one per chunk: each lets go of the GIL (a SQLite step,
+        a PostgreSQL round trip), and a runner behind busy threads waits to get it back."""
         width = len(columns)
-        if width > len(_JSON_PICKS):
+        if dialect == "sqlite" and width > len(_JSON_PICKS):
             return False
+        native = _JSON_NATIVE if dialect == "sqlite" else _JSON_NATIVE_PG
         for row in rows:
             if len(row) != width:
                 raise ValueError(f"a row of {len(row)} values for the {width} columns of {table}")
@@ -415,19 +425,32 @@ class Cursor:
                 if kind is str:
                     if "\x00" in value:  # SQLite's JSON functions cut text at a NUL
                         return False
-                elif kind not in _JSON_NATIVE:
+                elif kind is float:
+                    if not math.isfinite(value):  # JSON has no NaN or infinity
+                        return False
+                elif kind not in native:
                     return False
         try:
-            payload = orjson.dumps(rows)
+            if dialect == "sqlite":
+                payload = orjson.dumps(rows)
+            else:
+                payload = orjson.dumps([dict(zip(columns, row, strict=True)) for row in rows])
         except TypeError:  # an int past 64 bits
             return False
         cols: list[str] = []
         for column in columns:
             cols.append(self.index(column))
-        statement = (
-            f"INSERT INTO {self.table(table)} ({', '.join(cols)}) "
-            f"SELECT {', '.join(_JSON_PICKS[:width])} FROM json_each(?) WHERE true"
-        )
+        t = self.table(table)
+        if dialect == "sqlite":
+            statement = (
+                f"INSERT INTO {t} ({', '.join(cols)}) "
+                f"SELECT {', '.join(_JSON_PICKS[:width])} FROM json_each(?) WHERE true"
+            )
+        else:
+            statement = (
+                f"INSERT INTO {t} ({', '.join(cols)}) "
+                f"SELECT {', '.join(cols)} FROM json_populate_recordset(NULL::{t}, ?::json)"
+            )
         if conflict:
             keys: list[str] = []
             for key in conflict:

@@ -855,6 +855,8 @@ class _QmarkCursor:
     """
 
     __slots__ = ("_cur",)
+    #: Read models may bind a page as one JSON value here (``Cursor.insert_rows``).
+    dialect = "postgresql"
 
     def __init__(self, cur: Any) -> None:
         self._cur = cur
