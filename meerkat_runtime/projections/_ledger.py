@@ -119,16 +119,9 @@ class LedgerProjection(Projection):
                 (fresh if isinstance(ev, InputAccepted) else earlier).add(key)
         # Rows this runner wrote in earlier pages come from its cache, not the table.
         cache = cur.cache
-        rows: dict[Key, dict[str, Any]] = {}
-        missing: set[Key] = set()
-        for key in earlier:
-            hit = cache.get(TABLE, key)
-            if hit is None:
-                missing.add(key)
-            else:
-                rows[key] = hit
+        rows, missing = cache.known(TABLE, earlier)
         if missing:
-            for key, row in _load(cur, missing).items():
+            for key, row in _load(cur, set(missing)).items():
                 rows[key] = row
                 if not row["state"].current_state.is_terminal:
                     cache.put(TABLE, key, row)

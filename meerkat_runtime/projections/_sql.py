@@ -15,9 +15,9 @@ import enum
 import itertools
 import math
 import sqlite3
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -161,6 +161,8 @@ class ScratchSql(Sql):
 CHUNK_ROWS = (256, 64, 16, 4, 1)
 
 
+_K = TypeVar("_K", bound=Hashable)
+
 #: Rows a projection runner keeps between its pages (:class:`RowCache`), by default.
 ROW_CACHE_ROWS = 4096
 #: A row a transaction dropped from the cache (:meth:`PageRows.forget`).
@@ -189,6 +191,19 @@ class PageRows:
         if found is None:
             return self._committed.get(k)
         return None if found is _FORGOTTEN else found
+
+    def known(self, table: str, keys: Iterable[_K]) -> tuple[dict[_K, Any], list[_K]]:
+        """The rows of ``keys`` in ``table`` this page knows, and (in order) the keys it
+        does not: read those from the table."""
+        found: dict[_K, Any] = {}
+        unknown: list[_K] = []
+        for key in keys:
+            row = self.get(table, key)
+            if row is None:
+                unknown.append(key)
+            else:
+                found[key] = row
+        return found, unknown
 
     def put(self, table: str, key: Hashable, value: Any) -> None:
         """``value`` is the row of ``key`` in ``table`` as this transaction leaves it."""
@@ -292,6 +307,42 @@ def _json_dialect(cur: SQLCursor) -> str | None:
     return "postgresql" if getattr(cur, "dialect", None) == "postgresql" else None
 
 
+def _json_payload(
+    dialect: str, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> str | None:
+    """``rows`` as the one JSON parameter of a single statement: on SQLite an array of
+    rows that ``json_each`` unpacks in order, on PostgreSQL an array of objects that
+    ``json_populate_recordset`` types by the table's columns. None when a value is not
+    one JSON carries unchanged: a str without NUL, an int, a finite float, None, and on
+    SQLite a bool (then the rows take the chunked statements).
+
+    One statement instead of one per chunk: each lets go of the GIL (a SQLite step, a
+    PostgreSQL round trip), and a runner behind busy threads waits to get it back."""
+    width = len(columns)
+    if dialect == "sqlite" and width > len(_JSON_PICKS):
+        return None
+    native = _JSON_NATIVE if dialect == "sqlite" else _JSON_NATIVE_PG
+    for row in rows:
+        if len(row) != width:
+            raise ValueError(f"a row of {len(row)} values for the {width} columns of {table}")
+        for value in row:
+            kind = type(value)
+            if kind is str:
+                if "\x00" in value:  # SQLite's JSON functions cut text at a NUL
+                    return None
+            elif kind is float:
+                if not math.isfinite(value):  # JSON has no NaN or infinity
+                    return None
+            elif kind not in native:
+                return None
+    try:
+        if dialect == "sqlite":
+            return orjson.dumps(rows).decode()
+        return orjson.dumps([dict(zip(columns, row, strict=True)) for row in rows]).decode()
+    except TypeError:  # an int past 64 bits
+        return None
+
+
 class Cursor:
     """A cursor that takes ``?`` placeholders on every backend."""
 
@@ -352,11 +403,6 @@ class Cursor:
         """
         if not rows:
             return
-        dialect = _json_dialect(self._cur)
-        if dialect is not None and self._insert_json(
-            dialect, table, columns, rows, conflict, update
-        ):
-            return
         cols: list[str] = []
         for column in columns:
             cols.append(self.index(column))
@@ -375,8 +421,22 @@ class Cursor:
                 else f" ON CONFLICT ({', '.join(keys)}) DO NOTHING"
             )
         width = len(cols)
+        t = self.table(table)
+        dialect = _json_dialect(self._cur)
+        payload = None if dialect is None else _json_payload(dialect, table, columns, rows)
+        if payload is not None:
+            # One statement whatever the number of rows (see _json_payload).
+            source = (
+                f"SELECT {', '.join(_JSON_PICKS[:width])} FROM json_each(?) WHERE true"
+                if dialect == "sqlite"
+                else f"SELECT {', '.join(cols)} FROM json_populate_recordset(NULL::{t}, ?::json)"
+            )
+            self._cur.execute(
+                f"INSERT INTO {t} ({', '.join(cols)}) {source}{on_conflict}", (payload,)
+            )
+            return
         placeholders = f"({', '.join('?' * width)})"
-        head = f"INSERT INTO {self.table(table)} ({', '.join(cols)}) VALUES "
+        head = f"INSERT INTO {t} ({', '.join(cols)}) VALUES "
         start = 0
         for size in CHUNK_ROWS:
             if len(rows) - start < size:
@@ -395,77 +455,6 @@ class Cursor:
                     params.extend(row)
                 self._cur.execute(statement, params)
                 start += size
-
-    def _insert_json(
-        self,
-        dialect: str,
-        table: str,
-        columns: Sequence[str],
-        rows: Sequence[Sequence[Any]],
-        conflict: Sequence[str],
-        update: Sequence[str],
-    ) -> bool:
-        """``rows`` as one statement whatever their number, bound as a single JSON value:
-        on SQLite an array of rows that ``json_each`` unpacks in order, on PostgreSQL an
-        array of objects that ``json_populate_recordset`` types by the table's columns.
-        False (nothing written) when a value is not one JSON carries unchanged: a str
-        without NUL, an int, a finite float, None, and on SQLite a bool.
-
-        One statement instead of one per chunk: each lets go of the GIL (a SQLite step,
-        a PostgreSQL round trip), and a runner behind busy threads waits to get it back."""
-        width = len(columns)
-        if dialect == "sqlite" and width > len(_JSON_PICKS):
-            return False
-        native = _JSON_NATIVE if dialect == "sqlite" else _JSON_NATIVE_PG
-        for row in rows:
-            if len(row) != width:
-                raise ValueError(f"a row of {len(row)} values for the {width} columns of {table}")
-            for value in row:
-                kind = type(value)
-                if kind is str:
-                    if "\x00" in value:  # SQLite's JSON functions cut text at a NUL
-                        return False
-                elif kind is float:
-                    if not math.isfinite(value):  # JSON has no NaN or infinity
-                        return False
-                elif kind not in native:
-                    return False
-        try:
-            if dialect == "sqlite":
-                payload = orjson.dumps(rows)
-            else:
-                payload = orjson.dumps([dict(zip(columns, row, strict=True)) for row in rows])
-        except TypeError:  # an int past 64 bits
-            return False
-        cols: list[str] = []
-        for column in columns:
-            cols.append(self.index(column))
-        t = self.table(table)
-        if dialect == "sqlite":
-            statement = (
-                f"INSERT INTO {t} ({', '.join(cols)}) "
-                f"SELECT {', '.join(_JSON_PICKS[:width])} FROM json_each(?) WHERE true"
-            )
-        else:
-            statement = (
-                f"INSERT INTO {t} ({', '.join(cols)}) "
-                f"SELECT {', '.join(cols)} FROM json_populate_recordset(NULL::{t}, ?::json)"
-            )
-        if conflict:
-            keys: list[str] = []
-            for key in conflict:
-                keys.append(self.index(key))
-            sets: list[str] = []
-            for column in update:
-                name = self.index(column)
-                sets.append(f"{name} = excluded.{name}")
-            statement += (
-                f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {', '.join(sets)}"
-                if sets
-                else f" ON CONFLICT ({', '.join(keys)}) DO NOTHING"
-            )
-        self._cur.execute(statement, (payload.decode(),))
-        return True
 
     def select_in(self, table: str, column: str, keys: Sequence[Any]) -> Iterator[dict[str, Any]]:
         """Rows of ``table`` whose ``column`` is one of ``keys``, in chunks of 500 parameters."""

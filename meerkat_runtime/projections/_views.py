@@ -93,20 +93,13 @@ class ViewsProjection(Projection):
         # Rows this runner wrote in earlier pages come from its cache (copied: a cached
         # row is never changed in place), the others from the tables.
         cache = cur.cache
-        sessions: dict[str, dict[str, Any]] = {}
-        unknown: list[str] = []
-        for sid in sorted({rec.session_id for rec in events}):
-            hit = cache.get(TABLE, sid)
-            if hit is None:
-                unknown.append(sid)
-            else:
-                sessions[sid] = {**hit, "counts": dict(hit["counts"])}
+        cached, unknown = cache.known(TABLE, sorted({rec.session_id for rec in events}))
+        sessions = {sid: {**v, "counts": dict(v["counts"])} for sid, v in cached.items()}
         if unknown:
             sessions.update(_load_sessions(cur, unknown))
         # An input accepted in this page has no row yet (its acceptance starts it).
-        inputs: dict[tuple[str, str], str] = {}
         seen: set[tuple[str, str]] = set()
-        lookup: set[tuple[str, str]] = set()
+        earlier: list[tuple[str, str]] = []
         for rec, d in digests:
             if d.input_id is None:
                 continue
@@ -114,15 +107,11 @@ class ViewsProjection(Projection):
             if key in seen:
                 continue
             seen.add(key)
-            if d.category == "input_lifecycle" and d.code == "accepted":
-                continue
-            phase = cache.get(INPUTS, key)
-            if phase is None:
-                lookup.add(key)
-            else:
-                inputs[key] = phase
+            if not (d.category == "input_lifecycle" and d.code == "accepted"):
+                earlier.append(key)
+        inputs, lookup = cache.known(INPUTS, earlier)
         if lookup:
-            inputs.update(_load_inputs(cur, lookup))
+            inputs.update(_load_inputs(cur, set(lookup)))
         changed_inputs: set[tuple[str, str]] = set()
         for rec, d in digests:
             view = sessions.get(rec.session_id)
