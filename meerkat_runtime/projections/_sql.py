@@ -62,6 +62,8 @@ class Sql:
     def __init__(self, store: EventStore, host: ReadModelHost | None = None) -> None:
         self.store = store
         self.host: ReadModelHost = store if host is None else host
+        #: PostgreSQL tables' column types, by quoted table name (``Cursor.insert_rows``).
+        self.plain_pg_columns: dict[str, dict[str, str]] = {}
 
     def table(self, name: str) -> str:
         return self.host.table_name(name)
@@ -296,6 +298,18 @@ _JSON_NATIVE = frozenset({str, int, float, bool, type(None)})
 _JSON_NATIVE_PG = frozenset({str, int, float, type(None)})
 
 
+#: PostgreSQL column types that take a JSON value as they take a bound parameter.
+_PLAIN_PG_TYPES = frozenset(
+    {"text", "varchar", "int2", "int4", "int8", "float4", "float8", "numeric"}
+)
+#: The columns of a PostgreSQL table (its quoted, maybe schema-qualified name) and their types.
+_COLUMN_TYPES = (
+    "SELECT a.attname AS name, t.typname AS type FROM pg_attribute a "
+    "JOIN pg_type t ON t.oid = a.atttypid "
+    "WHERE a.attrelid = CAST(? AS regclass) AND a.attnum > 0 AND NOT a.attisdropped"
+)
+
+
 def _json_dialect(cur: SQLCursor) -> str | None:
     """How :meth:`Cursor.insert_rows` may bind a page as one JSON value on ``cur``:
     ``"sqlite"`` (Python's sqlite3, bare or in eventsourcing's wrapper; SQLite 3.38+),
@@ -423,6 +437,8 @@ class Cursor:
         width = len(cols)
         t = self.table(table)
         dialect = _json_dialect(self._cur)
+        if dialect == "postgresql" and not self._plain_columns(t, columns):
+            dialect = None
         payload = None if dialect is None else _json_payload(dialect, table, columns, rows)
         if payload is not None:
             # One statement whatever the number of rows (see _json_payload).
@@ -455,6 +471,19 @@ class Cursor:
                     params.extend(row)
                 self._cur.execute(statement, params)
                 start += size
+
+    def _plain_columns(self, table: str, columns: Sequence[str]) -> bool:
+        """Whether PostgreSQL's ``table`` (quoted) types every one of ``columns`` as text, an
+        integer or a number: there ``json_populate_recordset`` gives what a bound
+        parameter gives. A ``json``/``jsonb`` column would keep a JSON string as a string
+        where a bound one is parsed; other types are not checked, so they take the
+        chunked statements. Asked once per table and process."""
+        known = self._sql.plain_pg_columns
+        types = known.get(table)
+        if types is None:
+            rows = self.execute(_COLUMN_TYPES, (table,)).fetchall()
+            types = known[table] = {r["name"]: r["type"] for r in rows}
+        return all(types.get(c) in _PLAIN_PG_TYPES for c in columns)
 
     def select_in(self, table: str, column: str, keys: Sequence[Any]) -> Iterator[dict[str, Any]]:
         """Rows of ``table`` whose ``column`` is one of ``keys``, in chunks of 500 parameters."""

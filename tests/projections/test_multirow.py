@@ -221,3 +221,37 @@ def test_insert_rows_on_postgres_keeps_every_value_as_a_bound_parameter_would(
             ]
     finally:
         db.close()
+
+
+@pytest.mark.postgres
+def test_insert_rows_on_postgres_sends_json_columns_through_bound_parameters(
+    postgres_url: str,
+) -> None:
+    """A str bound to a ``jsonb`` column is parsed as JSON; the same str inside a JSON
+    document given to ``json_populate_recordset`` would stay a JSON string. A table with
+    such a column takes the chunked statements, and stores what ``executemany`` does."""
+    db = Db("postgres", postgres_url)
+    try:
+        sql = Sql(db.store())
+        with sql.schema_transaction() as cur:
+            for name in ("doc_json", "doc_bound"):
+                cur.execute(f"CREATE TABLE {cur.table(name)} (k BIGINT PRIMARY KEY, d JSONB)")
+        rows = [(1, '{"a": [1, 2]}'), (2, '"text"'), (3, "null")]
+        with sql.transaction() as cur:
+            counting = _Counting(cur._cur)
+            Cursor(sql, counting).insert_rows("doc_json", ("k", "d"), rows)
+            cur.executemany(f"INSERT INTO {cur.table('doc_bound')} VALUES (?, ?)", rows)
+        assert not any("json_populate_recordset" in s for s in counting.executes)
+
+        def read(name: str) -> list[Any]:
+            with sql.read_transaction() as cur:
+                got = cur.execute(f"SELECT k, d::text AS d FROM {cur.table(name)} ORDER BY k")
+                return [tuple(r.values()) for r in got.fetchall()]
+
+        assert (
+            read("doc_json")
+            == read("doc_bound")
+            == [(1, '{"a": [1, 2]}'), (2, '"text"'), (3, "null")]
+        )
+    finally:
+        db.close()
