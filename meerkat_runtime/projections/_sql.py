@@ -292,7 +292,7 @@ _JSON_PICKS = (
     "value ->> 14",
     "value ->> 15",
 )
-#: The values a JSON array carries to SQLite unchanged (str and float: see ``_insert_json``).
+#: The values a JSON array carries to SQLite unchanged (str and float: see ``_json_payload``).
 _JSON_NATIVE = frozenset({str, int, float, bool, type(None)})
 #: The same for PostgreSQL: a JSON true is no integer there, as a bound bool is.
 _JSON_NATIVE_PG = frozenset({str, int, float, type(None)})
@@ -322,7 +322,7 @@ def _json_dialect(cur: SQLCursor) -> str | None:
 
 
 def _json_payload(
-    dialect: str, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    dialect: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
 ) -> str | None:
     """``rows`` as the one JSON parameter of a single statement: on SQLite an array of
     rows that ``json_each`` unpacks in order, on PostgreSQL an array of objects that
@@ -337,8 +337,6 @@ def _json_payload(
         return None
     native = _JSON_NATIVE if dialect == "sqlite" else _JSON_NATIVE_PG
     for row in rows:
-        if len(row) != width:
-            raise ValueError(f"a row of {len(row)} values for the {width} columns of {table}")
         for value in row:
             kind = type(value)
             if kind is str:
@@ -435,11 +433,14 @@ class Cursor:
                 else f" ON CONFLICT ({', '.join(keys)}) DO NOTHING"
             )
         width = len(cols)
+        for row in rows:  # before any statement: a bad row leaves nothing written
+            if len(row) != width:
+                raise ValueError(f"a row of {len(row)} values for the {width} columns of {table}")
         t = self.table(table)
         dialect = _json_dialect(self._cur)
         if dialect == "postgresql" and not self._plain_columns(t, columns):
             dialect = None
-        payload = None if dialect is None else _json_payload(dialect, table, columns, rows)
+        payload = None if dialect is None else _json_payload(dialect, columns, rows)
         if payload is not None:
             # One statement whatever the number of rows (see _json_payload).
             source = (
@@ -464,10 +465,6 @@ class Cursor:
             while len(rows) - start >= size:
                 params: list[Any] = []
                 for row in rows[start : start + size]:
-                    if len(row) != width:
-                        raise ValueError(
-                            f"a row of {len(row)} values for the {width} columns of {table}"
-                        )
                     params.extend(row)
                 self._cur.execute(statement, params)
                 start += size
