@@ -37,6 +37,13 @@ host opened with ``projections=False`` while a ``meerkat-runtime project``
 process keeps the read models, its write rate over the baseline's and how long
 that process needed after the load to catch up.
 
+Full garbage collections (generation 2) stop every thread of the process, the
+projection runners included, for a time that grows with the heap; each live
+phase reports how many ran and how long the longest and all of them took.
+``--no-gc`` is a diagnostic: it disables the collector during the measured
+phases, to show what those collections add to the lag. Its figures are not the
+runtime's: a real process collects.
+
 ``sqlite`` is ``synchronous=FULL`` (the default), ``sqlite-normal`` is
 ``synchronous=NORMAL``. PostgreSQL comes from MEERKAT_BENCH_POSTGRES_URL or
 MEERKAT_TEST_POSTGRES_URL (``eval "$(bash scripts/test-postgres.sh)"``);
@@ -48,6 +55,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import gc
 import json
 import os
 import platform
@@ -119,6 +127,37 @@ class BackendResult:
     ``meerkat-runtime project`` process keeps the read models, over the baseline's."""
     external_caught_up_s: float | None = None
     """How long that process took, after the load, to have projected all of it."""
+    full_gcs: int = 0
+    """Full (generation 2) garbage collections from the live load's start until caught up."""
+    full_gc_max_ms: float = 0.0
+    full_gc_total_ms: float = 0.0
+    gc_disabled: bool = False
+    """``--no-gc``: the collector was off in the measured phases (a diagnostic)."""
+
+
+class FullCollections:
+    """Times the process's full (generation 2) garbage collections while recording."""
+
+    def __init__(self) -> None:
+        self.pauses: list[float] = []
+        self.recording = False
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if info["generation"] != 2 or not self.recording:
+            return
+        if phase == "start":
+            self._started = time.perf_counter()
+        elif self._started:
+            self.pauses.append(time.perf_counter() - self._started)
+            self._started = 0.0
+
+    def __enter__(self) -> FullCollections:
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self)
 
 
 def process_cpu() -> float:
@@ -282,6 +321,27 @@ def bench_backend(
     seconds: float,
     pg_url: str | None,
     external: bool = False,
+    no_gc: bool = False,
+) -> BackendResult:
+    with FullCollections() as collections:
+        if no_gc:
+            gc.disable()
+        try:
+            return _bench_backend(
+                backend, threads, sessions, seconds, pg_url, external, collections
+            )
+        finally:
+            gc.enable()
+
+
+def _bench_backend(
+    backend: str,
+    threads: int,
+    sessions: int,
+    seconds: float,
+    pg_url: str | None,
+    external: bool,
+    collections: FullCollections,
 ) -> BackendResult:
     options: dict[str, Any] = {"sqlite_synchronous": "normal"} if backend == "sqlite-normal" else {}
 
@@ -327,6 +387,7 @@ def bench_backend(
         load_started = time.perf_counter()
         poller.start()
         runners_cpu0 = runner_threads_cpu()
+        collections.recording = True
         live_accepts, live_elapsed, accept_latencies = accept_load(
             rt, threads, sessions, seconds, "live"
         )
@@ -334,6 +395,7 @@ def bench_backend(
         end_position = rt.store.max_position()  # every accept of the load is durable now
         pset.wait_caught_up(120)
         caught_up = time.perf_counter()
+        collections.recording = False
         # Until caught up: the runners' whole cost of the live events, tail included.
         runners_cpu = runner_threads_cpu() - runners_cpu0
         polling.set()
@@ -363,6 +425,10 @@ def bench_backend(
             live_events_per_second=round(live_events / live_elapsed, 1),
             accept_p50_ms=round(percentile(accept_latencies, 0.5) * 1000, 2),
             accept_p99_ms=round(percentile(accept_latencies, 0.99) * 1000, 2),
+            full_gcs=len(collections.pauses),
+            full_gc_max_ms=round(max(collections.pauses, default=0.0) * 1000, 1),
+            full_gc_total_ms=round(sum(collections.pauses) * 1000, 1),
+            gc_disabled=not gc.isenabled(),
         )
         for name in PROJECTIONS:
             marks = progress[name]
@@ -441,7 +507,8 @@ def cost_table(results: list[BackendResult]) -> str:
     """The projections' cost as ratios of the accept rate (target: <= 0.20)."""
     header = (
         f"{'backend':<14} {'on/off rate':>11} {'rate cost':>9} {'CPU us/ev off':>13} "
-        f"{'proj CPU us/ev':>14} {'CPU cost':>8} {'lag p99 ms (ledger/views)':>25}"
+        f"{'proj CPU us/ev':>14} {'CPU cost':>8} {'lag p99 ms (ledger/views)':>25} "
+        f"{'full GCs (max/total ms)':>23}"
     )
     lines = [header, "-" * len(header)]
     for r in results:
@@ -449,7 +516,12 @@ def cost_table(results: list[BackendResult]) -> str:
         lines.append(
             f"{r.backend:<14} {r.rate_ratio:>10.2f}x {r.rate_cost:>9.2f} "
             f"{r.baseline_cpu_us_per_event:>13.1f} {r.projection_cpu_us_per_event:>14.1f} "
-            f"{r.cpu_cost:>8.2f} {lag:>25}"
+            f"{r.cpu_cost:>8.2f} {lag:>25} "
+            + (
+                f"{'off (--no-gc)':>23}"
+                if r.gc_disabled
+                else f"{f'{r.full_gcs} ({r.full_gc_max_ms:.0f}/{r.full_gc_total_ms:.0f})':>23}"
+            )
             + (
                 f"   external process: {r.external_rate_ratio:.2f}x, caught up "
                 f"{r.external_caught_up_s:.2f} s after the load"
@@ -474,6 +546,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also: the same load on a projections=False host beside a "
         "'meerkat-runtime project' process (SQLite, PostgreSQL)",
+    )
+    parser.add_argument(
+        "--no-gc",
+        action="store_true",
+        help="diagnostic: disable the garbage collector in the measured phases, to show "
+        "what full collections add to the lag (not the runtime's figures)",
     )
     args = parser.parse_args(argv)
 
@@ -500,13 +578,26 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         results.append(
-            bench_backend(backend, args.threads, args.sessions, args.seconds, pg_url, args.external)
+            bench_backend(
+                backend,
+                args.threads,
+                args.sessions,
+                args.seconds,
+                pg_url,
+                args.external,
+                args.no_gc,
+            )
         )
     print()
     print(table(results))
     print()
     print("projection cost (target: rate cost and CPU cost <= 0.20, lag p99 <= 100 ms)")
     print(cost_table(results))
+    if args.no_gc:
+        notes.append(
+            "--no-gc: the garbage collector was off in the measured phases; a diagnostic "
+            "of what full collections cost, not the runtime's figures"
+        )
     for note in notes:
         print(f"note: {note}")
     print(
@@ -527,6 +618,7 @@ def main(argv: list[str] | None = None) -> int:
                 "seconds": args.seconds,
                 "threads": args.threads,
                 "sessions": args.sessions,
+                "no_gc": args.no_gc,
                 "notes": notes,
                 "results": [asdict(r) for r in results],
             },
