@@ -192,7 +192,10 @@ def percentile(sorted_values: list[float], q: float) -> float:
 def database(backend: str, postgres_url: str | None) -> Iterator[str]:
     """Yield a fresh store URL for ``backend``; clean up afterwards."""
     if backend == "memory":
-        yield f"memory://bench-{uuid.uuid4().hex}"
+        # Private to its runtime, so its log goes when the runtime closes: a named
+        # memory database would keep the baseline's whole log alive (and walked by
+        # every full garbage collection) through the live phase.
+        yield "memory://"
     elif backend.startswith("sqlite"):
         with tempfile.TemporaryDirectory(prefix="meerkat-bench-") as tmp:
             yield f"sqlite:///{tmp}/bench.db"
