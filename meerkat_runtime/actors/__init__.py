@@ -15,8 +15,9 @@ from meerkat_runtime.actors._executor import (
     call_executor,
 )
 from meerkat_runtime.actors._messages import Call
-from meerkat_runtime.actors._registry import Services, SessionRegistry
+from meerkat_runtime.actors._registry import SessionRegistry
 from meerkat_runtime.actors._scheduler import Scheduler
+from meerkat_runtime.actors._services import Services
 from meerkat_runtime.actors._session import AcceptOutcome, SessionActor
 from meerkat_runtime.events.runtime_event import RunBoundaryReceipt
 

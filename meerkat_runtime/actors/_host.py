@@ -32,7 +32,7 @@ import os
 import queue
 import threading
 import zlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pykka
 
@@ -43,11 +43,24 @@ if TYPE_CHECKING:
     from pykka._actor import ActorInbox
 
     from meerkat_runtime.actors._messages import Call
-    from meerkat_runtime.actors._session import SessionActor
 
-__all__ = ["Hosts", "Mailbox", "default_host_count"]
+__all__ = ["Hosted", "Hosts", "Mailbox", "default_host_count"]
 
 log = logging.getLogger(__name__)
+
+
+class Hosted(Protocol):
+    """What a host needs of a session actor (``SessionActor`` is one): its id, its
+    mailbox and a handler for one message at a time."""
+
+    @property
+    def session_id(self) -> str: ...
+
+    @property
+    def mailbox(self) -> Mailbox: ...
+
+    def on_receive(self, message: Call) -> None: ...
+
 
 # Messages of one session run in a row before the host turns to the next session.
 TURN_BUDGET = 64
@@ -129,7 +142,7 @@ class SessionHost(pykka.ThreadingActor):
                     log.exception("a session host could not hand its appends to the store")
         return None
 
-    def _run(self, actor: SessionActor) -> None:
+    def _run(self, actor: Hosted) -> None:
         mailbox = actor.mailbox
         for _ in range(TURN_BUDGET):
             with mailbox.lock:
@@ -169,7 +182,7 @@ class Hosts:
     def __len__(self) -> int:
         return len(self._refs)
 
-    def post(self, actor: SessionActor, call: Call) -> None:
+    def post(self, actor: Hosted, call: Call) -> None:
         """Append ``call`` to the actor's mailbox; queue the actor on its host if idle."""
         mailbox = actor.mailbox
         with mailbox.lock:

@@ -47,7 +47,8 @@ from meerkat_runtime.store._journal import Recovered
 from meerkat_runtime.telemetry import log_ids
 
 if TYPE_CHECKING:
-    from meerkat_runtime.actors._registry import Services, SessionRegistry
+    from meerkat_runtime.actors._registry import SessionRegistry
+    from meerkat_runtime.actors._services import Services
 
 __all__ = ["BatchRecovery", "recover_batch"]
 

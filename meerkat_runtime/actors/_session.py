@@ -47,7 +47,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, assert_never
+from typing import Any, assert_never
 
 from meerkat_runtime.actors import _messages as msg
 from meerkat_runtime.actors._completion import CompletionHandle
@@ -60,6 +60,7 @@ from meerkat_runtime.actors._executor import (
 )
 from meerkat_runtime.actors._host import Mailbox
 from meerkat_runtime.actors._messages import Call, Mailer
+from meerkat_runtime.actors._services import Services
 from meerkat_runtime.cluster import session_lease
 from meerkat_runtime.errors import (
     ConcurrencyConflict,
@@ -142,9 +143,6 @@ from meerkat_runtime.telemetry import (
     log_ids,
 )
 from meerkat_runtime.terminal_status import MISS, Miss, logged_input_state
-
-if TYPE_CHECKING:
-    from meerkat_runtime.actors._registry import Services
 
 __all__ = ["AcceptOutcome", "SessionActor"]
 
