@@ -8,6 +8,7 @@ percentiles, process statistics, machine facts, realistic payloads, tables.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import platform
@@ -157,6 +158,35 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else 0.0
 
 
+class FullCollections:
+    """Times the process's full (generation 2) garbage collections while ``recording``.
+
+    A full collection stops every thread of the process for a time that grows with
+    the number of live objects: the benchmarks report them beside their latencies.
+    """
+
+    def __init__(self) -> None:
+        self.pauses: list[float] = []
+        self.recording = False
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if info["generation"] != 2 or not self.recording:
+            return
+        if phase == "start":
+            self._started = time.perf_counter()
+        elif self._started:
+            self.pauses.append(time.perf_counter() - self._started)
+            self._started = 0.0
+
+    def __enter__(self) -> FullCollections:
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self)
+
+
 @dataclass
 class Load:
     """What :func:`run_load` measured."""
@@ -167,6 +197,15 @@ class Load:
     cpu_user: float  # process CPU seconds during the window
     cpu_system: float
     context_switches: int  # voluntary + involuntary, whole process
+    full_gc_pauses: list[float] = field(default_factory=list)  # seconds, in the window
+
+    @property
+    def full_gcs(self) -> int:
+        return len(self.full_gc_pauses)
+
+    @property
+    def full_gc_max_ms(self) -> float:
+        return ms(max(self.full_gc_pauses, default=0.0))
 
     @property
     def rate(self) -> float:
@@ -242,14 +281,17 @@ def run_load(
         raise errors[0]
     if on_start is not None:
         on_start()
-    before = resource.getrusage(resource.RUSAGE_SELF)
-    started = time.perf_counter()
-    deadline[0] = started + seconds
-    go.set()
-    for thread in pool:
-        thread.join()
-    elapsed = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_SELF)
+    with FullCollections() as collections:
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        started = time.perf_counter()
+        deadline[0] = started + seconds
+        collections.recording = True
+        go.set()
+        for thread in pool:
+            thread.join()
+        elapsed = time.perf_counter() - started
+        collections.recording = False
+        after = resource.getrusage(resource.RUSAGE_SELF)
     if errors:
         raise errors[0]
     merged = sorted(x for lat in latencies for x in lat)
@@ -260,6 +302,7 @@ def run_load(
         cpu_user=after.ru_utime - before.ru_utime,
         cpu_system=after.ru_stime - before.ru_stime,
         context_switches=(after.ru_nvcsw - before.ru_nvcsw) + (after.ru_nivcsw - before.ru_nivcsw),
+        full_gc_pauses=collections.pauses,
     )
 
 

@@ -81,6 +81,8 @@ class Measurement:
     accepts_per_commit: float = 0.0
     threads: int = 0
     per_call: int = 1  # inputs per host call (``--accept-many``)
+    full_gcs: int = 0  # full garbage collections in the window (each stops every thread)
+    full_gc_max_ms: float = 0.0
 
 
 def measure_raw(
@@ -253,6 +255,8 @@ def _measurement(
         context_switches_per_accept=round(load.context_switches / accepts, 1) if accepts else 0,
         commits=load.ops,
         accepts_per_commit=1.0,
+        full_gcs=load.full_gcs,
+        full_gc_max_ms=round(load.full_gc_max_ms, 1),
     )
     bl.log(
         f"  {backend:<13} {mode:<12} {sessions:>5} sessions: {m.accepts_per_second:>9,.0f} acc/s "
@@ -330,6 +334,7 @@ def report(
                         f"{cpu:.0f}+{rt.cpu_system_us_per_accept:.0f}",
                         round(1e6 / cpu) if cpu else 0,
                         rt.context_switches_per_accept,
+                        f"{rt.full_gcs} ({rt.full_gc_max_ms:.0f})",
                     ]
                 )
     text = bl.table(
@@ -348,6 +353,7 @@ def report(
             "CPU us/acc usr+sys",
             "1-core bound",
             "ctxsw/acc",
+            "full GCs (max ms)",
         ],
         rows,
     )

@@ -72,6 +72,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import _benchlib as bl
 import psycopg
 from psycopg import sql
 
@@ -133,31 +134,6 @@ class BackendResult:
     full_gc_total_ms: float = 0.0
     gc_disabled: bool = False
     """``--no-gc``: the collector was off in the measured phases (a diagnostic)."""
-
-
-class FullCollections:
-    """Times the process's full (generation 2) garbage collections while recording."""
-
-    def __init__(self) -> None:
-        self.pauses: list[float] = []
-        self.recording = False
-        self._started = 0.0
-
-    def __call__(self, phase: str, info: dict[str, int]) -> None:
-        if info["generation"] != 2 or not self.recording:
-            return
-        if phase == "start":
-            self._started = time.perf_counter()
-        elif self._started:
-            self.pauses.append(time.perf_counter() - self._started)
-            self._started = 0.0
-
-    def __enter__(self) -> FullCollections:
-        gc.callbacks.append(self)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        gc.callbacks.remove(self)
 
 
 def process_cpu() -> float:
@@ -326,7 +302,7 @@ def bench_backend(
     external: bool = False,
     no_gc: bool = False,
 ) -> BackendResult:
-    with FullCollections() as collections:
+    with bl.FullCollections() as collections:
         if no_gc:
             gc.disable()
         try:
@@ -344,7 +320,7 @@ def _bench_backend(
     seconds: float,
     pg_url: str | None,
     external: bool,
-    collections: FullCollections,
+    collections: bl.FullCollections,
 ) -> BackendResult:
     options: dict[str, Any] = {"sqlite_synchronous": "normal"} if backend == "sqlite-normal" else {}
 
