@@ -37,8 +37,13 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def runtimes() -> Iterator[list[Runtime]]:
-    """Runtimes a test opens; closed at teardown (a second close does nothing)."""
+def runtimes(store_url: str) -> Iterator[list[Runtime]]:
+    """Runtimes a test opens; closed at teardown (a second close does nothing).
+
+    It takes ``store_url`` so that it is set up after the store and torn down before
+    it: the PostgreSQL schema is dropped only once its runtimes are closed (dropping
+    it under a live runtime's projection runners deadlocked in CI once).
+    """
     opened: list[Runtime] = []
     yield opened
     for rt in reversed(opened):
