@@ -179,6 +179,18 @@ class FullCollections:
             self.pauses.append(time.perf_counter() - self._started)
             self._started = 0.0
 
+    @property
+    def count(self) -> int:
+        return len(self.pauses)
+
+    @property
+    def longest_ms(self) -> float:
+        return ms(max(self.pauses, default=0.0))
+
+    @property
+    def total_ms(self) -> float:
+        return ms(sum(self.pauses))
+
     def __enter__(self) -> FullCollections:
         gc.callbacks.append(self)
         return self
@@ -197,15 +209,7 @@ class Load:
     cpu_user: float  # process CPU seconds during the window
     cpu_system: float
     context_switches: int  # voluntary + involuntary, whole process
-    full_gc_pauses: list[float] = field(default_factory=list)  # seconds, in the window
-
-    @property
-    def full_gcs(self) -> int:
-        return len(self.full_gc_pauses)
-
-    @property
-    def full_gc_max_ms(self) -> float:
-        return ms(max(self.full_gc_pauses, default=0.0))
+    full_gcs: FullCollections = field(default_factory=FullCollections)  # in the window
 
     @property
     def rate(self) -> float:
@@ -302,7 +306,7 @@ def run_load(
         cpu_user=after.ru_utime - before.ru_utime,
         cpu_system=after.ru_stime - before.ru_stime,
         context_switches=(after.ru_nvcsw - before.ru_nvcsw) + (after.ru_nivcsw - before.ru_nivcsw),
-        full_gc_pauses=collections.pauses,
+        full_gcs=collections,
     )
 
 

@@ -255,8 +255,8 @@ def _measurement(
         context_switches_per_accept=round(load.context_switches / accepts, 1) if accepts else 0,
         commits=load.ops,
         accepts_per_commit=1.0,
-        full_gcs=load.full_gcs,
-        full_gc_max_ms=round(load.full_gc_max_ms, 1),
+        full_gcs=load.full_gcs.count,
+        full_gc_max_ms=round(load.full_gcs.longest_ms, 1),
     )
     bl.log(
         f"  {backend:<13} {mode:<12} {sessions:>5} sessions: {m.accepts_per_second:>9,.0f} acc/s "

@@ -404,9 +404,9 @@ def _bench_backend(
             live_events_per_second=round(live_events / live_elapsed, 1),
             accept_p50_ms=round(percentile(accept_latencies, 0.5) * 1000, 2),
             accept_p99_ms=round(percentile(accept_latencies, 0.99) * 1000, 2),
-            full_gcs=len(collections.pauses),
-            full_gc_max_ms=round(max(collections.pauses, default=0.0) * 1000, 1),
-            full_gc_total_ms=round(sum(collections.pauses) * 1000, 1),
+            full_gcs=collections.count,
+            full_gc_max_ms=round(collections.longest_ms, 1),
+            full_gc_total_ms=round(collections.total_ms, 1),
             gc_disabled=not gc.isenabled(),
         )
         for name in PROJECTIONS:

@@ -474,7 +474,8 @@ class Cursor:
         integer or a number: there ``json_populate_recordset`` gives what a bound
         parameter gives. A ``json``/``jsonb`` column would keep a JSON string as a string
         where a bound one is parsed; other types are not checked, so they take the
-        chunked statements. Asked once per table and process."""
+        chunked statements. Asked once per table and :class:`Sql` (a projection
+        set has one)."""
         known = self._sql.plain_pg_columns
         types = known.get(table)
         if types is None:
